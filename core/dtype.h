@@ -1,0 +1,89 @@
+/* core/dtype.h - element types of tensors and weights, and scalar conversions.
+ *
+ * Block-quantized types (Q8_0, Q4_0) store AM_QK = 32 elements per block; a
+ * row of such a tensor must have a multiple of 32 elements. Layouts are those
+ * of GGUF/ggml (MODEL_SPEC.md section 8):
+ *   Q8_0: { f16 d; int8 qs[32]; }           x[i] = d * qs[i]
+ *   Q4_0: { f16 d; uint8 qs[16]; }          x[i] = ((qs[i] & 15) - 8) * d for i < 16,
+ *                                           x[i+16] = ((qs[i] >> 4) - 8) * d
+ */
+#ifndef AM_DTYPE_H
+#define AM_DTYPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef enum {
+    AM_DTYPE_F32 = 0,
+    AM_DTYPE_F16,
+    AM_DTYPE_BF16,
+    AM_DTYPE_Q8_0,
+    AM_DTYPE_Q4_0,
+    AM_DTYPE_F64,
+    AM_DTYPE_I64,
+    AM_DTYPE_I32,
+    AM_DTYPE_I16,
+    AM_DTYPE_I8,
+    AM_DTYPE_U8,
+    AM_DTYPE_BOOL,
+    AM_DTYPE_COUNT
+} am_dtype;
+
+#define AM_QK 32
+
+typedef struct { uint16_t d; int8_t qs[AM_QK]; } am_block_q8_0;      /* 34 bytes */
+typedef struct { uint16_t d; uint8_t qs[AM_QK / 2]; } am_block_q4_0; /* 18 bytes */
+
+/* "f32", "f16", "bf16", "q8_0", "q4_0", "f64", "i64", ... */
+const char *am_dtype_name(am_dtype t);
+/* Parses a name as printed by am_dtype_name (case-insensitive); AM_EINVAL if unknown. */
+int am_dtype_parse(const char *name, am_dtype *out);
+/* Elements per block: 32 for Q8_0/Q4_0, 1 otherwise. */
+int64_t am_dtype_block_elems(am_dtype t);
+/* Bytes per block (per element for non-block types). */
+size_t am_dtype_block_bytes(am_dtype t);
+/* Bytes of a row of n elements; returns 0 if n is not a multiple of the block size
+ * or on overflow. */
+size_t am_dtype_row_bytes(am_dtype t, int64_t n);
+
+static inline float am_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Round to nearest even, NaN kept a (quiet) NaN, as torch does. */
+static inline uint16_t am_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float am_f16_to_f32(uint16_t h) {
+    _Float16 x;
+    memcpy(&x, &h, 2);
+    return (float)x;
+}
+
+static inline uint16_t am_f32_to_f16(float f) {
+    _Float16 x = (_Float16)f; /* IEEE round to nearest even */
+    uint16_t h;
+    memcpy(&h, &x, 2);
+    return h;
+}
+
+/* Converts n elements of a row in dtype t (F32, F16, BF16, Q8_0, Q4_0) to f32.
+ * n must be a multiple of the block size for block types. */
+void am_dequantize_row(am_dtype t, const void *src, float *dst, int64_t n);
+
+/* Quantizes n f32 values into dtype t (F32, F16, BF16, Q8_0, Q4_0) using the
+ * same rounding as ggml's reference quantizers (Q8_0: d = amax/127,
+ * q = round(x/d); Q4_0: d = max/-8 with max the signed value of largest
+ * magnitude, q = min(15, (int8)(x/d + 8.5))). */
+void am_quantize_row(am_dtype t, const float *src, void *dst, int64_t n);
+
+#endif
