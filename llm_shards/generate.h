@@ -1,0 +1,58 @@
+/* llm_shards/generate.h - one prompt in, tokens out: the single-sequence generation loop.
+ *
+ * Prefills the prompt, then samples up to max_tokens tokens, stopping early at
+ * EOS or when the output text contains one of the stop strings (the text is
+ * cut before the stop string). Text is streamed through a callback; bytes that
+ * might still turn out to begin a stop string are held back until they cannot.
+ */
+#ifndef AM_GENERATE_H
+#define AM_GENERATE_H
+
+#include "llm_shards/llama.h"
+#include "llm_shards/sampler.h"
+#include "llm_shards/tokenizer.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AM_MAX_STOP_STRINGS 16
+#define AM_MAX_STOP_BYTES 256
+
+typedef struct am_gen_params {
+    am_sampling_params sampling;
+    int32_t max_tokens;        /* >= 1 */
+    const char *const *stop;   /* n_stop stop strings (not copied) */
+    int n_stop;
+    int ignore_eos;            /* keep going past EOS (benchmarks) */
+} am_gen_params;
+
+typedef enum { AM_FINISH_LENGTH = 0, AM_FINISH_EOS, AM_FINISH_STOP, AM_FINISH_CANCELLED } am_finish_reason;
+const char *am_finish_reason_name(am_finish_reason r); /* "length", "eos", "stop", "cancelled" */
+
+/* Called with each new piece of output text (may be empty when the token's
+ * bytes are held back) and the token id; return non-zero to cancel. */
+typedef int (*am_token_cb)(void *user, int32_t id, const char *text, size_t len);
+
+typedef struct am_gen_result {
+    int32_t *ids;      /* generated ids, EOS excluded (owned; am_free) */
+    int64_t n_ids;
+    char *text;        /* generated text, NUL-terminated, cut at a stop string (owned) */
+    size_t text_len;
+    am_finish_reason finish;
+    int64_t n_prompt;
+    double prefill_s;  /* wall time of the prompt's forward pass */
+    double decode_s;   /* wall time of all later steps */
+} am_gen_result;
+
+void am_gen_result_fini(am_gen_result *r);
+
+/* Resets ctx and generates. The tokenizer may be NULL (no text, no stop
+ * strings: ids only). Errors: AM_EINVAL for bad parameters, AM_ERANGE when
+ * prompt + max_tokens exceeds the context (checked before any compute). */
+int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *prompt, int64_t n_prompt,
+                const am_gen_params *p, am_token_cb cb, void *user, am_gen_result *out);
+
+/* Monotonic clock in seconds. */
+double am_now_s(void);
+
+#endif

@@ -1,0 +1,24 @@
+/* llm_shards/model_files.h - a decoder and its tokenizer, found from one path.
+ *
+ * Tokenizer lookup when none is given: a GGUF's own metadata; else
+ * tokenizer.model, then tokenizer.bin, in the model's directory (or inside
+ * the model directory for safetensors directories).
+ */
+#ifndef AM_MODEL_FILES_H
+#define AM_MODEL_FILES_H
+
+#include "llm_shards/llama.h"
+#include "llm_shards/tokenizer.h"
+
+typedef struct am_model_files {
+    am_llama_model *model;
+    am_tokenizer *tok; /* NULL when not needed and not found */
+} am_model_files;
+
+/* Loads the model and its tokenizer (tok_path may be NULL). When need_tok is
+ * 0 a missing tokenizer is not an error. A tokenizer whose vocabulary size
+ * differs from the model's is an error naming both. */
+int am_model_files_open(am_model_files *mf, const char *model_path, const char *tok_path, int need_tok);
+void am_model_files_close(am_model_files *mf);
+
+#endif

@@ -1,0 +1,95 @@
+/* tools/cli.c - option parsing helpers shared by the subcommands. */
+#include "tools/cli.h"
+
+#include "core/cpu_backend.h"
+#include "core/error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void am_cli_init(am_cli *c, const char *cmd, int argc, char **argv) {
+    *c = (am_cli){.argc = argc, .argv = argv, .i = 1, .cmd = cmd};
+}
+
+const char *am_cli_next(am_cli *c) {
+    static _Thread_local char name[128];
+    if (c->i >= c->argc) return NULL;
+    const char *a = c->argv[c->i++];
+    const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+    if (eq && (size_t)(eq - a) < sizeof name) {
+        snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
+        c->name = name;
+        c->value = eq + 1;
+    } else {
+        c->name = a;
+        c->value = NULL;
+    }
+    return c->name;
+}
+
+int am_cli_fail(const am_cli *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "anymal %s: ", c->cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see anymal %s --help)\n", c->cmd);
+    va_end(ap);
+    return AM_EXIT_USAGE;
+}
+
+const char *am_cli_value(am_cli *c) {
+    if (c->value) return c->value;
+    if (c->i >= c->argc) {
+        am_cli_fail(c, "option %s needs a value", c->name);
+        return NULL;
+    }
+    return c->argv[c->i++];
+}
+
+int am_cli_int(am_cli *c, int64_t min, int64_t max, int64_t *out) {
+    const char *v = am_cli_value(c);
+    if (!v) return AM_EXIT_USAGE;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max)
+        return am_cli_fail(c, "%s wants an integer in [%lld, %lld], got '%s'", c->name, (long long)min,
+                           (long long)max, v);
+    *out = x;
+    return 0;
+}
+
+int am_cli_u64(am_cli *c, uint64_t *out) {
+    const char *v = am_cli_value(c);
+    if (!v) return AM_EXIT_USAGE;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-')
+        return am_cli_fail(c, "%s wants a non-negative integer, got '%s'", c->name, v);
+    *out = x;
+    return 0;
+}
+
+int am_cli_float(am_cli *c, double min, double max, double *out) {
+    const char *v = am_cli_value(c);
+    if (!v) return AM_EXIT_USAGE;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !(x >= min && x <= max))
+        return am_cli_fail(c, "%s wants a number in [%g, %g], got '%s'", c->name, min, max, v);
+    *out = x;
+    return 0;
+}
+
+int am_cli_error(const char *cmd, int rc) {
+    const char *msg = am_err_msg();
+    fprintf(stderr, "anymal %s: error: %s\n", cmd, msg[0] ? msg : am_strerror(rc));
+    return 1;
+}
+
+void am_cli_process_setup(int n_threads) { am_cpu_blas_setup(n_threads); }

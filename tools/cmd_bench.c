@@ -1,0 +1,195 @@
+/* tools/cmd_bench.c - `anymal bench decode`: throughput against the memory roofline.
+ *
+ * Decode at batch 1 reads every weight once per token, so its ceiling is
+ * memory bandwidth / weight bytes per token. The bandwidth is measured in the
+ * same run by a STREAM-style triad (a = b + s*c over arrays far larger than
+ * the caches, 3 streams counted as STREAM does), and a read-only sweep is
+ * reported beside it, because a matrix-vector product only reads.
+ */
+#include "core/alloc.h"
+#include "core/cpu_backend.h"
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "llm_shards/generate.h"
+#include "llm_shards/llama.h"
+#include "llm_shards/sampler.h"
+#include "tools/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define AM_BENCH_STREAM_FLOATS ((size_t)48 << 20) /* 192 MiB per array */
+#define AM_BENCH_STREAM_REPS 5
+
+typedef struct {
+    float *a, *b, *c; /* (n) each */
+    size_t n;
+    double sum[64]; /* per-thread partial sums of the read sweep */
+} stream_arrays;
+
+static void triad_task(void *arg, int ith, int nth) {
+    stream_arrays *s = arg;
+    int64_t i0, i1;
+    am_split_range((int64_t)s->n, 1024, ith, nth, &i0, &i1);
+    for (int64_t i = i0; i < i1; i++) s->a[i] = s->b[i] + 3.0f * s->c[i];
+}
+
+static void read_task(void *arg, int ith, int nth) {
+    stream_arrays *s = arg;
+    int64_t i0, i1;
+    am_split_range((int64_t)s->n, 1024, ith, nth, &i0, &i1);
+    float acc[16] = {0};
+    for (int64_t i = i0; i + 16 <= i1; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += s->b[i + j];
+    double t = 0;
+    for (int j = 0; j < 16; j++) t += acc[j];
+    s->sum[ith] = t;
+}
+
+/* Best of a few repetitions, in GB/s (1e9 bytes). */
+static int measure_bandwidth(am_threadpool *tp, double *triad_gbs, double *read_gbs) {
+    stream_arrays s = {.n = AM_BENCH_STREAM_FLOATS};
+    s.a = am_aligned_alloc(s.n * sizeof(float));
+    s.b = am_aligned_alloc(s.n * sizeof(float));
+    s.c = am_aligned_alloc(s.n * sizeof(float));
+    if (!s.a || !s.b || !s.c) {
+        am_aligned_free(s.a);
+        am_aligned_free(s.b);
+        am_aligned_free(s.c);
+        return AM_ENOMEM;
+    }
+    for (size_t i = 0; i < s.n; i++) {
+        s.b[i] = 1.0f;
+        s.c[i] = 2.0f;
+    }
+    double best_triad = 1e30, best_read = 1e30;
+    for (int r = 0; r < AM_BENCH_STREAM_REPS; r++) {
+        double t0 = am_now_s();
+        am_threadpool_run(tp, triad_task, &s);
+        double t1 = am_now_s();
+        am_threadpool_run(tp, read_task, &s);
+        double t2 = am_now_s();
+        if (t1 - t0 < best_triad) best_triad = t1 - t0;
+        if (t2 - t1 < best_read) best_read = t2 - t1;
+    }
+    *triad_gbs = 3.0 * (double)s.n * sizeof(float) / best_triad / 1e9;
+    *read_gbs = (double)s.n * sizeof(float) / best_read / 1e9;
+    am_aligned_free(s.a);
+    am_aligned_free(s.b);
+    am_aligned_free(s.c);
+    return 0;
+}
+
+static void help(void) {
+    printf("usage: anymal bench decode --model PATH [--prompt-tokens N] [--gen-tokens M] [--threads T]\n\n"
+           "Prefills N pseudo-random prompt tokens (default 512), then decodes M tokens greedily\n"
+           "(default 128, EOS ignored) and prints one JSON line: prefill_tok_per_s, decode_tok_per_s,\n"
+           "weight_bytes_per_token, bandwidth_gb_per_s (STREAM triad, same run), read_bandwidth_gb_per_s,\n"
+           "and decode_roofline_frac = decode_tok_per_s / (bandwidth / weight bytes per token).\n");
+}
+
+static int bench_decode(int argc, char **argv) {
+    am_cli cli;
+    am_cli_init(&cli, "bench decode", argc, argv);
+    const char *model_path = NULL;
+    int64_t n_prompt = 512, n_gen = 128, n_threads = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *opt;
+    int rc;
+    while ((opt = am_cli_next(&cli))) {
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(opt, "--model")) {
+            if (!(model_path = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--prompt-tokens")) {
+            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_prompt))) return rc;
+        } else if (!strcmp(opt, "--gen-tokens")) {
+            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_gen))) return rc;
+        } else if (!strcmp(opt, "--threads")) {
+            if ((rc = am_cli_int(&cli, 1, 1024, &n_threads))) return rc;
+        } else {
+            return am_cli_fail(&cli, "unknown option '%s'", opt);
+        }
+    }
+    if (!model_path) return am_cli_fail(&cli, "--model is required");
+    am_cli_process_setup((int)n_threads);
+
+    am_llama_model *m = NULL;
+    am_backend *be = NULL;
+    am_llama_ctx *ctx = NULL;
+    am_threadpool *tp = NULL;
+    int32_t *prompt = NULL;
+    float *logits = NULL;
+    int status = 1;
+    if ((rc = am_llama_load(model_path, &m))) goto fail;
+    const am_llama_config *cfg = &m->cfg;
+    if (n_prompt + n_gen > cfg->max_seq_len) {
+        rc = am_err_set(AM_ERANGE, "--prompt-tokens %lld + --gen-tokens %lld exceed the model's context of %d",
+                        (long long)n_prompt, (long long)n_gen, cfg->max_seq_len);
+        goto fail;
+    }
+    if ((rc = am_threadpool_new((int)n_threads, &tp))) goto fail;
+    double triad_gbs, read_gbs;
+    if ((rc = measure_bandwidth(tp, &triad_gbs, &read_gbs))) goto fail;
+    am_threadpool_destroy(&tp); /* its threads must not compete with the backend's */
+
+    if ((rc = am_cpu_backend_new((int)n_threads, &be))) goto fail;
+    if ((rc = am_llama_ctx_new(m, be, (int32_t)(n_prompt + n_gen), (int32_t)(n_prompt < 512 ? n_prompt : 512), &ctx)))
+        goto fail;
+    prompt = am_malloc((size_t)n_prompt * sizeof *prompt);
+    logits = am_aligned_alloc((size_t)cfg->vocab_size * sizeof(float));
+    if (!prompt || !logits) {
+        rc = AM_ENOMEM;
+        goto fail;
+    }
+    prompt[0] = AM_LLAMA_BOS;
+    for (int64_t i = 1; i < n_prompt; i++) prompt[i] = (int32_t)(3 + (i * 7919) % (cfg->vocab_size - 3));
+
+    /* Warm-up: one short forward pass pages in the weights and builds kernels. */
+    if ((rc = am_llama_eval(ctx, prompt, NULL, 1, logits, 0))) goto fail;
+    am_llama_ctx_reset(ctx);
+
+    double t0 = am_now_s();
+    if ((rc = am_llama_eval(ctx, prompt, NULL, (int32_t)n_prompt, logits, 0))) goto fail;
+    double t1 = am_now_s();
+    for (int64_t i = 0; i < n_gen; i++) {
+        int32_t id = am_argmax(logits, cfg->vocab_size);
+        if ((rc = am_llama_eval(ctx, &id, NULL, 1, logits, 0))) goto fail;
+    }
+    double t2 = am_now_s();
+
+    double prefill_tps = (double)n_prompt / (t1 - t0), decode_tps = (double)n_gen / (t2 - t1);
+    size_t wbytes = am_llama_weight_bytes(m);
+    printf("{\"bench\":\"decode\",\"model\":\"%s\",\"dtype\":\"%s\",\"backend\":\"%s\",\"threads\":%lld,"
+           "\"prompt_tokens\":%lld,\"gen_tokens\":%lld,\"prefill_tok_per_s\":%.2f,\"decode_tok_per_s\":%.2f,"
+           "\"weight_bytes_per_token\":%zu,\"bandwidth_gb_per_s\":%.2f,\"read_bandwidth_gb_per_s\":%.2f,"
+           "\"decode_roofline_frac\":%.3f,\"decode_read_roofline_frac\":%.3f,"
+           "\"prefill_gflop_per_s\":%.1f}\n",
+           model_path, am_dtype_name(am_llama_weight_dtype(m)), be->name, (long long)n_threads,
+           (long long)n_prompt, (long long)n_gen, prefill_tps, decode_tps, wbytes, triad_gbs, read_gbs,
+           decode_tps / (triad_gbs * 1e9 / (double)wbytes), decode_tps / (read_gbs * 1e9 / (double)wbytes),
+           prefill_tps * 2.0 * (double)am_llama_weight_params(m) / 1e9);
+    status = 0;
+    goto out;
+fail:
+    status = am_cli_error("bench decode", rc);
+out:
+    am_free(prompt);
+    am_aligned_free(logits);
+    am_llama_ctx_destroy(&ctx);
+    am_backend_destroy(&be);
+    am_threadpool_destroy(&tp);
+    am_llama_destroy(&m);
+    return status;
+}
+
+int am_cmd_bench(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        help();
+        return argc < 2 ? AM_EXIT_USAGE : 0;
+    }
+    if (!strcmp(argv[1], "decode")) return bench_decode(argc - 1, argv + 1);
+    fprintf(stderr, "anymal bench: unknown benchmark '%s' (want: decode)\n", argv[1]);
+    return AM_EXIT_USAGE;
+}
