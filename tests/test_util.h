@@ -2,7 +2,8 @@
  *
  * Each test program is a table of named test functions run in order by
  * AM_TEST_MAIN; a failed check prints file:line and the values, and the
- * program exits non-zero. Tests may read fixtures under AM_SOURCE_DIR and the
+ * program exits non-zero. `prog NAME` runs one test (and cases named
+ * "setup"/"teardown", which always run). Tests may read fixtures under AM_SOURCE_DIR and the
  * shared data under AM_SHARED_DIR (both set by CTest).
  */
 #ifndef AM_TEST_UTIL_H
@@ -64,7 +65,8 @@ typedef struct {
         static const am_test_case cases[] = {__VA_ARGS__};                              \
         int n = (int)(sizeof cases / sizeof cases[0]);                                  \
         for (int i = 0; i < n; i++) {                                                   \
-            if (argc > 1 && strcmp(argv[1], cases[i].name) != 0) continue;              \
+            int always = !strcmp(cases[i].name, "setup") || !strcmp(cases[i].name, "teardown"); \
+            if (argc > 1 && !always && strcmp(argv[1], cases[i].name) != 0) continue;   \
             int before = am_test_failures;                                              \
             cases[i].fn();                                                              \
             printf("%s %s\n", am_test_failures == before ? "ok  " : "FAIL", cases[i].name); \

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# deploy/install-deps.sh - install every Debian 12 package anymal needs to build and test.
+#
+# Idempotent: asks dpkg what is missing and runs apt-get only for that, so the
+# README's commands can call it every time. Needs root (or sudo) when
+# something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libopenblas-dev   # BLAS GEMM (loaded at run time with the right core type)
+  libdnnl-dev       # oneDNN: bf16 GEMM on AMX
+  libcjson-dev      # JSON: safetensors headers, HF config.json
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# deploy/test.sh - the README's test command: install deps, build, run every test.
+#
+# 1. A release build in build/ and its whole ctest suite.
+# 2. An ASan+UBSan build (AM_SANITIZE=ON) in build-asan/ and the same suite
+#    (set AM_SKIP_SANITIZE=1 to skip it locally).
+# Tests labelled `gpu` skip themselves where no GPU is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./deploy/install-deps.sh
+
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAM_WERROR=ON
+cmake --build build -j "$jobs"
+(cd build && ctest --output-on-failure -j "$jobs")
+
+if [ "${AM_SKIP_SANITIZE:-0}" != 1 ]; then
+  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAM_SANITIZE=ON -DAM_WERROR=ON
+  cmake --build build-asan -j "$jobs"
+  # LeakSanitizer reports leaks as failures; OpenBLAS/oneDNN thread pools are process-lifetime.
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j "$jobs")
+fi
