@@ -41,6 +41,15 @@ typedef struct am_llama_config {
     float rope_theta;    /* 10000 for LLaMA-2 */
 } am_llama_config;
 
+/* The weight tensors of a decoder, and their names in each naming scheme. */
+typedef enum { AM_NAMES_HF, AM_NAMES_META, AM_NAMES_GGUF } am_llama_naming;
+typedef enum {
+    AM_W_TOK, AM_W_NORM, AM_W_OUTPUT, AM_W_ATTN_NORM, AM_W_Q, AM_W_K, AM_W_V, AM_W_O,
+    AM_W_FFN_NORM, AM_W_GATE, AM_W_DOWN, AM_W_UP, AM_W_COUNT
+} am_llama_weight;
+/* printf format of a weight's name; per-layer names hold one %d for the layer. */
+const char *am_llama_weight_name(am_llama_naming naming, am_llama_weight w);
+
 typedef struct am_llama_layer {
     float *attn_norm; /* (C) f32 copy */
     am_matrix wq;     /* (H*D, C) */

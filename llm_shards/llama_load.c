@@ -14,30 +14,29 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef enum { NAMES_HF, NAMES_META, NAMES_GGUF } am__naming;
-
-/* Weight roles: per-layer names contain one %d for the layer index. */
-enum { W_TOK, W_NORM, W_OUTPUT, W_ATTN_NORM, W_Q, W_K, W_V, W_O, W_FFN_NORM, W_GATE, W_DOWN, W_UP, W_COUNT };
-
-static const char *const weight_names[3][W_COUNT] = {
-    [NAMES_HF] = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+static const char *const weight_names[3][AM_W_COUNT] = {
+    [AM_NAMES_HF] = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
                   "model.layers.%d.input_layernorm.weight", "model.layers.%d.self_attn.q_proj.weight",
                   "model.layers.%d.self_attn.k_proj.weight", "model.layers.%d.self_attn.v_proj.weight",
                   "model.layers.%d.self_attn.o_proj.weight",
                   "model.layers.%d.post_attention_layernorm.weight",
                   "model.layers.%d.mlp.gate_proj.weight", "model.layers.%d.mlp.down_proj.weight",
                   "model.layers.%d.mlp.up_proj.weight"},
-    [NAMES_META] = {"tok_embeddings.weight", "norm.weight", "output.weight",
+    [AM_NAMES_META] = {"tok_embeddings.weight", "norm.weight", "output.weight",
                     "layers.%d.attention_norm.weight", "layers.%d.attention.wq.weight",
                     "layers.%d.attention.wk.weight", "layers.%d.attention.wv.weight",
                     "layers.%d.attention.wo.weight", "layers.%d.ffn_norm.weight",
                     "layers.%d.feed_forward.w1.weight", "layers.%d.feed_forward.w2.weight",
                     "layers.%d.feed_forward.w3.weight"},
-    [NAMES_GGUF] = {"token_embd.weight", "output_norm.weight", "output.weight",
+    [AM_NAMES_GGUF] = {"token_embd.weight", "output_norm.weight", "output.weight",
                     "blk.%d.attn_norm.weight", "blk.%d.attn_q.weight", "blk.%d.attn_k.weight",
                     "blk.%d.attn_v.weight", "blk.%d.attn_output.weight", "blk.%d.ffn_norm.weight",
                     "blk.%d.ffn_gate.weight", "blk.%d.ffn_down.weight", "blk.%d.ffn_up.weight"},
 };
+
+const char *am_llama_weight_name(am_llama_naming naming, am_llama_weight w) {
+    return weight_names[naming][w];
+}
 
 int am_llama_config_check(const am_llama_config *cfg) {
     const struct { const char *name; int64_t v, max; } fields[] = {
@@ -264,21 +263,21 @@ static void layer_name(char *buf, size_t cap, const char *fmt, int layer) {
     snprintf(buf, cap, fmt, layer);
 }
 
-static int load_weights(am_llama_model *m, am__naming names, int tied) {
+static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
     const am_llama_config *cfg = &m->cfg;
     const am_ckpt *c = m->ckpt;
     const char *const *nm = weight_names[names];
     int64_t C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size;
     int64_t QD = (int64_t)cfg->n_heads * cfg->head_dim, KD = (int64_t)cfg->n_kv_heads * cfg->head_dim;
     int rc;
-    if ((rc = get_matrix(c, nm[W_TOK], V, C, &m->tok_embeddings))) return rc;
-    if ((rc = get_vector_f32(c, nm[W_NORM], C, &m->norm))) return rc;
-    if (tied || !am_ckpt_find(c, nm[W_OUTPUT])) {
-        if (!tied && names == NAMES_HF)
+    if ((rc = get_matrix(c, nm[AM_W_TOK], V, C, &m->tok_embeddings))) return rc;
+    if ((rc = get_vector_f32(c, nm[AM_W_NORM], C, &m->norm))) return rc;
+    if (tied || !am_ckpt_find(c, nm[AM_W_OUTPUT])) {
+        if (!tied && names == AM_NAMES_HF)
             return am_err_set(AM_ENOTFOUND, "%s: missing tensor %s (and tie_word_embeddings is false)",
-                              am_ckpt_path(c), nm[W_OUTPUT]);
+                              am_ckpt_path(c), nm[AM_W_OUTPUT]);
         m->output = m->tok_embeddings; /* GGUF omits output.weight when tied */
-    } else if ((rc = get_matrix(c, nm[W_OUTPUT], V, C, &m->output))) {
+    } else if ((rc = get_matrix(c, nm[AM_W_OUTPUT], V, C, &m->output))) {
         return rc;
     }
     m->layers = am_calloc((size_t)cfg->n_layers, sizeof *m->layers);
@@ -287,20 +286,20 @@ static int load_weights(am_llama_model *m, am__naming names, int tied) {
     for (int l = 0; l < cfg->n_layers; l++) {
         am_llama_layer *ly = &m->layers[l];
         const struct { int role; am_matrix *dst; int64_t rows, cols; } mats[] = {
-            {W_Q, &ly->wq, QD, C}, {W_K, &ly->wk, KD, C},   {W_V, &ly->wv, KD, C}, {W_O, &ly->wo, C, QD},
-            {W_GATE, &ly->w1, F, C}, {W_DOWN, &ly->w2, C, F}, {W_UP, &ly->w3, F, C},
+            {AM_W_Q, &ly->wq, QD, C}, {AM_W_K, &ly->wk, KD, C},   {AM_W_V, &ly->wv, KD, C}, {AM_W_O, &ly->wo, C, QD},
+            {AM_W_GATE, &ly->w1, F, C}, {AM_W_DOWN, &ly->w2, C, F}, {AM_W_UP, &ly->w3, F, C},
         };
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
             layer_name(name, sizeof name, nm[mats[i].role], l);
             if ((rc = get_matrix(c, name, mats[i].rows, mats[i].cols, mats[i].dst))) return rc;
         }
-        layer_name(name, sizeof name, nm[W_ATTN_NORM], l);
+        layer_name(name, sizeof name, nm[AM_W_ATTN_NORM], l);
         if ((rc = get_vector_f32(c, name, C, &ly->attn_norm))) return rc;
-        layer_name(name, sizeof name, nm[W_FFN_NORM], l);
+        layer_name(name, sizeof name, nm[AM_W_FFN_NORM], l);
         if ((rc = get_vector_f32(c, name, C, &ly->ffn_norm))) return rc;
     }
     /* A layer past n_layers means the config and the weights disagree. */
-    layer_name(name, sizeof name, nm[W_Q], cfg->n_layers);
+    layer_name(name, sizeof name, nm[AM_W_Q], cfg->n_layers);
     if (am_ckpt_find(c, name))
         return am_err_set(AM_ESHAPE, "%s: has tensor %s but the config says %d layers", am_ckpt_path(c),
                           name, cfg->n_layers);
@@ -331,27 +330,27 @@ int am_llama_load(const char *path, am_llama_model **out) {
     int rc = AM_ENOMEM;
     if (!(m->path = am_strdup(path))) goto fail;
     if ((rc = am_ckpt_open(path, &m->ckpt))) goto fail;
-    am__naming names;
+    am_llama_naming names;
     int tied = 0;
     switch (am_ckpt_get_format(m->ckpt)) {
     case AM_CKPT_GGUF:
-        names = NAMES_GGUF;
+        names = AM_NAMES_GGUF;
         rc = config_from_gguf(m->ckpt, &m->cfg);
         break;
     case AM_CKPT_LLAMA2C:
-        names = NAMES_META;
+        names = AM_NAMES_META;
         rc = config_from_llama2c(m->ckpt, &m->cfg);
         break;
     default: {
         char cfg_path[4096];
         hf_config_path(path, cfg_path, sizeof cfg_path);
-        names = am_ckpt_find(m->ckpt, weight_names[NAMES_META][W_TOK]) ? NAMES_META : NAMES_HF;
+        names = am_ckpt_find(m->ckpt, weight_names[AM_NAMES_META][AM_W_TOK]) ? AM_NAMES_META : AM_NAMES_HF;
         rc = config_from_hf_json(cfg_path, &m->cfg, &tied);
         break;
     }
     }
     if (rc || (rc = am_llama_config_check(&m->cfg))) goto fail;
-    m->rope_layout = names == NAMES_HF ? AM_ROPE_HALVES : AM_ROPE_ADJACENT;
+    m->rope_layout = names == AM_NAMES_HF ? AM_ROPE_HALVES : AM_ROPE_ADJACENT;
     if ((rc = load_weights(m, names, tied))) goto fail;
     *out = m;
     return 0;

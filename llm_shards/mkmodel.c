@@ -54,8 +54,6 @@ int am_mkmodel_parse_format(const char *name, am_model_format *out) {
 
 /* ---- deterministic values --------------------------------------------------- */
 
-enum { R_TOK, R_NORM, R_OUTPUT, R_ATTN_NORM, R_Q, R_K, R_V, R_O, R_FFN_NORM, R_GATE, R_DOWN, R_UP, R_COUNT };
-
 static uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -76,12 +74,12 @@ static uint64_t stream_of(uint64_t seed, int role, int layer) {
 static void fill_tensor(float *dst, int64_t rows, int64_t cols, uint64_t seed, int role, int layer) {
     uint64_t st = stream_of(seed, role, layer);
     int64_t n = rows * cols;
-    if (role == R_NORM || role == R_ATTN_NORM || role == R_FFN_NORM) {
+    if (role == AM_W_NORM || role == AM_W_ATTN_NORM || role == AM_W_FFN_NORM) {
         for (int64_t i = 0; i < n; i++) dst[i] = 1.0f + 0.1f * unit_uniform(st, (uint64_t)i);
         return;
     }
     /* Uniform(-a, a) has variance a^2/3: a = sqrt(3/fan_in) gives variance 1/fan_in. */
-    float a = role == R_TOK ? sqrtf(3.0f) : sqrtf(3.0f / (float)cols);
+    float a = role == AM_W_TOK ? sqrtf(3.0f) : sqrtf(3.0f / (float)cols);
     for (int64_t i = 0; i < n; i++) dst[i] = a * unit_uniform(st, (uint64_t)i);
 }
 
@@ -174,45 +172,33 @@ static int add_tensor(tensor_list *l, const char *name, int role, int layer, int
     return 0;
 }
 
-static const char *const hf_names[R_COUNT] = {
-    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
-    "model.layers.%d.input_layernorm.weight", "model.layers.%d.self_attn.q_proj.weight",
-    "model.layers.%d.self_attn.k_proj.weight", "model.layers.%d.self_attn.v_proj.weight",
-    "model.layers.%d.self_attn.o_proj.weight", "model.layers.%d.post_attention_layernorm.weight",
-    "model.layers.%d.mlp.gate_proj.weight", "model.layers.%d.mlp.down_proj.weight",
-    "model.layers.%d.mlp.up_proj.weight"};
-static const char *const gguf_names[R_COUNT] = {
-    "token_embd.weight", "output_norm.weight", "output.weight", "blk.%d.attn_norm.weight",
-    "blk.%d.attn_q.weight", "blk.%d.attn_k.weight", "blk.%d.attn_v.weight", "blk.%d.attn_output.weight",
-    "blk.%d.ffn_norm.weight", "blk.%d.ffn_gate.weight", "blk.%d.ffn_down.weight", "blk.%d.ffn_up.weight"};
-
 /* All tensors of the model in the given naming; norms stay f32 in GGUF (as
  * llama.cpp writes them) and follow dtype in safetensors (as HF does). */
 static int build_tensors(const am_llama_config *cfg, const am_mkmodel_opts *o, tensor_list *l) {
-    const char *const *names = o->format == AM_FORMAT_GGUF ? gguf_names : hf_names;
+    am_llama_naming naming = o->format == AM_FORMAT_GGUF ? AM_NAMES_GGUF : AM_NAMES_HF;
     int hf = o->format == AM_FORMAT_SAFETENSORS;
     am_dtype norm_dtype = o->format == AM_FORMAT_GGUF ? AM_DTYPE_F32 : o->dtype;
     int64_t C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size, D = cfg->head_dim;
     int64_t QD = (int64_t)cfg->n_heads * D, KD = (int64_t)cfg->n_kv_heads * D;
     char name[AM_CKPT_MAX_NAME_BYTES];
     int rc;
-    if ((rc = add_tensor(l, names[R_TOK], R_TOK, -1, V, C, 2, o->dtype, o->seed, 0, 0))) return rc;
+    if ((rc = add_tensor(l, am_llama_weight_name(naming, AM_W_TOK), AM_W_TOK, -1, V, C, 2, o->dtype, o->seed, 0, 0))) return rc;
     for (int layer = 0; layer < cfg->n_layers; layer++) {
         const struct { int role; int64_t rows, cols; int n_dims, heads; } spec[] = {
-            {R_ATTN_NORM, 1, C, 1, 0}, {R_Q, QD, C, 2, cfg->n_heads}, {R_K, KD, C, 2, cfg->n_kv_heads},
-            {R_V, KD, C, 2, 0},        {R_O, C, QD, 2, 0},            {R_FFN_NORM, 1, C, 1, 0},
-            {R_GATE, F, C, 2, 0},      {R_DOWN, C, F, 2, 0},          {R_UP, F, C, 2, 0},
+            {AM_W_ATTN_NORM, 1, C, 1, 0}, {AM_W_Q, QD, C, 2, cfg->n_heads}, {AM_W_K, KD, C, 2, cfg->n_kv_heads},
+            {AM_W_V, KD, C, 2, 0},        {AM_W_O, C, QD, 2, 0},            {AM_W_FFN_NORM, 1, C, 1, 0},
+            {AM_W_GATE, F, C, 2, 0},      {AM_W_DOWN, C, F, 2, 0},          {AM_W_UP, F, C, 2, 0},
         };
         for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
-            snprintf(name, sizeof name, names[spec[i].role], layer);
+            snprintf(name, sizeof name, am_llama_weight_name(naming, spec[i].role), layer);
             am_dtype dt = spec[i].n_dims == 1 ? norm_dtype : o->dtype;
             if ((rc = add_tensor(l, name, spec[i].role, layer, spec[i].rows, spec[i].cols, spec[i].n_dims, dt,
                                  o->seed, hf ? spec[i].heads : 0, (int)D)))
                 return rc;
         }
     }
-    if ((rc = add_tensor(l, names[R_NORM], R_NORM, -1, 1, C, 1, norm_dtype, o->seed, 0, 0))) return rc;
-    return add_tensor(l, names[R_OUTPUT], R_OUTPUT, -1, V, C, 2, o->dtype, o->seed, 0, 0);
+    if ((rc = add_tensor(l, am_llama_weight_name(naming, AM_W_NORM), AM_W_NORM, -1, 1, C, 1, norm_dtype, o->seed, 0, 0))) return rc;
+    return add_tensor(l, am_llama_weight_name(naming, AM_W_OUTPUT), AM_W_OUTPUT, -1, V, C, 2, o->dtype, o->seed, 0, 0);
 }
 
 /* ---- writers per format ---------------------------------------------------- */
