@@ -41,10 +41,8 @@ int am_err_prefix(int code, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err_msg, sizeof old);
-    if (old[0])
-        snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, old);
-    else
-        snprintf(err_msg, sizeof err_msg, "%s: %s", prefix, am_strerror(code));
+    /* Both parts are bounded so that the result always fits the buffer. */
+    snprintf(err_msg, sizeof err_msg, "%.400s: %.600s", prefix, old[0] ? old : am_strerror(code));
     return code;
 }
 

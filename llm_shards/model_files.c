@@ -19,7 +19,8 @@ static int tokenizer_beside(const char *model_path, char *buf, size_t cap) {
     }
     static const char *const names[] = {"tokenizer.model", "tokenizer.bin"};
     for (int i = 0; i < 2; i++) {
-        snprintf(buf, cap, "%s/%s", dir, names[i]);
+        if ((size_t)snprintf(buf, cap, "%s/%s", dir, names[i]) >= cap)
+            return am_err_set(AM_ERANGE, "path too long: %s/%s", dir, names[i]);
         if (access(buf, R_OK) == 0) return 0;
     }
     return am_err_set(AM_ENOTFOUND, "no tokenizer.model or tokenizer.bin beside %s (give --tokenizer)", model_path);
