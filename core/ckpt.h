@@ -4,7 +4,7 @@
  *   - a safetensors file (*.safetensors),
  *   - a directory holding model.safetensors, or model.safetensors.index.json
  *     (sharded HF layout: {"weight_map": {tensor: file}}), or a single *.safetensors,
- *   - a GGUF v3 file (magic "GGUF"),
+ *   - a GGUF v3 file (magic "GGUF"; v2, identical in layout, is accepted too),
  *   - a llama2.c checkpoint (7 int32 header + fp32 tensors, see MODEL_SPEC.md 8).
  * Files are mmap'ed read-only; tensor data pointers point into the mappings
  * (zero-copy) and stay valid until am_ckpt_destroy(). Nothing is read eagerly
@@ -21,7 +21,8 @@
  * "layers.N.feed_forward.{w1,w2,w3}.weight", "norm.weight", "output.weight"
  * ("output.weight" aliases tok_embeddings when the classifier is shared), and the
  * header as metadata ints "llama2c.{dim,hidden_dim,n_layers,n_heads,n_kv_heads,
- * vocab_size,seq_len,shared_classifier}".
+ * vocab_size,seq_len,shared_classifier}" (vocab_size is positive; the sign is in
+ * shared_classifier). The unused freq_cis tables are not exposed.
  *
  * Errors: every open failure returns a negative AM_E* code with am_err_msg()
  * naming the file and the tensor or field at fault. A truncated, inconsistent
@@ -29,6 +30,29 @@
  * out-of-file offsets, sizes that do not match dtype*shape, duplicate names,
  * bad UTF-8/JSON, misaligned GGUF data) is rejected; it never crashes and never
  * reads outside the mapping.
+ *   AM_EFORMAT      malformed or inconsistent content (also: no format matched)
+ *   AM_ERANGE       a limit exceeded: header > AM_SAFETENSORS_MAX_HEADER_BYTES,
+ *                   more than AM_CKPT_MAX_TENSORS tensors, a name longer than
+ *                   AM_CKPT_MAX_NAME_BYTES, dtype*shape overflowing
+ *   AM_EUNSUPPORTED valid but not handled: a GGUF tensor type other than F32,
+ *                   F16, Q4_0, Q8_0, BF16 (message names tensor and type number),
+ *                   a safetensors F8/U16/U32/U64/C64 tensor, > AM_MAX_DIMS dims,
+ *                   GGUF versions other than 2 and 3, big-endian GGUF
+ *   AM_ENOTFOUND    path missing; a shard named by the index is missing or does
+ *                   not hold a tensor the index maps to it (names both)
+ *   AM_EIO          open/stat/mmap failed (errno text in the message)
+ *   AM_ENOMEM       allocation failed (nothing leaks)
+ *
+ * Detection: "GGUF" magic -> GGUF; byte 8 == '{' after a u64 below 2^32 ->
+ * safetensors; otherwise a name ending in .safetensors / .gguf picks that
+ * parser (for its error messages), anything else is tried as llama2.c, whose
+ * header must be plausible (dims > 0, n_heads | dim, n_kv_heads | n_heads,
+ * even head size) and whose file size must match it exactly.
+ *
+ * Data pointers are as aligned as the file makes them: GGUF data is aligned to
+ * general.alignment, our safetensors writer aligns every tensor to its element
+ * size, llama2.c floats are 4-aligned. The mapped files must not be truncated
+ * while open (the kernel would raise SIGBUS on access).
  */
 #ifndef AM_CKPT_H
 #define AM_CKPT_H
@@ -72,14 +96,16 @@ const am_ckpt_tensor *am_ckpt_tensor_at(const am_ckpt *c, int64_t i);
 const am_ckpt_tensor *am_ckpt_find(const am_ckpt *c, const char *name);
 /* Like am_ckpt_find, but checks dtype-independent shape: returns AM_ENOTFOUND
  * or AM_ESHAPE with a message naming the file and tensor. n_dims may be less
- * than the tensor's only if the extra outer dims are 1. */
+ * than the tensor's only if the extra outer dims are 1 (and, symmetrically, more
+ * if the extra requested outer dims are 1). *out is NULL on failure. */
 int am_ckpt_get(const am_ckpt *c, const char *name, int n_dims, const int64_t *shape,
                 const am_ckpt_tensor **out);
 
 /* Metadata: GGUF key/values, safetensors "__metadata__" (strings only),
  * llama2.c header ints. Each returns 0, AM_ENOTFOUND (no message set) or
  * AM_EFORMAT (present with another type; message set). Integer getters accept
- * any GGUF integer type (and bool) that fits int64; float getters accept F32/F64. */
+ * any GGUF integer type (and bool) that fits int64 (a U64 above INT64_MAX gives
+ * AM_ERANGE, message set); float getters accept F32/F64. */
 int am_ckpt_meta_int(const am_ckpt *c, const char *key, int64_t *out);
 int am_ckpt_meta_float(const am_ckpt *c, const char *key, double *out);
 /* String value: not NUL-terminated in GGUF, so a pointer and a length. */
@@ -95,12 +121,17 @@ typedef enum {
 typedef struct am_ckpt_array {
     am_gguf_type elem_type;
     uint64_t n;
-    const void *data; /* numeric arrays: n packed little-endian elements in the mapping */
+    const void *data; /* numeric arrays: n packed little-endian elements in the mapping;
+                         arrays of arrays (AM_GGUF_ARRAY): the first nested array's raw
+                         bytes (parsed for validation only, not exposed further) */
     const void *priv; /* string arrays: reader-private index */
 } am_ckpt_array;
 
+/* 0, AM_ENOTFOUND (no message) or AM_EFORMAT (not an array; message set). The
+ * array stays valid until am_ckpt_destroy(). */
 int am_ckpt_meta_array(const am_ckpt *c, const char *key, am_ckpt_array *out);
-/* i-th string of a string array (0 or AM_ERANGE). */
+/* i-th string of a string array (0 or AM_ERANGE); the string is not
+ * NUL-terminated. AM_EINVAL (message set) if a is not a string array. */
 int am_ckpt_array_str(const am_ckpt_array *a, uint64_t i, const char **s, size_t *len);
 
 /* ---- Writers (used by `anymal mkmodel` and tests). ---------------------
@@ -122,18 +153,30 @@ typedef struct am_kv_str {
 } am_kv_str;
 
 /* One safetensors file; F32/F16/BF16/F64/I64/I32/I16/I8/U8/BOOL only
- * (block types -> AM_EUNSUPPORTED). meta may be NULL. */
+ * (block types -> AM_EUNSUPPORTED). meta may be NULL. The header lists tensors
+ * by name; the data is laid out widest element first, then by name (as the
+ * Python library does), so every tensor is aligned to its element size.
+ * Duplicate or empty names, names that are not UTF-8 and nbytes that do not
+ * match dtype*shape give AM_EINVAL; I/O errors AM_EIO. */
 int am_safetensors_write(const char *path, const am_tensor_src *t, int64_t n, const am_kv_str *meta,
                          int64_t n_meta);
 /* Into directory dir: model.safetensors when the total is <= max_shard_bytes,
  * else model-0000i-of-0000N.safetensors files of at most max_shard_bytes each
  * (a single larger tensor gets its own shard) plus model.safetensors.index.json
- * with {"metadata":{"total_size":...},"weight_map":{...}}. dir must exist. */
+ * with {"metadata":{"total_size":...},"weight_map":{...}}. dir must exist.
+ * Shards are filled greedily in the given tensor order. The index is written
+ * last; then a stale model.safetensors (which readers would prefer) is removed,
+ * and in the single-file case a stale index is removed. Older shard files with
+ * other names are left alone. All tensors are validated before anything is
+ * written (AM_EINVAL, AM_EUNSUPPORTED). */
 int am_safetensors_write_dir(const char *dir, const am_tensor_src *t, int64_t n,
                              size_t max_shard_bytes);
 
 /* GGUF v3 writer. Keys keep insertion order; tensors are aligned to 32 bytes
- * (general.alignment is written when not 32... it is simply 32). */
+ * (general.alignment is written when not 32... it is simply 32). Setters return
+ * AM_EINVAL for an empty, non-UTF-8 or duplicate key (the writer stays usable)
+ * and AM_ENOMEM (then _write fails too; only destroy remains). Tensors: F32, F16, BF16, Q8_0, Q4_0
+ * (else AM_EUNSUPPORTED), 1..AM_MAX_DIMS dims, unique names (else AM_EINVAL). */
 typedef struct am_gguf_writer am_gguf_writer;
 int am_gguf_writer_new(am_gguf_writer **out);
 void am_gguf_writer_destroy(am_gguf_writer **p);
@@ -141,6 +184,7 @@ int am_gguf_set_u32(am_gguf_writer *w, const char *key, uint32_t v);
 int am_gguf_set_i32(am_gguf_writer *w, const char *key, int32_t v);
 int am_gguf_set_f32(am_gguf_writer *w, const char *key, float v);
 int am_gguf_set_str(am_gguf_writer *w, const char *key, const char *v);
+/* lens may be NULL: the strings are then NUL-terminated. */
 int am_gguf_set_arr_str(am_gguf_writer *w, const char *key, const char *const *v,
                         const size_t *lens, uint64_t n);
 int am_gguf_set_arr_f32(am_gguf_writer *w, const char *key, const float *v, uint64_t n);
@@ -173,6 +217,9 @@ typedef struct am_llama2c_weights {
     const float *wcls;                  /* (vocab, dim); ignored when shared */
 } am_llama2c_weights;
 
+/* AM_EINVAL for a config the reader would reject (non-positive dims, n_heads
+ * not dividing dim, n_kv_heads not dividing n_heads, odd head size) or a NULL
+ * weight (wcls only when unshared). */
 int am_llama2c_write(const char *path, const am_llama2c_config *cfg, const am_llama2c_weights *w);
 
 #endif
