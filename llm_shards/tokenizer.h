@@ -11,7 +11,10 @@
  *
  * Ownership: am_tokenizer_* output arrays/strings are allocated with am_malloc
  * and owned by the caller (am_free). Errors: AM_EIO / AM_EFORMAT with a message
- * naming the file and field; AM_ENOMEM; AM_EINVAL for bad ids.
+ * naming the file and field (AM_ERANGE for a limit, AM_EUNSUPPORTED for a
+ * valid model we cannot reproduce exactly); AM_ENOMEM; AM_EINVAL for bad ids.
+ * A loaded tokenizer is immutable: any number of threads may encode/decode
+ * with it concurrently.
  */
 #ifndef AM_TOKENIZER_H
 #define AM_TOKENIZER_H
@@ -65,16 +68,18 @@ int am_tokenizer_synthetic(int32_t n_vocab, am_tokenizer **out);
 void am_tokenizer_destroy(am_tokenizer **p);
 
 int32_t am_tokenizer_n_vocab(const am_tokenizer *t);
+/* Special ids; bos/eos are -1 when the vocabulary has no such CONTROL piece
+ * ("<s>"/"</s>", or the names in trainer_spec / the GGUF ids). */
 int32_t am_tokenizer_bos(const am_tokenizer *t); /* 1 for LLaMA */
 int32_t am_tokenizer_eos(const am_tokenizer *t); /* 2 for LLaMA */
 int32_t am_tokenizer_unk(const am_tokenizer *t); /* 0 for LLaMA */
-/* (bos/eos are -1 when the vocabulary has no such CONTROL piece.) */
 /* Id of a piece (exact bytes, e.g. "\xE2\x96\x81the"), -1 if absent. */
 int32_t am_tokenizer_find(const am_tokenizer *t, const char *piece, size_t len);
 /* The most bytes am_tokenizer_token_bytes can write for one token. */
 size_t am_tokenizer_max_token_bytes(const am_tokenizer *t);
 /* Piece text (with '\u2581' for spaces, "<0x41>" for byte pieces), NULL if out of range. */
 const char *am_tokenizer_piece(const am_tokenizer *t, int32_t id);
+/* Score and type of a piece; 0 and (am_piece_type)0 if out of range. */
 float am_tokenizer_score(const am_tokenizer *t, int32_t id);
 am_piece_type am_tokenizer_type(const am_tokenizer *t, int32_t id);
 
@@ -87,8 +92,9 @@ int am_tokenizer_encode(const am_tokenizer *t, const char *text, size_t len, int
                         int32_t **ids, int64_t *n_ids);
 /* Decodes like sentencepiece's DecodeIds: control tokens vanish, runs of byte
  * pieces become their bytes (each malformed UTF-8 byte becomes U+FFFD),
- * '\u2581' becomes ' ', <unk> becomes " \u2047 ", and one leading '\u2581' is
- * dropped from the first piece(s) that produce text. *text is NUL-terminated,
+ * '\u2581' becomes ' ', <unk> becomes " \u2047 ", and the first non-control
+ * piece loses one leading '\u2581' if it is a normal piece (with whitespace
+ * folding: every piece until some text appears). *text is NUL-terminated,
  * *len excludes the NUL. AM_EINVAL for an id outside [0, n_vocab). */
 int am_tokenizer_decode(const am_tokenizer *t, const int32_t *ids, int64_t n, char **text,
                         size_t *len);
@@ -100,8 +106,8 @@ int am_tokenizer_decode(const am_tokenizer *t, const int32_t *ids, int64_t n, ch
  * am_tokenizer_max_token_bytes() is enough for any vocabulary. A multi-byte
  * UTF-8 character split over byte tokens is emitted byte by byte (the caller
  * may buffer). Control pieces write nothing; a piece's leading '\u2581' is
- * dropped when prev is -1 or BOS (llama2.c's rule; it matches DecodeIds on
- * "BOS first-piece"). */
+ * dropped when prev is -1 or BOS (llama2.c's rule). Concatenated from prev =
+ * -1, the output equals am_tokenizer_decode for any encoder output. */
 int am_tokenizer_token_bytes(const am_tokenizer *t, int32_t prev, int32_t id, char *buf,
                              size_t cap);
 
