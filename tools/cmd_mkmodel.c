@@ -38,7 +38,9 @@ int am_cmd_mkmodel(int argc, char **argv) {
             help();
             return 0;
         } else if (!strcmp(opt, "--shape")) {
+            am_llama_config shape_cfg;
             if (!(o.shape = am_cli_value(&cli))) return AM_EXIT_USAGE;
+            if (am_mkmodel_shape(o.shape, 0, &shape_cfg)) return am_cli_fail(&cli, "%s", am_err_msg());
         } else if (!strcmp(opt, "--layers")) {
             if ((rc = am_cli_int(&cli, 1, 1024, &v))) return rc;
             o.n_layers = (int32_t)v;
