@@ -148,13 +148,21 @@ static void test_formats_agree(void) {
     CHECK_OK(make("tiny", 0, AM_FORMAT_SAFETENSORS, AM_DTYPE_F32, 42, st, NULL));
     CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, AM_DTYPE_F32, 42, gg, NULL));
     CHECK_OK(make("tiny", 0, AM_FORMAT_LLAMA2C, AM_DTYPE_F32, 42, l2, NULL));
-    const char *paths[3] = {st, gg, l2};
-    const am_rope_layout layouts[3] = {AM_ROPE_HALVES, AM_ROPE_ADJACENT, AM_ROPE_ADJACENT};
+    /* The same model split into shards of at most 200 kB (model.safetensors.index.json). */
+    char sh[300], index[400];
+    am_mkmodel_opts so = {.shape = "tiny", .format = AM_FORMAT_SAFETENSORS, .dtype = AM_DTYPE_F32, .seed = 42,
+                          .out = tmp_path("tiny-sharded", sh, sizeof sh), .shard_bytes = 200000};
+    CHECK_OK(am_mkmodel_write(&so));
+    snprintf(index, sizeof index, "%s/model.safetensors.index.json", sh);
+    CHECK(access(index, R_OK) == 0);
+    enum { N_FORMATS = 4 };
+    const char *paths[N_FORMATS] = {st, gg, l2, sh};
+    const am_rope_layout layouts[N_FORMATS] = {AM_ROPE_HALVES, AM_ROPE_ADJACENT, AM_ROPE_ADJACENT, AM_ROPE_HALVES};
     int32_t prompt[8] = {1, 17, 300, 42, 99, 250, 7, 511};
-    int32_t ids[3][48];
-    float *last[3] = {0};
+    int32_t ids[N_FORMATS][48];
+    float *last[N_FORMATS] = {0};
     am_backend *be = cpu();
-    for (int f = 0; f < 3; f++) {
+    for (int f = 0; f < N_FORMATS; f++) {
         am_model_files mf;
         CHECK_OK(am_model_files_open(&mf, paths[f], NULL, 1));
         if (!mf.model) return;
@@ -168,14 +176,14 @@ static void test_formats_agree(void) {
         am_llama_ctx_destroy(&ctx);
         am_model_files_close(&mf);
     }
-    for (int f = 1; f < 3; f++) {
+    for (int f = 1; f < N_FORMATS; f++) {
         for (int i = 0; i < 48; i++) CHECK_EQ_INT(ids[f][i], ids[0][i]);
         double err = 0;
         for (int i = 0; i < 512; i++) err = fmax(err, fabs(last[f][i] - last[0][i]));
         printf("  format %d vs safetensors: max abs logit diff %.3g\n", f, err);
         CHECK(err < 1e-4);
     }
-    for (int f = 0; f < 3; f++) free(last[f]);
+    for (int f = 0; f < N_FORMATS; f++) free(last[f]);
     am_backend_destroy(&be);
 }
 
