@@ -1,8 +1,12 @@
 /* core/ref_ops.h - plain reference versions of every backend op.
  *
- * Straight loops in f32 (dequantizing weights with am_dequantize_row), no
- * threads, no intrinsics: the ground truth that backend tests compare against.
- * Signatures mirror am_backend_ops without the backend argument.
+ * Straight loops (dequantizing weights with am_dequantize_row), no threads, no
+ * intrinsics: the ground truth that backend tests compare against. Inputs and
+ * outputs are f32; sums (dot products, mean squares, softmax denominators) are
+ * accumulated in double and RoPE angles are computed in double, so the
+ * reference is closer to the exact result than any f32 kernel. Signatures
+ * mirror am_backend_ops without the backend argument; they allocate scratch
+ * with am_malloc and assert that it succeeds (tests only).
  */
 #ifndef AM_REF_OPS_H
 #define AM_REF_OPS_H

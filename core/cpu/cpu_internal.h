@@ -1,0 +1,151 @@
+/* core/cpu/cpu_internal.h - what the files of the CPU backend share.
+ *
+ * The backend is split by concern: cpu_backend.c (vtable, threading of the
+ * light ops), cpu_matmul.c (matrix-vector products and GEMM routing),
+ * cpu_blas.c (OpenBLAS loaded with dlopen), cpu_dnnl.c (oneDNN bf16 matmul),
+ * cpu_features.c (CPUID), and one kernel table per instruction set:
+ * kernels_generic.c, kernels_avx2.c and kernels_avx512.c (the last two
+ * instantiate kernels_simd.inc with different vector macros).
+ */
+#ifndef AM_CPU_INTERNAL_H
+#define AM_CPU_INTERNAL_H
+
+#include "core/backend.h"
+#include "core/cpu_backend.h"
+#include "core/threadpool.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Up to this many activation rows, matmul streams W once through the
+ * matrix-vector kernels (memory bound); above it, it runs as a GEMM. */
+#define AM__MATVEC_MAX_M 4
+
+/* Weight dtypes the kernels handle: F32, F16, BF16, Q8_0, Q4_0 (enum order). */
+#define AM__N_WDTYPES (AM_DTYPE_Q4_0 + 1)
+
+/* Activations quantized for the Q8_0/Q4_0 matrix-vector kernels, like
+ * llama.cpp's q8_1: per block b of 32 values of a row, d = amax/127 (kept in
+ * f32), q = round-to-nearest-even(x / d) in int8, s = d * sum(q). Each value
+ * is then off by at most d/2, so a dot product with a weight row w is off by
+ * at most sum_b (d_b / 2) * sum_{k in b} |w_k| (plus f32 rounding); in
+ * exchange the inner products are exact int8 x int8 -> int32 sums. */
+typedef struct am__xq {
+    int8_t *q; /* (M, K) */
+    float *d;  /* (M, K/32) */
+    float *s;  /* (M, K/32) */
+    /* The same values rearranged for the SIMD Q4_0 kernel, which takes blocks
+     * in pairs (2p, 2p+1), p < P = K/64, with one 256-bit register holding
+     * both blocks' low nibbles and another both high nibbles:
+     *   q4 (M, P, 64): q[2p][0..16), q[2p+1][0..16), q[2p][16..32), q[2p+1][16..32)
+     *   d4 (M, P, 8):  d[2p] x4, d[2p+1] x4
+     *   c4 (M, P, 8):  lane r < 4: 8 * (sum of q[2p][4r..4r+4) and q[2p][16+4r..16+4r+4)),
+     *                  lanes 4..7 the same for block 2p+1 (the nibble offset -8, in int32).
+     * Only the SIMD tables fill these. */
+    int8_t *q4;
+    float *d4;
+    int32_t *c4;
+} am__xq;
+
+/* Bytes of scratch for M rows of K quantized activations (all fields). */
+static inline size_t am__xq_bytes(int64_t m, int64_t k) {
+    const size_t nb = (size_t)(k / 32), np = nb / 2;
+    return (size_t)m * (2 * (size_t)k + 2 * nb * sizeof(float) + 16 * np * sizeof(float));
+}
+
+/* Lays the fields of an am__xq for M rows of K over buf (am__xq_bytes long, 64-byte aligned). */
+static inline am__xq am__xq_layout(void *buf, int64_t m, int64_t k) {
+    const size_t nb = (size_t)(k / 32), np = nb / 2, mm = (size_t)m;
+    am__xq xq;
+    xq.d = buf; /* floats first: they stay aligned */
+    xq.s = xq.d + mm * nb;
+    xq.d4 = xq.s + mm * nb;
+    xq.c4 = (int32_t *)(xq.d4 + mm * np * 8);
+    xq.q = (int8_t *)(xq.c4 + mm * np * 8);
+    xq.q4 = xq.q + mm * (size_t)k;
+    return xq;
+}
+
+/* The view of xq starting at activation row i. */
+static inline am__xq am__xq_row(const am__xq *xq, int64_t i, int64_t k) {
+    const int64_t nb = k / 32, np = nb / 2;
+    am__xq r = {xq->q + i * k, xq->d + i * nb, xq->s + i * nb,
+                xq->q4 + i * k, xq->d4 + i * np * 8, xq->c4 + i * np * 8};
+    return r;
+}
+
+/* y (M, N) = x (M, K) . W^T for output rows n in [n0, n1) only; m <= AM__MATVEC_MAX_M.
+ * Reads each weight row once for all m activation rows. Dense dtypes read x;
+ * Q8_0/Q4_0 read xq (x quantized by the table's quantize_x) instead. */
+typedef void (*am__matvec_fn)(const am_matrix *w, const float *x, const am__xq *xq, float *y,
+                              int64_t m, int64_t n0, int64_t n1);
+
+/* One instruction set's kernels. Every function is safe to call from several
+ * threads at once on disjoint outputs. */
+typedef struct am__cpu_kernels {
+    const char *name; /* "generic", "avx2", "avx512" */
+    am__matvec_fn matvec[AM__N_WDTYPES];
+    /* Quantizes row `row` of x (M, K) into xq (see am__xq); K a multiple of 32. */
+    void (*quantize_x)(const float *x, const am__xq *xq, int64_t row, int64_t k);
+    /* dst (n) = row src (n) of dtype t (F32/F16/BF16/Q8_0/Q4_0) in f32, like am_dequantize_row. */
+    void (*to_f32)(am_dtype t, const void *src, float *dst, int64_t n);
+    /* dst (n) = bf16 of row src of dtype t (F32 rounded RNE; BF16 copied; others via f32). */
+    void (*to_bf16)(am_dtype t, const void *src, uint16_t *dst, int64_t n);
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float *y, float a, const float *x, int64_t n); /* y += a * x */
+    void (*scale)(float *y, float a, int64_t n);                /* y *= a */
+    float (*max)(const float *x, int64_t n);                    /* n >= 1 */
+    float (*exp_sum)(float *x, float sub, int64_t n); /* x = exp(x - sub); returns sum(x) */
+    /* out (k) = x * rsqrt(mean(x^2) + eps) * w; out may equal x. */
+    void (*rmsnorm)(float *out, const float *x, const float *w, int64_t k, float eps);
+    void (*silu_mul)(float *gate, const float *up, int64_t n);
+    void (*add)(float *y, const float *x, int64_t n);
+} am__cpu_kernels;
+
+const am__cpu_kernels *am__cpu_kernels_generic(void);
+const am__cpu_kernels *am__cpu_kernels_avx2(void);
+const am__cpu_kernels *am__cpu_kernels_avx512(void);
+
+/* OpenBLAS (cpu_blas.c). am__blas_load returns 0 once libopenblas is loaded
+ * (AM_EUNSUPPORTED if it cannot be found). am__sgemm_xwt computes
+ * y (m, n) = x (m, k) . w^T with w (n, k); leading dimensions in elements. It
+ * runs single-threaded: callers split n over the pool. */
+int am__blas_load(void);
+void am__sgemm_xwt(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx, const float *w,
+                   int64_t ldw, float *y, int64_t ldy);
+
+/* oneDNN bf16 matmul (cpu_dnnl.c): one state per pool thread, since a
+ * oneDNN stream is single-threaded and each primitive is created for one
+ * thread (OpenMP threads = 1 while it runs: the pool does the splitting). */
+typedef struct am__dnnl_thread am__dnnl_thread;
+/* 1 if this process can run bf16 matmuls fast (AVX512-BF16 or AMX, oneDNN
+ * has a non-reference implementation, AM_CPU_BF16_GEMM != 0). Cached. */
+int am__dnnl_bf16_available(void);
+int am__dnnl_thread_new(am__dnnl_thread **out);
+void am__dnnl_thread_destroy(am__dnnl_thread **p);
+/* y (m, n) = x (m, k) . w^T in f32, x and w bf16, w (n, k) with row stride
+ * ldw, y row stride ldy. Returns 0 or AM_EUNSUPPORTED/AM_ENOMEM (the caller
+ * then falls back to the f32 path). */
+int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, const uint16_t *x,
+                         const uint16_t *w, int64_t ldw, float *y, int64_t ldy);
+
+/* f16 bits -> f32, all 65536 values: the quantized kernels read a block's
+ * scale with one load instead of a convert-and-broadcast (fewer vector
+ * uops per block; the few entries a matrix uses stay in L1/L2). Filled by
+ * am__cpu_tables_init(), which am_cpu_backend_new calls. */
+extern float am__f16_table[1 << 16];
+void am__cpu_tables_init(void);
+
+/* The backend's private state. */
+typedef struct am__cpu_ctx {
+    am_threadpool *pool;
+    const am__cpu_kernels *k;
+    int use_bf16_gemm;          /* BF16/Q8_0/Q4_0 GEMMs go to oneDNN */
+    am__dnnl_thread **dnnl;     /* [n_threads], when use_bf16_gemm */
+    void *scratch;              /* GEMM panels and converted activations */
+    size_t scratch_bytes;
+} am__cpu_ctx;
+
+int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m);
+
+#endif

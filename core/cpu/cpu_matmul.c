@@ -1,0 +1,201 @@
+/* core/cpu/cpu_matmul.c - y (M, N) = x (M, K) . W^T on the CPU.
+ *
+ * M <= AM__MATVEC_MAX_M: a matrix-vector product, memory bound: the ISA's
+ * matvec kernel streams each weight row once for all M activation rows, with
+ * the rows split over the pool.
+ *
+ * Larger M: a GEMM, compute bound. The pool splits the output columns (rows
+ * of W) and each thread runs a single-threaded library GEMM on its slice, so
+ * exactly one set of threads is busy (see cpu_blas.c, cpu_dnnl.c):
+ *   F32            sgemm on W directly;
+ *   F16            panels of W rows converted to f32 (exact), then sgemm;
+ *   BF16/Q8_0/Q4_0 with oneDNN bf16 (AMX / AVX512-BF16): x rounded to bf16,
+ *                  BF16 W used in place, Q8_0/Q4_0 panels dequantized to bf16;
+ *                  without it, f32 panels + sgemm like F16 (exact).
+ * Without OpenBLAS the GEMM runs as repeated matrix-vector products.
+ */
+#include "core/cpu/cpu_internal.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+
+#include <limits.h>
+#include <stdatomic.h>
+
+/* A matvec over fewer weight bytes runs on the calling thread: waking the
+ * workers would cost more than it saves. */
+#define AM_CPU_MATVEC_PAR_MIN_BYTES (64 * 1024)
+/* Rows of W per converted panel: about this many bytes of f32, so a panel
+ * stays in L2 while sgemm reads it M / (register block) times. */
+#define AM_CPU_GEMM_PANEL_BYTES (512 * 1024)
+/* Output rows are split between threads in multiples of this (one cache
+ * line of y per row of x at the boundary, and a whole sgemm register block). */
+#define AM_CPU_SPLIT_ALIGN 16
+
+typedef struct {
+    am__cpu_ctx *c;
+    const am_matrix *w;
+    const float *x;     /* (M, K) */
+    am__xq xq;          /* x quantized, for Q8_0/Q4_0 matvec kernels */
+    const uint16_t *xb; /* (M, K) bf16 copy of x, for oneDNN; NULL otherwise */
+    float *y;           /* (M, N) */
+    int64_t m;
+    int64_t panel_rows;   /* rows of W per converted panel */
+    size_t panel_stride;  /* bytes of scratch per thread */
+    char *panels;         /* (n_threads, panel_stride) */
+    atomic_int bf16_failed; /* some thread fell back from oneDNN to f32 */
+} mm_job;
+
+static inline const char *w_row(const am_matrix *w, int64_t n) {
+    return (const char *)w->data + (size_t)n * w->row_bytes;
+}
+
+static void matvec_task(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    int64_t n0, n1;
+    am_split_range(j->w->rows, AM_CPU_SPLIT_ALIGN, ith, nth, &n0, &n1);
+    if (n0 < n1) j->c->k->matvec[j->w->dtype](j->w, j->x, &j->xq, j->y, j->m, n0, n1);
+}
+
+/* Rows [n0, n1) of y for all M, without BLAS: matvec kernels over chunks of x rows. */
+static void gemm_by_matvec(mm_job *j, int64_t n0, int64_t n1) {
+    const int64_t K = j->w->cols, N = j->w->rows;
+    for (int64_t i = 0; i < j->m; i += AM__MATVEC_MAX_M) {
+        int64_t mm = j->m - i < AM__MATVEC_MAX_M ? j->m - i : AM__MATVEC_MAX_M;
+        am__xq xq = {0};
+        if (j->xq.q) xq = am__xq_row(&j->xq, i, K);
+        j->c->k->matvec[j->w->dtype](j->w, j->x + i * K, &xq, j->y + i * N, mm, n0, n1);
+    }
+}
+
+/* Rows [n0, n1) of y for all M through sgemm, converting W to f32 panels unless it is F32. */
+static void gemm_f32(mm_job *j, int ith, int64_t n0, int64_t n1) {
+    const am_matrix *w = j->w;
+    const int64_t K = w->cols, N = w->rows;
+    if (w->dtype == AM_DTYPE_F32 && w->row_bytes % sizeof(float) == 0) {
+        am__sgemm_xwt(j->m, n1 - n0, K, j->x, K, (const float *)w_row(w, n0),
+                      (int64_t)(w->row_bytes / sizeof(float)), j->y + n0, N);
+        return;
+    }
+    float *panel = (float *)(j->panels + (size_t)ith * j->panel_stride); /* (panel_rows, K) */
+    for (int64_t p = n0; p < n1; p += j->panel_rows) {
+        int64_t rows = n1 - p < j->panel_rows ? n1 - p : j->panel_rows;
+        for (int64_t r = 0; r < rows; r++) j->c->k->to_f32(w->dtype, w_row(w, p + r), panel + r * K, K);
+        am__sgemm_xwt(j->m, rows, K, j->x, K, panel, K, j->y + p, N);
+    }
+}
+
+/* Rows [n0, n1) through oneDNN bf16; returns 0 or an error (nothing reliable written). */
+static int gemm_bf16(mm_job *j, int ith, int64_t n0, int64_t n1) {
+    const am_matrix *w = j->w;
+    const int64_t K = w->cols, N = w->rows;
+    am__dnnl_thread *t = j->c->dnnl[ith];
+    if (w->dtype == AM_DTYPE_BF16 && w->row_bytes % 2 == 0)
+        return am__dnnl_matmul_bf16(t, j->m, n1 - n0, K, j->xb, (const uint16_t *)w_row(w, n0),
+                                    (int64_t)(w->row_bytes / 2), j->y + n0, N);
+    uint16_t *panel = (uint16_t *)(j->panels + (size_t)ith * j->panel_stride); /* (panel_rows, K) */
+    for (int64_t p = n0; p < n1; p += j->panel_rows) {
+        int64_t rows = n1 - p < j->panel_rows ? n1 - p : j->panel_rows;
+        for (int64_t r = 0; r < rows; r++) j->c->k->to_bf16(w->dtype, w_row(w, p + r), panel + r * K, K);
+        int rc = am__dnnl_matmul_bf16(t, j->m, rows, K, j->xb, panel, K, j->y + p, N);
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+static void gemm_task(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    int64_t n0, n1;
+    am_split_range(j->w->rows, AM_CPU_SPLIT_ALIGN, ith, nth, &n0, &n1);
+    if (n0 >= n1) return;
+    if (j->xb) {
+        if (gemm_bf16(j, ith, n0, n1) == 0) return;
+        atomic_store(&j->bf16_failed, 1); /* redo this slice exactly in f32 */
+    }
+    gemm_f32(j, ith, n0, n1);
+}
+
+static void gemm_fallback_task(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    int64_t n0, n1;
+    am_split_range(j->w->rows, AM_CPU_SPLIT_ALIGN, ith, nth, &n0, &n1);
+    if (n0 < n1) gemm_by_matvec(j, n0, n1);
+}
+
+/* Makes the context's scratch at least `bytes` (contents not kept). */
+static int scratch_reserve(am__cpu_ctx *c, size_t bytes) {
+    if (c->scratch_bytes >= bytes) return 0;
+    void *p = am_aligned_alloc(bytes);
+    if (!p) return am_err_set(AM_ENOMEM, "cpu matmul: cannot allocate %zu bytes of scratch", bytes);
+    am_aligned_free(c->scratch);
+    c->scratch = p;
+    c->scratch_bytes = bytes;
+    return 0;
+}
+
+static int check_matrix(const am_matrix *w, int64_t m) {
+    if ((unsigned)w->dtype >= AM__N_WDTYPES)
+        return am_err_set(AM_EUNSUPPORTED, "cpu matmul: weight dtype %s", am_dtype_name(w->dtype));
+    size_t need = am_dtype_row_bytes(w->dtype, w->cols);
+    if (m < 0 || w->rows < 0 || w->cols <= 0 || need == 0 || w->row_bytes < need)
+        return am_err_set(AM_EINVAL,
+                          "cpu matmul: bad shape: m = %lld, W (%lld, %lld) %s, row_bytes %zu",
+                          (long long)m, (long long)w->rows, (long long)w->cols,
+                          am_dtype_name(w->dtype), w->row_bytes);
+    return 0;
+}
+
+int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m) {
+    am__cpu_ctx *c = b->ctx;
+    int rc = check_matrix(w, m);
+    if (rc != 0) return rc;
+    if (m == 0 || w->rows == 0) return 0;
+    const int64_t K = w->cols, N = w->rows;
+    mm_job j = {.c = c, .w = w, .x = x, .y = y, .m = m};
+    const int quantized = w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0;
+
+    /* The cblas interface takes int dimensions. */
+    int blas = m > AM__MATVEC_MAX_M && am__blas_load() == 0 && N <= INT_MAX && K <= INT_MAX &&
+               m <= INT_MAX && w->row_bytes / sizeof(float) <= INT_MAX;
+    if (!blas) {
+        /* Matrix-vector kernels (also the GEMM fallback without OpenBLAS). */
+        if (quantized) {
+            rc = scratch_reserve(c, am__xq_bytes(m, K) + 64);
+            if (rc != 0) return rc;
+            j.xq = am__xq_layout(c->scratch, m, K);
+            for (int64_t i = 0; i < m; i++) c->k->quantize_x(x, &j.xq, i, K);
+        }
+        if (m <= AM__MATVEC_MAX_M && ((uint64_t)N * w->row_bytes < AM_CPU_MATVEC_PAR_MIN_BYTES ||
+                                      b->n_threads == 1))
+            c->k->matvec[w->dtype](w, x, &j.xq, y, m, 0, N);
+        else
+            am_threadpool_run(c->pool, m <= AM__MATVEC_MAX_M ? matvec_task : gemm_fallback_task, &j);
+        return 0;
+    }
+    int bf16 = c->use_bf16_gemm &&
+               (w->dtype == AM_DTYPE_BF16 || w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0);
+    int need_f32_panels = w->dtype != AM_DTYPE_F32 || w->row_bytes % sizeof(float) != 0;
+    /* Panel rows: a multiple of the split alignment, ~AM_CPU_GEMM_PANEL_BYTES of f32. */
+    int64_t rows = AM_CPU_GEMM_PANEL_BYTES / (K * (int64_t)sizeof(float));
+    rows = rows < AM_CPU_SPLIT_ALIGN ? AM_CPU_SPLIT_ALIGN : rows / AM_CPU_SPLIT_ALIGN * AM_CPU_SPLIT_ALIGN;
+    j.panel_rows = rows;
+    /* f32 panels are needed by the bf16 path too, when a thread falls back. */
+    j.panel_stride = (need_f32_panels || bf16) ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
+    size_t xb_bytes = bf16 ? (size_t)m * (size_t)K * sizeof(uint16_t) : 0;
+    rc = scratch_reserve(c, j.panel_stride * (size_t)b->n_threads + xb_bytes + 64);
+    if (rc != 0) return rc;
+    j.panels = c->scratch;
+    if (bf16) {
+        uint16_t *xb = (uint16_t *)((char *)c->scratch + j.panel_stride * (size_t)b->n_threads);
+        c->k->to_bf16(AM_DTYPE_F32, x, xb, m * K);
+        j.xb = xb;
+    }
+    am_threadpool_run(c->pool, gemm_task, &j);
+    if (atomic_load(&j.bf16_failed)) {
+        AM_LOGW("cpu backend: oneDNN bf16 matmul failed (M %lld, N %lld, K %lld); using f32 GEMMs",
+                (long long)m, (long long)N, (long long)K);
+        c->use_bf16_gemm = 0;
+    }
+    return 0;
+}

@@ -1,0 +1,123 @@
+/* core/cpu/ref_ops.c - plain reference versions of every backend op.
+ *
+ * Ground truth for the backend tests: straight loops, no threads, no
+ * intrinsics. Sums (dot products, mean squares, softmax denominators) are
+ * accumulated in double so the reference is closer to the exact result than
+ * any f32 kernel; the tests' tolerances then bound the kernels' own error.
+ */
+#include "core/ref_ops.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+
+#include <math.h>
+
+void am_ref_matmul(const am_matrix *w, const float *x, float *y, int64_t m) {
+    const int64_t K = w->cols, N = w->rows;
+    float *row = am_malloc((size_t)K * sizeof(float)); /* (K) one dequantized weight row */
+    AM_ASSERT(row);
+    for (int64_t n = 0; n < N; n++) {
+        am_dequantize_row(w->dtype, (const char *)w->data + (size_t)n * w->row_bytes, row, K);
+        for (int64_t i = 0; i < m; i++) {
+            const float *xi = x + i * K; /* (K) */
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) s += (double)row[k] * xi[k];
+            y[i * N + n] = (float)s;
+        }
+    }
+    am_free(row);
+}
+
+void am_ref_get_rows(const am_matrix *w, const int32_t *ids, int64_t m, float *out) {
+    for (int64_t i = 0; i < m; i++)
+        am_dequantize_row(w->dtype, (const char *)w->data + (size_t)ids[i] * w->row_bytes,
+                          out + i * w->cols, w->cols);
+}
+
+void am_ref_rmsnorm(float *out, const float *x, const float *weight, int64_t m, int64_t k,
+                    float eps) {
+    for (int64_t i = 0; i < m; i++) {
+        const float *xi = x + i * k; /* (K) */
+        float *oi = out + i * k;     /* (K) */
+        double ss = 0.0;
+        for (int64_t j = 0; j < k; j++) ss += (double)xi[j] * xi[j];
+        float r = (float)(1.0 / sqrt(ss / (double)k + (double)eps));
+        for (int64_t j = 0; j < k; j++) oi[j] = xi[j] * r * weight[j];
+    }
+}
+
+void am_ref_rope(float *x, const int32_t *pos, int64_t m, int n_heads, int head_dim, float theta,
+                 am_rope_layout layout) {
+    const int D = head_dim, half = head_dim / 2;
+    for (int64_t i = 0; i < m; i++) {
+        for (int h = 0; h < n_heads; h++) {
+            float *xh = x + (i * n_heads + h) * D; /* (D) */
+            for (int j = 0; j < half; j++) {
+                /* freq_j = theta^(-2j/D); the angle in double keeps large positions exact. */
+                double angle = (double)pos[i] * pow((double)theta, -2.0 * j / D);
+                float c = (float)cos(angle), s = (float)sin(angle);
+                int a = layout == AM_ROPE_ADJACENT ? 2 * j : j;
+                int b = layout == AM_ROPE_ADJACENT ? 2 * j + 1 : j + half;
+                float x0 = xh[a], x1 = xh[b];
+                xh[a] = x0 * c - x1 * s;
+                xh[b] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+void am_ref_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
+                      int64_t m, int64_t pos0, int n_heads, int n_kv_heads, int head_dim,
+                      int64_t kv_stride) {
+    const int D = head_dim, group = n_heads / n_kv_heads;
+    const int64_t T = pos0 + m;
+    double *p = am_malloc((size_t)T * sizeof(double)); /* (T) probabilities of one query */
+    AM_ASSERT(p);
+    const double scale = 1.0 / sqrt((double)D);
+    for (int64_t i = 0; i < m; i++) {
+        const int64_t last = pos0 + i; /* causal: attends to 0..last */
+        for (int h = 0; h < n_heads; h++) {
+            const float *qh = q + (i * n_heads + h) * D; /* (D) */
+            float *oh = out + (i * n_heads + h) * D;     /* (D) */
+            const int kvh = h / group;
+            double mx = -INFINITY;
+            for (int64_t t = 0; t <= last; t++) {
+                const float *kt = k_cache + t * kv_stride + kvh * D; /* (D) */
+                double s = 0.0;
+                for (int d = 0; d < D; d++) s += (double)qh[d] * kt[d];
+                p[t] = s * scale;
+                if (p[t] > mx) mx = p[t];
+            }
+            double sum = 0.0;
+            for (int64_t t = 0; t <= last; t++) sum += p[t] = exp(p[t] - mx);
+            for (int d = 0; d < D; d++) {
+                double o = 0.0;
+                for (int64_t t = 0; t <= last; t++) o += p[t] * v_cache[t * kv_stride + kvh * D + d];
+                oh[d] = (float)(o / sum);
+            }
+        }
+    }
+    am_free(p);
+}
+
+void am_ref_softmax(float *x, int64_t m, int64_t n) {
+    for (int64_t i = 0; i < m; i++) {
+        float *xi = x + i * n; /* (N) */
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++) mx = xi[j] > mx ? xi[j] : mx;
+        double sum = 0.0;
+        for (int64_t j = 0; j < n; j++) sum += exp((double)xi[j] - mx);
+        for (int64_t j = 0; j < n; j++) xi[j] = (float)(exp((double)xi[j] - mx) / sum);
+    }
+}
+
+void am_ref_silu_mul(float *gate, const float *up, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        double g = gate[i];
+        gate[i] = (float)(g / (1.0 + exp(-g)) * up[i]);
+    }
+}
+
+void am_ref_add(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}

@@ -1,0 +1,550 @@
+/* tests/test_cpu_backend.c - the CPU backend against the reference ops.
+ *
+ * Every op and every weight dtype runs on each kernel path this CPU supports
+ * (generic always; avx2 and avx512 when CPUID says so; forced with AM_CPU_ISA
+ * before creating the backend) and on the bf16 oneDNN GEMM path where it
+ * exists, with random inputs, odd shapes and unaligned weight pointers, and is
+ * compared with core/ref_ops.h (which sums in double).
+ *
+ * Tolerances, as multiples of S = sum_k |W[n,k] x[i,k]| (the scale that
+ * rounding errors of a dot product are proportional to; |y| itself can be
+ * tiny through cancellation):
+ *   - f32 accumulation (every matvec; F32/F16 GEMMs; BF16/Q8_0/Q4_0 GEMMs
+ *     without oneDNN): 1e-5 S. All weights convert to f32 exactly (F16 and
+ *     BF16 are subsets of f32, and Q8_0/Q4_0 values d*q have at most 19
+ *     significant bits), so the only error is f32 summation: at most about
+ *     (K / lanes + log2 lanes) * 2^-24 * S for the blocked sums, ~8e-6 S at
+ *     K = 4096 in the worst case and ~1e-7 S typically.
+ *   - bf16 oneDNN GEMM: 1e-2 S. x is rounded to bf16 (relative error
+ *     <= 2^-9 per element), and Q8_0/Q4_0 weights too, so each product is off
+ *     by at most (1 + 2^-9)^2 - 1 < 4e-3 relatively; f32 accumulation adds
+ *     the above. 1e-2 leaves margin while a wrong element still shows.
+ *   - Q8_0/Q4_0 matrix-vector products (M <= 4): the activations are
+ *     quantized to int8 per block of 32 (d = amax/127 in f32, q = round(x/d)),
+ *     as llama.cpp does, so every x_k is replaced by a value at most d_b/2
+ *     away: the error bound is sum_b (d_b / 2) * sum_{k in b} |W[n,k]|, times
+ *     (1 + 1e-4) for the f32 rounding of x/d, plus the 1e-5 S above. That is
+ *     the scheme's exact worst case, not a fitted number; typical errors are
+ *     ~1e-3 S.
+ *   - elementwise ops: a few f32 ulps relative to the reference (stated per test).
+ * test_checker_detects_errors makes sure these comparisons do flag wrong results.
+ */
+#include "test_util.h"
+
+#include "core/alloc.h"
+#include "core/cpu_backend.h"
+#include "core/error.h"
+#include "core/ref_ops.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL_F32_ACC 1e-5
+#define TOL_BF16_GEMM 1e-2
+
+/* ---- random numbers (xorshift64*) ---- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static double rnd(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (double)((rng_state * 2685821657736338717ull) >> 11) / (double)(1ull << 52) - 1.0;
+}
+static void fill(float *p, int64_t n, double scale) {
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(rnd() * scale);
+}
+static float *fmalloc(int64_t n) {
+    float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (!p) abort();
+    return p;
+}
+
+/* ---- backends under test ---- */
+
+typedef struct {
+    const char *isa;   /* AM_CPU_ISA value */
+    const char *bf16;  /* AM_CPU_BF16_GEMM value */
+    am_backend *b;
+} test_backend;
+
+static test_backend backends[8];
+static int n_backends;
+
+static int isa_supported(const char *isa) {
+    const am_cpu_features *f = am_cpu_get_features();
+    if (strcmp(isa, "avx512") == 0) return f->avx512f && f->avx512bw && f->avx512vl && f->fma && f->f16c;
+    if (strcmp(isa, "avx2") == 0) return f->avx2 && f->fma && f->f16c;
+    return 1;
+}
+
+static am_backend *make_backend(const char *isa, const char *bf16, int n_threads) {
+    setenv("AM_CPU_ISA", isa, 1);
+    setenv("AM_CPU_BF16_GEMM", bf16, 1);
+    am_backend *b = NULL;
+    int rc = am_cpu_backend_new(n_threads, &b);
+    unsetenv("AM_CPU_ISA");
+    unsetenv("AM_CPU_BF16_GEMM");
+    CHECK_OK(rc);
+    return b;
+}
+
+static void setup_backends(void) {
+    if (n_backends) return;
+    const char *isas[] = {"generic", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        if (!isa_supported(isas[i])) {
+            printf("     (skipping the %s path: not supported by this CPU/OS)\n", isas[i]);
+            continue;
+        }
+        /* bf16 oneDNN GEMMs where available, and the f32 GEMM path for the same kernels. */
+        test_backend t = {isas[i], "1", make_backend(isas[i], "1", 2)};
+        if (!t.b) continue;
+        char want[32];
+        snprintf(want, sizeof want, "cpu-%s", isas[i]);
+        CHECK(strcmp(t.b->name, want) == 0);
+        backends[n_backends++] = t;
+        const am_cpu_features *f = am_cpu_get_features();
+        if (f->avx512bf16 || f->amx_bf16) {
+            test_backend t2 = {isas[i], "0", make_backend(isas[i], "0", 2)};
+            if (t2.b) backends[n_backends++] = t2;
+        }
+    }
+    const am_cpu_features *f = am_cpu_get_features();
+    if (!f->avx512bf16 && !f->amx_bf16)
+        printf("     (no AVX512-BF16/AMX: BF16/Q8_0/Q4_0 GEMMs are tested on the f32 path)\n");
+}
+
+static int bf16_gemm_active(const test_backend *t) {
+    const am_cpu_features *f = am_cpu_get_features();
+    return strcmp(t->bf16, "1") == 0 && (f->avx512bf16 || f->amx_bf16);
+}
+
+/* ---- weight matrices ---- */
+
+typedef struct {
+    am_matrix w;
+    void *buf;
+    float *deq; /* (N, K) the exact f32 values of w */
+} test_mat;
+
+/* W (N, K) of dtype dt from random values; `misalign` bytes shift the data
+ * pointer off 64-byte alignment (as in a mapped file), `pad` bytes pad rows. */
+static void mat_make(test_mat *t, am_dtype dt, int64_t N, int64_t K, size_t misalign, size_t pad) {
+    size_t rb = am_dtype_row_bytes(dt, K) + pad;
+    t->buf = malloc((size_t)N * rb + misalign + 64);
+    t->deq = fmalloc(N * K);
+    if (!t->buf) abort();
+    memset(t->buf, 0x7f, (size_t)N * rb + misalign + 64); /* padding holds garbage */
+    char *data = (char *)t->buf + misalign;
+    float *src = fmalloc(K);
+    for (int64_t n = 0; n < N; n++) {
+        fill(src, K, 1.0);
+        am_quantize_row(dt, src, data + (size_t)n * rb, K);
+        am_dequantize_row(dt, data + (size_t)n * rb, t->deq + n * K, K);
+    }
+    free(src);
+    t->w = (am_matrix){.dtype = dt, .rows = N, .cols = K, .data = data, .row_bytes = rb};
+}
+
+static void mat_free(test_mat *t) {
+    free(t->buf);
+    free(t->deq);
+}
+
+/* Which error bound applies to a matmul result (see the top of the file). */
+typedef enum { BOUND_F32, BOUND_BF16, BOUND_XQ } bound_kind;
+
+/* Largest err / S seen by compare_matmul, per bound kind (reported at the end). */
+static double worst_ratio[3];
+
+/* sum_b (d_b / 2) sum_{k in b} |W[n,k]|: the activation-quantization bound. */
+static double xq_bound(const test_mat *t, const float *xi, int64_t n) {
+    const int64_t K = t->w.cols;
+    double bound = 0.0;
+    for (int64_t b = 0; b < K / 32; b++) {
+        double amax = 0.0, wsum = 0.0;
+        for (int64_t k = b * 32; k < b * 32 + 32; k++) {
+            amax = fmax(amax, fabs((double)xi[k]));
+            wsum += fabs((double)t->deq[n * K + k]);
+        }
+        bound += amax / 127.0 / 2.0 * wsum;
+    }
+    return bound * (1.0 + 1e-4);
+}
+
+/* Number of y elements off from ref by more than their bound; prints the first. */
+static int compare_matmul(const test_mat *t, const float *x, const float *y, const float *ref,
+                          int64_t m, bound_kind kind, const char *what) {
+    const int64_t N = t->w.rows, K = t->w.cols;
+    int bad = 0;
+    for (int64_t i = 0; i < m; i++) {
+        for (int64_t n = 0; n < N; n++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) s += fabs((double)t->deq[n * K + k] * x[i * K + k]);
+            double tol = kind == BOUND_BF16 ? TOL_BF16_GEMM * s : TOL_F32_ACC * s;
+            if (kind == BOUND_XQ) tol += xq_bound(t, x + i * K, n);
+            double err = fabs((double)y[i * N + n] - ref[i * N + n]);
+            if (s > 0 && err / s > worst_ratio[kind] && err <= tol) worst_ratio[kind] = err / s;
+            if (!(err <= tol + 1e-30)) {
+                if (!bad)
+                    fprintf(stderr, "  %s: y[%lld,%lld] = %.9g, ref %.9g, err/S = %.3g > %.3g\n",
+                            what, (long long)i, (long long)n, y[i * N + n], ref[i * N + n],
+                            err / s, tol / s);
+                bad++;
+            }
+        }
+    }
+    return bad;
+}
+
+static void run_matmul_case(const test_backend *tb, am_dtype dt, int64_t m, int64_t N, int64_t K,
+                            size_t misalign, size_t pad) {
+    test_mat t;
+    mat_make(&t, dt, N, K, misalign, pad);
+    float *x = fmalloc(m * K), *y = fmalloc(m * N), *ref = fmalloc(m * N);
+    fill(x, m * K, 2.0);
+    for (int64_t i = 0; i < m * N; i++) y[i] = NAN; /* every output must be written */
+    am_ref_matmul(&t.w, x, ref, m);
+    CHECK_OK(tb->b->ops->matmul(tb->b, &t.w, x, y, m));
+    int quant = dt == AM_DTYPE_Q8_0 || dt == AM_DTYPE_Q4_0;
+    bound_kind kind = BOUND_F32;
+    if (m > 4 && bf16_gemm_active(tb) && (dt == AM_DTYPE_BF16 || quant)) kind = BOUND_BF16;
+    if (m <= 4 && quant) kind = BOUND_XQ;
+    char what[160];
+    snprintf(what, sizeof what, "%s bf16gemm=%s %s M=%lld N=%lld K=%lld misalign=%zu pad=%zu",
+             tb->b->name, tb->bf16, am_dtype_name(dt), (long long)m, (long long)N, (long long)K,
+             misalign, pad);
+    int bad = compare_matmul(&t, x, y, ref, m, kind, what);
+    CHECK_EQ_INT(bad, 0);
+    free(x), free(y), free(ref);
+    mat_free(&t);
+}
+
+/* ---- tests ---- */
+
+static void test_backend_new_errors(void) {
+    am_backend *b = (am_backend *)1;
+    CHECK_EQ_INT(am_cpu_backend_new(0, &b), AM_EINVAL);
+    CHECK(b == NULL);
+    setenv("AM_CPU_ISA", "sse9", 1);
+    CHECK_EQ_INT(am_cpu_backend_new(1, &b), AM_EINVAL);
+    if (!isa_supported("avx512")) {
+        setenv("AM_CPU_ISA", "avx512", 1);
+        CHECK_EQ_INT(am_cpu_backend_new(1, &b), AM_EINVAL);
+    }
+    unsetenv("AM_CPU_ISA");
+    CHECK_OK(am_cpu_backend_new(3, &b));
+    CHECK(b && b->n_threads == 3);
+    am_backend_destroy(&b);
+    CHECK(b == NULL);
+    am_backend_destroy(&b); /* accepts NULL */
+}
+
+static void test_features(void) {
+    const am_cpu_features *f = am_cpu_get_features();
+    CHECK(f == am_cpu_get_features());
+    /* Implications the dispatch relies on. */
+    if (f->avx512bw || f->avx512vl || f->avx512vnni || f->avx512bf16) CHECK(f->avx512f);
+    if (f->amx_bf16 || f->amx_int8) CHECK(f->amx_tile);
+    printf("     features: avx2=%d fma=%d f16c=%d avx512f=%d bw=%d vl=%d vnni=%d bf16=%d fp16=%d "
+           "amx_tile=%d amx_bf16=%d amx_int8=%d\n",
+           f->avx2, f->fma, f->f16c, f->avx512f, f->avx512bw, f->avx512vl, f->avx512vnni,
+           f->avx512bf16, f->avx512fp16, f->amx_tile, f->amx_bf16, f->amx_int8);
+}
+
+static const am_dtype wdtypes[] = {AM_DTYPE_F32, AM_DTYPE_F16, AM_DTYPE_BF16, AM_DTYPE_Q8_0,
+                                   AM_DTYPE_Q4_0};
+
+/* Byte offsets that break alignment but keep element alignment (what a
+ * safetensors/GGUF mapping can produce). */
+static size_t misalign_for(am_dtype dt, int variant) {
+    if (!variant) return 0;
+    return dt == AM_DTYPE_F32 ? 4 : 2;
+}
+
+static void test_matmul_small_m(void) {
+    setup_backends();
+    const int64_t ms[] = {1, 2, 3, 4};
+    const int64_t shapes[][2] = {{1, 32}, {17, 32}, {33, 64}, {45, 96}, {129, 256}, {300, 512}};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t d = 0; d < 5; d++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (size_t mi = 0; mi < 4; mi++)
+                    run_matmul_case(&backends[bi], wdtypes[d], ms[mi], shapes[s][0], shapes[s][1],
+                                    misalign_for(wdtypes[d], (int)(s + mi) & 1), 0);
+}
+
+/* Dense dtypes allow any K: exercise the vector tails. */
+static void test_matmul_odd_k(void) {
+    setup_backends();
+    const int64_t ks[] = {1, 5, 15, 17, 33, 100, 257};
+    const am_dtype dense[] = {AM_DTYPE_F32, AM_DTYPE_F16, AM_DTYPE_BF16};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t d = 0; d < 3; d++)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                run_matmul_case(&backends[bi], dense[d], 1, 19, ks[ki], misalign_for(dense[d], 1), 0);
+                run_matmul_case(&backends[bi], dense[d], 3, 7, ks[ki], 0, 0);
+                run_matmul_case(&backends[bi], dense[d], 5, 21, ks[ki], misalign_for(dense[d], 1), 0);
+            }
+}
+
+static void test_matmul_gemm(void) {
+    setup_backends();
+    const int64_t ms[] = {5, 17, 64};
+    /* N = 300 at K = 2048 spans several conversion panels and a partial one. */
+    const int64_t shapes[][2] = {{7, 32}, {40, 96}, {300, 2048}};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t d = 0; d < 5; d++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (size_t mi = 0; mi < 3; mi++) {
+                    if (shapes[s][1] >= 2048 && ms[mi] == 64 && wdtypes[d] != AM_DTYPE_Q4_0) continue;
+                    run_matmul_case(&backends[bi], wdtypes[d], ms[mi], shapes[s][0], shapes[s][1],
+                                    misalign_for(wdtypes[d], (int)(s + mi) & 1), 0);
+                }
+}
+
+/* Rows farther apart than their size (a view into a larger tensor). */
+static void test_matmul_row_stride(void) {
+    setup_backends();
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t d = 0; d < 5; d++) {
+            size_t pad = wdtypes[d] == AM_DTYPE_F32 ? 12 : 6;
+            run_matmul_case(&backends[bi], wdtypes[d], 1, 50, 64, 0, pad);
+            run_matmul_case(&backends[bi], wdtypes[d], 9, 50, 64, misalign_for(wdtypes[d], 1), pad);
+        }
+}
+
+/* Thread counts other than 2, on a matrix big enough to be split. */
+static void test_matmul_threads(void) {
+    const int counts[] = {1, 3};
+    for (int c = 0; c < 2; c++) {
+        am_backend *b = NULL;
+        CHECK_OK(am_cpu_backend_new(counts[c], &b));
+        if (!b) continue;
+        test_backend tb = {"auto", "1", b};
+        for (size_t d = 0; d < 5; d++) {
+            run_matmul_case(&tb, wdtypes[d], 1, 333, 512, 0, 0);
+            run_matmul_case(&tb, wdtypes[d], 2, 333, 512, 0, 0);
+            run_matmul_case(&tb, wdtypes[d], 6, 333, 512, 0, 0);
+        }
+        am_backend_destroy(&b);
+    }
+}
+
+static void test_matmul_errors(void) {
+    setup_backends();
+    am_backend *b = backends[0].b;
+    float x[64] = {0}, y[64];
+    double data[64] = {0};
+    am_matrix w = {AM_DTYPE_F64, 2, 32, data, 256};
+    CHECK_EQ_INT(b->ops->matmul(b, &w, x, y, 1), AM_EUNSUPPORTED);
+    am_block_q8_0 blk[2] = {{0}};
+    am_matrix q = {AM_DTYPE_Q8_0, 1, 48, blk, sizeof blk}; /* cols not a multiple of 32 */
+    CHECK_EQ_INT(b->ops->matmul(b, &q, x, y, 1), AM_EINVAL);
+    am_matrix short_rows = {AM_DTYPE_F32, 2, 16, x, 32}; /* row_bytes < 16 * 4 */
+    CHECK_EQ_INT(b->ops->matmul(b, &short_rows, x, y, 1), AM_EINVAL);
+    am_matrix ok = {AM_DTYPE_F32, 2, 16, x, 64};
+    CHECK_OK(b->ops->matmul(b, &ok, x, y, 0)); /* M = 0: nothing to do */
+}
+
+/* The comparisons above must be able to fail: perturb a correct result by a
+ * little more than the tolerance and check that it is flagged. */
+static void test_checker_detects_errors(void) {
+    test_mat t;
+    const int64_t m = 2, N = 8, K = 64;
+    mat_make(&t, AM_DTYPE_F32, N, K, 0, 0);
+    float *x = fmalloc(m * K), *ref = fmalloc(m * N), *y = fmalloc(m * N);
+    fill(x, m * K, 1.0);
+    am_ref_matmul(&t.w, x, ref, m);
+    memcpy(y, ref, (size_t)(m * N) * sizeof(float));
+    CHECK_EQ_INT(compare_matmul(&t, x, y, ref, m, BOUND_F32, "exact"), 0);
+    double s = 0.0;
+    for (int64_t k = 0; k < K; k++) s += fabs((double)t.deq[3 * K + k] * x[K + k]);
+    y[N + 3] = (float)(ref[N + 3] + 3.0 * TOL_F32_ACC * s);
+    fprintf(stderr, "  (expected below: two deliberately wrong elements)\n");
+    CHECK_EQ_INT(compare_matmul(&t, x, y, ref, m, BOUND_F32, "deliberately wrong"), 1);
+    /* The quantization bound is wider, but a result off by more is still caught. */
+    y[N + 3] = (float)(ref[N + 3] + 1.5 * xq_bound(&t, x + K, 3) + 3.0 * TOL_F32_ACC * s);
+    CHECK_EQ_INT(compare_matmul(&t, x, y, ref, m, BOUND_XQ, "deliberately wrong"), 1);
+    free(x), free(ref), free(y);
+    mat_free(&t);
+}
+
+/* Dequantization is exact on every path: results must equal the reference bit for bit. */
+static void test_get_rows(void) {
+    setup_backends();
+    const int32_t ids[] = {0, 6, 2, 6, 9};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t d = 0; d < 5; d++)
+            for (int64_t K = 32; K <= 96; K += 64) {
+                test_mat t;
+                mat_make(&t, wdtypes[d], 10, K, misalign_for(wdtypes[d], 1), 0);
+                float *out = fmalloc(5 * K), *ref = fmalloc(5 * K);
+                am_ref_get_rows(&t.w, ids, 5, ref);
+                backends[bi].b->ops->get_rows(backends[bi].b, &t.w, ids, 5, out);
+                CHECK(memcmp(out, ref, (size_t)(5 * K) * sizeof(float)) == 0);
+                free(out), free(ref);
+                mat_free(&t);
+            }
+}
+
+/* Elementwise comparison: |a - b| <= rel * |b| + abs. Returns the number of violations. */
+static int compare_elems(const float *a, const float *b, int64_t n, double rel, double abs_tol,
+                         const char *what) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double err = fabs((double)a[i] - b[i]);
+        if (!(err <= rel * fabs((double)b[i]) + abs_tol)) {
+            if (!bad)
+                fprintf(stderr, "  %s: [%lld] = %.9g, ref %.9g\n", what, (long long)i, a[i], b[i]);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+/* rsqrt of an f32 mean square vs double: a few ulps. */
+static void test_rmsnorm(void) {
+    setup_backends();
+    const int64_t ks[] = {1, 7, 64, 100, 2048};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t ki = 0; ki < 5; ki++) {
+            const int64_t m = 3, k = ks[ki];
+            float *x = fmalloc(m * k), *w = fmalloc(k), *out = fmalloc(m * k), *ref = fmalloc(m * k);
+            fill(x, m * k, 3.0);
+            fill(w, k, 1.0);
+            am_ref_rmsnorm(ref, x, w, m, k, 1e-5f);
+            backends[bi].b->ops->rmsnorm(backends[bi].b, out, x, w, m, k, 1e-5f);
+            CHECK_EQ_INT(compare_elems(out, ref, m * k, 1e-5, 1e-7, backends[bi].b->name), 0);
+            backends[bi].b->ops->rmsnorm(backends[bi].b, x, x, w, m, k, 1e-5f); /* in place */
+            CHECK_EQ_INT(compare_elems(x, ref, m * k, 1e-5, 1e-7, backends[bi].b->name), 0);
+            free(x), free(w), free(out), free(ref);
+        }
+}
+
+/* Same angle formula as the reference (double), so only the f32 rotation can
+ * round differently (e.g. FMA contraction): within 1e-6 of the inputs' scale. */
+static void test_rope(void) {
+    setup_backends();
+    const int32_t pos[] = {0, 1, 17, 4095, 100000, 3};
+    const struct {
+        int H, D;
+        float theta;
+    } cfg[] = {{3, 64, 10000.0f}, {4, 128, 500000.0f}, {1, 6, 10000.0f}};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (int c = 0; c < 3; c++)
+            for (int layout = 0; layout < 2; layout++) {
+                const int64_t m = 6, n = m * cfg[c].H * cfg[c].D;
+                float *x = fmalloc(n), *ref = fmalloc(n);
+                fill(x, n, 1.0);
+                memcpy(ref, x, (size_t)n * sizeof(float));
+                am_ref_rope(ref, pos, m, cfg[c].H, cfg[c].D, cfg[c].theta, (am_rope_layout)layout);
+                backends[bi].b->ops->rope(backends[bi].b, x, pos, m, cfg[c].H, cfg[c].D,
+                                          cfg[c].theta, (am_rope_layout)layout);
+                CHECK_EQ_INT(compare_elems(x, ref, n, 0.0, 1e-6, backends[bi].b->name), 0);
+                free(x), free(ref);
+            }
+}
+
+/* f32 online softmax and f32 dot products vs double: within 2e-5 of max |v|
+ * (scores are O(1): f32 rounding of q.k and of the weights is ~1e-7 each). */
+static void test_attention(void) {
+    setup_backends();
+    const struct {
+        int64_t m, pos0;
+        int H, Hkv, D;
+        int64_t stride_pad;
+    } cfg[] = {
+        {1, 0, 4, 4, 64, 0},     {1, 300, 8, 2, 64, 0},  {5, 3, 8, 2, 64, 16},
+        {17, 250, 4, 1, 40, 0},  {3, 600, 6, 3, 128, 8}, {64, 0, 2, 1, 16, 0},
+        {1, 1000, 32, 8, 64, 0},
+    };
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
+            const int64_t m = cfg[c].m, T = cfg[c].pos0 + m;
+            const int H = cfg[c].H, Hkv = cfg[c].Hkv, D = cfg[c].D;
+            const int64_t stride = (int64_t)Hkv * D + cfg[c].stride_pad;
+            float *q = fmalloc(m * H * D), *kc = fmalloc(T * stride), *vc = fmalloc(T * stride);
+            float *out = fmalloc(m * H * D), *ref = fmalloc(m * H * D);
+            fill(q, m * H * D, 1.0);
+            fill(kc, T * stride, 1.0);
+            fill(vc, T * stride, 1.0);
+            am_ref_attention(ref, q, kc, vc, m, cfg[c].pos0, H, Hkv, D, stride);
+            backends[bi].b->ops->attention(backends[bi].b, out, q, kc, vc, m, cfg[c].pos0, H, Hkv,
+                                           D, stride);
+            CHECK_EQ_INT(compare_elems(out, ref, m * H * D, 0.0, 2e-5, backends[bi].b->name), 0);
+            free(q), free(kc), free(vc), free(out), free(ref);
+        }
+}
+
+/* Vector exp (~1 ulp) and an f32 sum: 1e-5 relative per element. */
+static void test_softmax(void) {
+    setup_backends();
+    const int64_t ns[] = {1, 7, 16, 100, 1001};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t i = 0; i < 5; i++) {
+            const int64_t m = 4, n = ns[i];
+            float *x = fmalloc(m * n), *ref = fmalloc(m * n);
+            fill(x, m * n, 20.0);
+            memcpy(ref, x, (size_t)(m * n) * sizeof(float));
+            am_ref_softmax(ref, m, n);
+            backends[bi].b->ops->softmax(backends[bi].b, x, m, n);
+            CHECK_EQ_INT(compare_elems(x, ref, m * n, 1e-5, 1e-12, backends[bi].b->name), 0);
+            free(x), free(ref);
+        }
+}
+
+/* exp and a division in f32: a few ulps. */
+static void test_silu_mul(void) {
+    setup_backends();
+    const int64_t ns[] = {1, 9, 64, 1000, 300001};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t i = 0; i < 5; i++) {
+            const int64_t n = ns[i];
+            float *g = fmalloc(n), *u = fmalloc(n), *ref = fmalloc(n);
+            fill(g, n, 30.0);
+            fill(u, n, 2.0);
+            memcpy(ref, g, (size_t)n * sizeof(float));
+            am_ref_silu_mul(ref, u, n);
+            backends[bi].b->ops->silu_mul(backends[bi].b, g, u, n);
+            CHECK_EQ_INT(compare_elems(g, ref, n, 2e-6, 1e-30, backends[bi].b->name), 0);
+            free(g), free(u), free(ref);
+        }
+}
+
+static void test_add(void) {
+    setup_backends();
+    const int64_t ns[] = {1, 9, 64, 1000, 300001};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t i = 0; i < 5; i++) {
+            const int64_t n = ns[i];
+            float *y = fmalloc(n), *x = fmalloc(n), *ref = fmalloc(n);
+            fill(y, n, 1.0);
+            fill(x, n, 1.0);
+            memcpy(ref, y, (size_t)n * sizeof(float));
+            am_ref_add(ref, x, n);
+            backends[bi].b->ops->add(backends[bi].b, y, x, n);
+            CHECK(memcmp(y, ref, (size_t)n * sizeof(float)) == 0); /* one rounding: exact */
+            free(y), free(x), free(ref);
+        }
+}
+
+static void test_teardown(void) {
+    printf("     largest matmul error / S seen: %.3g (f32 accumulation, tol %g), %.3g (bf16 GEMM, "
+           "tol %g), %.3g (quantized activations, per-element bound)\n",
+           worst_ratio[BOUND_F32], TOL_F32_ACC, worst_ratio[BOUND_BF16], TOL_BF16_GEMM,
+           worst_ratio[BOUND_XQ]);
+    for (int i = 0; i < n_backends; i++) am_backend_destroy(&backends[i].b);
+    n_backends = 0;
+}
+
+AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
+             AM_TEST(test_checker_detects_errors), AM_TEST(test_matmul_small_m),
+             AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm), AM_TEST(test_matmul_row_stride),
+             AM_TEST(test_matmul_threads), AM_TEST(test_matmul_errors), AM_TEST(test_get_rows),
+             AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_attention),
+             AM_TEST(test_softmax), AM_TEST(test_silu_mul), AM_TEST(test_add),
+             AM_TEST(test_teardown))
