@@ -1,0 +1,101 @@
+/* encoders/nn_ops.h - the transformer ops the vision encoders need beyond the backend vtable.
+ *
+ * The ViT and the projectors need LayerNorm with bias, exact GELU and
+ * quick_gelu, bias adds, a conv patch embedding (im2col, then a GEMM) and
+ * attention without a causal mask over many short sequences. The backend
+ * vtable (core/backend.h) does not have these yet and its CPU implementation
+ * (core/cpu/) is owned elsewhere, so they live here as plain C kernels split
+ * over a thread pool, behind small functions with the backend's argument
+ * conventions, ready to move into am_backend_ops later. Every GEMM (linear
+ * layers, attention scores and weighted sums) goes through the backend's
+ * matmul, so the BLAS/oneDNN path does the heavy work.
+ *
+ * Each op has a plain reference version (am_nn_ref_*) that tests use as ground
+ * truth: straight loops, sums in double.
+ *
+ * Activations are f32, row-major. Dimension letters: M rows (tokens of all
+ * images in a batch), C or N features, B sequences, T positions, H heads,
+ * D head_dim.
+ */
+#ifndef AM_NN_OPS_H
+#define AM_NN_OPS_H
+
+#include "core/backend.h"
+#include "core/threadpool.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { AM_ACT_NONE = 0, AM_ACT_GELU, AM_ACT_QUICK_GELU } am_act;
+
+/* Parses "gelu", "quick_gelu" (also "gelu_pytorch_tanh" is rejected: AM_EUNSUPPORTED). */
+int am_act_parse(const char *name, am_act *out);
+const char *am_act_name(am_act a);
+
+/* A linear layer y = x W^T + b. w views weights (usually mapped); b is an
+ * f32 copy (N) or NULL when the layer has no bias. */
+typedef struct am_linear {
+    am_matrix w;    /* (N, K) */
+    const float *b; /* (N) or NULL */
+} am_linear;
+
+/* The op context: a borrowed backend, an owned thread pool for the
+ * element-wise kernels and a growable scratch buffer for attention. One
+ * thread uses it at a time. */
+typedef struct am_nn {
+    am_backend *be;
+    am_threadpool *tp;
+    float *scratch; /* owned, aligned */
+    size_t scratch_floats;
+} am_nn;
+
+/* n_threads >= 1. AM_EINVAL, AM_ENOMEM. */
+int am_nn_init(am_nn *nn, am_backend *be, int n_threads);
+void am_nn_fini(am_nn *nn);
+
+/* out (M, C) = (x - mean) / sqrt(var + eps) * w + b per row, var biased (PyTorch
+ * LayerNorm). b may be NULL. out may equal x. */
+void am_nn_layernorm(am_nn *nn, float *out, const float *x, const float *w, const float *b,
+                     int64_t m, int64_t c, float eps);
+/* y (M, N) = act(y + bias) per row; bias may be NULL. */
+void am_nn_bias_act(am_nn *nn, float *y, const float *bias, int64_t m, int64_t n, am_act act);
+/* x (M, N) += y + bias per row (residual add); bias may be NULL. */
+void am_nn_residual(am_nn *nn, float *x, const float *y, const float *bias, int64_t m, int64_t n);
+/* y (M, N) = x (M, K) W^T + b via the backend matmul. Returns the matmul's error. */
+int am_nn_linear(am_nn *nn, const am_linear *l, const float *x, float *y, int64_t m);
+/* y (M, N) = x W^T as one backend matmul per `chunk` rows (the last may be
+ * shorter). BLAS and oneDNN results for a row depend on the M of the call
+ * (blocking, edge kernels), so the encoders run one call per image / media
+ * item: a batch then gives bit-identical results to one item at a time. */
+int am_nn_matmul_rows(am_nn *nn, const am_matrix *w, const float *x, float *y, int64_t m,
+                      int64_t chunk);
+/* am_nn_matmul_rows plus the bias. */
+int am_nn_linear_rows(am_nn *nn, const am_linear *l, const float *x, float *y, int64_t m,
+                      int64_t chunk);
+
+/* im2col for a Conv2d(ch, C, kernel=p, stride=p, bias=False) patch embedding:
+ * pix (B, ch, S, S) -> cols (B, P, ch*p*p) with P = (S/p)^2 patches in raster
+ * order and each row ordered (channel, ky, kx) like the flattened conv weight
+ * (C, ch, p, p). */
+void am_nn_patchify(am_nn *nn, const float *pix, float *cols, int64_t b, int ch, int s, int p);
+
+/* Attention without a mask, for each of B sequences and H heads:
+ *   out[b, i, h] = softmax_j(scale * q[b, i, h] . k[b, j, h]) v[b, j, h]
+ * q: row (b, i) at q + (b * tq + i) * q_stride, head h at column h * D;
+ * k, v: row (b, j) at k/v + (b * tk + j) * kv_stride; out: (B, Tq, H*D) rows
+ * with stride o_stride. Per sequence and head it runs two backend GEMMs
+ * (scores and the weighted sum) with a threaded softmax in f32 between them.
+ * AM_ENOMEM or the matmul's error. */
+int am_nn_attention(am_nn *nn, float *out, int64_t o_stride, const float *q, int64_t q_stride,
+                    const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
+                    int64_t tk, int n_heads, int head_dim, float scale);
+
+/* ---- reference versions (tests) ---- */
+void am_nn_ref_layernorm(float *out, const float *x, const float *w, const float *b, int64_t m,
+                         int64_t c, float eps);
+float am_nn_ref_act(float x, am_act act); /* in double internally */
+void am_nn_ref_attention(float *out, int64_t o_stride, const float *q, int64_t q_stride,
+                         const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
+                         int64_t tk, int n_heads, int head_dim, float scale);
+
+#endif

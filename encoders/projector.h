@@ -1,0 +1,116 @@
+/* encoders/projector.h - projectors from encoder features to LLM embedding rows.
+ *
+ * Three kinds (MODEL_SPEC.md 4):
+ *   perceiver    OpenFlamingo's PerceiverResampler at the encoder width D, then
+ *                Linear(D -> out_dim) (AnyMAL). One media item of F frames x V
+ *                patches gives n_latents rows. Per frame f, frame_embs[f] is
+ *                added to its patches (when the checkpoint has frame_embs;
+ *                F <= max_frames), the frames are flattened to F*V rows and
+ *                media_time_embs[0] is added (every item is one media, T = 1).
+ *                Each of `depth` layers: latents += PerceiverAttention(x,
+ *                latents); latents += FeedForward(latents); then LayerNorm.
+ *                Attention: LN on media and on latents, q = to_q(latents),
+ *                k|v = to_kv(concat[x, latents]) (the latents join the keys),
+ *                heads x head_dim, q scaled by head_dim^-0.5, no mask. FF:
+ *                LN -> Linear(D, ff_mult*D) -> exact GELU -> Linear(ff_mult*D, D).
+ *                Bias-free linears; LayerNorms with bias, eps 1e-5.
+ *   mlp2x_gelu   LLaVA-1.5: Linear(D, H) -> GELU -> Linear(H, H) per patch row.
+ *   linear       Linear(D -> tokens_per_row * out_dim) per row; each input row
+ *                gives tokens_per_row output rows (1 for LLaVA-1 style; the
+ *                pooled-vector projector of AnyMAL audio/IMU uses > 1).
+ *
+ * Tensor names under the configured prefix (the AnyMAL projector file):
+ *   perceiver:  perceiver.latents (N, D); perceiver.frame_embs (Fmax, D) and
+ *               perceiver.media_time_embs (Tmax, 1, D), both optional;
+ *               perceiver.layers.{i}.0.{norm_media,norm_latents}.{weight,bias} (D),
+ *               perceiver.layers.{i}.0.to_q.weight (h*d, D),
+ *               perceiver.layers.{i}.0.to_kv.weight (2*h*d, D) (k rows first),
+ *               perceiver.layers.{i}.0.to_out.weight (D, h*d),
+ *               perceiver.layers.{i}.1.0.{weight,bias} (D) (FF LayerNorm),
+ *               perceiver.layers.{i}.1.1.weight (ff*D, D), perceiver.layers.{i}.1.3.weight (D,
+ * ff*D), perceiver.norm.{weight,bias} (D); then proj.weight (out_dim, D) and proj.bias (out_dim,
+ * optional). (OpenFlamingo's own names after "perceiver.", so its resampler weights load as-is.)
+ *   mlp2x_gelu: linear_1.{weight,bias} (H, D), linear_2.{weight,bias} (H, H)
+ *               (HF LLaVA: prefix "multi_modal_projector.").
+ *   linear:     weight (tokens_per_row*out_dim, D), bias (optional).
+ */
+#ifndef AM_PROJECTOR_H
+#define AM_PROJECTOR_H
+
+#include "core/ckpt.h"
+#include "encoders/nn_ops.h"
+
+#include <stdint.h>
+
+#define AM_PROJ_MAX_DEPTH 64
+
+typedef enum { AM_PROJ_PERCEIVER = 0, AM_PROJ_MLP2X_GELU, AM_PROJ_LINEAR } am_proj_type;
+
+typedef struct am_proj_config {
+    am_proj_type type;
+    int32_t in_dim;  /* D: encoder width */
+    int32_t out_dim; /* LLM width */
+    /* perceiver */
+    int32_t n_latents, depth, n_heads, head_dim, ff_mult;
+    int32_t max_frames, max_media; /* 0 = no frame_embs / media_time_embs tensors */
+    float ln_eps;
+    int has_proj_bias;
+    /* linear */
+    int32_t tokens_per_row;
+} am_proj_config;
+
+int am_proj_parse_type(const char *name, am_proj_type *out);
+const char *am_proj_type_name(am_proj_type t);
+int am_proj_config_check(const am_proj_config *c);
+
+typedef struct am_proj_layer {
+    float *norm_media_w, *norm_media_b;     /* (D) */
+    float *norm_latents_w, *norm_latents_b; /* (D) */
+    am_matrix to_q;                         /* (h*d, D) */
+    am_matrix to_kv;                        /* (2*h*d, D) */
+    am_matrix to_out;                       /* (D, h*d) */
+    float *ff_ln_w, *ff_ln_b;               /* (D) */
+    am_matrix ff1;                          /* (ff*D, D) */
+    am_matrix ff2;                          /* (D, ff*D) */
+} am_proj_layer;
+
+typedef struct am_proj {
+    am_proj_config cfg;
+    /* perceiver */
+    float *latents;    /* (N, D) */
+    float *frame_embs; /* (Fmax, D) or NULL */
+    float *media_time; /* (Tmax, D) or NULL */
+    am_proj_layer *layers;
+    float *norm_w, *norm_b; /* (D) */
+    am_linear proj;         /* (out_dim, D) */
+    /* mlp2x_gelu: l1, l2; linear: l1 */
+    am_linear l1, l2;
+    float *vecs; /* owns the f32 vectors */
+} am_proj;
+
+/* Loads the projector from ck with tensor names under prefix. If the config
+ * says max_frames/max_media > 0 the tensors must exist; with 0 they are used
+ * when present (their first dimension sets the limit). */
+int am_proj_load(const am_ckpt *ck, const char *prefix, const am_proj_config *cfg, am_proj **out);
+void am_proj_destroy(am_proj **p);
+
+/* Rows a media item of n_frames x n_patches gives: n_latents (perceiver),
+ * n_frames*n_patches (mlp2x_gelu), n_frames*n_patches*tokens_per_row (linear). */
+int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches);
+
+/* One media item: x (F, V, D) encoder features; out (n_tokens, out_dim). */
+typedef struct am_proj_item {
+    const float *x;
+    int32_t n_frames, n_patches;
+    float *out;
+} am_proj_item;
+
+/* Runs the projector over n items in one batch (the GEMMs see the rows of all
+ * items). AM_ERANGE when an item has more frames than frame_embs rows; AM_ENOMEM;
+ * matmul errors. */
+int am_proj_forward(const am_proj *p, am_nn *nn, const am_proj_item *items, int n);
+
+/* Matmul FLOPs of one item. */
+double am_proj_flops(const am_proj *p, int32_t n_frames, int32_t n_patches);
+
+#endif
