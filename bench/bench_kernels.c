@@ -1,6 +1,6 @@
 /* bench/bench_kernels.c - decode and prefill kernel speed of the CPU backend.
  *
- *   bench_kernels [n_threads=2] [working_set_MiB=1024]
+ *   bench_kernels [n_threads=2] [working_set_MiB=1024] [all|matvec|gemm|attn]
  *
  * 1. Memory bandwidth with the same thread count, through our thread pool:
  *    a STREAM triad a = b + s*c (counted as STREAM does: 3 arrays, no
@@ -12,6 +12,13 @@
  *    GB/s of weight bytes and the fraction of the triad and read bandwidths.
  * 3. GEMMs (M = 32, 128, 512; K = 2048; N = 5632) per dtype in GFLOP/s, on the
  *    bf16 oneDNN path where the CPU has it and on the f32 path.
+ * 4. Attention: decode (M = 1) over T keys for the 1b shape (H = 32, Hkv = 4,
+ *    D = 64) at T = 512 and 2048 and the 7b shape (H = Hkv = 32, D = 128) at
+ *    T = 2048, in us per call and GB/s of K+V read (T * Hkv * D * 2 floats).
+ *    "hot" repeats one layer's cache (it stays in L2/L3: the kernel's own
+ *    speed); "cold" cycles through distinct caches, like the layers of a
+ *    model, adding up to >= 256 MiB so K and V come from DRAM. Then prefill
+ *    (M = 512 from position 0) in GFLOP/s of the causal q.k and p.v products.
  */
 #include "core/alloc.h"
 #include "core/cpu_backend.h"
@@ -193,6 +200,60 @@ static void bench_gemm(am_backend *b, const char *path) {
     am_aligned_free(x), am_aligned_free(y);
 }
 
+/* ---- attention ---- */
+
+#define BENCH_ATTN_COLD_BYTES (256ll << 20)
+
+static void bench_attention_case(am_backend *b, int64_t m, int64_t T, int H, int Hkv, int D) {
+    const int64_t stride = (int64_t)Hkv * D, pos0 = T - m;
+    const size_t cache_bytes = (size_t)T * stride * 4; /* one of K or V */
+    int copies = (int)(BENCH_ATTN_COLD_BYTES / (2 * (long long)cache_bytes));
+    copies = copies < 2 ? 2 : copies;
+    float *q = xalloc((size_t)m * H * D * 4), *out = xalloc((size_t)m * H * D * 4);
+    /* copies x (K (T, Hkv, D), V (T, Hkv, D)) */
+    float *kv = xalloc(2 * cache_bytes * (size_t)copies);
+    for (int64_t i = 0; i < m * H * D; i++) q[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    const int64_t nkv = 2 * T * stride * copies;
+    for (int64_t i = 0; i < nkv; i++) kv[i] = (float)((i * 5) % 17) / 17.0f - 0.5f;
+    double best[2] = {1e9, 1e9}; /* hot, cold: seconds per call */
+    for (int round = 0; round < 3; round++) {
+        for (int cold = 0; cold < (m == 1 ? 2 : 1); cold++) { /* prefill: compute bound, hot only */
+            const int n_calls = cold ? copies : 8;
+            for (int r = 0; r < BENCH_REPEATS; r++) {
+                double t = now_s();
+                for (int c = 0; c < n_calls; c++) {
+                    const float *kc = kv + (size_t)(cold ? c : 0) * 2 * T * stride; /* K */
+                    b->ops->attention(b, out, q, kc, kc + T * stride, m, pos0, H, Hkv, D, stride);
+                }
+                t = (now_s() - t) / n_calls;
+                best[cold] = t < best[cold] ? t : best[cold];
+            }
+        }
+    }
+    if (m == 1) {
+        printf("attn decode H=%-2d Hkv=%-2d D=%-3d T=%-5lld K+V %5.1f MiB | hot %8.1f us %6.1f "
+               "GB/s | cold x%-3d %8.1f us %6.1f GB/s\n",
+               H, Hkv, D, (long long)T, 2.0 * cache_bytes / 1048576.0, best[0] * 1e6,
+               2.0 * cache_bytes / best[0] / 1e9, copies, best[1] * 1e6,
+               2.0 * cache_bytes / best[1] / 1e9);
+    } else {
+        /* 2 products of 2 flops per (query, head, key, d); query i sees pos0 + i + 1 keys. */
+        const double flops = 4.0 * H * D * (double)m * (pos0 + (m + 1) / 2.0);
+        printf("attn prefill H=%-2d Hkv=%-2d D=%-3d M=%-4lld T=%-5lld | hot %8.1f us %6.1f "
+               "GFLOP/s\n",
+               H, Hkv, D, (long long)m, (long long)T, best[0] * 1e6, flops / best[0] / 1e9);
+    }
+    fflush(stdout);
+    am_aligned_free(q), am_aligned_free(out), am_aligned_free(kv);
+}
+
+static void bench_attention(am_backend *b) {
+    bench_attention_case(b, 1, 512, 32, 4, 64);
+    bench_attention_case(b, 1, 2048, 32, 4, 64);
+    bench_attention_case(b, 1, 2048, 32, 32, 128);
+    bench_attention_case(b, 512, 512, 32, 4, 64);
+}
+
 static am_backend *new_backend(int n_threads, const char *bf16) {
     setenv("AM_CPU_BF16_GEMM", bf16, 1);
     am_backend *b = NULL;
@@ -204,18 +265,10 @@ static am_backend *new_backend(int n_threads, const char *bf16) {
     return b;
 }
 
-int main(int argc, char **argv) {
-    int n_threads = argc > 1 ? atoi(argv[1]) : 2;
-    size_t working_set = (size_t)(argc > 2 ? atol(argv[2]) : 1024) << 20;
-    if (n_threads < 1) n_threads = 1;
-    am_cpu_blas_setup(n_threads);
-    const am_cpu_features *f = am_cpu_get_features();
-    am_backend *b = new_backend(n_threads, "1");
-    printf("backend %s, %d threads; avx512f=%d avx512bf16=%d amx_bf16=%d; working set %zu MiB\n",
-           b->name, n_threads, f->avx512f, f->avx512bf16, f->amx_bf16, working_set >> 20);
-
+/* Sections 1 and 2: bandwidth, then matrix-vector products next to it. */
+static void bench_matvec_all(am_backend *b, int n_threads, size_t working_set) {
     am_threadpool *tp = NULL;
-    if (am_threadpool_new(n_threads, &tp) != 0) return 1;
+    if (am_threadpool_new(n_threads, &tp) != 0) exit(1);
     stream_job sj = {xalloc(BENCH_STREAM_FLOATS * 4), xalloc(BENCH_STREAM_FLOATS * 4),
                      xalloc(BENCH_STREAM_FLOATS * 4), BENCH_STREAM_FLOATS, {0}};
     am_threadpool_run(tp, init_task, &sj); /* first touch from the threads that use it */
@@ -229,7 +282,11 @@ int main(int argc, char **argv) {
     bench_matvec(b, &bw, 32000, 2048, working_set);
     am_threadpool_destroy(&tp);
     am_aligned_free(sj.a), am_aligned_free(sj.b), am_aligned_free(sj.c);
+}
 
+/* Section 3, on the bf16 oneDNN path where it exists and on the f32 path. */
+static void bench_gemm_all(am_backend *b, int n_threads) {
+    const am_cpu_features *f = am_cpu_get_features();
     int have_bf16 = f->avx512bf16 || f->amx_bf16;
     bench_gemm(b, have_bf16 ? "bf16-dnnl" : "f32");
     if (have_bf16) {
@@ -239,6 +296,27 @@ int main(int argc, char **argv) {
     } else {
         printf("(no AVX512-BF16/AMX here: BF16/Q8_0/Q4_0 GEMMs ran on the f32 path)\n");
     }
+}
+
+int main(int argc, char **argv) {
+    int n_threads = argc > 1 ? atoi(argv[1]) : 2;
+    size_t working_set = (size_t)(argc > 2 ? atol(argv[2]) : 1024) << 20;
+    const char *only = argc > 3 ? argv[3] : "all"; /* one section, or all of them */
+    if (n_threads < 1) n_threads = 1;
+    if (strcmp(only, "all") && strcmp(only, "matvec") && strcmp(only, "gemm") &&
+        strcmp(only, "attn")) {
+        fprintf(stderr, "bench_kernels: section '%s': expected all, matvec, gemm or attn\n", only);
+        return 2;
+    }
+    const int all = strcmp(only, "all") == 0;
+    am_cpu_blas_setup(n_threads);
+    const am_cpu_features *f = am_cpu_get_features();
+    am_backend *b = new_backend(n_threads, "1");
+    printf("backend %s, %d threads; avx512f=%d avx512bf16=%d amx_bf16=%d; working set %zu MiB\n",
+           b->name, n_threads, f->avx512f, f->avx512bf16, f->amx_bf16, working_set >> 20);
+    if (all || strcmp(only, "matvec") == 0) bench_matvec_all(b, n_threads, working_set);
+    if (all || strcmp(only, "gemm") == 0) bench_gemm_all(b, n_threads);
+    if (all || strcmp(only, "attn") == 0) bench_attention(b);
     am_backend_destroy(&b);
     return 0;
 }

@@ -449,8 +449,30 @@ static void test_rope(void) {
             }
 }
 
-/* f32 online softmax and f32 dot products vs double: within 2e-5 of max |v|
- * (scores are O(1): f32 rounding of q.k and of the weights is ~1e-7 each). */
+/* One attention call on b against the reference: random q, K, V in [-1, 1),
+ * rows of the cache kv_stride = Hkv * D + stride_pad floats apart, the output
+ * pre-filled with NaN so that every element must be written. f32 online
+ * softmax and f32 dot products vs double: within 2e-5 of max |v| (scores are
+ * O(1): f32 rounding of q.k and of the weights is ~1e-7 each). */
+static int attention_case(am_backend *b, int64_t m, int64_t pos0, int H, int Hkv, int D,
+                          int64_t stride_pad) {
+    const int64_t T = pos0 + m, stride = (int64_t)Hkv * D + stride_pad;
+    float *q = fmalloc(m * H * D), *kc = fmalloc(T * stride), *vc = fmalloc(T * stride);
+    float *out = fmalloc(m * H * D), *ref = fmalloc(m * H * D);
+    fill(q, m * H * D, 1.0);
+    fill(kc, T * stride, 1.0);
+    fill(vc, T * stride, 1.0);
+    for (int64_t i = 0; i < m * H * D; i++) out[i] = NAN;
+    am_ref_attention(ref, q, kc, vc, m, pos0, H, Hkv, D, stride);
+    b->ops->attention(b, out, q, kc, vc, m, pos0, H, Hkv, D, stride);
+    char what[160];
+    snprintf(what, sizeof what, "%s threads=%d M=%lld pos0=%lld H=%d Hkv=%d D=%d pad=%lld", b->name,
+             b->n_threads, (long long)m, (long long)pos0, H, Hkv, D, (long long)stride_pad);
+    int bad = compare_elems(out, ref, m * H * D, 0.0, 2e-5, what);
+    free(q), free(kc), free(vc), free(out), free(ref);
+    return bad;
+}
+
 static void test_attention(void) {
     setup_backends();
     const struct {
@@ -461,23 +483,53 @@ static void test_attention(void) {
         {1, 0, 4, 4, 64, 0},     {1, 300, 8, 2, 64, 0},  {5, 3, 8, 2, 64, 16},
         {17, 250, 4, 1, 40, 0},  {3, 600, 6, 3, 128, 8}, {64, 0, 2, 1, 16, 0},
         {1, 1000, 32, 8, 64, 0},
+        /* head dims with a partial last vector (8 and 16 lanes), groups that
+         * are not powers of two (tiles of 4 + 2, 2 + 1, 8 + 4), more heads
+         * per group than one item takes (80 > 64), and MQA decode long enough
+         * that the keys are split between the threads (merged partial softmax). */
+        {1, 77, 6, 2, 13, 3},    {7, 45, 12, 2, 20, 0},  {1, 500, 12, 1, 24, 0},
+        {2, 130, 80, 1, 8, 0},   {1, 999, 8, 1, 64, 0},  {3, 700, 16, 1, 128, 4},
+        {33, 0, 4, 4, 5, 0},     {1, 260, 1, 1, 1, 0},
+        /* the 1b and 7b shapes in decode and a prefill chunk */
+        {1, 575, 32, 4, 64, 0},  {1, 300, 32, 32, 128, 0}, {128, 200, 32, 4, 64, 0},
     };
-    for (int bi = 0; bi < n_backends; bi++)
-        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++) {
-            const int64_t m = cfg[c].m, T = cfg[c].pos0 + m;
-            const int H = cfg[c].H, Hkv = cfg[c].Hkv, D = cfg[c].D;
-            const int64_t stride = (int64_t)Hkv * D + cfg[c].stride_pad;
-            float *q = fmalloc(m * H * D), *kc = fmalloc(T * stride), *vc = fmalloc(T * stride);
-            float *out = fmalloc(m * H * D), *ref = fmalloc(m * H * D);
-            fill(q, m * H * D, 1.0);
-            fill(kc, T * stride, 1.0);
-            fill(vc, T * stride, 1.0);
-            am_ref_attention(ref, q, kc, vc, m, cfg[c].pos0, H, Hkv, D, stride);
-            backends[bi].b->ops->attention(backends[bi].b, out, q, kc, vc, m, cfg[c].pos0, H, Hkv,
-                                           D, stride);
-            CHECK_EQ_INT(compare_elems(out, ref, m * H * D, 0.0, 2e-5, backends[bi].b->name), 0);
-            free(q), free(kc), free(vc), free(out), free(ref);
+    for (int bi = 0; bi < n_backends; bi++) {
+        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
+            CHECK_EQ_INT(attention_case(backends[bi].b, cfg[c].m, cfg[c].pos0, cfg[c].H, cfg[c].Hkv,
+                                        cfg[c].D, cfg[c].stride_pad),
+                         0);
+        /* GQA groups 1, 2, 4, 8 x head dims 64, 128 and 40 x decode at a short
+         * and a long context, and 7 rows after a prefix. */
+        const int groups[] = {1, 2, 4, 8}, dims[] = {64, 128, 40};
+        const int64_t mp[][2] = {{1, 37}, {1, 999}, {7, 300}};
+        for (int g = 0; g < 4; g++)
+            for (int d = 0; d < 3; d++)
+                for (int r = 0; r < 3; r++)
+                    CHECK_EQ_INT(attention_case(backends[bi].b, mp[r][0], mp[r][1],
+                                                2 * groups[g], 2, dims[d], r == 2 ? 8 : 0),
+                                 0);
+    }
+}
+
+/* Other thread counts: 1 (no split), 3 (with 4 or 1 kv heads the keys are
+ * split in 3 parts; with 2 in 3 as well), on each kernel path. */
+static void test_attention_threads(void) {
+    const int counts[] = {1, 3};
+    const char *isas[] = {"generic", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        if (!isa_supported(isas[i])) continue;
+        for (int c = 0; c < 2; c++) {
+            am_backend *b = make_backend(isas[i], "1", counts[c]);
+            if (!b) continue;
+            CHECK_EQ_INT(attention_case(b, 1, 999, 32, 4, 64, 0), 0);
+            CHECK_EQ_INT(attention_case(b, 1, 1000, 8, 1, 128, 0), 0);
+            CHECK_EQ_INT(attention_case(b, 1, 640, 4, 2, 40, 8), 0);
+            CHECK_EQ_INT(attention_case(b, 4, 800, 8, 2, 64, 0), 0);
+            CHECK_EQ_INT(attention_case(b, 2, 200, 8, 1, 64, 0), 0); /* too few keys to split */
+            CHECK_EQ_INT(attention_case(b, 100, 50, 6, 3, 32, 0), 0);
+            am_backend_destroy(&b);
         }
+    }
 }
 
 /* Vector exp (~1 ulp) and an f32 sum: 1e-5 relative per element. */
@@ -546,5 +598,6 @@ AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
              AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm), AM_TEST(test_matmul_row_stride),
              AM_TEST(test_matmul_threads), AM_TEST(test_matmul_errors), AM_TEST(test_get_rows),
              AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_attention),
+             AM_TEST(test_attention_threads),
              AM_TEST(test_softmax), AM_TEST(test_silu_mul), AM_TEST(test_add),
              AM_TEST(test_teardown))

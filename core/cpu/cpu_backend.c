@@ -4,9 +4,10 @@
  * or what AM_CPU_ISA forces) and starts a pool of n_threads - 1 workers.
  * Matmul lives in cpu_matmul.c. The other ops are light: they run on the
  * calling thread unless their work is large enough (AM_CPU_PAR_MIN_WORK) that
- * splitting it beats the cost of waking the workers. Attention splits over
- * (query row, head) pairs and uses an online softmax over chunks of keys, so
- * it needs no scratch proportional to the context length.
+ * splitting it beats the cost of waking the workers. Attention (see the
+ * comment above attn_item) hands the threads items of queries that share a kv
+ * head and uses an online softmax over chunks of keys, so it needs no scratch
+ * proportional to the context length.
  */
 #include "core/cpu_backend.h"
 
@@ -17,6 +18,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +26,6 @@
 
 /* Elements (or multiply-adds, for attention) below which an op stays on one thread. */
 #define AM_CPU_PAR_MIN_WORK (1 << 16)
-/* Keys scored at once by attention's online softmax (floats on the stack). */
-#define AM_CPU_ATTN_CHUNK 256
 /* A sanity bound on n_threads. */
 #define AM_CPU_MAX_THREADS 1024
 
@@ -135,59 +135,229 @@ static void cpu_rope(am_backend *b, float *x, const int32_t *pos, int64_t m, int
     par_for(b, m, 1, m * (head_dim / 2) * (16 + n_heads), rope_rows, &j);
 }
 
+/* ---- attention ----
+ *
+ * A work item is a set of queries (query row, head) that read the same kv
+ * head: a block of rows times the heads of one GQA group (or up to
+ * AM_CPU_ATTN_ITEM_QUERIES of them), optionally over one part of the keys.
+ * It walks the keys in chunks; for each chunk, tiles of up to 8 of its
+ * queries go through the kernels' attn_scores / attn_softmax / attn_accum, so
+ * each K and V row is loaded once per tile, not once per query head, and the
+ * chunk is still in L1/L2 for the item's other tiles. The softmax is online
+ * (running maximum and sum per query), so no scratch grows with the context.
+ *
+ * Items are handed out through an atomic counter, heaviest (latest rows)
+ * first, which also balances causal prefill, whose last rows see the most
+ * keys. When there are too few items to spread evenly over the threads
+ * (decode with one or an odd number of kv heads), the keys are split into
+ * parts whose partial softmax states (max, sum, unnormalized output) are
+ * merged at the end.
+ */
+
+/* Queries one item handles together (they share each chunk of K and V). */
+#define AM_CPU_ATTN_ITEM_QUERIES 64
+/* Bytes of one kv head's K (or V) rows per chunk: each tile of an item reads
+ * the chunk, which should still be in L2 for the next tile (K and V: twice
+ * this), while the per-chunk costs (softmax bookkeeping, rescaling the
+ * outputs) want long chunks. */
+#define AM_CPU_ATTN_CHUNK_BYTES (128 << 10)
+/* Keys per chunk at most (scores of a tile on the stack: 8 floats per key) and at least. */
+#define AM_CPU_ATTN_CHUNK_MAX 256
+#define AM_CPU_ATTN_CHUNK_MIN 16
+/* Splitting the keys: fewest keys per part, and most parts. */
+#define AM_CPU_ATTN_SPLIT_MIN_KEYS 128
+#define AM_CPU_ATTN_MAX_SPLITS 16
+
 typedef struct {
     const am__cpu_kernels *k;
-    float *out;                   /* (M, H, D) */
-    const float *q;               /* (M, H, D) */
+    float *out;                     /* (M, H, D) */
+    const float *q;                 /* (M, H, D) */
     const float *k_cache, *v_cache; /* (T, Hkv, D), rows kv_stride floats apart */
-    int64_t pos0, kv_stride;
+    int64_t m, pos0, kv_stride;
     int n_heads, n_kv_heads, head_dim;
+    float scale;
+    int64_t chunk;                  /* keys per chunk */
+    int64_t rows_per_item, n_row_blocks;
+    int heads_per_item, n_head_blocks;
+    int n_splits;                   /* S: parts of the keys */
+    float *part_o;                  /* (S, M, H, D) unnormalized outputs, when S > 1 */
+    float *part_ml;                 /* (S, M, H, 2) their running max and sum */
+    int64_t n_items;
+    atomic_int_fast64_t next; /* the next item to take */
 } attn_job;
 
-/* Items are (query row i, head h) pairs, i-major so that threads share K/V rows in cache. */
-static void attn_items(void *p, int64_t it0, int64_t it1) {
-    attn_job *j = p;
+static void attn_item(attn_job *j, int64_t it) {
     const am__cpu_kernels *k = j->k;
-    const int H = j->n_heads, D = j->head_dim, group = j->n_heads / j->n_kv_heads;
-    const float scale = (float)(1.0 / sqrt((double)D));
-    float s[AM_CPU_ATTN_CHUNK]; /* scores, then weights, of one chunk of keys */
-    for (int64_t it = it0; it < it1; it++) {
-        const int64_t i = it / H;
-        const int h = (int)(it % H), kvh = h / group;
-        const float *qh = j->q + (i * H + h) * D; /* (D) */
-        float *oh = j->out + (i * H + h) * D;     /* (D), the running weighted sum of V */
-        const int64_t n_keys = j->pos0 + i + 1;  /* causal: keys 0 .. pos0 + i */
-        float mx = -INFINITY, sum = 0.0f;
-        memset(oh, 0, (size_t)D * sizeof(float));
-        for (int64_t t0 = 0; t0 < n_keys; t0 += AM_CPU_ATTN_CHUNK) {
-            const int nt = (int)(n_keys - t0 < AM_CPU_ATTN_CHUNK ? n_keys - t0 : AM_CPU_ATTN_CHUNK);
-            for (int t = 0; t < nt; t++)
-                s[t] = scale * k->dot(qh, j->k_cache + (t0 + t) * j->kv_stride + kvh * D, D);
-            /* Online softmax: rescale what was accumulated under the old maximum. */
-            float cmx = k->max(s, nt);
-            if (cmx > mx) {
-                float corr = mx == -INFINITY ? 0.0f : expf(mx - cmx);
-                k->scale(oh, corr, D);
-                sum *= corr;
-                mx = cmx;
-            }
-            sum += k->exp_sum(s, mx, nt);
-            for (int t = 0; t < nt; t++)
-                k->axpy(oh, s[t], j->v_cache + (t0 + t) * j->kv_stride + kvh * D, D);
+    const int H = j->n_heads, D = j->head_dim, G = j->n_heads / j->n_kv_heads, S = j->n_splits;
+    const int64_t M = j->m, stride = j->kv_stride;
+    /* it -> (row block, kv head, head block, part), the last row block first. */
+    const int part = (int)(it % S);
+    int64_t rest = it / S;
+    const int hb = (int)(rest % j->n_head_blocks);
+    rest /= j->n_head_blocks;
+    const int kvh = (int)(rest % j->n_kv_heads);
+    const int64_t rb = j->n_row_blocks - 1 - rest / j->n_kv_heads;
+    const int64_t i0 = rb * j->rows_per_item;
+    const int64_t i1 = i0 + j->rows_per_item < M ? i0 + j->rows_per_item : M;
+    const int h0 = kvh * G + hb * j->heads_per_item;
+    const int h1 = h0 + j->heads_per_item < (kvh + 1) * G ? h0 + j->heads_per_item : (kvh + 1) * G;
+    /* Every row sees keys 0 .. pos0: part p takes its share of those, and the
+     * last part also the keys that only the later rows see. */
+    const int64_t shared = j->pos0 + 1;
+    const int64_t k0 = shared * part / S;
+    const int64_t k1 = part == S - 1 ? INT64_MAX : shared * (part + 1) / S;
+
+    /* The item's queries, row-major: query r = (i, h) is row r = i * H + h of q and out. */
+    const float *qp[AM_CPU_ATTN_ITEM_QUERIES]; /* each (D) */
+    float *op[AM_CPU_ATTN_ITEM_QUERIES];       /* each (D): the output row, or the part's */
+    int64_t r_of[AM_CPU_ATTN_ITEM_QUERIES];    /* r */
+    int64_t lim[AM_CPU_ATTN_ITEM_QUERIES];     /* the query reads keys k0 .. lim - 1 */
+    float mx[AM_CPU_ATTN_ITEM_QUERIES], sum[AM_CPU_ATTN_ITEM_QUERIES]; /* online softmax state */
+    int nq = 0;
+    for (int64_t i = i0; i < i1; i++)
+        for (int h = h0; h < h1; h++, nq++) {
+            const int64_t r = i * H + h;
+            r_of[nq] = r;
+            qp[nq] = j->q + r * D;
+            op[nq] = S == 1 ? j->out + r * D : j->part_o + (part * M * H + r) * D;
+            lim[nq] = j->pos0 + i + 1 < k1 ? j->pos0 + i + 1 : k1; /* causal */
+            mx[nq] = -INFINITY;
+            sum[nq] = 0.0f;
+            /* attn_accum first scales it by corr = 0: no NaN may be there */
+            memset(op[nq], 0, (size_t)D * sizeof(float));
         }
-        k->scale(oh, 1.0f / sum, D);
+    /* Tiles of 8, 4, 2 and 1 queries: the kernels' register blocking. */
+    int tile0[AM_CPU_ATTN_ITEM_QUERIES], tile_n[AM_CPU_ATTN_ITEM_QUERIES], n_tiles = 0;
+    int64_t tile_lim[AM_CPU_ATTN_ITEM_QUERIES], kend = 0;
+    for (int q0 = 0; q0 < nq; n_tiles++) {
+        const int left = nq - q0, n = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        tile0[n_tiles] = q0;
+        tile_n[n_tiles] = n;
+        tile_lim[n_tiles] = 0;
+        for (int jj = q0; jj < q0 + n; jj++)
+            if (lim[jj] > tile_lim[n_tiles]) tile_lim[n_tiles] = lim[jj];
+        kend = tile_lim[n_tiles] > kend ? tile_lim[n_tiles] : kend;
+        q0 += n;
     }
+
+    const float *kb = j->k_cache + kvh * D, *vb = j->v_cache + kvh * D; /* row t at t * stride */
+    float s[AM_CPU_ATTN_CHUNK_MAX * 8]; /* (n, tile) scores, then weights, of one chunk */
+    float corr[8];
+    for (int64_t t0 = k0; t0 < kend; t0 += j->chunk)
+        for (int ti = 0; ti < n_tiles; ti++) {
+            if (tile_lim[ti] <= t0) continue;
+            const int64_t n = tile_lim[ti] - t0 < j->chunk ? tile_lim[ti] - t0 : j->chunk;
+            const int a = tile0[ti], tn = tile_n[ti];
+            k->attn_scores(qp + a, tn, kb + t0 * stride, stride, n, D, j->scale, s);
+            /* The rows of a tile may see different numbers of keys: mask the rest. */
+            for (int jj = 0; jj < tn; jj++) {
+                const int64_t seen = lim[a + jj] - t0 > 0 ? lim[a + jj] - t0 : 0;
+                for (int64_t t = seen; t < n; t++) s[t * tn + jj] = -INFINITY;
+            }
+            k->attn_softmax(s, n, tn, mx + a, sum + a, corr);
+            k->attn_accum(op + a, tn, corr, s, vb + t0 * stride, stride, n, D);
+        }
+    for (int jj = 0; jj < nq; jj++) {
+        if (S == 1) {
+            k->scale(op[jj], 1.0f / sum[jj], D);
+        } else {
+            float *ml = j->part_ml + (part * M * H + r_of[jj]) * 2; /* (2) */
+            ml[0] = mx[jj];
+            ml[1] = sum[jj];
+        }
+    }
+}
+
+static void attn_task(void *p, int ith, int nth) {
+    (void)ith, (void)nth;
+    attn_job *j = p;
+    for (;;) {
+        const int64_t it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (it >= j->n_items) break;
+        attn_item(j, it);
+    }
+}
+
+/* out = the parts' outputs weighted by exp(m_p - max m) / (sum over parts of the same * l_p). */
+static void attn_merge(const attn_job *j) {
+    const int S = j->n_splits, D = j->head_dim;
+    const int64_t MH = j->m * j->n_heads;
+    for (int64_t r = 0; r < MH; r++) { /* r = (i, h) */
+        float top = -INFINITY, w[AM_CPU_ATTN_MAX_SPLITS], den = 0.0f;
+        for (int p = 0; p < S; p++) top = fmaxf(top, j->part_ml[(p * MH + r) * 2]);
+        for (int p = 0; p < S; p++) {
+            w[p] = expf(j->part_ml[(p * MH + r) * 2] - top);
+            den += w[p] * j->part_ml[(p * MH + r) * 2 + 1];
+        }
+        float *o = j->out + r * D; /* (D) */
+        memset(o, 0, (size_t)D * sizeof(float));
+        for (int p = 0; p < S; p++) j->k->axpy(o, w[p] / den, j->part_o + (p * MH + r) * D, D);
+    }
+}
+
+static int64_t gcd64(int64_t a, int64_t b) {
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
 }
 
 static void cpu_attention(am_backend *b, float *out, const float *q, const float *k_cache,
                           const float *v_cache, int64_t m, int64_t pos0, int n_heads,
                           int n_kv_heads, int head_dim, int64_t kv_stride) {
     am__cpu_ctx *c = b->ctx;
-    AM_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0);
-    attn_job j = {c->k, out, q, k_cache, v_cache, pos0, kv_stride, n_heads, n_kv_heads, head_dim};
+    AM_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0);
+    if (m <= 0) return;
+    const int G = n_heads / n_kv_heads, D = head_dim;
     /* Work: 2 * D multiply-adds per (query, head, key); keys average pos0 + m/2. */
-    int64_t work = m * n_heads * (pos0 + m / 2 + 1) * 2 * head_dim;
-    par_for(b, m * n_heads, 1, work, attn_items, &j);
+    const int64_t work = m * n_heads * (pos0 + m / 2 + 1) * 2 * head_dim;
+    const int nth = b->n_threads > 1 && work >= AM_CPU_PAR_MIN_WORK ? b->n_threads : 1;
+
+    attn_job j = {.k = c->k, .out = out, .q = q, .k_cache = k_cache, .v_cache = v_cache,
+                  .m = m, .pos0 = pos0, .kv_stride = kv_stride, .n_heads = n_heads,
+                  .n_kv_heads = n_kv_heads, .head_dim = head_dim,
+                  .scale = (float)(1.0 / sqrt((double)D)), .n_splits = 1};
+    j.chunk = AM_CPU_ATTN_CHUNK_BYTES / ((int64_t)D * (int64_t)sizeof(float));
+    j.chunk = j.chunk < AM_CPU_ATTN_CHUNK_MIN ? AM_CPU_ATTN_CHUNK_MIN
+              : j.chunk > AM_CPU_ATTN_CHUNK_MAX ? AM_CPU_ATTN_CHUNK_MAX
+                                                : j.chunk;
+    j.heads_per_item = G < AM_CPU_ATTN_ITEM_QUERIES ? G : AM_CPU_ATTN_ITEM_QUERIES;
+    j.n_head_blocks = (G + j.heads_per_item - 1) / j.heads_per_item;
+    /* As many rows per item as fit the query budget (rows share K/V too),
+     * unless that leaves fewer than two items per thread. */
+    const int64_t per_row_block = (int64_t)n_kv_heads * j.n_head_blocks;
+    const int64_t want_blocks = (2 * nth + per_row_block - 1) / per_row_block;
+    const int64_t max_rows = AM_CPU_ATTN_ITEM_QUERIES / j.heads_per_item;
+    const int64_t rows = (m + want_blocks - 1) / want_blocks;
+    j.rows_per_item = rows < max_rows ? rows : max_rows;
+    j.n_row_blocks = (m + j.rows_per_item - 1) / j.rows_per_item;
+    j.n_items = j.n_row_blocks * per_row_block;
+    /* Too few items to even out over the threads (decode with 1 or an odd
+     * number of kv heads): split the keys so the item count is a multiple of
+     * the thread count, if each part keeps enough keys to be worth it. */
+    if (nth > 1 && j.n_items % nth != 0 && j.n_items < 4 * nth) {
+        int64_t S = nth / gcd64(j.n_items, nth);
+        if (S > AM_CPU_ATTN_MAX_SPLITS) S = AM_CPU_ATTN_MAX_SPLITS;
+        const int64_t max_parts = (pos0 + 1) / AM_CPU_ATTN_SPLIT_MIN_KEYS;
+        if (S > max_parts) S = max_parts;
+        const size_t o_floats = (size_t)(S * m * n_heads * D);
+        const size_t bytes = (o_floats + (size_t)(S * m * n_heads * 2)) * sizeof(float);
+        /* Without the scratch, one part per item is slower but just as right. */
+        if (S > 1 && am__cpu_scratch_reserve(c, bytes) == 0) {
+            j.n_splits = (int)S;
+            j.part_o = c->scratch;
+            j.part_ml = j.part_o + o_floats;
+            j.n_items *= S;
+        }
+    }
+    atomic_init(&j.next, 0);
+    if (nth == 1)
+        attn_task(&j, 0, 1);
+    else
+        am_threadpool_run(c->pool, attn_task, &j);
+    if (j.n_splits > 1) attn_merge(&j);
 }
 
 typedef struct {

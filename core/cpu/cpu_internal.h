@@ -96,6 +96,24 @@ typedef struct am__cpu_kernels {
     void (*scale)(float *y, float a, int64_t n);                /* y *= a */
     float (*max)(const float *x, int64_t n);                    /* n >= 1 */
     float (*exp_sum)(float *x, float sub, int64_t n); /* x = exp(x - sub); returns sum(x) */
+    /* Attention on a tile of nq (1, 2, 4 or 8) queries q[j] (D) that read the
+     * same kv head, over a chunk of n keys: K and V rows k + t * kv_stride and
+     * v + t * kv_stride (D floats each), t < n. Each chunk goes through
+     *   attn_scores:  s (n, nq) = scale * q[j] . k_t;
+     *   (the caller then masks scores past each query's causal limit with -inf)
+     *   attn_softmax: per query j, with its running maximum m[j] and sum l[j]
+     *                 (m = -inf, l = 0 before the first chunk, which must give
+     *                 each query at least one finite score): m' = max(m, s[:, j]),
+     *                 corr[j] = exp(m - m'), s[:, j] = exp(s[:, j] - m'),
+     *                 l[j] = l[j] * corr[j] + sum(s[:, j]), m[j] = m';
+     *   attn_accum:   o[j] (D) = corr[j] * o[j] + sum_t p[t, j] * v_t with p = s,
+     * so that after the last chunk o[j] / l[j] is the softmax-weighted sum of V.
+     * They may prefetch rows past n but never read them. */
+    void (*attn_scores)(const float *const *q, int nq, const float *k, int64_t kv_stride, int64_t n,
+                        int d, float scale, float *s);
+    void (*attn_softmax)(float *s, int64_t n, int nq, float *m, float *l, float *corr);
+    void (*attn_accum)(float *const *o, int nq, const float *corr, const float *p, const float *v,
+                       int64_t kv_stride, int64_t n, int d);
     /* out (k) = x * rsqrt(mean(x^2) + eps) * w; out may equal x. */
     void (*rmsnorm)(float *out, const float *x, const float *w, int64_t k, float eps);
     void (*silu_mul)(float *gate, const float *up, int64_t n);
@@ -147,5 +165,8 @@ typedef struct am__cpu_ctx {
 } am__cpu_ctx;
 
 int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m);
+
+/* Makes c->scratch at least `bytes` long (contents not kept); 0 or AM_ENOMEM. */
+int am__cpu_scratch_reserve(am__cpu_ctx *c, size_t bytes);
 
 #endif

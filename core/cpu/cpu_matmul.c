@@ -123,11 +123,11 @@ static void gemm_fallback_task(void *arg, int ith, int nth) {
     if (n0 < n1) gemm_by_matvec(j, n0, n1);
 }
 
-/* Makes the context's scratch at least `bytes` (contents not kept). */
-static int scratch_reserve(am__cpu_ctx *c, size_t bytes) {
+int am__cpu_scratch_reserve(am__cpu_ctx *c, size_t bytes) {
     if (c->scratch_bytes >= bytes) return 0;
     void *p = am_aligned_alloc(bytes);
-    if (!p) return am_err_set(AM_ENOMEM, "cpu matmul: cannot allocate %zu bytes of scratch", bytes);
+    if (!p)
+        return am_err_set(AM_ENOMEM, "cpu backend: cannot allocate %zu bytes of scratch", bytes);
     am_aligned_free(c->scratch);
     c->scratch = p;
     c->scratch_bytes = bytes;
@@ -161,7 +161,7 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     if (!blas) {
         /* Matrix-vector kernels (also the GEMM fallback without OpenBLAS). */
         if (quantized) {
-            rc = scratch_reserve(c, am__xq_bytes(m, K) + 64);
+            rc = am__cpu_scratch_reserve(c, am__xq_bytes(m, K) + 64);
             if (rc != 0) return rc;
             j.xq = am__xq_layout(c->scratch, m, K);
             for (int64_t i = 0; i < m; i++) c->k->quantize_x(x, &j.xq, i, K);
@@ -183,7 +183,7 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     /* f32 panels are needed by the bf16 path too, when a thread falls back. */
     j.panel_stride = (need_f32_panels || bf16) ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
     size_t xb_bytes = bf16 ? (size_t)m * (size_t)K * sizeof(uint16_t) : 0;
-    rc = scratch_reserve(c, j.panel_stride * (size_t)b->n_threads + xb_bytes + 64);
+    rc = am__cpu_scratch_reserve(c, j.panel_stride * (size_t)b->n_threads + xb_bytes + 64);
     if (rc != 0) return rc;
     j.panels = c->scratch;
     if (bf16) {

@@ -73,6 +73,15 @@ static inline void vstore_bf16_bits(uint16_t *p, VI v) {
     _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(packed));
 }
 static inline float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
+/* Lanes [0, n) all-ones: 8 - n entries into this table. */
+static const int32_t part_mask[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+static inline VF vloadu_part(const float *p, int n) {
+    return _mm256_maskload_ps(p, _mm256_loadu_si256((const __m256i *)(part_mask + 8 - n)));
+}
+static inline void vstoreu_part(float *p, VF v, int n) {
+    _mm256_maskstore_ps(p, _mm256_loadu_si256((const __m256i *)(part_mask + 8 - n)), v);
+}
+static inline __m256 vfold8(VF v) { return v; }
 
 #include "core/cpu/kernels_simd.inc"
 

@@ -64,6 +64,17 @@ static inline void vstore_bf16_bits(uint16_t *p, VI v) {
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(v));
 }
 static inline float f16_scalar(uint16_t h) { return _cvtsh_ss(h); }
+static inline VF vloadu_part(const float *p, int n) {
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+static inline void vstoreu_part(float *p, VF v, int n) {
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), v);
+}
+static inline __m256 vfold8(VF v) {
+    /* the high 256 bits through the f64 view: _mm512_extractf32x8_ps would need AVX512DQ */
+    return _mm256_add_ps(_mm512_castps512_ps256(v),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
 
 #include "core/cpu/kernels_simd.inc"
 

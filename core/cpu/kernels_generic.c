@@ -185,6 +185,32 @@ static float exp_sum(float *x, float sub, int64_t n) {
     return s;
 }
 
+/* Attention tiles (see am__cpu_kernels): the same math as the SIMD tables,
+ * query by query; each key row is still read once for the nq queries. */
+static void attn_scores(const float *const *q, int nq, const float *k, int64_t kv_stride, int64_t n,
+                        int d, float scale, float *s) {
+    for (int64_t t = 0; t < n; t++)
+        for (int j = 0; j < nq; j++) s[t * nq + j] = scale * dot(q[j], k + t * kv_stride, d);
+}
+
+static void attn_softmax(float *s, int64_t n, int nq, float *m, float *l, float *corr) {
+    for (int j = 0; j < nq; j++) {
+        float mx = m[j], sum = 0.0f;
+        for (int64_t t = 0; t < n; t++) mx = s[t * nq + j] > mx ? s[t * nq + j] : mx;
+        corr[j] = m[j] == -INFINITY ? 0.0f : expf(m[j] - mx);
+        for (int64_t t = 0; t < n; t++) sum += s[t * nq + j] = expf(s[t * nq + j] - mx);
+        m[j] = mx;
+        l[j] = l[j] * corr[j] + sum;
+    }
+}
+
+static void attn_accum(float *const *o, int nq, const float *corr, const float *p, const float *v,
+                       int64_t kv_stride, int64_t n, int d) {
+    for (int j = 0; j < nq; j++) scale(o[j], corr[j], d);
+    for (int64_t t = 0; t < n; t++)
+        for (int j = 0; j < nq; j++) axpy(o[j], p[t * nq + j], v + t * kv_stride, d);
+}
+
 static void rmsnorm(float *out, const float *x, const float *w, int64_t k, float eps) {
     float r = 1.0f / sqrtf(dot(x, x, k) / (float)k + eps);
     for (int64_t j = 0; j < k; j++) out[j] = x[j] * r * w[j];
@@ -209,6 +235,9 @@ static const am__cpu_kernels generic_kernels = {
     .scale = scale,
     .max = vmax,
     .exp_sum = exp_sum,
+    .attn_scores = attn_scores,
+    .attn_softmax = attn_softmax,
+    .attn_accum = attn_accum,
     .rmsnorm = rmsnorm,
     .silu_mul = silu_mul,
     .add = add,
