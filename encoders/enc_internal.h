@@ -1,10 +1,12 @@
-/* encoders/enc_internal.h - weight lookup helpers shared by the encoder modules. */
+/* encoders/enc_internal.h - weight lookup and anymal.json helpers shared by the encoder modules. */
 #ifndef AM_ENC_INTERNAL_H
 #define AM_ENC_INTERNAL_H
 
 #include "core/backend.h"
 #include "core/ckpt.h"
+#include "encoders/projector.h"
 
+#include <cjson/cJSON.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,5 +33,40 @@ static inline float *am__arena_take(am__vec_arena *a, int64_t n) {
     a->used += ((size_t)n + 15) / 16 * 16; /* 64-byte aligned pieces */
     return p;
 }
+
+/* ---- anymal.json (enc_config.c) ---- */
+
+/* Config files are small; anything larger is not ours. */
+#define AM_ENC_MAX_CONFIG_BYTES ((size_t)1 << 20)
+
+/* Reads and parses a JSON object file: AM_EIO, AM_ERANGE, AM_EFORMAT (names the file). */
+int am__json_read(const char *path, cJSON **out);
+/* Optional keys of object o (o may be NULL): an absent or null key keeps *v;
+ * a present one of the wrong type or range is AM_EINVAL naming file and key.
+ * Strings point into the JSON tree. */
+int am__json_int(const char *file, const cJSON *o, const char *key, int64_t lo, int64_t hi,
+                 int32_t *v);
+int am__json_float(const char *file, const cJSON *o, const char *key, float *v);
+int am__json_bool(const char *file, const cJSON *o, const char *key, int *v);
+int am__json_str(const char *file, const cJSON *o, const char *key, const char **v);
+/* An array of exactly n numbers. */
+int am__json_floats(const char *file, const cJSON *o, const char *key, int n, float *v);
+/* An array of 1..max_n integers in [lo, hi]; *n gets the count. */
+int am__json_ints(const char *file, const cJSON *o, const char *key, int max_n, int64_t lo,
+                  int64_t hi, int32_t *v, int32_t *n);
+/* buf = dir/rel (rel as is when absolute); AM_ERANGE when it does not fit. */
+int am__path_in(char *buf, size_t cap, const char *dir, const char *rel);
+int am__file_exists(const char *path);
+/* Opens the checkpoint dir/rel. */
+int am__open_ckpt(const char *dir, const char *rel, am_ckpt **out);
+/* The "projector" object pj of a pooled-vector modality (audio, IMU): keys
+ * type (default def_type), weights, prefix (default ""), out_dim (default
+ * llm_dim), tokens_per_row (default def_tokens) and the perceiver keys as in
+ * vision.h. *weights stays NULL when absent (the encoder's file then). */
+int am__json_projector(const char *file, const cJSON *pj, am_proj_type def_type, int32_t in_dim,
+                       int32_t llm_dim, int32_t def_tokens, am_proj_config *pc,
+                       const char **weights, const char **prefix);
+/* L2-normalizes each of m rows (n) in place: x / max(|x|, 1e-12) (F.normalize). */
+void am__l2_normalize_rows(float *x, int64_t m, int64_t n);
 
 #endif

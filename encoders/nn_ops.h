@@ -1,8 +1,11 @@
-/* encoders/nn_ops.h - the transformer ops the vision encoders need beyond the backend vtable.
+/* encoders/nn_ops.h - the neural-network ops the encoders need beyond the backend vtable.
  *
  * The ViT and the projectors need LayerNorm with bias, exact GELU and
  * quick_gelu, bias adds, a conv patch embedding (im2col, then a GEMM) and
- * attention without a causal mask over many short sequences. The backend
+ * attention without a causal mask over many short sequences; the audio
+ * encoder (HTSAT, a Swin transformer) adds ReLU and windowed attention with a
+ * relative-position bias and a shift mask; the IMU encoder (IMU2CLIP) needs
+ * GroupNorm, dilated Conv1d (im2col, then a GEMM), MaxPool1d and a GRU. The backend
  * vtable (core/backend.h) does not have these yet and its CPU implementation
  * (core/cpu/) is owned elsewhere, so they live here as plain C kernels split
  * over a thread pool, behind small functions with the backend's argument
@@ -26,9 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { AM_ACT_NONE = 0, AM_ACT_GELU, AM_ACT_QUICK_GELU } am_act;
+typedef enum { AM_ACT_NONE = 0, AM_ACT_GELU, AM_ACT_QUICK_GELU, AM_ACT_RELU } am_act;
 
-/* Parses "gelu", "quick_gelu" (also "gelu_pytorch_tanh" is rejected: AM_EUNSUPPORTED). */
+/* Parses "gelu", "quick_gelu", "relu" (others, e.g. "gelu_pytorch_tanh": AM_EUNSUPPORTED). */
 int am_act_parse(const char *name, am_act *out);
 const char *am_act_name(am_act a);
 
@@ -57,7 +60,8 @@ void am_nn_fini(am_nn *nn);
  * LayerNorm). b may be NULL. out may equal x. */
 void am_nn_layernorm(am_nn *nn, float *out, const float *x, const float *w, const float *b,
                      int64_t m, int64_t c, float eps);
-/* y (M, N) = act(y + bias) per row; bias may be NULL. */
+/* y (M, N) = act(y + bias) per row; bias may be NULL. GELU is the erf form
+ * (PyTorch's default), its erf a vectorizable approximation within 3e-7. */
 void am_nn_bias_act(am_nn *nn, float *y, const float *bias, int64_t m, int64_t n, am_act act);
 /* x (M, N) += y + bias per row (residual add); bias may be NULL. */
 void am_nn_residual(am_nn *nn, float *x, const float *y, const float *bias, int64_t m, int64_t n);
@@ -89,6 +93,59 @@ void am_nn_patchify(am_nn *nn, const float *pix, float *cols, int64_t b, int ch,
 int am_nn_attention(am_nn *nn, float *out, int64_t o_stride, const float *q, int64_t q_stride,
                     const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
                     int64_t tk, int n_heads, int head_dim, float scale);
+/* am_nn_attention with additive terms on the scaled scores before the softmax
+ * (Swin's windowed attention):
+ *   bias (H, Tq, Tk): added for every sequence, per head (NULL: none);
+ *   mask (n_mask, Tq, Tk): sequence b adds mask[b % n_mask] to every head (NULL: none).
+ * Sequences are ordered (item, window) so that b % n_mask is the window index. */
+int am_nn_attention_ex(am_nn *nn, float *out, int64_t o_stride, const float *q, int64_t q_stride,
+                       const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
+                       int64_t tk, int n_heads, int head_dim, float scale, const float *bias,
+                       const float *mask, int64_t n_mask);
+
+/* Longest query/key sequence am_nn_attention_short takes (a Swin window is 64). */
+#define AM_NN_SHORT_ATTN_MAX_T 256
+/* am_nn_attention_ex for many short sequences (Swin's 64-token windows), fused:
+ * the (sequence, head) pairs are split over the pool and each is computed on
+ * one thread in plain C (scores, bias and mask, softmax, weighted sum). A
+ * backend GEMM call costs more than a 64 x 64 x 32 product, and these products
+ * are ~4% of HTSAT's FLOPs; every pair is computed the same way whatever the
+ * batch. tq, tk <= AM_NN_SHORT_ATTN_MAX_T (else AM_EINVAL); AM_ENOMEM. */
+int am_nn_attention_short(am_nn *nn, float *out, int64_t o_stride, const float *q, int64_t q_stride,
+                          const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
+                          int64_t tk, int n_heads, int head_dim, float scale, const float *bias,
+                          const float *mask, int64_t n_mask);
+
+/* Row permutations (Swin's window partition with its cyclic shift), per block
+ * of `period` rows (one clip): row r maps to (r / period) * period + idx[r % period].
+ * gather: dst (M, C) row r = src row map(r); scatter_residual: x row map(r) +=
+ * y row r + bias (bias (C) may be NULL), the residual add back in grid order. */
+void am_nn_gather_rows(am_nn *nn, float *dst, const float *src, const int32_t *idx, int64_t period,
+                       int64_t m, int64_t c);
+void am_nn_scatter_residual(am_nn *nn, float *x, const float *y, const float *bias,
+                            const int32_t *idx, int64_t period, int64_t m, int64_t c);
+
+/* GroupNorm (PyTorch nn.GroupNorm) on time-major activations: for each of B
+ * samples x (T, C), the C channels form `groups` groups of C/groups channels;
+ * the T*C/groups values of a group are normalized (biased variance, eps),
+ * then channel c gets * w[c] + b[c]. out may equal x. groups divides C. */
+void am_nn_groupnorm(am_nn *nn, float *out, const float *x, const float *w, const float *b,
+                     int64_t nb, int64_t t, int64_t c, int groups, float eps);
+/* im2col for a Conv1d(C, C_out, kernel k, dilation dil, stride 1, no padding)
+ * on time-major x (B, T, C): cols (B, To, C*k) with To = T - dil*(k-1); row
+ * (b, t) holds x[b, t + j*dil, c] at column c*k + j, the order of the
+ * flattened Conv1d weight (C_out, C, k). The conv is then cols W^T. */
+void am_nn_im2col_1d(am_nn *nn, const float *x, float *cols, int64_t b, int64_t t, int64_t c, int k,
+                     int dil);
+/* MaxPool1d(kernel p, stride p) over time on time-major x (B, T, C): out
+ * (B, T/p, C) (floor, as PyTorch), row i = max of rows i*p .. i*p+p-1. */
+void am_nn_maxpool_time(am_nn *nn, float *out, const float *x, int64_t b, int64_t t, int64_t c,
+                        int p);
+/* One GRU step (PyTorch nn.GRU, gate order r, z, n), in place on h (H):
+ *   gi (3H) = W_ih x + b_ih, gh (3H) = W_hh h + b_hh (computed by the caller
+ *   with backend matmuls); r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z),
+ *   n = tanh(gi_n + r * gh_n), h = (1 - z) * n + z * h. */
+void am_nn_gru_gates(float *h, const float *gi, const float *gh, int64_t hidden);
 
 /* ---- reference versions (tests) ---- */
 void am_nn_ref_layernorm(float *out, const float *x, const float *w, const float *b, int64_t m,
@@ -97,5 +154,14 @@ float am_nn_ref_act(float x, am_act act); /* in double internally */
 void am_nn_ref_attention(float *out, int64_t o_stride, const float *q, int64_t q_stride,
                          const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
                          int64_t tk, int n_heads, int head_dim, float scale);
+void am_nn_ref_attention_ex(float *out, int64_t o_stride, const float *q, int64_t q_stride,
+                            const float *k, const float *v, int64_t kv_stride, int64_t b,
+                            int64_t tq, int64_t tk, int n_heads, int head_dim, float scale,
+                            const float *bias, const float *mask, int64_t n_mask);
+void am_nn_ref_groupnorm(float *out, const float *x, const float *w, const float *b, int64_t nb,
+                         int64_t t, int64_t c, int groups, float eps);
+/* A whole GRU over x (T, I) from h = 0; h_out (H) = the last hidden state. */
+void am_nn_ref_gru(float *h_out, const float *x, const float *w_ih, const float *w_hh,
+                   const float *b_ih, const float *b_hh, int64_t t, int64_t in, int64_t hidden);
 
 #endif

@@ -342,3 +342,27 @@ int am_proj_forward(const am_proj *p, am_nn *nn, const am_proj_item *items, int 
     }
     return 0;
 }
+
+int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m,
+                        float *const *outs) {
+    if (p->cfg.type != AM_PROJ_LINEAR)
+        return am_err_set(AM_EINVAL, "projector: %s is not a linear projector",
+                          am_proj_type_name(p->cfg.type));
+    const int64_t G = AM_PROJ_ROW_GROUP, D = p->cfg.in_dim,
+                  N = (int64_t)p->cfg.out_dim * p->cfg.tokens_per_row;
+    float *xg = am_aligned_alloc((size_t)(G * D) * sizeof(float)); /* (G, D) */
+    float *yg = am_aligned_alloc((size_t)(G * N) * sizeof(float)); /* (G, N) */
+    int rc = 0;
+    if (!xg || !yg) rc = am_err_set(AM_ENOMEM, "projector: out of memory");
+    for (int64_t r0 = 0; !rc && r0 < m; r0 += G) {
+        const int64_t ng = m - r0 < G ? m - r0 : G;
+        memcpy(xg, x + r0 * D, (size_t)(ng * D) * sizeof(float));
+        memset(xg + ng * D, 0, (size_t)((G - ng) * D) * sizeof(float));
+        if ((rc = am_nn_linear(nn, &p->l1, xg, yg, G))) break;
+        for (int64_t r = 0; r < ng; r++)
+            memcpy(outs[r0 + r], yg + r * N, (size_t)N * sizeof(float));
+    }
+    am_aligned_free(xg);
+    am_aligned_free(yg);
+    return rc;
+}

@@ -113,4 +113,18 @@ int am_proj_forward(const am_proj *p, am_nn *nn, const am_proj_item *items, int 
 /* Matmul FLOPs of one item. */
 double am_proj_flops(const am_proj *p, int32_t n_frames, int32_t n_patches);
 
+/* Rows per backend call of am_proj_linear_rows: the CPU backend's largest
+ * matrix-vector M (core/cpu_backend.h). */
+#define AM_PROJ_ROW_GROUP 4
+
+/* The linear projector over m independent rows x (m, D): outs[r] (tokens_per_row,
+ * out_dim) for row r. The rows go AM_PROJ_ROW_GROUP at a time through one
+ * matrix-vector call with M = AM_PROJ_ROW_GROUP (the last group padded with
+ * zero rows), so the weights (out_dim * tokens_per_row * D, 64 MB for AnyMAL's
+ * 512 -> 8 x 4096 in f32) are read once per group, and since the backend's
+ * matrix-vector kernels compute each row with the same code whatever the other
+ * rows hold, a row gives the same bits in any batch. For the pooled-vector
+ * modalities (audio clips, IMU windows). AM_EINVAL unless p is linear; AM_ENOMEM. */
+int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m, float *const *outs);
+
 #endif

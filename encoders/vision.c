@@ -12,110 +12,24 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* Config files are small; anything larger is not ours. */
-#define AM_VISION_MAX_CONFIG_BYTES ((size_t)1 << 20)
-
-static int read_json(const char *path, cJSON **out) {
-    void *data;
-    size_t len;
-    *out = NULL;
-    int rc = am_read_file_limited(path, AM_VISION_MAX_CONFIG_BYTES, &data, &len);
-    if (rc) return rc;
-    *out = cJSON_ParseWithLength(data, len);
-    am_free(data);
-    if (!*out || !cJSON_IsObject(*out)) {
-        cJSON_Delete(*out);
-        *out = NULL;
-        return am_err_set(AM_EFORMAT, "%s: not a JSON object", path);
-    }
-    return 0;
-}
-
-/* Optional integer key: absent keeps *v; present must be an integer in [lo, hi]. */
-static int j_int(const char *file, const cJSON *o, const char *key, int64_t lo, int64_t hi,
-                 int32_t *v) {
-    const cJSON *x = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    if (!x || cJSON_IsNull(x)) return 0;
-    if (!cJSON_IsNumber(x) || x->valuedouble != (double)(int64_t)x->valuedouble ||
-        x->valuedouble < (double)lo || x->valuedouble > (double)hi)
-        return am_err_set(AM_EINVAL, "%s: \"%s\" must be an integer in [%lld, %lld]", file, key,
-                          (long long)lo, (long long)hi);
-    *v = (int32_t)x->valuedouble;
-    return 0;
-}
-
-static int j_float(const char *file, const cJSON *o, const char *key, float *v) {
-    const cJSON *x = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    if (!x || cJSON_IsNull(x)) return 0;
-    if (!cJSON_IsNumber(x)) return am_err_set(AM_EINVAL, "%s: \"%s\" must be a number", file, key);
-    *v = (float)x->valuedouble;
-    return 0;
-}
-
-static int j_bool(const char *file, const cJSON *o, const char *key, int *v) {
-    const cJSON *x = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    if (!x || cJSON_IsNull(x)) return 0;
-    if (!cJSON_IsBool(x))
-        return am_err_set(AM_EINVAL, "%s: \"%s\" must be true or false", file, key);
-    *v = cJSON_IsTrue(x);
-    return 0;
-}
-
-/* Optional string key; *v points into the JSON tree. */
-static int j_str(const char *file, const cJSON *o, const char *key, const char **v) {
-    const cJSON *x = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    if (!x || cJSON_IsNull(x)) return 0;
-    if (!cJSON_IsString(x)) return am_err_set(AM_EINVAL, "%s: \"%s\" must be a string", file, key);
-    *v = x->valuestring;
-    return 0;
-}
-
-static int j_vec3(const char *file, const cJSON *o, const char *key, float v[3]) {
-    const cJSON *x = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    if (!x || cJSON_IsNull(x)) return 0;
-    if (!cJSON_IsArray(x) || cJSON_GetArraySize(x) != 3)
-        return am_err_set(AM_EINVAL, "%s: \"%s\" must be an array of 3 numbers", file, key);
-    for (int i = 0; i < 3; i++) {
-        const cJSON *e = cJSON_GetArrayItem(x, i);
-        if (!cJSON_IsNumber(e))
-            return am_err_set(AM_EINVAL, "%s: \"%s\" must be an array of 3 numbers", file, key);
-        v[i] = (float)e->valuedouble;
-    }
-    return 0;
-}
-
 /* A size given as an int or as {"height": h, "width": w} / {"shortest_edge": s}. */
 static int j_size(const char *file, const cJSON *o, const char *key, int32_t *h, int32_t *w) {
     const cJSON *x = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
     if (!x || cJSON_IsNull(x)) return 0;
     if (cJSON_IsNumber(x)) {
-        int rc = j_int(file, o, key, 1, 8192, h);
+        int rc = am__json_int(file, o, key, 1, 8192, h);
         if (!rc) *w = *h;
         return rc;
     }
     if (!cJSON_IsObject(x))
         return am_err_set(AM_EINVAL, "%s: \"%s\" must be a number or an object", file, key);
     int rc;
-    if ((rc = j_int(file, x, "shortest_edge", 1, 8192, h))) return rc;
+    if ((rc = am__json_int(file, x, "shortest_edge", 1, 8192, h))) return rc;
     *w = *h;
-    if ((rc = j_int(file, x, "height", 1, 8192, h)) || (rc = j_int(file, x, "width", 1, 8192, w)))
+    if ((rc = am__json_int(file, x, "height", 1, 8192, h)) ||
+        (rc = am__json_int(file, x, "width", 1, 8192, w)))
         return rc;
     return 0;
-}
-
-static int path_in(char *buf, size_t cap, const char *dir, const char *rel) {
-    if (rel[0] == '/') {
-        if ((size_t)snprintf(buf, cap, "%s", rel) >= cap)
-            return am_err_set(AM_ERANGE, "path too long: %s", rel);
-    } else if ((size_t)snprintf(buf, cap, "%s/%s", dir, rel) >= cap) {
-        return am_err_set(AM_ERANGE, "path too long: %s/%s", dir, rel);
-    }
-    return 0;
-}
-
-static int file_exists(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
 }
 
 void am_vision_model_destroy(am_vision_model **p) {
@@ -134,30 +48,24 @@ void am_vision_model_destroy(am_vision_model **p) {
 static int parse_vit(const char *file, const cJSON *o, am_vit_config *c) {
     const char *act = am_act_name(c->act);
     int rc;
-    if ((rc = j_int(file, o, "image_size", 1, 4096, &c->image_size)) ||
-        (rc = j_int(file, o, "patch_size", 1, 4096, &c->patch_size)) ||
-        (rc = j_int(file, o, "num_channels", 1, 16, &c->channels)) ||
-        (rc = j_int(file, o, "hidden_size", 1, 65536, &c->width)) ||
-        (rc = j_int(file, o, "num_hidden_layers", 1, AM_VIT_MAX_LAYERS, &c->n_layers)) ||
-        (rc = j_int(file, o, "num_attention_heads", 1, 4096, &c->n_heads)) ||
-        (rc = j_int(file, o, "intermediate_size", 1, 262144, &c->mlp_dim)) ||
-        (rc = j_float(file, o, "layer_norm_eps", &c->ln_eps)) ||
-        (rc = j_str(file, o, "hidden_act", &act)))
+    if ((rc = am__json_int(file, o, "image_size", 1, 4096, &c->image_size)) ||
+        (rc = am__json_int(file, o, "patch_size", 1, 4096, &c->patch_size)) ||
+        (rc = am__json_int(file, o, "num_channels", 1, 16, &c->channels)) ||
+        (rc = am__json_int(file, o, "hidden_size", 1, 65536, &c->width)) ||
+        (rc = am__json_int(file, o, "num_hidden_layers", 1, AM_VIT_MAX_LAYERS, &c->n_layers)) ||
+        (rc = am__json_int(file, o, "num_attention_heads", 1, 4096, &c->n_heads)) ||
+        (rc = am__json_int(file, o, "intermediate_size", 1, 262144, &c->mlp_dim)) ||
+        (rc = am__json_float(file, o, "layer_norm_eps", &c->ln_eps)) ||
+        (rc = am__json_str(file, o, "hidden_act", &act)))
         return rc;
     if ((rc = am_act_parse(act, &c->act))) return am_err_prefix(rc, "%s: hidden_act", file);
     if ((rc = am_vit_config_check(c))) return am_err_prefix(rc, "%s", file);
     return 0;
 }
 
-static int open_ckpt(const char *dir, const char *rel, am_ckpt **out) {
-    char path[4096];
-    int rc = path_in(path, sizeof path, dir, rel);
-    return rc ? rc : am_ckpt_open(path, out);
-}
-
 static int load_anymal(am_vision_model *m, const char *dir, const char *cfg_path) {
     cJSON *root = NULL;
-    int rc = read_json(cfg_path, &root);
+    int rc = am__json_read(cfg_path, &root);
     if (rc) return rc;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "vision");
     const cJSON *pj = v ? cJSON_GetObjectItemCaseSensitive(v, "projector") : NULL;
@@ -175,15 +83,16 @@ static int load_anymal(am_vision_model *m, const char *dir, const char *cfg_path
         goto done;
     }
     const cJSON *llm = cJSON_GetObjectItemCaseSensitive(root, "llm");
-    if ((rc = j_int(cfg_path, llm, "dim", 1, 65536, &llm_dim))) goto done;
+    if ((rc = am__json_int(cfg_path, llm, "dim", 1, 65536, &llm_dim))) goto done;
     am_vit_shape("vit-l-14-336", &m->vit_cfg);
-    if ((rc = j_str(cfg_path, v, "weights", &weights)) ||
-        (rc = j_str(cfg_path, v, "prefix", &prefix)) ||
+    if ((rc = am__json_str(cfg_path, v, "weights", &weights)) ||
+        (rc = am__json_str(cfg_path, v, "prefix", &prefix)) ||
         (rc = parse_vit(cfg_path, v, &m->vit_cfg)) ||
-        (rc = j_int(cfg_path, v, "feature_layer", -AM_VIT_MAX_LAYERS - 1, AM_VIT_MAX_LAYERS,
-                    &m->feature_layer)) ||
-        (rc = j_str(cfg_path, v, "feature_select", &select)) ||
-        (rc = j_int(cfg_path, v, "video_frames", 1, AM_VIDEO_MAX_SAMPLED_FRAMES, &m->video_frames)))
+        (rc = am__json_int(cfg_path, v, "feature_layer", -AM_VIT_MAX_LAYERS - 1, AM_VIT_MAX_LAYERS,
+                           &m->feature_layer)) ||
+        (rc = am__json_str(cfg_path, v, "feature_select", &select)) ||
+        (rc = am__json_int(cfg_path, v, "video_frames", 1, AM_VIDEO_MAX_SAMPLED_FRAMES,
+                           &m->video_frames)))
         goto done;
     if (strcmp(select, "patch") && strcmp(select, "full")) {
         rc =
@@ -193,11 +102,11 @@ static int load_anymal(am_vision_model *m, const char *dir, const char *cfg_path
     m->feature_keep_cls = !strcmp(select, "full");
     m->pp = am_clip_preprocess_default(m->vit_cfg.image_size);
     crop_h = m->pp.crop_h, crop_w = m->pp.crop_w;
-    if ((rc = j_int(cfg_path, pre, "shortest_edge", 0, 8192, &m->pp.resize_to)) ||
+    if ((rc = am__json_int(cfg_path, pre, "shortest_edge", 0, 8192, &m->pp.resize_to)) ||
         (rc = j_size(cfg_path, pre, "crop_size", &crop_h, &crop_w)) ||
-        (rc = j_vec3(cfg_path, pre, "image_mean", m->pp.mean)) ||
-        (rc = j_vec3(cfg_path, pre, "image_std", m->pp.std)) ||
-        (rc = j_bool(cfg_path, pre, "pad_to_square", &m->pp.pad_to_square)))
+        (rc = am__json_floats(cfg_path, pre, "image_mean", 3, m->pp.mean)) ||
+        (rc = am__json_floats(cfg_path, pre, "image_std", 3, m->pp.std)) ||
+        (rc = am__json_bool(cfg_path, pre, "pad_to_square", &m->pp.pad_to_square)))
         goto done;
     m->pp.crop_h = crop_h;
     m->pp.crop_w = crop_w;
@@ -212,19 +121,19 @@ static int load_anymal(am_vision_model *m, const char *dir, const char *cfg_path
                            .ff_mult = 4,
                            .ln_eps = 1e-5f,
                            .tokens_per_row = 1};
-    if ((rc = j_str(cfg_path, pj, "type", &ptype)) ||
-        (rc = j_str(cfg_path, pj, "weights", &pweights)) ||
-        (rc = j_str(cfg_path, pj, "prefix", &pprefix)) ||
-        (rc = j_int(cfg_path, pj, "out_dim", 1, 65536, &pc->out_dim)) ||
-        (rc = j_int(cfg_path, pj, "num_latents", 1, 4096, &pc->n_latents)) ||
-        (rc = j_int(cfg_path, pj, "depth", 1, AM_PROJ_MAX_DEPTH, &pc->depth)) ||
-        (rc = j_int(cfg_path, pj, "heads", 1, 4096, &pc->n_heads)) ||
-        (rc = j_int(cfg_path, pj, "dim_head", 1, 65536, &pc->head_dim)) ||
-        (rc = j_int(cfg_path, pj, "ff_mult", 1, 16, &pc->ff_mult)) ||
-        (rc = j_int(cfg_path, pj, "max_frames", 0, 65536, &pc->max_frames)) ||
-        (rc = j_int(cfg_path, pj, "max_media", 0, 65536, &pc->max_media)) ||
-        (rc = j_int(cfg_path, pj, "tokens_per_row", 1, 4096, &pc->tokens_per_row)) ||
-        (rc = j_float(cfg_path, pj, "layer_norm_eps", &pc->ln_eps)))
+    if ((rc = am__json_str(cfg_path, pj, "type", &ptype)) ||
+        (rc = am__json_str(cfg_path, pj, "weights", &pweights)) ||
+        (rc = am__json_str(cfg_path, pj, "prefix", &pprefix)) ||
+        (rc = am__json_int(cfg_path, pj, "out_dim", 1, 65536, &pc->out_dim)) ||
+        (rc = am__json_int(cfg_path, pj, "num_latents", 1, 4096, &pc->n_latents)) ||
+        (rc = am__json_int(cfg_path, pj, "depth", 1, AM_PROJ_MAX_DEPTH, &pc->depth)) ||
+        (rc = am__json_int(cfg_path, pj, "heads", 1, 4096, &pc->n_heads)) ||
+        (rc = am__json_int(cfg_path, pj, "dim_head", 1, 65536, &pc->head_dim)) ||
+        (rc = am__json_int(cfg_path, pj, "ff_mult", 1, 16, &pc->ff_mult)) ||
+        (rc = am__json_int(cfg_path, pj, "max_frames", 0, 65536, &pc->max_frames)) ||
+        (rc = am__json_int(cfg_path, pj, "max_media", 0, 65536, &pc->max_media)) ||
+        (rc = am__json_int(cfg_path, pj, "tokens_per_row", 1, 4096, &pc->tokens_per_row)) ||
+        (rc = am__json_float(cfg_path, pj, "layer_norm_eps", &pc->ln_eps)))
         goto done;
     if ((rc = am_proj_parse_type(ptype, &pc->type))) {
         am_err_prefix(rc, "%s", cfg_path);
@@ -236,9 +145,9 @@ static int load_anymal(am_vision_model *m, const char *dir, const char *cfg_path
             am_err_set(AM_EINVAL, "%s: the projector's out_dim (or llm.dim) is required", cfg_path);
         goto done;
     }
-    if ((rc = open_ckpt(dir, weights, &m->vit_ck))) goto done;
+    if ((rc = am__open_ckpt(dir, weights, &m->vit_ck))) goto done;
     if (pweights && strcmp(pweights, weights)) {
-        if ((rc = open_ckpt(dir, pweights, &m->proj_ck))) goto done;
+        if ((rc = am__open_ckpt(dir, pweights, &m->proj_ck))) goto done;
     } else {
         m->proj_ck = m->vit_ck;
     }
@@ -254,10 +163,10 @@ done:
 
 static int load_llava(am_vision_model *m, const char *dir, const char *cfg_path) {
     cJSON *root = NULL, *pre = NULL;
-    int rc = read_json(cfg_path, &root);
+    int rc = am__json_read(cfg_path, &root);
     if (rc) return rc;
     const char *mt = NULL, *strategy = "default", *pact = "gelu";
-    if ((rc = j_str(cfg_path, root, "model_type", &mt))) goto done;
+    if ((rc = am__json_str(cfg_path, root, "model_type", &mt))) goto done;
     if (!mt || strcmp(mt, "llava")) {
         rc = am_err_set(
             AM_EUNSUPPORTED,
@@ -269,10 +178,10 @@ static int load_llava(am_vision_model *m, const char *dir, const char *cfg_path)
     /* CLIPVisionConfig defaults. */
     m->vit_cfg = (am_vit_config){224, 32, 3, 768, 12, 12, 3072, 1e-5f, AM_ACT_QUICK_GELU};
     if ((rc = parse_vit(cfg_path, vc, &m->vit_cfg)) ||
-        (rc = j_int(cfg_path, root, "vision_feature_layer", -AM_VIT_MAX_LAYERS - 1,
-                    AM_VIT_MAX_LAYERS, &m->feature_layer)) ||
-        (rc = j_str(cfg_path, root, "vision_feature_select_strategy", &strategy)) ||
-        (rc = j_str(cfg_path, root, "projector_hidden_act", &pact)))
+        (rc = am__json_int(cfg_path, root, "vision_feature_layer", -AM_VIT_MAX_LAYERS - 1,
+                           AM_VIT_MAX_LAYERS, &m->feature_layer)) ||
+        (rc = am__json_str(cfg_path, root, "vision_feature_select_strategy", &strategy)) ||
+        (rc = am__json_str(cfg_path, root, "projector_hidden_act", &pact)))
         goto done;
     if (strcmp(strategy, "default") && strcmp(strategy, "full")) {
         rc = am_err_set(AM_EUNSUPPORTED, "%s: vision_feature_select_strategy '%s'", cfg_path,
@@ -287,15 +196,15 @@ static int load_llava(am_vision_model *m, const char *dir, const char *cfg_path)
     m->feature_keep_cls = !strcmp(strategy, "full");
     m->pp = am_clip_preprocess_default(m->vit_cfg.image_size);
     char pp_path[4096];
-    if ((rc = path_in(pp_path, sizeof pp_path, dir, "preprocessor_config.json"))) goto done;
-    if (file_exists(pp_path)) {
-        if ((rc = read_json(pp_path, &pre))) goto done;
+    if ((rc = am__path_in(pp_path, sizeof pp_path, dir, "preprocessor_config.json"))) goto done;
+    if (am__file_exists(pp_path)) {
+        if ((rc = am__json_read(pp_path, &pre))) goto done;
         int32_t sh = m->pp.resize_to, sw = sh, ch = m->pp.crop_h, cw = m->pp.crop_w;
         if ((rc = j_size(pp_path, pre, "size", &sh, &sw)) ||
             (rc = j_size(pp_path, pre, "crop_size", &ch, &cw)) ||
-            (rc = j_vec3(pp_path, pre, "image_mean", m->pp.mean)) ||
-            (rc = j_vec3(pp_path, pre, "image_std", m->pp.std)) ||
-            (rc = j_bool(pp_path, pre, "do_pad", &m->pp.pad_to_square)))
+            (rc = am__json_floats(pp_path, pre, "image_mean", 3, m->pp.mean)) ||
+            (rc = am__json_floats(pp_path, pre, "image_std", 3, m->pp.std)) ||
+            (rc = am__json_bool(pp_path, pre, "do_pad", &m->pp.pad_to_square)))
             goto done;
         m->pp.resize_to = sh;
         m->pp.crop_h = ch;
@@ -352,12 +261,12 @@ int am_vision_model_load(const char *dir, am_vision_model **out) {
     m->video_frames = AM_VIDEO_FRAMES_DEFAULT;
     char p1[4096], p2[4096];
     int rc;
-    if ((rc = path_in(p1, sizeof p1, dir, "anymal.json")) ||
-        (rc = path_in(p2, sizeof p2, dir, "config.json")))
+    if ((rc = am__path_in(p1, sizeof p1, dir, "anymal.json")) ||
+        (rc = am__path_in(p2, sizeof p2, dir, "config.json")))
         goto fail;
-    if (file_exists(p1))
+    if (am__file_exists(p1))
         rc = load_anymal(m, dir, p1);
-    else if (file_exists(p2))
+    else if (am__file_exists(p2))
         rc = load_llava(m, dir, p2);
     else
         rc = am_err_set(AM_ENOTFOUND, "%s: neither anymal.json nor a LLaVA config.json is there",

@@ -67,7 +67,7 @@ expect 1 "neither anymal.json nor a LLaVA config.json" -- "$ANYMAL" encode --mod
 "$ANYMAL" mkmodel --shape tiny --format safetensors --out "$tmp/plain" >/dev/null 2>&1
 expect 1 "model_type 'llama' has no vision encoder" -- "$ANYMAL" encode --modality image --model "$tmp/plain" "${imgs[0]}"
 expect 2 "--modality is required" -- "$ANYMAL" encode --model "$tmp/m" "${imgs[0]}"
-expect 2 "unknown modality 'audio'" -- "$ANYMAL" encode --modality audio --model "$tmp/m" "${imgs[0]}"
+expect 2 "unknown modality 'smell'" -- "$ANYMAL" encode --modality smell --model "$tmp/m" "${imgs[0]}"
 expect 2 "no input files" -- "$ANYMAL" encode --modality image --model "$tmp/m"
 expect 2 "--frames wants an integer" -- "$ANYMAL" encode --modality video --model "$tmp/m" --frames 0 x.mp4
 expect 2 "unknown vision shape 'vit-h'" -- "$ANYMAL" mkmodel --shape tiny --with-encoders --vision vit-h --out "$tmp/x"

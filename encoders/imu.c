@@ -1,0 +1,205 @@
+/* encoders/imu.c - the "imu" section of anymal.json and batched IMU2CLIP encoding. */
+#include "encoders/imu.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "encoders/enc_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void am_imu_model_destroy(am_imu_model **p) {
+    if (!p || !*p) return;
+    am_imu_model *m = *p;
+    am_imu2clip_destroy(&m->enc);
+    am_proj_destroy(&m->proj);
+    if (m->proj_ck != m->enc_ck) am_ckpt_destroy(&m->proj_ck);
+    am_ckpt_destroy(&m->enc_ck);
+    am_free(m->dir);
+    am_free(m);
+    *p = NULL;
+}
+
+int am_imu_model_load(const char *dir, am_imu_model **out) {
+    *out = NULL;
+    am_imu_model *m = am_calloc(1, sizeof *m);
+    if (!m || !(m->dir = am_strdup(dir))) {
+        am_free(m);
+        return am_err_set(AM_ENOMEM, "IMU model: out of memory");
+    }
+    char cfg_path[4096];
+    cJSON *root = NULL;
+    int rc = am__path_in(cfg_path, sizeof cfg_path, dir, "anymal.json");
+    if (rc) goto fail;
+    if (!am__file_exists(cfg_path)) {
+        rc = am_err_set(AM_ENOTFOUND, "%s: no anymal.json (not an AnyMAL model directory)", dir);
+        goto fail;
+    }
+    if ((rc = am__json_read(cfg_path, &root))) goto fail;
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "imu");
+    if (!cJSON_IsObject(u)) {
+        rc = am_err_set(AM_ENOTFOUND, "%s: no \"imu\" object (this model has no IMU encoder)",
+                        cfg_path);
+        goto fail;
+    }
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(u, "projector");
+    const cJSON *llm = cJSON_GetObjectItemCaseSensitive(root, "llm");
+    const char *weights = "imu_encoder.safetensors", *prefix = "imu_encoder.", *proj_weights = NULL,
+               *proj_prefix = "";
+    int32_t llm_dim = 0;
+    am_imu2clip_config *c = &m->enc_cfg;
+    am_imu2clip_shape("imu2clip", c);
+    if ((rc = am__json_int(cfg_path, llm, "dim", 1, 65536, &llm_dim)) ||
+        (rc = am__json_str(cfg_path, u, "weights", &weights)) ||
+        (rc = am__json_str(cfg_path, u, "prefix", &prefix)) ||
+        (rc = am__json_bool(cfg_path, u, "normalize", &m->normalize)) ||
+        (rc = am__json_int(cfg_path, u, "in_channels", 1, 64, &c->in_channels)) ||
+        (rc = am__json_int(cfg_path, u, "input_dim", 1, 4096, &c->conv_dim)) ||
+        (rc = am__json_int(cfg_path, u, "size_embeddings", 1, 16384, &c->hidden)) ||
+        (rc = am__json_int(cfg_path, u, "window_samples", 1, 1000000, &c->window)))
+        goto fail;
+    if (c->in_channels != AM_IMU_CHANNELS || c->window != AM_IMU_WINDOW_SAMPLES) {
+        rc =
+            am_err_set(AM_EUNSUPPORTED,
+                       "%s: imu in_channels %d / window_samples %d (the input pipeline makes %d "
+                       "channels x %d samples)",
+                       cfg_path, c->in_channels, c->window, AM_IMU_CHANNELS, AM_IMU_WINDOW_SAMPLES);
+        goto fail;
+    }
+    if ((rc = am_imu2clip_config_check(c))) {
+        am_err_prefix(rc, "%s", cfg_path);
+        goto fail;
+    }
+    if (!cJSON_IsObject(pj)) {
+        rc = am_err_set(AM_ENOTFOUND, "%s: imu has no \"projector\" object", cfg_path);
+        goto fail;
+    }
+    if ((rc = am__json_projector(cfg_path, pj, AM_PROJ_LINEAR, c->hidden, llm_dim, 8, &m->proj_cfg,
+                                 &proj_weights, &proj_prefix)))
+        goto fail;
+    if ((rc = am__open_ckpt(dir, weights, &m->enc_ck))) goto fail;
+    if (proj_weights && strcmp(proj_weights, weights)) {
+        if ((rc = am__open_ckpt(dir, proj_weights, &m->proj_ck))) goto fail;
+    } else {
+        m->proj_ck = m->enc_ck;
+    }
+    if ((rc = am_imu2clip_load(m->enc_ck, prefix, c, &m->enc)) ||
+        (rc = am_proj_load(m->proj_ck, proj_prefix, &m->proj_cfg, &m->proj)))
+        goto fail;
+    m->proj_cfg = m->proj->cfg;
+    cJSON_Delete(root);
+    *out = m;
+    return 0;
+fail:
+    cJSON_Delete(root);
+    am_imu_model_destroy(&m);
+    return rc;
+}
+
+int64_t am_imu_tokens_per_window(const am_imu_model *m) { return am_proj_n_tokens(m->proj, 1, 1); }
+int32_t am_imu_out_dim(const am_imu_model *m) { return m->proj_cfg.out_dim; }
+int32_t am_imu_embed_dim(const am_imu_model *m) { return m->enc_cfg.hidden; }
+
+/* ---- encoding ---- */
+
+struct am_imu_encoder {
+    const am_imu_model *m;
+    am_nn nn;
+    int32_t max_batch;
+    float *win;     /* (max_batch, 6, T) */
+    float *scratch; /* am_imu2clip_scratch_floats(max_batch) */
+};
+
+am_nn *am_imu_encoder_nn(am_imu_encoder *e) { return &e->nn; }
+
+void am_imu_encoder_destroy(am_imu_encoder **p) {
+    if (!p || !*p) return;
+    am_nn_fini(&(*p)->nn);
+    am_aligned_free((*p)->win);
+    am_aligned_free((*p)->scratch);
+    am_free(*p);
+    *p = NULL;
+}
+
+int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int32_t max_batch,
+                       am_imu_encoder **out) {
+    *out = NULL;
+    if (max_batch <= 0) max_batch = AM_IMU_MAX_BATCH_DEFAULT;
+    am_imu_encoder *e = am_calloc(1, sizeof *e);
+    if (!e) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
+    e->m = m;
+    e->max_batch = max_batch;
+    int rc = am_nn_init(&e->nn, be, n_threads);
+    if (rc) {
+        am_free(e);
+        return rc;
+    }
+    const int64_t WF = (int64_t)m->enc_cfg.in_channels * m->enc_cfg.window;
+    e->win = am_aligned_alloc((size_t)(max_batch * WF) * sizeof(float));
+    e->scratch =
+        am_aligned_alloc(am_imu2clip_scratch_floats(&m->enc_cfg, max_batch) * sizeof(float));
+    if (!e->win || !e->scratch) {
+        am_imu_encoder_destroy(&e);
+        return am_err_set(AM_ENOMEM, "IMU encoder: cannot allocate activations for %d windows",
+                          max_batch);
+    }
+    *out = e;
+    return 0;
+}
+
+int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb) {
+    const am_imu_model *m = e->m;
+    const int64_t WF = (int64_t)m->enc_cfg.in_channels * m->enc_cfg.window, H = m->enc_cfg.hidden;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (!items[i].windows || items[i].n_windows < 1)
+            return am_err_set(AM_EINVAL, "IMU encoder: request %d has no windows", i);
+        total += items[i].n_windows;
+    }
+    /* Windows of all requests in order, in chunks of max_batch (a chunk may span requests). */
+    int item = 0, w_in_item = 0;
+    for (int64_t w0 = 0; w0 < total; w0 += e->max_batch) {
+        const int64_t b = total - w0 < e->max_batch ? total - w0 : e->max_batch;
+        for (int64_t j = 0; j < b; j++) {
+            memcpy(e->win + j * WF, items[item].windows + (int64_t)w_in_item * WF,
+                   (size_t)WF * sizeof(float));
+            if (++w_in_item == items[item].n_windows) item++, w_in_item = 0;
+        }
+        int rc = am_imu2clip_forward(m->enc, &e->nn, e->win, b, emb + w0 * H, e->scratch);
+        if (rc) return rc;
+    }
+    if (m->normalize) am__l2_normalize_rows(emb, total, H);
+    return 0;
+}
+
+int am_imu_encode(am_imu_encoder *e, const am_imu_item *items, int n) {
+    const am_imu_model *m = e->m;
+    const int64_t H = m->enc_cfg.hidden;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += items[i].n_windows > 0 ? items[i].n_windows : 0;
+    float *emb = am_aligned_alloc((size_t)(total > 0 ? total * H : 1) * sizeof(float));
+    if (!emb) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
+    int rc = am_imu_embed(e, items, n, emb);
+    if (!rc && m->proj_cfg.type == AM_PROJ_LINEAR) {
+        /* Every window's rows, four windows per call (projector.h): the same bits in any batch. */
+        const int64_t row = am_imu_tokens_per_window(m) * m->proj_cfg.out_dim;
+        float **outs = am_malloc((size_t)(total > 0 ? total : 1) * sizeof *outs);
+        if (!outs) rc = am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
+        for (int i = 0, k = 0; !rc && i < n; i++)
+            for (int32_t w = 0; w < items[i].n_windows; w++)
+                outs[k++] = items[i].out + w * row;
+        if (!rc) rc = am_proj_linear_rows(m->proj, &e->nn, emb, total, outs);
+        am_free(outs);
+    } else {
+        /* Other projectors: one call per request (M = its windows). */
+        int64_t off = 0;
+        for (int i = 0; !rc && i < n; i++) {
+            const am_proj_item pi = {emb + off * H, items[i].n_windows, 1, items[i].out};
+            rc = am_proj_forward(m->proj, &e->nn, &pi, 1);
+            off += items[i].n_windows;
+        }
+    }
+    am_aligned_free(emb);
+    return rc;
+}
