@@ -121,6 +121,7 @@ int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *promp
     double t0 = am_now_s();
     if ((rc = am_llama_eval(ctx, prompt, NULL, (int32_t)n_prompt, logits, 0))) goto done;
     double t1 = am_now_s();
+    if (p->on_logits) p->on_logits(p->logits_user, logits, V);
     out->prefill_s = t1 - t0;
     out->n_prompt = n_prompt;
     out->finish = AM_FINISH_LENGTH;
@@ -164,6 +165,7 @@ int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *promp
         if (out->finish == AM_FINISH_STOP) break;
         if (step + 1 == p->max_tokens) break; /* no forward pass for a token nobody samples */
         if ((rc = am_llama_eval(ctx, &id, NULL, 1, logits, 0))) goto done;
+        if (p->on_logits) p->on_logits(p->logits_user, logits, V);
     }
     /* Bytes held back for a stop string that never came belong to the output. */
     if (cb && emitted < text.len) cb(user, -1, text.data + emitted, text.len - emitted);

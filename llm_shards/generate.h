@@ -24,6 +24,10 @@ typedef struct am_gen_params {
     const char *const *stop;   /* n_stop stop strings (not copied) */
     int n_stop;
     int ignore_eos;            /* keep going past EOS (benchmarks) */
+    /* Optional: sees the logits (n_vocab) of every forward pass, before the
+     * sampler modifies them: the prompt's last position, then each step. */
+    void (*on_logits)(void *user, const float *logits, int32_t n_vocab);
+    void *logits_user;
 } am_gen_params;
 
 typedef enum { AM_FINISH_LENGTH = 0, AM_FINISH_EOS, AM_FINISH_STOP, AM_FINISH_CANCELLED } am_finish_reason;
@@ -47,7 +51,8 @@ typedef struct am_gen_result {
 void am_gen_result_fini(am_gen_result *r);
 
 /* Resets ctx and generates. The tokenizer may be NULL (no text, no stop
- * strings: ids only). Errors: AM_EINVAL for bad parameters, AM_ERANGE when
+ * strings: ids only). ctx may be a tensor-parallel group context on its
+ * leader (tp.h): the whole group then runs every step. Errors: AM_EINVAL for bad parameters, AM_ERANGE when
  * prompt + max_tokens exceeds the context (checked before any compute). */
 int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *prompt, int64_t n_prompt,
                 const am_gen_params *p, am_token_cb cb, void *user, am_gen_result *out);

@@ -15,6 +15,17 @@
  * A context (am_llama_ctx) owns a KV cache for one sequence and the scratch
  * buffers of the forward pass; the continuous-batching scheduler (paged KV)
  * builds on the same layer code later.
+ *
+ * Tensor parallelism (MODEL_SPEC.md section 2, llm_shards/tp.h): a model may
+ * be loaded as one slice of a group of P ranks (am_llama_load_shard). Its
+ * matrices then hold only that rank's part: column-parallel q/k/v/gate/up and
+ * the vocab-split lm_head are zero-copy row ranges of the mapped tensors;
+ * row-parallel o/down column ranges are copied once into one owned buffer
+ * (only those byte ranges of the file are read, and the source pages are
+ * released afterwards), so a rank keeps about 1/P of the weights resident.
+ * The embedding and the norms are replicated. The same layer loop runs in
+ * both cases; a context created through tp.h sums the partial outputs of o
+ * and down across the group.
  */
 #ifndef AM_LLAMA_H
 #define AM_LLAMA_H
@@ -50,35 +61,64 @@ typedef enum {
 /* printf format of a weight's name; per-layer names hold one %d for the layer. */
 const char *am_llama_weight_name(am_llama_naming naming, am_llama_weight w);
 
+/* Which slice of the model a rank of a tensor-parallel group of P holds.
+ * A single process is rank 0 of 1 and holds everything. Local sizes carry the
+ * suffix _l in shape comments (H_l, Hkv_l, F_l, V_l). */
+typedef struct am_llama_shard {
+    int32_t rank, size;          /* this rank, P */
+    int32_t n_heads, head0;      /* H_l = H / P query heads: [head0, head0 + H_l) */
+    int32_t n_kv_heads, kv_head0;/* Hkv_l kv heads: Hkv / P, or 1 (replicated) when P > Hkv */
+    int32_t ffn_dim, ffn0;       /* F_l = F / P SwiGLU features: [ffn0, ffn0 + F_l) */
+    int32_t n_vocab, vocab0;     /* V_l lm_head rows [vocab0, vocab0 + V_l): V split as evenly as possible */
+} am_llama_shard;
+
+#define AM_TP_MAX_RANKS 256
+
+/* The slice of rank `rank` in a group of `size`. Checks, with a message
+ * naming the field and P: 1 <= size <= AM_TP_MAX_RANKS, 0 <= rank < size,
+ * P divides n_heads and ffn_dim, and either P divides n_kv_heads or
+ * n_kv_heads divides P (kv heads replicated). Returns 0 or AM_EINVAL/AM_ERANGE.
+ * Block-quantized weights also need the o/down column splits (H_l*D, F_l) to
+ * be multiples of 32; am_llama_load_shard checks that once it sees the dtype. */
+int am_llama_shard_plan(const am_llama_config *cfg, int32_t rank, int32_t size, am_llama_shard *out);
+
 typedef struct am_llama_layer {
     float *attn_norm; /* (C) f32 copy */
-    am_matrix wq;     /* (H*D, C) */
-    am_matrix wk;     /* (Hkv*D, C) */
-    am_matrix wv;     /* (Hkv*D, C) */
-    am_matrix wo;     /* (C, H*D) */
+    am_matrix wq;     /* (H_l*D, C) */
+    am_matrix wk;     /* (Hkv_l*D, C) */
+    am_matrix wv;     /* (Hkv_l*D, C) */
+    am_matrix wo;     /* (C, H_l*D); a copy in the model's slices when P > 1 */
     float *ffn_norm;  /* (C) f32 copy */
-    am_matrix w1;     /* gate (F, C) */
-    am_matrix w2;     /* down (C, F) */
-    am_matrix w3;     /* up (F, C) */
+    am_matrix w1;     /* gate (F_l, C) */
+    am_matrix w2;     /* down (C, F_l); a copy in the model's slices when P > 1 */
+    am_matrix w3;     /* up (F_l, C) */
 } am_llama_layer;
 
 typedef struct am_llama_model {
-    am_llama_config cfg;
+    am_llama_config cfg;      /* the whole model's config (global sizes) */
+    am_llama_shard shard;     /* the part this process holds */
     am_rope_layout rope_layout;
-    am_matrix tok_embeddings; /* (V, C) */
+    am_matrix tok_embeddings; /* (V, C) replicated */
     float *norm;              /* (C) final RMSNorm, f32 copy */
-    am_matrix output;         /* (V, C) lm_head (may alias tok_embeddings when tied) */
+    am_matrix output;         /* (V_l, C) lm_head rows (may alias tok_embeddings when tied) */
     am_llama_layer *layers;   /* (L) */
     am_ckpt *ckpt;            /* owns the mappings the matrices point into */
+    void *slices;             /* owned copies of the row-parallel wo/w2 slices (P > 1), one allocation */
+    size_t slices_bytes;
     char *path;
 } am_llama_model;
 
 /* Loads a decoder from path (see above). Errors name the file and tensor. */
 int am_llama_load(const char *path, am_llama_model **out);
+/* Loads rank's slice of a group of size ranks (am_llama_load(path) is rank 0
+ * of 1). The config is read and the plan checked (am_llama_shard_plan) before
+ * any weight is touched; errors name the file, the tensor or the field and P. */
+int am_llama_load_shard(const char *path, int32_t rank, int32_t size, am_llama_model **out);
 void am_llama_destroy(am_llama_model **p);
 /* Validates a config (positive sizes, divisibility, limits); message names the field. */
 int am_llama_config_check(const am_llama_config *cfg);
-/* Bytes of all weight matrices read per generated token (layers + lm_head). */
+/* Bytes of the weight matrices this process reads per generated token
+ * (layers + lm_head; its slice when sharded). */
 size_t am_llama_weight_bytes(const am_llama_model *m);
 /* Elements of those matrices: a token costs 2 * params FLOPs in matmuls. */
 int64_t am_llama_weight_params(const am_llama_model *m);
@@ -89,7 +129,9 @@ typedef struct am_llama_ctx am_llama_ctx;
 
 /* A context for one sequence of up to n_ctx positions (<= max_seq_len),
  * evaluating up to max_batch tokens per forward call (longer inputs are
- * chunked). The backend is borrowed and must outlive the context. */
+ * chunked). The backend is borrowed and must outlive the context. A sharded
+ * model (size > 1) needs a group context instead (am_llama_ctx_new_tp in
+ * llm_shards/tp.h): AM_EINVAL. */
 int am_llama_ctx_new(const am_llama_model *m, am_backend *be, int32_t n_ctx, int32_t max_batch,
                      am_llama_ctx **out);
 void am_llama_ctx_destroy(am_llama_ctx **p);
@@ -106,7 +148,11 @@ const am_llama_model *am_llama_ctx_model(const am_llama_ctx *c);
  * modality-token path; ids == NULL). logits receives (n, V) rows when all_logits,
  * else (1, V) for the last position; may be NULL. Errors: AM_EINVAL for a
  * token id outside [0, V), AM_ERANGE when the context would overflow (the
- * cache is left unchanged). */
+ * cache is left unchanged).
+ * On the leader (rank 0) of a tensor-parallel context this is the whole
+ * group's step: it is broadcast to the followers (tp.h) after the checks
+ * above, and the full logits are gathered here. A failure after the
+ * broadcast cannot be undone on the other ranks, so it ends the group. */
 int am_llama_eval(am_llama_ctx *c, const int32_t *ids, const float *embd, int32_t n,
                   float *logits, int all_logits);
 

@@ -2,7 +2,9 @@
  *
  * One table maps each weight role to its name in the three naming schemes
  * (HF, Meta, GGUF); the config comes from config.json (HF), GGUF metadata or
- * the llama2.c header. Matrices stay views into the mapped files.
+ * the llama2.c header. Matrices stay views into the mapped files; a rank of a
+ * tensor-parallel group views its row ranges and copies its o/down column
+ * ranges (see llama.h).
  */
 #include "llm_shards/llama.h"
 
@@ -12,7 +14,9 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *const weight_names[3][AM_W_COUNT] = {
     [AM_NAMES_HF] = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
@@ -63,6 +67,46 @@ int am_llama_config_check(const am_llama_config *cfg) {
         return am_err_set(AM_ERANGE, "model config: norm_eps %g is outside (0, 1)", cfg->norm_eps);
     if (!(cfg->rope_theta > 1))
         return am_err_set(AM_ERANGE, "model config: rope_theta %g must be > 1", cfg->rope_theta);
+    return 0;
+}
+
+int am_llama_shard_plan(const am_llama_config *cfg, int32_t rank, int32_t size, am_llama_shard *out) {
+    if (size < 1 || size > AM_TP_MAX_RANKS)
+        return am_err_set(AM_ERANGE, "tensor-parallel group size %d is outside [1, %d]", size, AM_TP_MAX_RANKS);
+    if (rank < 0 || rank >= size)
+        return am_err_set(AM_ERANGE, "rank %d is outside [0, %d)", rank, size);
+    if (cfg->n_heads % size)
+        return am_err_set(AM_EINVAL, "model config: n_heads %d is not a multiple of the %d tensor-parallel ranks",
+                          cfg->n_heads, size);
+    if (cfg->ffn_dim % size)
+        return am_err_set(AM_EINVAL, "model config: ffn_dim %d is not a multiple of the %d tensor-parallel ranks",
+                          cfg->ffn_dim, size);
+    if (cfg->n_kv_heads % size && size % cfg->n_kv_heads)
+        return am_err_set(AM_EINVAL,
+                          "model config: n_kv_heads %d and the %d tensor-parallel ranks: one must divide the other "
+                          "(kv heads are split, or replicated when there are fewer than ranks)",
+                          cfg->n_kv_heads, size);
+    am_llama_shard s = {.rank = rank, .size = size};
+    s.n_heads = cfg->n_heads / size;
+    s.head0 = rank * s.n_heads;
+    if (cfg->n_kv_heads >= size) {
+        s.n_kv_heads = cfg->n_kv_heads / size;
+        s.kv_head0 = rank * s.n_kv_heads;
+    } else {
+        /* P / Hkv consecutive ranks share one kv head: exactly the one their
+         * H / P query heads read (head h uses kv head h / (H / Hkv)). */
+        s.n_kv_heads = 1;
+        s.kv_head0 = rank / (size / cfg->n_kv_heads);
+    }
+    s.ffn_dim = cfg->ffn_dim / size;
+    s.ffn0 = rank * s.ffn_dim;
+    int32_t base = cfg->vocab_size / size, rem = cfg->vocab_size % size;
+    s.n_vocab = base + (rank < rem);
+    s.vocab0 = rank * base + (rank < rem ? rank : rem);
+    if (s.n_vocab < 1)
+        return am_err_set(AM_EINVAL, "model config: vocab_size %d is smaller than the %d tensor-parallel ranks",
+                          cfg->vocab_size, size);
+    *out = s;
     return 0;
 }
 
@@ -263,12 +307,78 @@ static void layer_name(char *buf, size_t cap, const char *fmt, int layer) {
     snprintf(buf, cap, fmt, layer);
 }
 
+/* A view of rows [r0, r0 + n) of w: a column-parallel slice, zero-copy. */
+static am_matrix row_range(const am_matrix *w, int64_t r0, int64_t n) {
+    am_matrix v = *w;
+    v.rows = n;
+    v.data = (const char *)w->data + (size_t)r0 * w->row_bytes;
+    return v;
+}
+
+/* Row-parallel slices are column ranges; block types cannot be cut inside a block. */
+static int check_column_split(const am_ckpt *c, const char *name, const am_matrix *w, int64_t col0, int64_t ncols,
+                              int32_t size) {
+    int64_t be = am_dtype_block_elems(w->dtype);
+    if (col0 % be || ncols % be)
+        return am_err_set(AM_EUNSUPPORTED,
+                          "%s: tensor %s is %s: its split over %d tensor-parallel ranks (%lld columns from column %lld) "
+                          "does not fall on %lld-element blocks",
+                          am_ckpt_path(c), name, am_dtype_name(w->dtype), size, (long long)ncols, (long long)col0,
+                          (long long)be);
+    return 0;
+}
+
+/* Source bytes copied between two releases of the pages already read. */
+#define AM_SLICE_RELEASE_BYTES ((size_t)16 << 20)
+
+/* Drops this process's page-table entries for the whole pages in
+ * [from, to) (from rounded up, to rounded down to pages) of a read-only file
+ * mapping, so that a rank that copies its slice out of a tensor does not keep
+ * the rest resident (the kernel maps up to 64 KiB of cached file around each
+ * fault, so even the columns it skips would be counted). The mapping is
+ * read-only and file-backed: a later access would just fault the file back
+ * in, so this never changes what the memory reads as. Returns the new `from`. */
+static uintptr_t release_pages(uintptr_t from, uintptr_t to) {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return from;
+    uintptr_t a = (from + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+    uintptr_t b = to & ~((uintptr_t)page - 1);
+    if (b <= a) return from;
+    (void)madvise((void *)a, b - a, MADV_DONTNEED);
+    return b;
+}
+
+static size_t slice_bytes(const am_matrix *w, int64_t ncols) {
+    return (am_dtype_row_bytes(w->dtype, ncols) * (size_t)w->rows + AM_ALIGN_BYTES - 1) / AM_ALIGN_BYTES * AM_ALIGN_BYTES;
+}
+
+/* Copies columns [col0, col0 + ncols) of every row of w to dst (row-parallel
+ * slice) and makes *w a view of the copy. Only those byte ranges of the
+ * source are read, and the pages read are released every
+ * AM_SLICE_RELEASE_BYTES, so the peak stays near the slices' size. */
+static void copy_columns(am_matrix *w, int64_t col0, int64_t ncols, char *dst) {
+    size_t off = (size_t)(col0 / am_dtype_block_elems(w->dtype)) * am_dtype_block_bytes(w->dtype);
+    size_t rb = am_dtype_row_bytes(w->dtype, ncols);
+    const char *src = w->data;
+    uintptr_t released = (uintptr_t)src, since = 0;
+    for (int64_t r = 0; r < w->rows; r++) {
+        memcpy(dst + (size_t)r * rb, src + (size_t)r * w->row_bytes + off, rb);
+        if ((since += w->row_bytes) >= AM_SLICE_RELEASE_BYTES) {
+            released = release_pages(released, (uintptr_t)(src + (size_t)(r + 1) * w->row_bytes));
+            since = 0;
+        }
+    }
+    release_pages(released, (uintptr_t)(src + (size_t)w->rows * w->row_bytes));
+    *w = (am_matrix){.dtype = w->dtype, .rows = w->rows, .cols = ncols, .data = dst, .row_bytes = rb};
+}
+
 static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
     const am_llama_config *cfg = &m->cfg;
+    const am_llama_shard *sh = &m->shard;
     const am_ckpt *c = m->ckpt;
     const char *const *nm = weight_names[names];
-    int64_t C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size;
-    int64_t QD = (int64_t)cfg->n_heads * cfg->head_dim, KD = (int64_t)cfg->n_kv_heads * cfg->head_dim;
+    int64_t C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size, D = cfg->head_dim;
+    int64_t QD = (int64_t)cfg->n_heads * D, KD = (int64_t)cfg->n_kv_heads * D;
     int rc;
     if ((rc = get_matrix(c, nm[AM_W_TOK], V, C, &m->tok_embeddings))) return rc;
     if ((rc = get_vector_f32(c, nm[AM_W_NORM], C, &m->norm))) return rc;
@@ -280,18 +390,33 @@ static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
     } else if ((rc = get_matrix(c, nm[AM_W_OUTPUT], V, C, &m->output))) {
         return rc;
     }
+    m->output = row_range(&m->output, sh->vocab0, sh->n_vocab);
     m->layers = am_calloc((size_t)cfg->n_layers, sizeof *m->layers);
     if (!m->layers) return AM_ENOMEM;
     char name[AM_CKPT_MAX_NAME_BYTES];
+    /* Column-parallel matrices: (first row, rows) of this rank; row-parallel: (first column, columns). */
+    const int64_t q0 = (int64_t)sh->head0 * D, nq = (int64_t)sh->n_heads * D;
+    const int64_t k0 = (int64_t)sh->kv_head0 * D, nk = (int64_t)sh->n_kv_heads * D;
+    const int64_t f0 = sh->ffn0, nf = sh->ffn_dim;
+    size_t total_slices = 0;
     for (int l = 0; l < cfg->n_layers; l++) {
         am_llama_layer *ly = &m->layers[l];
-        const struct { int role; am_matrix *dst; int64_t rows, cols; } mats[] = {
-            {AM_W_Q, &ly->wq, QD, C}, {AM_W_K, &ly->wk, KD, C},   {AM_W_V, &ly->wv, KD, C}, {AM_W_O, &ly->wo, C, QD},
-            {AM_W_GATE, &ly->w1, F, C}, {AM_W_DOWN, &ly->w2, C, F}, {AM_W_UP, &ly->w3, F, C},
+        const struct { int role; am_matrix *dst; int64_t rows, cols, first, n; int row_parallel; } mats[] = {
+            {AM_W_Q, &ly->wq, QD, C, q0, nq, 0},    {AM_W_K, &ly->wk, KD, C, k0, nk, 0},
+            {AM_W_V, &ly->wv, KD, C, k0, nk, 0},    {AM_W_O, &ly->wo, C, QD, q0, nq, 1},
+            {AM_W_GATE, &ly->w1, F, C, f0, nf, 0},  {AM_W_DOWN, &ly->w2, C, F, f0, nf, 1},
+            {AM_W_UP, &ly->w3, F, C, f0, nf, 0},
         };
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
             layer_name(name, sizeof name, nm[mats[i].role], l);
             if ((rc = get_matrix(c, name, mats[i].rows, mats[i].cols, mats[i].dst))) return rc;
+            if (!mats[i].row_parallel) {
+                *mats[i].dst = row_range(mats[i].dst, mats[i].first, mats[i].n);
+            } else if (sh->size > 1) {
+                /* Copied below, once every shape and dtype has been checked. */
+                if ((rc = check_column_split(c, name, mats[i].dst, mats[i].first, mats[i].n, sh->size))) return rc;
+                total_slices += slice_bytes(mats[i].dst, mats[i].n);
+            }
         }
         layer_name(name, sizeof name, nm[AM_W_ATTN_NORM], l);
         if ((rc = get_vector_f32(c, name, C, &ly->attn_norm))) return rc;
@@ -303,6 +428,23 @@ static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
     if (am_ckpt_find(c, name))
         return am_err_set(AM_ESHAPE, "%s: has tensor %s but the config says %d layers", am_ckpt_path(c),
                           name, cfg->n_layers);
+    if (sh->size > 1) {
+        /* Row-parallel slices: one allocation, filled layer by layer. The
+         * kernels want contiguous rows, so a strided view would not do. */
+        if (!(m->slices = am_aligned_alloc(total_slices)))
+            return am_err_set(AM_ENOMEM, "cannot allocate %zu MiB for the o/down slices of rank %d",
+                              total_slices >> 20, sh->rank);
+        m->slices_bytes = total_slices;
+        char *dst = m->slices;
+        for (int l = 0; l < cfg->n_layers; l++) {
+            am_llama_layer *ly = &m->layers[l];
+            size_t bo = slice_bytes(&ly->wo, nq), b2 = slice_bytes(&ly->w2, nf);
+            copy_columns(&ly->wo, q0, nq, dst);
+            dst += bo;
+            copy_columns(&ly->w2, f0, nf, dst);
+            dst += b2;
+        }
+    }
     return 0;
 }
 
@@ -324,7 +466,9 @@ static void hf_config_path(const char *path, char *buf, size_t cap) {
         snprintf(buf, cap, "config.json");
 }
 
-int am_llama_load(const char *path, am_llama_model **out) {
+int am_llama_load(const char *path, am_llama_model **out) { return am_llama_load_shard(path, 0, 1, out); }
+
+int am_llama_load_shard(const char *path, int32_t rank, int32_t size, am_llama_model **out) {
     am_llama_model *m = am_calloc(1, sizeof *m);
     if (!m) return AM_ENOMEM;
     int rc = AM_ENOMEM;
@@ -350,6 +494,10 @@ int am_llama_load(const char *path, am_llama_model **out) {
     }
     }
     if (rc || (rc = am_llama_config_check(&m->cfg))) goto fail;
+    if ((rc = am_llama_shard_plan(&m->cfg, rank, size, &m->shard))) {
+        am_err_prefix(rc, "%s", path);
+        goto fail;
+    }
     m->rope_layout = names == AM_NAMES_HF ? AM_ROPE_HALVES : AM_ROPE_ADJACENT;
     if ((rc = load_weights(m, names, tied))) goto fail;
     *out = m;
@@ -370,6 +518,7 @@ void am_llama_destroy(am_llama_model **p) {
         am_free(m->layers);
     }
     am_aligned_free(m->norm);
+    am_aligned_free(m->slices);
     am_ckpt_destroy(&m->ckpt);
     am_free(m->path);
     am_free(m);

@@ -27,9 +27,15 @@ static int tokenizer_beside(const char *model_path, char *buf, size_t cap) {
 }
 
 int am_model_files_open(am_model_files *mf, const char *model_path, const char *tok_path, int need_tok) {
+    return am_model_files_open_shard(mf, model_path, tok_path, need_tok, 0, 1);
+}
+
+int am_model_files_open_shard(am_model_files *mf, const char *model_path, const char *tok_path, int need_tok,
+                              int32_t rank, int32_t size) {
     memset(mf, 0, sizeof *mf);
-    int rc = am_llama_load(model_path, &mf->model);
+    int rc = am_llama_load_shard(model_path, rank, size, &mf->model);
     if (rc) return rc;
+    if (rank != 0) return 0;
     char found[4096];
     if (tok_path) {
         rc = am_tokenizer_load(tok_path, &mf->tok);

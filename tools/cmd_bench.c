@@ -14,6 +14,7 @@
 #include "llm_shards/llama.h"
 #include "llm_shards/sampler.h"
 #include "tools/cli.h"
+#include "tools/tp_launch.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -82,18 +83,24 @@ static int measure_bandwidth(am_threadpool *tp, double *triad_gbs, double *read_
 }
 
 static void help(void) {
-    printf("usage: anymal bench decode --model PATH [--prompt-tokens N] [--gen-tokens M] [--threads T]\n\n"
+    printf("usage: anymal bench decode --model PATH [--prompt-tokens N] [--gen-tokens M] [--threads T]\n"
+           "                          [--tp P [--allreduce-dtype f32|bf16]]\n\n"
            "Prefills N pseudo-random prompt tokens (default 512), then decodes M tokens greedily\n"
            "(default 128, EOS ignored) and prints one JSON line: prefill_tok_per_s, decode_tok_per_s,\n"
            "weight_bytes_per_token, bandwidth_gb_per_s (STREAM triad, same run), read_bandwidth_gb_per_s,\n"
-           "and decode_roofline_frac = decode_tok_per_s / (bandwidth / weight bytes per token).\n");
+           "and decode_roofline_frac = decode_tok_per_s / (bandwidth / weight bytes per token).\n"
+           "With --tp P > 1 a shard group of P ranks (mpirun, see `anymal generate --help`; --threads per\n"
+           "rank) runs the same measurement and reports, instead of the bandwidth, the weight bytes per\n"
+           "rank and the all-reduces per token (count, bytes, time).\n");
 }
 
 static int bench_decode(int argc, char **argv) {
     am_cli cli;
     am_cli_init(&cli, "bench decode", argc, argv);
     const char *model_path = NULL;
-    int64_t n_prompt = 512, n_gen = 128, n_threads = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t n_prompt = 512, n_gen = 128, n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_ranks = 1;
+    const char *allreduce_dtype = NULL;
+    int threads_given = 0;
     const char *opt;
     int rc;
     while ((opt = am_cli_next(&cli))) {
@@ -108,11 +115,34 @@ static int bench_decode(int argc, char **argv) {
             if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_gen))) return rc;
         } else if (!strcmp(opt, "--threads")) {
             if ((rc = am_cli_int(&cli, 1, 1024, &n_threads))) return rc;
+            threads_given = 1;
+        } else if (!strcmp(opt, "--tp")) {
+            if ((rc = am_cli_int(&cli, 1, 64, &n_ranks))) return rc;
+        } else if (!strcmp(opt, "--allreduce-dtype")) {
+            if (!(allreduce_dtype = am_cli_value(&cli))) return AM_EXIT_USAGE;
+            if (strcmp(allreduce_dtype, "f32") && strcmp(allreduce_dtype, "bf16"))
+                return am_cli_fail(&cli, "--allreduce-dtype wants f32 or bf16, got '%s'", allreduce_dtype);
         } else {
             return am_cli_fail(&cli, "unknown option '%s'", opt);
         }
     }
     if (!model_path) return am_cli_fail(&cli, "--model is required");
+    if (n_ranks > 1) {
+        /* The same measurement by anymal-shard's leader, over a group of n_ranks ranks. */
+        char np[24], ng[24], nt[24];
+        snprintf(np, sizeof np, "%lld", (long long)n_prompt);
+        snprintf(ng, sizeof ng, "%lld", (long long)n_gen);
+        snprintf(nt, sizeof nt, "%lld", (long long)n_threads);
+        char *args[] = {"--bench", "--model", (char *)model_path, "--prompt-tokens", np, "--gen-tokens", ng,
+                        "--threads", nt, "--allreduce-dtype", (char *)(allreduce_dtype ? allreduce_dtype : "f32")};
+        int n_args = (int)(sizeof args / sizeof args[0]);
+        if (!threads_given) {
+            /* Let each rank take its share of the cores (anymal-shard's default). */
+            memmove(&args[7], &args[9], 2 * sizeof args[0]);
+            n_args -= 2;
+        }
+        return am_tp_launch("bench decode", (int)n_ranks, threads_given ? (int)n_threads : 0, args, n_args);
+    }
     am_cli_process_setup((int)n_threads);
 
     am_llama_model *m = NULL;
