@@ -11,6 +11,11 @@ packages=(
   libopenblas-dev   # BLAS GEMM (loaded at run time with the right core type)
   libdnnl-dev       # oneDNN: bf16 GEMM on AMX
   libcjson-dev      # JSON: safetensors headers, HF config.json
+  openmpi-bin libopenmpi-dev   # Open MPI: tensor-parallel shard groups (mpirun, anymal-shard)
+  libjpeg62-turbo-dev libpng-dev libwebp-dev   # image decoding (encoders/image.c)
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev   # video decoding (encoders/video.c)
+  libsndfile1-dev libsoxr-dev   # audio decoding (WAV/FLAC/OGG/MP3) and resampling (encoders/audio_file.c)
+  libfftw3-dev      # FFT of CLAP's log-mel front end (encoders/melspec.c)
 )
 
 missing=()

@@ -9,8 +9,9 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
-    {"mkmodel", am_cmd_mkmodel, "write a deterministic random-init LLaMA checkpoint at a named shape"},
+    {"mkmodel", am_cmd_mkmodel, "write a random-init LLaMA checkpoint (or, --with-encoders, an AnyMAL model directory)"},
     {"generate", am_cmd_generate, "generate text (or token ids) from a prompt"},
+    {"encode", am_cmd_encode, "encode images or videos into modality-token rows (prints checksums)"},
     {"bench", am_cmd_bench, "measure decode/prefill throughput against the memory roofline"},
 };
 

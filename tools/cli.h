@@ -39,5 +39,6 @@ void am_cli_process_setup(int n_threads);
 int am_cmd_mkmodel(int argc, char **argv);
 int am_cmd_generate(int argc, char **argv);
 int am_cmd_bench(int argc, char **argv);
+int am_cmd_encode(int argc, char **argv);
 
 #endif
