@@ -136,7 +136,9 @@ int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *promp
         }
         history[n_hist++] = id;
         size_t before = text.len;
-        if (tok) {
+        /* Ids past the tokenizer (rows a checkpoint pads its embedding table
+         * with, e.g. LLaVA-1.5's 32064 for a 32000-piece tokenizer) have no text. */
+        if (tok && id < am_tokenizer_n_vocab(tok)) {
             char piece[256];
             int nb = am_tokenizer_token_bytes(tok, prev, id, piece, sizeof piece);
             if (nb < 0) {

@@ -157,22 +157,37 @@ static int config_from_hf_json(const char *file, am_llama_config *cfg, int *tied
         return am_err_set(AM_EFORMAT, "%s: not a JSON object", file);
     }
     int rc = 0;
+    const cJSON *all = root;
+    /* An HF LLaVA config nests the decoder's config in "text_config", which
+     * stores only what differs from LlamaConfig's defaults (llava-1.5-7b-hf
+     * has just vocab_size, rms_norm_eps, max_position_embeddings): start
+     * from those defaults there. A plain LlamaConfig must be complete. */
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text_config");
+    int nested = cJSON_IsObject(text);
+    if (nested) {
+        root = (cJSON *)text;
+        *cfg = (am_llama_config){.dim = 4096, .n_layers = 32, .n_heads = 32, .ffn_dim = 11008,
+                                 .vocab_size = 32000, .max_seq_len = 2048, .norm_eps = 1e-6f,
+                                 .rope_theta = 10000.0f};
+    } else {
+        cfg->max_seq_len = 4096;
+        cfg->norm_eps = 1e-5f;
+        cfg->rope_theta = 10000.0f;
+    }
     cfg->n_kv_heads = 0;
-    cfg->max_seq_len = 4096;
-    cfg->norm_eps = 1e-5f;
-    cfg->rope_theta = 10000.0f;
-    if ((rc = json_int(root, file, "hidden_size", 1, &cfg->dim)) ||
-        (rc = json_int(root, file, "num_hidden_layers", 1, &cfg->n_layers)) ||
-        (rc = json_int(root, file, "num_attention_heads", 1, &cfg->n_heads)) ||
+    const int req = !nested;
+    if ((rc = json_int(root, file, "hidden_size", req, &cfg->dim)) ||
+        (rc = json_int(root, file, "num_hidden_layers", req, &cfg->n_layers)) ||
+        (rc = json_int(root, file, "num_attention_heads", req, &cfg->n_heads)) ||
         (rc = json_int(root, file, "num_key_value_heads", 0, &cfg->n_kv_heads)) ||
-        (rc = json_int(root, file, "intermediate_size", 1, &cfg->ffn_dim)) ||
-        (rc = json_int(root, file, "vocab_size", 1, &cfg->vocab_size)) ||
+        (rc = json_int(root, file, "intermediate_size", req, &cfg->ffn_dim)) ||
+        (rc = json_int(root, file, "vocab_size", req, &cfg->vocab_size)) ||
         (rc = json_int(root, file, "max_position_embeddings", 0, &cfg->max_seq_len)) ||
         (rc = json_float(root, file, "rms_norm_eps", &cfg->norm_eps)) ||
         (rc = json_float(root, file, "rope_theta", &cfg->rope_theta)))
         goto done;
     if (!cfg->n_kv_heads) cfg->n_kv_heads = cfg->n_heads;
-    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(all, "tie_word_embeddings");
     *tied = cJSON_IsTrue(tie);
     /* transformers >= 5 writes rope_parameters {rope_theta, rope_type}; older
      * versions rope_theta and rope_scaling. Only plain RoPE is LLaMA-2's. */
@@ -197,7 +212,7 @@ static int config_from_hf_json(const char *file, am_llama_config *cfg, int *tied
         rc = am_err_set(AM_EUNSUPPORTED, "%s: head_dim %d differs from hidden_size / num_attention_heads = %d",
                         file, head_dim, cfg->head_dim);
 done:
-    cJSON_Delete(root);
+    cJSON_Delete((cJSON *)all);
     return rc;
 }
 
@@ -302,9 +317,17 @@ static int get_vector_f32(const am_ckpt *c, const char *name, int64_t n, float *
     return 0;
 }
 
-static void layer_name(char *buf, size_t cap, const char *fmt, int layer) {
+/* HF LLaVA-1.5 checkpoints (llava-1.5-7b-hf as published) keep the decoder
+ * under "language_model.": language_model.model.layers.N...,
+ * language_model.lm_head.weight. */
+#define AM_LLAVA_PREFIX "language_model."
+
+/* The full name of a weight: prefix + the naming's format, with the layer. */
+static void layer_name(char *buf, size_t cap, const char *prefix, const char *fmt, int layer) {
+    char tail[AM_CKPT_MAX_NAME_BYTES];
     /* The formats in weight_names hold at most one %d. */
-    snprintf(buf, cap, fmt, layer);
+    snprintf(tail, sizeof tail, fmt, layer);
+    snprintf(buf, cap, "%.64s%.400s", prefix, tail); /* both bounded: always fits */
 }
 
 /* A view of rows [r0, r0 + n) of w: a column-parallel slice, zero-copy. */
@@ -372,7 +395,7 @@ static void copy_columns(am_matrix *w, int64_t col0, int64_t ncols, char *dst) {
     *w = (am_matrix){.dtype = w->dtype, .rows = w->rows, .cols = ncols, .data = dst, .row_bytes = rb};
 }
 
-static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
+static int load_weights(am_llama_model *m, am_llama_naming names, const char *prefix, int tied) {
     const am_llama_config *cfg = &m->cfg;
     const am_llama_shard *sh = &m->shard;
     const am_ckpt *c = m->ckpt;
@@ -380,20 +403,23 @@ static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
     int64_t C = cfg->dim, F = cfg->ffn_dim, V = cfg->vocab_size, D = cfg->head_dim;
     int64_t QD = (int64_t)cfg->n_heads * D, KD = (int64_t)cfg->n_kv_heads * D;
     int rc;
-    if ((rc = get_matrix(c, nm[AM_W_TOK], V, C, &m->tok_embeddings))) return rc;
-    if ((rc = get_vector_f32(c, nm[AM_W_NORM], C, &m->norm))) return rc;
-    if (tied || !am_ckpt_find(c, nm[AM_W_OUTPUT])) {
+    char name[AM_CKPT_MAX_NAME_BYTES];
+    layer_name(name, sizeof name, prefix, nm[AM_W_TOK], 0);
+    if ((rc = get_matrix(c, name, V, C, &m->tok_embeddings))) return rc;
+    layer_name(name, sizeof name, prefix, nm[AM_W_NORM], 0);
+    if ((rc = get_vector_f32(c, name, C, &m->norm))) return rc;
+    layer_name(name, sizeof name, prefix, nm[AM_W_OUTPUT], 0);
+    if (tied || !am_ckpt_find(c, name)) {
         if (!tied && names == AM_NAMES_HF)
             return am_err_set(AM_ENOTFOUND, "%s: missing tensor %s (and tie_word_embeddings is false)",
-                              am_ckpt_path(c), nm[AM_W_OUTPUT]);
+                              am_ckpt_path(c), name);
         m->output = m->tok_embeddings; /* GGUF omits output.weight when tied */
-    } else if ((rc = get_matrix(c, nm[AM_W_OUTPUT], V, C, &m->output))) {
+    } else if ((rc = get_matrix(c, name, V, C, &m->output))) {
         return rc;
     }
     m->output = row_range(&m->output, sh->vocab0, sh->n_vocab);
     m->layers = am_calloc((size_t)cfg->n_layers, sizeof *m->layers);
     if (!m->layers) return AM_ENOMEM;
-    char name[AM_CKPT_MAX_NAME_BYTES];
     /* Column-parallel matrices: (first row, rows) of this rank; row-parallel: (first column, columns). */
     const int64_t q0 = (int64_t)sh->head0 * D, nq = (int64_t)sh->n_heads * D;
     const int64_t k0 = (int64_t)sh->kv_head0 * D, nk = (int64_t)sh->n_kv_heads * D;
@@ -408,7 +434,7 @@ static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
             {AM_W_UP, &ly->w3, F, C, f0, nf, 0},
         };
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
-            layer_name(name, sizeof name, nm[mats[i].role], l);
+            layer_name(name, sizeof name, prefix, nm[mats[i].role], l);
             if ((rc = get_matrix(c, name, mats[i].rows, mats[i].cols, mats[i].dst))) return rc;
             if (!mats[i].row_parallel) {
                 *mats[i].dst = row_range(mats[i].dst, mats[i].first, mats[i].n);
@@ -418,13 +444,13 @@ static int load_weights(am_llama_model *m, am_llama_naming names, int tied) {
                 total_slices += slice_bytes(mats[i].dst, mats[i].n);
             }
         }
-        layer_name(name, sizeof name, nm[AM_W_ATTN_NORM], l);
+        layer_name(name, sizeof name, prefix, nm[AM_W_ATTN_NORM], l);
         if ((rc = get_vector_f32(c, name, C, &ly->attn_norm))) return rc;
-        layer_name(name, sizeof name, nm[AM_W_FFN_NORM], l);
+        layer_name(name, sizeof name, prefix, nm[AM_W_FFN_NORM], l);
         if ((rc = get_vector_f32(c, name, C, &ly->ffn_norm))) return rc;
     }
     /* A layer past n_layers means the config and the weights disagree. */
-    layer_name(name, sizeof name, nm[AM_W_Q], cfg->n_layers);
+    layer_name(name, sizeof name, prefix, nm[AM_W_Q], cfg->n_layers);
     if (am_ckpt_find(c, name))
         return am_err_set(AM_ESHAPE, "%s: has tensor %s but the config says %d layers", am_ckpt_path(c),
                           name, cfg->n_layers);
@@ -475,6 +501,7 @@ int am_llama_load_shard(const char *path, int32_t rank, int32_t size, am_llama_m
     if (!(m->path = am_strdup(path))) goto fail;
     if ((rc = am_ckpt_open(path, &m->ckpt))) goto fail;
     am_llama_naming names;
+    const char *prefix = "";
     int tied = 0;
     switch (am_ckpt_get_format(m->ckpt)) {
     case AM_CKPT_GGUF:
@@ -489,6 +516,8 @@ int am_llama_load_shard(const char *path, int32_t rank, int32_t size, am_llama_m
         char cfg_path[4096];
         hf_config_path(path, cfg_path, sizeof cfg_path);
         names = am_ckpt_find(m->ckpt, weight_names[AM_NAMES_META][AM_W_TOK]) ? AM_NAMES_META : AM_NAMES_HF;
+        if (names == AM_NAMES_HF && am_ckpt_find(m->ckpt, AM_LLAVA_PREFIX "model.embed_tokens.weight"))
+            prefix = AM_LLAVA_PREFIX;
         rc = config_from_hf_json(cfg_path, &m->cfg, &tied);
         break;
     }
@@ -499,7 +528,7 @@ int am_llama_load_shard(const char *path, int32_t rank, int32_t size, am_llama_m
         goto fail;
     }
     m->rope_layout = names == AM_NAMES_HF ? AM_ROPE_HALVES : AM_ROPE_ADJACENT;
-    if ((rc = load_weights(m, names, tied))) goto fail;
+    if ((rc = load_weights(m, names, prefix, tied))) goto fail;
     *out = m;
     return 0;
 fail:

@@ -49,8 +49,11 @@ int am_model_files_open_shard(am_model_files *mf, const char *model_path, const 
         return 0;
     }
     if (rc) goto fail;
-    if (am_tokenizer_n_vocab(mf->tok) != mf->model->cfg.vocab_size) {
-        rc = am_err_set(AM_ESHAPE, "the tokenizer has %d pieces but the model %s has a vocabulary of %d",
+    /* A model may pad its vocabulary past the tokenizer's pieces (LLaVA-1.5:
+     * 32064 rows, 32000 pieces); a tokenizer with more pieces than rows would
+     * produce ids the model cannot embed. */
+    if (am_tokenizer_n_vocab(mf->tok) > mf->model->cfg.vocab_size) {
+        rc = am_err_set(AM_ESHAPE, "the tokenizer has %d pieces but the model %s has a vocabulary of only %d",
                         am_tokenizer_n_vocab(mf->tok), model_path, mf->model->cfg.vocab_size);
         goto fail;
     }

@@ -16,8 +16,9 @@ typedef struct am_model_files {
 } am_model_files;
 
 /* Loads the model and its tokenizer (tok_path may be NULL). When need_tok is
- * 0 a missing tokenizer is not an error. A tokenizer whose vocabulary size
- * differs from the model's is an error naming both. */
+ * 0 a missing tokenizer is not an error. A tokenizer with more pieces than
+ * the model's vocabulary is an error naming both; fewer is fine (checkpoints
+ * pad their embedding tables, LLaVA-1.5 to 32064 rows for 32000 pieces). */
 int am_model_files_open(am_model_files *mf, const char *model_path, const char *tok_path, int need_tok);
 /* The same for rank's slice of a tensor-parallel group of size ranks
  * (am_llama_load_shard). Only rank 0 (the leader, which samples and

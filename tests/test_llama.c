@@ -184,6 +184,12 @@ static void test_formats_agree(void) {
         CHECK(err < 1e-4);
     }
     for (int f = 0; f < N_FORMATS; f++) free(last[f]);
+    /* A tokenizer with more pieces than the model has rows is refused. */
+    char big_tok[512];
+    AM_SHARED_PATH("models/tokenizer.model", big_tok);
+    am_model_files mf;
+    CHECK_EQ_INT(am_model_files_open(&mf, st, big_tok, 1), AM_ESHAPE);
+    CHECK(strstr(am_err_msg(), "32000 pieces") != NULL && strstr(am_err_msg(), "only 512") != NULL);
     am_backend_destroy(&be);
 }
 
@@ -383,6 +389,65 @@ static void test_embedding_rows(void) {
     am_llama_destroy(&m);
 }
 
+/* ---- HF LLaVA-1.5 layout: the decoder under language_model.*, config in text_config ---- */
+
+static void test_llava_decoder(void) {
+    char dir[512], path[600];
+    AM_SRC_PATH("tests/golden/vision/llava", dir);
+    char gold[512];
+    AM_SRC_PATH("tests/golden/llama/llava_text/golden.json", gold);
+    char *json = read_file(gold, NULL);
+    CHECK(json != NULL);
+    if (!json) return;
+    cJSON *root = cJSON_Parse(json);
+    int32_t prompt[32];
+    int n = json_ids(root, "prompt_ids", prompt, 32);
+    AM_SRC_PATH("tests/golden/llama/llava_text/logits.f32", path);
+    size_t nbytes;
+    float *ref = (float *)read_file(path, &nbytes);
+    am_llama_model *m = NULL;
+    CHECK_OK(am_llama_load(dir, &m));
+    if (m && ref) {
+        CHECK_EQ_INT(m->cfg.dim, 48);
+        CHECK_EQ_INT(m->cfg.vocab_size, 64);
+        CHECK_NEAR(m->cfg.norm_eps, 1e-6, 1e-12);
+        int V = m->cfg.vocab_size;
+        CHECK_EQ_INT(nbytes, (size_t)n * V * 4);
+        am_backend *be = cpu();
+        am_llama_ctx *ctx = NULL;
+        float *logits = malloc((size_t)n * V * sizeof(float));
+        CHECK_OK(am_llama_ctx_new(m, be, 32, 32, &ctx));
+        CHECK_OK(am_llama_eval(ctx, prompt, NULL, n, logits, 1));
+        double err = 0;
+        for (int64_t i = 0; i < (int64_t)n * V; i++) err = fmax(err, fabs(logits[i] - ref[i]));
+        printf("  llava decoder vs HF LlavaForConditionalGeneration: max abs err %.3g over %d positions\n", err, n);
+        CHECK(err < 1e-4);
+        free(logits);
+        am_llama_ctx_destroy(&ctx);
+        am_backend_destroy(&be);
+    }
+    am_llama_destroy(&m);
+
+    /* A text_config that stores only what differs from LlamaConfig's defaults (as
+     * llava-1.5-7b-hf does) gets those defaults: here they disagree with the tiny
+     * weights, and the error says what was expected. */
+    char tdir[300], cfg[400], cmd[1200];
+    tmp_path("llava-partial", tdir, sizeof tdir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp %s/model.safetensors %s/", tdir, dir, tdir);
+    CHECK(system(cmd) == 0);
+    snprintf(cfg, sizeof cfg, "%s/config.json", tdir);
+    FILE *f = fopen(cfg, "w");
+    fputs("{\"model_type\": \"llava\", \"text_config\": {\"vocab_size\": 64, \"rms_norm_eps\": 1e-05}}", f);
+    fclose(f);
+    CHECK_EQ_INT(am_llama_load(tdir, &m), AM_ESHAPE);
+    CHECK(strstr(am_err_msg(), "language_model.model.embed_tokens.weight") != NULL);
+    CHECK(strstr(am_err_msg(), "4096") != NULL);
+    printf("  partial text_config: %s\n", am_err_msg());
+    free(ref);
+    free(json);
+    cJSON_Delete(root);
+}
+
 static void setup(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/am_test_llama.XXXXXX");
     if (!mkdtemp(tmpdir)) abort();
@@ -397,4 +462,4 @@ static void teardown(void) {
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_hf_logits), AM_TEST(test_formats_agree), AM_TEST(test_llama2c_runc),
              AM_TEST(test_dtypes_vs_f32), AM_TEST(test_load_errors), AM_TEST(test_eval_errors),
-             AM_TEST(test_embedding_rows), AM_TEST(teardown))
+             AM_TEST(test_embedding_rows), AM_TEST(test_llava_decoder), AM_TEST(teardown))
