@@ -112,19 +112,9 @@ int am_audio_model_load(const char *dir, am_audio_model **out) {
     }
     char cfg_path[4096];
     cJSON *root = NULL;
-    int rc = am__path_in(cfg_path, sizeof cfg_path, dir, "anymal.json");
+    const cJSON *a;
+    int rc = am__config_section(dir, "audio", "audio", cfg_path, sizeof cfg_path, &root, &a);
     if (rc) goto fail;
-    if (!am__file_exists(cfg_path)) {
-        rc = am_err_set(AM_ENOTFOUND, "%s: no anymal.json (not an AnyMAL model directory)", dir);
-        goto fail;
-    }
-    if ((rc = am__json_read(cfg_path, &root))) goto fail;
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "audio");
-    if (!cJSON_IsObject(a)) {
-        rc = am_err_set(AM_ENOTFOUND, "%s: no \"audio\" object (this model has no audio encoder)",
-                        cfg_path);
-        goto fail;
-    }
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(a, "preprocess");
     const cJSON *pj = cJSON_GetObjectItemCaseSensitive(a, "projector");
     const cJSON *llm = cJSON_GetObjectItemCaseSensitive(root, "llm");

@@ -26,6 +26,33 @@ int am__json_read(const char *path, cJSON **out) {
     return 0;
 }
 
+int am__json_section(const char *cfg_path, const char *key, const char *what, cJSON **root,
+                     const cJSON **section) {
+    *section = NULL;
+    int rc = am__json_read(cfg_path, root);
+    if (rc) return rc;
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(*root, key);
+    if (!cJSON_IsObject(s)) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return am_err_set(AM_ENOTFOUND, "%s: no \"%s\" object (this model has no %s encoder)",
+                          cfg_path, key, what);
+    }
+    *section = s;
+    return 0;
+}
+
+int am__config_section(const char *dir, const char *key, const char *what, char *cfg_path,
+                       size_t cap, cJSON **root, const cJSON **section) {
+    *root = NULL;
+    *section = NULL;
+    int rc = am__path_in(cfg_path, cap, dir, "anymal.json");
+    if (rc) return rc;
+    if (!am__file_exists(cfg_path))
+        return am_err_set(AM_ENOTFOUND, "%s: no anymal.json (not an AnyMAL model directory)", dir);
+    return am__json_section(cfg_path, key, what, root, section);
+}
+
 static const cJSON *item(const cJSON *o, const char *key) {
     const cJSON *x = o ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
     return x && !cJSON_IsNull(x) ? x : NULL;

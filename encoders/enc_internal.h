@@ -41,6 +41,16 @@ static inline float *am__arena_take(am__vec_arena *a, int64_t n) {
 
 /* Reads and parses a JSON object file: AM_EIO, AM_ERANGE, AM_EFORMAT (names the file). */
 int am__json_read(const char *path, cJSON **out);
+/* Reads cfg_path and finds its object `key` (*section points into *root, which the caller
+ * frees). A missing or non-object key is AM_ENOTFOUND "cfg_path: no "key" object (this model
+ * has no `what` encoder)". On any error *root is NULL. */
+int am__json_section(const char *cfg_path, const char *key, const char *what, cJSON **root,
+                     const cJSON **section);
+/* The model-loading prologue of an encoder: cfg_path = dir/anymal.json (cap bytes),
+ * AM_ENOTFOUND "dir: no anymal.json (not an AnyMAL model directory)" when it is not there,
+ * then am__json_section(cfg_path, key, what, root, section). */
+int am__config_section(const char *dir, const char *key, const char *what, char *cfg_path,
+                       size_t cap, cJSON **root, const cJSON **section);
 /* Optional keys of object o (o may be NULL): an absent or null key keeps *v;
  * a present one of the wrong type or range is AM_EINVAL naming file and key.
  * Strings point into the JSON tree. */

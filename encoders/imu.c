@@ -29,19 +29,9 @@ int am_imu_model_load(const char *dir, am_imu_model **out) {
     }
     char cfg_path[4096];
     cJSON *root = NULL;
-    int rc = am__path_in(cfg_path, sizeof cfg_path, dir, "anymal.json");
+    const cJSON *u;
+    int rc = am__config_section(dir, "imu", "IMU", cfg_path, sizeof cfg_path, &root, &u);
     if (rc) goto fail;
-    if (!am__file_exists(cfg_path)) {
-        rc = am_err_set(AM_ENOTFOUND, "%s: no anymal.json (not an AnyMAL model directory)", dir);
-        goto fail;
-    }
-    if ((rc = am__json_read(cfg_path, &root))) goto fail;
-    const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "imu");
-    if (!cJSON_IsObject(u)) {
-        rc = am_err_set(AM_ENOTFOUND, "%s: no \"imu\" object (this model has no IMU encoder)",
-                        cfg_path);
-        goto fail;
-    }
     const cJSON *pj = cJSON_GetObjectItemCaseSensitive(u, "projector");
     const cJSON *llm = cJSON_GetObjectItemCaseSensitive(root, "llm");
     const char *weights = "imu_encoder.safetensors", *prefix = "imu_encoder.", *proj_weights = NULL,

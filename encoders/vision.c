@@ -65,19 +65,14 @@ static int parse_vit(const char *file, const cJSON *o, am_vit_config *c) {
 
 static int load_anymal(am_vision_model *m, const char *dir, const char *cfg_path) {
     cJSON *root = NULL;
-    int rc = am__json_read(cfg_path, &root);
+    const cJSON *v;
+    int rc = am__json_section(cfg_path, "vision", "vision", &root, &v);
     if (rc) return rc;
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "vision");
-    const cJSON *pj = v ? cJSON_GetObjectItemCaseSensitive(v, "projector") : NULL;
-    const cJSON *pre = v ? cJSON_GetObjectItemCaseSensitive(v, "preprocess") : NULL;
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(v, "projector");
+    const cJSON *pre = cJSON_GetObjectItemCaseSensitive(v, "preprocess");
     const char *weights = "vision_tower.safetensors", *prefix = "vision_model.", *select = "patch";
     const char *ptype = "perceiver", *pweights = NULL, *pprefix = "";
     int32_t llm_dim = 0, crop_h, crop_w;
-    if (!cJSON_IsObject(v)) {
-        rc = am_err_set(AM_ENOTFOUND, "%s: no \"vision\" object (this model has no vision encoder)",
-                        cfg_path);
-        goto done;
-    }
     if (!cJSON_IsObject(pj)) {
         rc = am_err_set(AM_ENOTFOUND, "%s: vision has no \"projector\" object", cfg_path);
         goto done;

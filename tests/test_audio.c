@@ -26,68 +26,15 @@
 #include "encoders/nn_ops.h"
 #include "test_util.h"
 
+#define ENC_TEST_RNG_SEED 0x2545F4914F6CDD1Dull
+#include "encoder_test_util.h"
+
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define TOL_F32       1e-4
 #define TOL_LOGMEL_DB 2e-3
-
-static am_backend *be;
-static am_nn nn;
-
-static void setup(void) {
-    am_cpu_blas_setup(2);
-    CHECK_OK(am_cpu_backend_new(2, &be));
-    CHECK_OK(am_nn_init(&nn, be, 2));
-}
-
-static void teardown(void) {
-    am_nn_fini(&nn);
-    am_backend_destroy(&be);
-}
-
-static int fuzz_scale(void) {
-    const char *e = getenv("AM_FUZZ_SCALE");
-    int s = e ? atoi(e) : 1;
-    return s > 0 ? s : 1;
-}
-
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static float frand(void) { /* uniform [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
-
-static float *read_f32(const char *rel, int64_t n) {
-    char path[4096];
-    AM_SRC_PATH(rel, path);
-    void *data;
-    size_t len;
-    if (am_read_file_limited(path, (size_t)1 << 30, &data, &len)) {
-        fprintf(stderr, "cannot read %s: %s\n", path, am_err_msg());
-        am_test_failures++;
-        return NULL;
-    }
-    if (len != (size_t)n * 4) {
-        fprintf(stderr, "%s: %zu bytes, want %lld floats\n", path, len, (long long)n);
-        am_test_failures++;
-        am_free(data);
-        return NULL;
-    }
-    return data;
-}
-
-static double max_abs_diff(const float *a, const float *b, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d;
-    }
-    return m;
-}
 
 static int load_audio(const char *rel, int32_t rate, am_audio *a) {
     char path[4096];

@@ -24,6 +24,9 @@
 #include "encoders/vit.h"
 #include "test_util.h"
 
+#define ENC_TEST_RNG_SEED 88172645463325252ull
+#include "encoder_test_util.h"
+
 #include <cjson/cJSON.h>
 #include <png.h>
 #include <stdint.h>
@@ -31,61 +34,6 @@
 #include <unistd.h>
 
 #define TOL_F32 1e-4
-
-static am_backend *be;
-static am_nn nn;
-
-static void setup(void) {
-    am_cpu_blas_setup(2);
-    CHECK_OK(am_cpu_backend_new(2, &be));
-    CHECK_OK(am_nn_init(&nn, be, 2));
-}
-
-static void teardown(void) {
-    am_nn_fini(&nn);
-    am_backend_destroy(&be);
-}
-
-/* AM_FUZZ_SCALE=N multiplies the random-mutation counts (a longer local or ASan run). */
-static int fuzz_scale(void) {
-    const char *e = getenv("AM_FUZZ_SCALE");
-    int s = e ? atoi(e) : 1;
-    return s > 0 ? s : 1;
-}
-
-static uint64_t rng_state = 88172645463325252ull;
-static float frand(void) { /* uniform [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) / 8388608.0 - 1.0);
-}
-
-static float *read_f32(const char *rel, int64_t n) {
-    char path[4096];
-    AM_SRC_PATH(rel, path);
-    void *data;
-    size_t len;
-    if (am_read_file_limited(path, (size_t)1 << 30, &data, &len)) {
-        fprintf(stderr, "cannot read %s: %s\n", path, am_err_msg());
-        return NULL;
-    }
-    if (len != (size_t)n * 4) {
-        fprintf(stderr, "%s: %zu bytes, want %lld floats\n", path, len, (long long)n);
-        am_free(data);
-        return NULL;
-    }
-    return data;
-}
-
-static double max_abs_diff(const float *a, const float *b, int64_t n) {
-    double m = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d; /* NaN propagates as a failure */
-    }
-    return m;
-}
 
 /* ---- ops -------------------------------------------------------------------------- */
 
@@ -159,8 +107,8 @@ static void test_vit_golden(void) {
         am_ckpt_find(ck, "vision_model.pre_layrnorm.weight") ? "vision_model." : "";
     CHECK_OK(am_vit_load(ck, prefix, &golden_vit, &v));
     const int64_t B = 2, T = 17, C = 64;
-    float *px = read_f32("tests/golden/vision/clip/pixels.f32", B * 3 * 32 * 32);
-    float *hs = read_f32("tests/golden/vision/clip/hidden.f32", 4 * B * T * C);
+    float *px = read_f32_optional("tests/golden/vision/clip/pixels.f32", B * 3 * 32 * 32);
+    float *hs = read_f32_optional("tests/golden/vision/clip/hidden.f32", 4 * B * T * C);
     float *h = am_malloc(B * T * C * 4),
           *scr = am_aligned_alloc(am_vit_scratch_floats(&golden_vit, B) * 4);
     if (v && px && hs) {
@@ -206,10 +154,10 @@ static void test_perceiver_golden(void) {
                           .ff_mult = 2,
                           .ln_eps = 1e-5f};
     CHECK_OK(am_proj_load(ck, "", &cfg, &p));
-    float *x0 = read_f32("tests/golden/vision/perceiver/x0.f32", 3 * 16 * 64);
-    float *x1 = read_f32("tests/golden/vision/perceiver/x1.f32", 16 * 64);
-    float *y0 = read_f32("tests/golden/vision/perceiver/y0.f32", 8 * 48);
-    float *y1 = read_f32("tests/golden/vision/perceiver/y1.f32", 8 * 48);
+    float *x0 = read_f32_optional("tests/golden/vision/perceiver/x0.f32", 3 * 16 * 64);
+    float *x1 = read_f32_optional("tests/golden/vision/perceiver/x1.f32", 16 * 64);
+    float *y0 = read_f32_optional("tests/golden/vision/perceiver/y0.f32", 8 * 48);
+    float *y1 = read_f32_optional("tests/golden/vision/perceiver/y1.f32", 8 * 48);
     float o0[8 * 48], o1[8 * 48], s0[8 * 48];
     if (p && x0 && x1 && y0 && y1) {
         CHECK_EQ_INT(p->cfg.max_frames, 4);
@@ -235,8 +183,8 @@ static void test_perceiver_golden(void) {
     am_proj_config mc = {
         .type = AM_PROJ_MLP2X_GELU, .in_dim = 64, .out_dim = 48, .tokens_per_row = 1};
     CHECK_OK(am_proj_load(ck, "", &mc, &p));
-    float *mx = read_f32("tests/golden/vision/perceiver/mlp_x.f32", 16 * 64);
-    float *my = read_f32("tests/golden/vision/perceiver/mlp_y.f32", 16 * 48);
+    float *mx = read_f32_optional("tests/golden/vision/perceiver/mlp_x.f32", 16 * 64);
+    float *my = read_f32_optional("tests/golden/vision/perceiver/mlp_y.f32", 16 * 48);
     float mo[16 * 48];
     if (p && mx && my) {
         am_proj_item it = {mx, 1, 16, mo};
@@ -261,8 +209,8 @@ static void test_llava_golden(void) {
     CHECK_EQ_INT(am_vision_n_tokens(m, 1), 16);
     CHECK_EQ_INT(am_vision_out_dim(m), 48);
     CHECK_OK(am_vision_encoder_new(m, be, 2, 0, &e));
-    float *px = read_f32("tests/golden/vision/llava/llava_px.f32", 2 * 3 * 32 * 32);
-    float *y = read_f32("tests/golden/vision/llava/llava_y.f32", 2 * 16 * 48);
+    float *px = read_f32_optional("tests/golden/vision/llava/llava_px.f32", 2 * 3 * 32 * 32);
+    float *y = read_f32_optional("tests/golden/vision/llava/llava_y.f32", 2 * 16 * 48);
     float out[2][16 * 48];
     if (e && px && y) {
         am_vision_item items[2] = {{px, 1, out[0]}, {px + 3 * 32 * 32, 1, out[1]}};
@@ -343,7 +291,8 @@ static void test_preprocess_golden(void) {
         worst_u8 = worst > worst_u8 ? worst : worst_u8;
         n_cases++;
         if (size == 64 && !strcmp(file, "small_up.png")) {
-            float *ref = read_f32("tests/golden/vision/images/pv_s64_small_up.f32", 3 * 64 * 64);
+            float *ref =
+                read_f32_optional("tests/golden/vision/images/pv_s64_small_up.f32", 3 * 64 * 64);
             if (ref) {
                 double d = max_abs_diff(pv, ref, 3 * 64 * 64);
                 printf("  pixel_values (97x61 upscaled to 64): max abs diff %.3g\n", d);
