@@ -4,7 +4,9 @@
  * weights by the naming convention of its format, zero-copy:
  *   - HF safetensors (model.layers.N.self_attn.q_proj.weight, ...; config from
  *     config.json beside the weights). q/k are stored permuted for rotate_half,
- *     so the model runs RoPE in the AM_ROPE_HALVES layout.
+ *     so the model runs RoPE in the AM_ROPE_HALVES layout. HF LLaVA-1.5
+ *     checkpoints as published (language_model.model.*, language_model.lm_head.*,
+ *     the config in "text_config" over LlamaConfig's defaults) load the same way.
  *   - Meta names (tok_embeddings.weight, layers.N.attention.wq.weight, ...), as
  *     exposed for llama2.c checkpoints, and GGUF (token_embd.weight,
  *     blk.N.attn_q.weight, ...; config from llama.* metadata): adjacent pairs.
