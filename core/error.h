@@ -49,6 +49,6 @@ void am_err_clear(void);
     do {                                                                        \
         if (!(cond)) am__assert_fail(#cond, __FILE__, __LINE__);                \
     } while (0)
-_Noreturn void am__assert_fail(const char *expr, const char *file, int line);
+__attribute__((noreturn)) void am__assert_fail(const char *expr, const char *file, int line);
 
 #endif

@@ -8,6 +8,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
+  cppcheck          # static analysis step of deploy/test.sh
   libopenblas-dev   # BLAS GEMM (loaded at run time with the right core type)
   libdnnl-dev       # oneDNN: bf16 GEMM on AMX
   libcjson-dev      # JSON: safetensors headers, HF config.json

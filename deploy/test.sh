@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deploy/test.sh - the README's test command: install deps, build, run every test.
 #
+# 0. cppcheck (warning class) over every C source.
 # 1. A release build in build/ and its whole ctest suite.
 # 2. An ASan+UBSan build (AM_SANITIZE=ON) in build-asan/ and the same suite
 #    (set AM_SKIP_SANITIZE=1 to skip it locally).
@@ -10,6 +11,11 @@ cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 
 jobs=$(nproc)
+# Static analysis first: cppcheck's warning class must be clean (STYLE.md).
+cppcheck --quiet --enable=warning --std=c11 -I . -I tests -D_GNU_SOURCE -j "$jobs" \
+  --suppress=missingIncludeSystem --error-exitcode=1 core llm_shards encoders tools tests bench
+echo "cppcheck: clean"
+
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAM_WERROR=ON
 cmake --build build -j "$jobs"
 (cd build && ctest --output-on-failure -j "$jobs")

@@ -366,7 +366,7 @@ static void test_batched_encode(void) {
         "tests/golden/audio/speech48.ogg", "tests/golden/audio/speech48.mp3"};
     am_audio a[5] = {0};
     am_audio_item items[5];
-    float outb[5][4 * 64], out1[4 * 64];
+    float outb[5][4 * 64] = {{0}}, out1[4 * 64];
     for (int i = 0; i < 4; i++) {
         load_audio(files[i], 48000, &a[i]);
         items[i] = (am_audio_item){a[i].samples, a[i].n, outb[i]};
