@@ -15,8 +15,7 @@ void am_audio_model_destroy(am_audio_model **p) {
     am_melspec_destroy(&m->ms);
     am_htsat_destroy(&m->enc);
     am_proj_destroy(&m->proj);
-    if (m->proj_ck != m->enc_ck) am_ckpt_destroy(&m->proj_ck);
-    am_ckpt_destroy(&m->enc_ck);
+    am__close_ckpt_pair(&m->enc_ck, &m->proj_ck);
     am_free(m->dir);
     am_free(m);
     *p = NULL;
@@ -151,12 +150,7 @@ int am_audio_model_load(const char *dir, am_audio_model **out) {
     if ((rc = am__json_projector(cfg_path, pj, AM_PROJ_LINEAR, m->enc_cfg.proj_dim, llm_dim, 8,
                                  &m->proj_cfg, &proj_weights, &proj_prefix)))
         goto fail;
-    if ((rc = am__open_ckpt(dir, weights, &m->enc_ck))) goto fail;
-    if (proj_weights && strcmp(proj_weights, weights)) {
-        if ((rc = am__open_ckpt(dir, proj_weights, &m->proj_ck))) goto fail;
-    } else {
-        m->proj_ck = m->enc_ck;
-    }
+    if ((rc = am__open_ckpt_pair(dir, weights, proj_weights, &m->enc_ck, &m->proj_ck))) goto fail;
     if ((rc = am_melspec_new(&m->fe, &m->ms)) ||
         (rc = am_htsat_load(m->enc_ck, prefix, m->enc_ck, pprefix, &m->enc_cfg, &m->enc)) ||
         (rc = am_proj_load(m->proj_ck, proj_prefix, &m->proj_cfg, &m->proj)))

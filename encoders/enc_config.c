@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 
 int am__json_read(const char *path, cJSON **out) {
@@ -151,6 +152,21 @@ int am__open_ckpt(const char *dir, const char *rel, am_ckpt **out) {
     char path[4096];
     int rc = am__path_in(path, sizeof path, dir, rel);
     return rc ? rc : am_ckpt_open(path, out);
+}
+
+int am__open_ckpt_pair(const char *dir, const char *enc_rel, const char *proj_rel, am_ckpt **enc,
+                       am_ckpt **proj) {
+    int rc = am__open_ckpt(dir, enc_rel, enc);
+    if (rc) return rc;
+    if (proj_rel && strcmp(proj_rel, enc_rel)) return am__open_ckpt(dir, proj_rel, proj);
+    *proj = *enc;
+    return 0;
+}
+
+void am__close_ckpt_pair(am_ckpt **enc, am_ckpt **proj) {
+    if (*proj != *enc) am_ckpt_destroy(proj);
+    *proj = NULL;
+    am_ckpt_destroy(enc);
 }
 
 int am__json_projector(const char *file, const cJSON *pj, am_proj_type def_type, int32_t in_dim,

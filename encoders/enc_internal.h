@@ -69,6 +69,13 @@ int am__path_in(char *buf, size_t cap, const char *dir, const char *rel);
 int am__file_exists(const char *path);
 /* Opens the checkpoint dir/rel. */
 int am__open_ckpt(const char *dir, const char *rel, am_ckpt **out);
+/* Opens an encoder's weights dir/enc_rel and its projector's dir/proj_rel;
+ * *proj is the same mapping as *enc when proj_rel is NULL or names the same
+ * file. Release both with am__close_ckpt_pair (also after a failed open). */
+int am__open_ckpt_pair(const char *dir, const char *enc_rel, const char *proj_rel, am_ckpt **enc,
+                       am_ckpt **proj);
+/* Closes what am__open_ckpt_pair opened, a shared mapping once. */
+void am__close_ckpt_pair(am_ckpt **enc, am_ckpt **proj);
 /* The "projector" object pj of a pooled-vector modality (audio, IMU): keys
  * type (default def_type), weights, prefix (default ""), out_dim (default
  * llm_dim), tokens_per_row (default def_tokens) and the perceiver keys as in

@@ -13,8 +13,7 @@ void am_imu_model_destroy(am_imu_model **p) {
     am_imu_model *m = *p;
     am_imu2clip_destroy(&m->enc);
     am_proj_destroy(&m->proj);
-    if (m->proj_ck != m->enc_ck) am_ckpt_destroy(&m->proj_ck);
-    am_ckpt_destroy(&m->enc_ck);
+    am__close_ckpt_pair(&m->enc_ck, &m->proj_ck);
     am_free(m->dir);
     am_free(m);
     *p = NULL;
@@ -67,12 +66,7 @@ int am_imu_model_load(const char *dir, am_imu_model **out) {
     if ((rc = am__json_projector(cfg_path, pj, AM_PROJ_LINEAR, c->hidden, llm_dim, 8, &m->proj_cfg,
                                  &proj_weights, &proj_prefix)))
         goto fail;
-    if ((rc = am__open_ckpt(dir, weights, &m->enc_ck))) goto fail;
-    if (proj_weights && strcmp(proj_weights, weights)) {
-        if ((rc = am__open_ckpt(dir, proj_weights, &m->proj_ck))) goto fail;
-    } else {
-        m->proj_ck = m->enc_ck;
-    }
+    if ((rc = am__open_ckpt_pair(dir, weights, proj_weights, &m->enc_ck, &m->proj_ck))) goto fail;
     if ((rc = am_imu2clip_load(m->enc_ck, prefix, c, &m->enc)) ||
         (rc = am_proj_load(m->proj_ck, proj_prefix, &m->proj_cfg, &m->proj)))
         goto fail;

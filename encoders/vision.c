@@ -37,8 +37,7 @@ void am_vision_model_destroy(am_vision_model **p) {
     am_vision_model *m = *p;
     am_vit_destroy(&m->vit);
     am_proj_destroy(&m->proj);
-    if (m->proj_ck != m->vit_ck) am_ckpt_destroy(&m->proj_ck);
-    am_ckpt_destroy(&m->vit_ck);
+    am__close_ckpt_pair(&m->vit_ck, &m->proj_ck);
     am_free(m->dir);
     am_free(m);
     *p = NULL;
@@ -140,12 +139,7 @@ static int load_anymal(am_vision_model *m, const char *dir, const char *cfg_path
             am_err_set(AM_EINVAL, "%s: the projector's out_dim (or llm.dim) is required", cfg_path);
         goto done;
     }
-    if ((rc = am__open_ckpt(dir, weights, &m->vit_ck))) goto done;
-    if (pweights && strcmp(pweights, weights)) {
-        if ((rc = am__open_ckpt(dir, pweights, &m->proj_ck))) goto done;
-    } else {
-        m->proj_ck = m->vit_ck;
-    }
+    if ((rc = am__open_ckpt_pair(dir, weights, pweights, &m->vit_ck, &m->proj_ck))) goto done;
     if ((rc = am_vit_load(m->vit_ck, prefix, &m->vit_cfg, &m->vit)) ||
         (rc = am_proj_load(m->proj_ck, pprefix, pc, &m->proj)))
         goto done;
