@@ -36,10 +36,43 @@ typedef struct am_matrix {
  * halves (x[i], x[i + D/2]). Both use freq_i = theta^(-2i/D). */
 typedef enum { AM_ROPE_ADJACENT = 0, AM_ROPE_HALVES = 1 } am_rope_layout;
 
+/* One layer's paged KV cache: k and v are pools of n_blocks blocks of
+ * block_size positions, (n_blocks, block_size, Hkv, D) with kv_stride floats
+ * between positions (Hkv * D, or more). Position t of a sequence lives in row
+ * t % block_size of block blocks[t / block_size] of its block table. A
+ * contiguous cache of T positions is one block of block_size T. */
+typedef struct am_kv_pages {
+    float *k, *v;       /* (n_blocks, block_size, kv_stride) */
+    int64_t block_size; /* positions per block */
+    int64_t kv_stride;  /* floats between consecutive positions */
+} am_kv_pages;
+
+/* One sequence's share of a batched kv_store / attention call. */
+typedef struct am_attn_seq {
+    int64_t row0;          /* its first row in the step's (M, ...) arrays */
+    int64_t m;             /* its rows, at positions pos0 .. pos0 + m - 1 */
+    int64_t pos0;          /* positions already in the cache before these rows */
+    const int32_t *blocks; /* block table: at least ceil((pos0 + m) / block_size) ids */
+} am_attn_seq;
+
 typedef struct am_backend am_backend;
 
 typedef struct am_backend_ops {
     void (*destroy)(am_backend *b);
+
+    /* Backend memory. alloc returns bytes aligned to 64 (NULL when out of
+     * memory); free accepts NULL. upload/download copy between host memory
+     * and backend memory; they return 0 or AM_EIO. The CPU backend's memory is
+     * host memory: alloc is am_aligned_alloc and the copies are memcpy. */
+    void *(*alloc)(am_backend *b, size_t bytes);
+    void (*free)(am_backend *b, void *p);
+    int (*upload)(am_backend *b, void *dst, const void *src, size_t bytes);
+    int (*download)(am_backend *b, void *dst, const void *src, size_t bytes);
+    /* Makes a host weight matrix usable by this backend, once, at load time:
+     * *out views backend memory holding w's data (same dtype and shape). The
+     * CPU backend returns *w itself (no copy); a device backend copies it and
+     * owns the copy until destroy. Returns 0 or AM_ENOMEM/AM_EUNSUPPORTED. */
+    int (*upload_matrix)(am_backend *b, const am_matrix *w, am_matrix *out);
 
     /* y (M, N) = x (M, K) . W^T. M == 1 is a matrix-vector product (memory
      * bound); larger M runs as a GEMM. Returns 0 or AM_ENOMEM/AM_EUNSUPPORTED. */
@@ -57,14 +90,23 @@ typedef struct am_backend_ops {
     void (*rope)(am_backend *b, float *x, const int32_t *pos, int64_t m, int n_heads, int head_dim,
                  float theta, am_rope_layout layout);
 
-    /* Causal attention of M queries at positions pos0 .. pos0+M-1 over a KV
-     * cache holding positions 0 .. pos0+M-1:
-     *   q, out: (M, H, D) rows;  k_cache, v_cache: (T, Hkv, D) rows with a row
-     *   stride of kv_stride floats; query head h reads kv head h / (H / Hkv).
-     *   out = softmax(q k^T / sqrt(D)) v, softmax in f32. */
-    void (*attention)(am_backend *b, float *out, const float *q, const float *k_cache,
-                      const float *v_cache, int64_t m, int64_t pos0, int n_heads, int n_kv_heads,
-                      int head_dim, int64_t kv_stride);
+    /* KV cache writes: for every sequence s, row i of k_new/v_new
+     * (M, kv_stride) at s.row0 + i goes to position s.pos0 + i of its block
+     * table in pages->k / pages->v (see am_kv_pages). */
+    void (*kv_store)(am_backend *b, const am_kv_pages *pages, const float *k_new,
+                     const float *v_new, const am_attn_seq *seqs, int n_seqs);
+
+    /* Causal attention of a batch of sequences over a paged KV cache. For
+     * every sequence s, its query rows s.row0 .. s.row0 + s.m - 1 of q are at
+     * positions s.pos0 .. s.pos0 + s.m - 1 and attend to keys 0 .. their own
+     * position, all already stored (kv_store):
+     *   q, out: (M, H, D) rows; query head h reads kv head h / (H / Hkv);
+     *   out = softmax(q k^T / sqrt(D)) v, softmax in f32.
+     * seqs and their block tables are host memory (a device backend copies
+     * them); out rows outside every sequence are left untouched. */
+    void (*attention)(am_backend *b, float *out, const float *q, const am_kv_pages *pages,
+                      const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
+                      int head_dim);
 
     /* In place, per row of x (M, N): x = softmax(x). */
     void (*softmax)(am_backend *b, float *x, int64_t m, int64_t n);
@@ -80,6 +122,8 @@ struct am_backend {
     const am_backend_ops *ops;
     const char *name; /* "cpu-avx512", "cpu-generic", ... */
     int n_threads;
+    int host_memory;  /* 1: backend memory is host memory (the CPU backend), so
+                       * callers may skip upload/download staging */
     void *ctx;
 };
 

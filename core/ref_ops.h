@@ -21,6 +21,13 @@ void am_ref_rope(float *x, const int32_t *pos, int64_t m, int n_heads, int head_
 void am_ref_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
                       int64_t m, int64_t pos0, int n_heads, int n_kv_heads, int head_dim,
                       int64_t kv_stride);
+/* The paged, batched versions (backend.h): each sequence's keys are gathered
+ * into a contiguous cache and go through am_ref_attention. */
+void am_ref_kv_store(const am_kv_pages *pages, const float *k_new, const float *v_new,
+                     const am_attn_seq *seqs, int n_seqs);
+void am_ref_attention_paged(float *out, const float *q, const am_kv_pages *pages,
+                            const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
+                            int head_dim);
 void am_ref_softmax(float *x, int64_t m, int64_t n);
 void am_ref_silu_mul(float *gate, const float *up, int64_t n);
 void am_ref_add(float *y, const float *x, int64_t n);

@@ -14,9 +14,15 @@
  * is checked against the config; a missing or mis-shaped tensor is an error
  * naming the file and the tensor.
  *
- * A context (am_llama_ctx) owns a KV cache for one sequence and the scratch
- * buffers of the forward pass; the continuous-batching scheduler (paged KV)
- * builds on the same layer code later.
+ * A context (am_llama_ctx) owns a KV cache and the scratch buffers of the
+ * forward pass, all in backend memory (the weights are made usable by the
+ * backend once per context, am_backend_ops.upload_matrix). Its cache is
+ * either one contiguous sequence (am_llama_ctx_new: am_llama_eval appends to
+ * it) or a paged pool of fixed-size blocks shared by many sequences
+ * (am_llama_ctx_new_paged: am_llama_decode runs one step of a batch whose
+ * sequences bring their own block tables; llm_shards/sched.h decides them).
+ * Both run the same layer loop: one GEMM per weight matrix over all rows of a
+ * step, attention per sequence over its blocks.
  *
  * Tensor parallelism (MODEL_SPEC.md section 2, llm_shards/tp.h): a model may
  * be loaded as one slice of a group of P ranks (am_llama_load_shard). Its
@@ -40,6 +46,9 @@
 #define AM_LLAMA_BOS 1
 #define AM_LLAMA_EOS 2
 #define AM_LLAMA_MAX_LAYERS 1024
+/* Bounds on a context's rows per step and KV blocks. */
+#define AM_LLAMA_MAX_BATCH 65536
+#define AM_LLAMA_MAX_KV_BLOCKS (1 << 24)
 
 typedef struct am_llama_config {
     int32_t dim;         /* C: model width */
@@ -136,14 +145,48 @@ typedef struct am_llama_ctx am_llama_ctx;
  * llm_shards/tp.h): AM_EINVAL. */
 int am_llama_ctx_new(const am_llama_model *m, am_backend *be, int32_t n_ctx, int32_t max_batch,
                      am_llama_ctx **out);
+/* A context with a paged KV cache of n_blocks blocks of block_size positions
+ * (am_kv_pages) for am_llama_decode steps of up to max_batch rows. Errors:
+ * AM_ERANGE for sizes out of range, AM_ENOMEM naming the cache size. */
+int am_llama_ctx_new_paged(const am_llama_model *m, am_backend *be, int32_t n_blocks,
+                           int32_t block_size, int32_t max_batch, am_llama_ctx **out);
 void am_llama_ctx_destroy(am_llama_ctx **p);
 /* Forgets the sequence (positions restart at 0). */
 void am_llama_ctx_reset(am_llama_ctx *c);
-/* Positions already in the KV cache. */
+/* Positions already in the KV cache (contiguous contexts). */
 int32_t am_llama_ctx_n_past(const am_llama_ctx *c);
-/* Positions the cache can hold (n_ctx given at creation). */
+/* Positions the cache can hold (n_ctx, or n_blocks * block_size). */
 int32_t am_llama_ctx_size(const am_llama_ctx *c);
+int32_t am_llama_ctx_n_blocks(const am_llama_ctx *c);
+int32_t am_llama_ctx_block_size(const am_llama_ctx *c);
+int32_t am_llama_ctx_max_batch(const am_llama_ctx *c);
 const am_llama_model *am_llama_ctx_model(const am_llama_ctx *c);
+
+/* A row of a step whose input is an embedding row rather than a token id. */
+#define AM_LLAMA_EMBD_ROW (-1)
+
+/* One forward step over several sequences of a paged context. Rows are
+ * grouped by sequence: seqs[s] owns rows row0 .. row0 + m - 1, and the
+ * sequences tile [0, n_rows) in order. */
+typedef struct am_llama_batch {
+    int32_t n_rows;            /* M: 1 .. max_batch */
+    const int32_t *ids;        /* (M) token ids, or AM_LLAMA_EMBD_ROW */
+    const float *embd;         /* (E, C) host rows for the AM_LLAMA_EMBD_ROW rows, in row order */
+    int32_t n_seqs;            /* >= 1 */
+    const am_attn_seq *seqs;   /* (n_seqs) rows, positions, block tables (host memory) */
+    const int32_t *n_blocks;   /* (n_seqs) length of each block table */
+    int32_t n_logits;          /* rows whose logits are wanted */
+    const int32_t *logit_rows; /* (n_logits) those rows, ascending */
+} am_llama_batch;
+
+/* Runs one step: stores every row's K/V at its position in its sequence's
+ * blocks and writes logits (n_logits, V) (host memory; may be NULL when
+ * n_logits is 0). Positions before a sequence's pos0 must already be in its
+ * blocks. Checked before any compute, with a message naming the sequence or
+ * row: the tiling, token ids in [0, V), block ids in [0, n_blocks), block
+ * tables long enough, positions within max_seq_len (AM_EINVAL / AM_ERANGE).
+ * On the leader of a group context the whole group runs the step (tp.h). */
+int am_llama_decode(am_llama_ctx *c, const am_llama_batch *b, float *logits);
 
 /* Appends n tokens at positions n_past.. and runs the decoder over them.
  * Input rows are token ids (ids != NULL) or embedding rows (embd (n, C), the

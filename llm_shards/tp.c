@@ -2,12 +2,12 @@
  *
  * Every step starts with a fixed-size header broadcast by the leader through
  * ops->bcast_step (the one collective an idle follower waits in, so it must
- * not spin). Token ids of a short step travel inside the header; longer id
- * lists and embedding rows follow in one plain broadcast. The header carries
- * the positions (pos0) explicitly, so a leader that resets its context needs
- * no extra message, and a sequence number that a follower checks: a follower
- * that ever saw a step out of order would compute garbage silently, so it
- * ends the group instead.
+ * not spin). A step's integers (token ids, the sequences' rows, positions and
+ * block tables, the logit rows) travel inside the header when they fit, else
+ * in one plain broadcast after it; embedding rows follow in another. A
+ * follower checks the step exactly as the leader did before computing it,
+ * and a sequence number: a follower that ever saw a step out of order would
+ * compute garbage silently, so it ends the group instead.
  */
 #include "llm_shards/tp.h"
 
@@ -20,25 +20,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define AM_TP_STEP_MAGIC      0x50544d41 /* "AMTP" */
-#define AM_TP_STEP_INLINE_IDS 48
+#define AM_TP_STEP_MAGIC       0x50544d41 /* "AMTP" */
+#define AM_TP_STEP_INLINE_INTS 52
 
-enum { AM_TP_OP_STOP = 1, AM_TP_OP_CTX = 2, AM_TP_OP_EVAL_IDS = 3, AM_TP_OP_EVAL_EMBD = 4 };
+enum { AM_TP_OP_STOP = 1, AM_TP_OP_CTX = 2, AM_TP_OP_STEP = 3 };
+
+/* Integers per sequence in a step's payload: row0, m, pos0, table length. */
+#define AM_TP_SEQ_INTS 4
 
 /* The step header: 256 bytes, the same on every rank. */
 typedef struct am_tp_step {
     int32_t magic;
     int32_t op;          /* AM_TP_OP_* */
     int32_t seq;         /* steps since the group started */
-    int32_t n;           /* EVAL: input rows */
-    int32_t pos0;        /* EVAL: position of the first row (the leader's n_past) */
-    int32_t want_logits; /* EVAL: the leader wants logits (the followers take part in the gather) */
-    int32_t all_logits;  /* EVAL: of every row rather than the last */
-    int32_t n_ctx;       /* CTX: positions */
-    int32_t max_batch;   /* CTX: rows per chunk */
+    int32_t n_rows;      /* STEP: M */
+    int32_t n_seqs;      /* STEP: sequences */
+    int32_t n_logits;    /* STEP: logit rows (the followers take part in the gather) */
+    int32_t n_embd;      /* STEP: embedding rows that follow */
+    int32_t n_ints;      /* STEP: int32 payload: ids, sequences, tables, logit rows */
+    int32_t n_blocks;    /* CTX: KV blocks */
+    int32_t block_size;  /* CTX: positions per block */
+    int32_t max_batch;   /* CTX: rows per step */
     int32_t wire;        /* CTX: all-reduce dtype (am_dtype) */
-    int32_t reserved[6];
-    int32_t ids[AM_TP_STEP_INLINE_IDS]; /* EVAL_IDS with n <= AM_TP_STEP_INLINE_IDS */
+    int32_t ints[AM_TP_STEP_INLINE_INTS]; /* STEP: the payload when n_ints fits */
 } am_tp_step;
 
 _Static_assert(sizeof(am_tp_step) == 256, "the step header is a fixed 256 bytes");
@@ -101,20 +105,52 @@ static am_tp_step new_step(am_tp_comm *comm, int32_t op) {
     return s;
 }
 
-int am__tp_send_eval(am_tp_comm *comm, int32_t pos0, const int32_t *ids, const float *embd,
-                     int32_t n, int64_t dim, int want_logits, int all_logits) {
-    am_tp_step s = new_step(comm, ids ? AM_TP_OP_EVAL_IDS : AM_TP_OP_EVAL_EMBD);
-    s.n = n;
-    s.pos0 = pos0;
-    s.want_logits = want_logits;
-    s.all_logits = all_logits;
-    int inline_ids = ids && n <= AM_TP_STEP_INLINE_IDS;
-    if (inline_ids) memcpy(s.ids, ids, (size_t)n * sizeof(int32_t));
+/* The int32 payload of a step: ids (M), then per sequence row0, m, pos0 and
+ * table length, then the tables, then the logit rows. */
+static int64_t step_ints(const am_llama_batch *b) {
+    int64_t n = b->n_rows + (int64_t)AM_TP_SEQ_INTS * b->n_seqs + b->n_logits;
+    for (int32_t s = 0; s < b->n_seqs; s++) n += b->n_blocks[s];
+    return n;
+}
+
+static void pack_step(const am_llama_batch *b, int32_t *out) {
+    memcpy(out, b->ids, (size_t)b->n_rows * sizeof(int32_t));
+    out += b->n_rows;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        *out++ = (int32_t)b->seqs[s].row0;
+        *out++ = (int32_t)b->seqs[s].m;
+        *out++ = (int32_t)b->seqs[s].pos0;
+        *out++ = b->n_blocks[s];
+    }
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        memcpy(out, b->seqs[s].blocks, (size_t)b->n_blocks[s] * sizeof(int32_t));
+        out += b->n_blocks[s];
+    }
+    memcpy(out, b->logit_rows, (size_t)b->n_logits * sizeof(int32_t));
+}
+
+int am__tp_send_step(am_tp_comm *comm, const am_llama_batch *b, int64_t dim) {
+    am_tp_step s = new_step(comm, AM_TP_OP_STEP);
+    const int64_t n_ints = step_ints(b);
+    int64_t n_embd = 0;
+    for (int32_t r = 0; r < b->n_rows; r++) n_embd += b->ids[r] == AM_LLAMA_EMBD_ROW;
+    if (n_ints > INT32_MAX / (int64_t)sizeof(int32_t))
+        return am_err_set(AM_ERANGE, "step payload of %lld integers", (long long)n_ints);
+    s.n_rows = b->n_rows;
+    s.n_seqs = b->n_seqs;
+    s.n_logits = b->n_logits;
+    s.n_embd = (int32_t)n_embd;
+    s.n_ints = (int32_t)n_ints;
+    int32_t *payload = s.ints;
+    if (n_ints > AM_TP_STEP_INLINE_INTS && !(payload = am_malloc((size_t)n_ints * sizeof(int32_t))))
+        return AM_ENOMEM;
+    pack_step(b, payload);
     int rc = bcast_step(comm, &s);
-    if (rc || inline_ids) return rc;
-    /* The payload is const for the caller; bcast only reads it at the root. */
-    if (ids) return am_tp_bcast(comm, (void *)ids, (size_t)n * sizeof(int32_t));
-    return am_tp_bcast(comm, (void *)embd, (size_t)n * (size_t)dim * sizeof(float));
+    if (!rc && payload != s.ints) rc = am_tp_bcast(comm, payload, (size_t)n_ints * sizeof(int32_t));
+    if (payload != s.ints) am_free(payload);
+    /* The rows are const for the caller; bcast only reads them at the root. */
+    if (!rc && n_embd > 0) rc = am_tp_bcast(comm, (void *)b->embd, (size_t)(n_embd * dim) * sizeof(float));
+    return rc;
 }
 
 /* Sum over the group of a 0/1 failure flag: how many ranks failed. */
@@ -125,8 +161,9 @@ static int count_failures(am_tp_comm *comm, int failed, int *n_failed) {
     return rc;
 }
 
-int am_llama_ctx_new_tp(const am_llama_model *m, am_backend *be, am_tp_comm *comm, int32_t n_ctx,
-                        int32_t max_batch, am_dtype wire, am_llama_ctx **out) {
+int am_llama_ctx_new_paged_tp(const am_llama_model *m, am_backend *be, am_tp_comm *comm,
+                              int32_t n_blocks, int32_t block_size, int32_t max_batch, am_dtype wire,
+                              am_llama_ctx **out) {
     *out = NULL;
     if (comm->rank != 0)
         return am_err_set(
@@ -137,13 +174,14 @@ int am_llama_ctx_new_tp(const am_llama_model *m, am_backend *be, am_tp_comm *com
         return am_err_set(AM_EUNSUPPORTED, "all-reduce dtype %s (want f32 or bf16)",
                           am_dtype_name(wire));
     comm->allreduce_dtype = wire;
-    if (comm->size == 1) return am__llama_ctx_create(m, be, comm, n_ctx, max_batch, out);
+    if (comm->size == 1) return am__llama_ctx_create(m, be, comm, n_blocks, block_size, max_batch, out);
     /* Check what can be checked before asking the followers for memory. */
     am_llama_ctx *c = NULL;
-    int rc = am__llama_ctx_create(m, be, comm, n_ctx, max_batch, &c);
+    int rc = am__llama_ctx_create(m, be, comm, n_blocks, block_size, max_batch, &c);
     if (rc) return rc;
     am_tp_step s = new_step(comm, AM_TP_OP_CTX);
-    s.n_ctx = n_ctx;
+    s.n_blocks = n_blocks;
+    s.block_size = block_size;
     s.max_batch = max_batch;
     s.wire = (int32_t)wire;
     if ((rc = bcast_step(comm, &s))) am_tp_fatal(comm, rc, "broadcasting a context step");
@@ -153,11 +191,20 @@ int am_llama_ctx_new_tp(const am_llama_model *m, am_backend *be, am_tp_comm *com
         am_llama_ctx_destroy(&c);
         return am_err_set(
             AM_ENOMEM,
-            "%d follower rank(s) could not allocate a context of %d positions (see their messages)",
-            n_failed, n_ctx);
+            "%d follower rank(s) could not allocate a context of %d x %d positions (see their messages)",
+            n_failed, n_blocks, block_size);
     }
     *out = c;
     return 0;
+}
+
+int am_llama_ctx_new_tp(const am_llama_model *m, am_backend *be, am_tp_comm *comm, int32_t n_ctx,
+                        int32_t max_batch, am_dtype wire, am_llama_ctx **out) {
+    *out = NULL;
+    if (n_ctx <= 0 || n_ctx > m->cfg.max_seq_len)
+        return am_err_set(AM_ERANGE, "context length %d is outside [1, %d] (the model's max_seq_len)",
+                          n_ctx, m->cfg.max_seq_len);
+    return am_llama_ctx_new_paged_tp(m, be, comm, 1, n_ctx, max_batch, wire, out);
 }
 
 int am_tp_stop(am_tp_comm *comm) {
@@ -170,11 +217,51 @@ int am_tp_stop(am_tp_comm *comm) {
 
 /* ---- followers -------------------------------------------------------------- */
 
+/* A received step's payload as a batch; checks the counts against each other
+ * (the batch's own checks follow in am__llama_check_batch). */
+static int unpack_step(const am_tp_step *s, const int32_t *ints, am_attn_seq *seqs, int32_t *n_blocks,
+                       am_llama_batch *b) {
+    if (s->n_rows < 1 || s->n_seqs < 1 || s->n_seqs > s->n_rows || s->n_logits < 0 ||
+        s->n_logits > s->n_rows || s->n_embd < 0 || s->n_embd > s->n_rows)
+        return am_err_set(AM_EFORMAT, "step counts: %d rows, %d sequences, %d logit rows, %d embedding rows",
+                          s->n_rows, s->n_seqs, s->n_logits, s->n_embd);
+    int64_t used = s->n_rows + (int64_t)AM_TP_SEQ_INTS * s->n_seqs + s->n_logits;
+    const int32_t *rec = ints + s->n_rows;
+    for (int32_t i = 0; i < s->n_seqs; i++, rec += AM_TP_SEQ_INTS) {
+        if (rec[3] < 0 || used + rec[3] > s->n_ints)
+            return am_err_set(AM_EFORMAT, "step: sequence %d's table of %d blocks overruns the payload", i, rec[3]);
+        used += rec[3];
+    }
+    if (used != s->n_ints)
+        return am_err_set(AM_EFORMAT, "step payload: %d integers, the counts need %lld", s->n_ints, (long long)used);
+    rec = ints + s->n_rows;
+    const int32_t *table = ints + s->n_rows + (int64_t)AM_TP_SEQ_INTS * s->n_seqs;
+    for (int32_t i = 0; i < s->n_seqs; i++, rec += AM_TP_SEQ_INTS) {
+        seqs[i] = (am_attn_seq){.row0 = rec[0], .m = rec[1], .pos0 = rec[2], .blocks = table};
+        n_blocks[i] = rec[3];
+        table += rec[3];
+    }
+    *b = (am_llama_batch){.n_rows = s->n_rows, .ids = ints, .n_seqs = s->n_seqs, .seqs = seqs,
+                          .n_blocks = n_blocks, .n_logits = s->n_logits, .logit_rows = table};
+    return 0;
+}
+
+/* Grows *buf to at least bytes (contents not kept); 0 or AM_ENOMEM. */
+static int grow(void **buf, size_t *cap, size_t bytes) {
+    if (bytes <= *cap) return 0;
+    am_aligned_free(*buf);
+    *cap = 0;
+    if (!(*buf = am_aligned_alloc(bytes))) return AM_ENOMEM;
+    *cap = bytes;
+    return 0;
+}
+
 int am_tp_follow(const am_llama_model *m, am_backend *be, am_tp_comm *comm) {
     if (comm->rank == 0) return am_err_set(AM_EINVAL, "the leader does not follow");
     am_llama_ctx *ctx = NULL;
-    int32_t *ids = NULL;
-    float *embd = NULL;
+    /* Payload buffers grow to the largest step seen. */
+    void *ints = NULL, *embd = NULL, *seqs = NULL, *tables = NULL;
+    size_t ints_cap = 0, embd_cap = 0, seqs_cap = 0, tables_cap = 0;
     int rc = 0;
     char what[128];
     for (;;) {
@@ -193,61 +280,49 @@ int am_tp_follow(const am_llama_model *m, am_backend *be, am_tp_comm *comm) {
         if (s.op == AM_TP_OP_STOP) break;
         if (s.op == AM_TP_OP_CTX) {
             am_llama_ctx_destroy(&ctx);
-            am_free(ids);
-            am_aligned_free(embd);
-            ids = NULL;
-            embd = NULL;
             comm->allreduce_dtype = (am_dtype)s.wire;
-            int failed = am__llama_ctx_create(m, be, comm, s.n_ctx, s.max_batch, &ctx) != 0;
+            int failed = am__llama_ctx_create(m, be, comm, s.n_blocks, s.block_size, s.max_batch, &ctx) != 0;
             if (failed)
-                fprintf(stderr, "anymal rank %d/%d: error: context of %d positions: %s\n",
-                        comm->rank, comm->size, s.n_ctx, am_err_msg());
+                fprintf(stderr, "anymal rank %d/%d: error: context of %d x %d positions: %s\n",
+                        comm->rank, comm->size, s.n_blocks, s.block_size, am_err_msg());
             int n_failed;
             if ((rc = count_failures(comm, failed, &n_failed)))
                 am_tp_fatal(comm, rc, "context agreement");
             if (n_failed) am_llama_ctx_destroy(&ctx);
             continue;
         }
-        if (s.op != AM_TP_OP_EVAL_IDS && s.op != AM_TP_OP_EVAL_EMBD)
+        if (s.op != AM_TP_OP_STEP)
             am_tp_fatal(comm, am_err_set(AM_EFORMAT, "unknown op %d", s.op), what);
         if (!ctx)
-            am_tp_fatal(comm, am_err_set(AM_EFORMAT, "an eval step before any context"), what);
-        if (s.n < 1 || s.pos0 < 0 || (int64_t)s.pos0 + s.n > am_llama_ctx_size(ctx))
-            am_tp_fatal(comm,
-                        am_err_set(AM_EFORMAT,
-                                   "rows %d at position %d do not fit the context of %d", s.n,
-                                   s.pos0, am_llama_ctx_size(ctx)),
-                        what);
-        const int32_t *in_ids = NULL;
-        const float *in_embd = NULL;
-        if (s.op == AM_TP_OP_EVAL_IDS && s.n <= AM_TP_STEP_INLINE_IDS) {
-            in_ids = s.ids;
-        } else {
-            /* The payload buffer grows to the largest step seen (at most n_ctx rows). */
-            size_t bytes = s.op == AM_TP_OP_EVAL_IDS
-                               ? (size_t)s.n * sizeof(int32_t)
-                               : (size_t)s.n * (size_t)m->cfg.dim * sizeof(float);
-            if (s.op == AM_TP_OP_EVAL_IDS) {
-                am_free(ids);
-                if (!(ids = am_malloc(bytes))) am_tp_fatal(comm, AM_ENOMEM, what);
-                in_ids = ids;
-            } else {
-                am_aligned_free(embd);
-                if (!(embd = am_aligned_alloc(bytes))) am_tp_fatal(comm, AM_ENOMEM, what);
-                in_embd = embd;
-            }
-            if ((rc = am_tp_bcast(comm, s.op == AM_TP_OP_EVAL_IDS ? (void *)ids : (void *)embd,
-                                  bytes)))
+            am_tp_fatal(comm, am_err_set(AM_EFORMAT, "a step before any context"), what);
+        if (s.n_ints < 0 || s.n_rows < 1 || s.n_rows > am_llama_ctx_max_batch(ctx))
+            am_tp_fatal(comm, am_err_set(AM_EFORMAT, "step of %d rows, %d integers", s.n_rows, s.n_ints), what);
+        const int32_t *in = s.ints;
+        if (s.n_ints > AM_TP_STEP_INLINE_INTS) {
+            if ((rc = grow(&ints, &ints_cap, (size_t)s.n_ints * sizeof(int32_t))) ||
+                (rc = am_tp_bcast(comm, ints, (size_t)s.n_ints * sizeof(int32_t))))
                 am_tp_fatal(comm, rc, what);
+            in = ints;
         }
-        am__llama_ctx_set_n_past(ctx, s.pos0);
-        if ((rc = am__llama_check_input(ctx, in_ids, in_embd, s.n))) am_tp_fatal(comm, rc, what);
-        if ((rc = am__llama_run(ctx, in_ids, in_embd, s.n, NULL, s.want_logits, s.all_logits)))
+        if ((rc = grow(&seqs, &seqs_cap, (size_t)s.n_rows * sizeof(am_attn_seq))) ||
+            (rc = grow(&tables, &tables_cap, (size_t)s.n_rows * sizeof(int32_t))))
             am_tp_fatal(comm, rc, what);
+        am_llama_batch b;
+        if ((rc = unpack_step(&s, in, seqs, tables, &b))) am_tp_fatal(comm, rc, what);
+        if (s.n_embd > 0) {
+            size_t bytes = (size_t)s.n_embd * (size_t)m->cfg.dim * sizeof(float);
+            if ((rc = grow(&embd, &embd_cap, bytes)) || (rc = am_tp_bcast(comm, embd, bytes)))
+                am_tp_fatal(comm, rc, what);
+            b.embd = embd;
+        }
+        if ((rc = am__llama_check_batch(ctx, &b, s.n_embd))) am_tp_fatal(comm, rc, what);
+        if ((rc = am__llama_forward(ctx, &b, NULL))) am_tp_fatal(comm, rc, what);
     }
     am_llama_ctx_destroy(&ctx);
-    am_free(ids);
+    am_aligned_free(ints);
     am_aligned_free(embd);
+    am_aligned_free(seqs);
+    am_aligned_free(tables);
     return 0;
 }
 

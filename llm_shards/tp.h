@@ -91,6 +91,12 @@ _Noreturn void am_tp_fatal(am_tp_comm *c, int code, const char *what);
  * dropped and this returns the error (AM_ENOMEM or the leader's own). */
 int am_llama_ctx_new_tp(const am_llama_model *m, am_backend *be, am_tp_comm *comm, int32_t n_ctx,
                         int32_t max_batch, am_dtype wire, am_llama_ctx **out);
+/* The same for a paged context (am_llama_ctx_new_paged): every rank holds
+ * its slice of the same n_blocks x block_size pool, and each step carries
+ * the block tables, so the followers mirror the leader's cache. */
+int am_llama_ctx_new_paged_tp(const am_llama_model *m, am_backend *be, am_tp_comm *comm,
+                              int32_t n_blocks, int32_t block_size, int32_t max_batch, am_dtype wire,
+                              am_llama_ctx **out);
 /* Leader only: tells the followers to return from am_tp_follow. */
 int am_tp_stop(am_tp_comm *comm);
 /* Followers (rank > 0): run the leader's steps on model m until it stops

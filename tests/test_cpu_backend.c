@@ -451,26 +451,115 @@ static void test_rope(void) {
 
 /* One attention call on b against the reference: random q, K, V in [-1, 1),
  * rows of the cache kv_stride = Hkv * D + stride_pad floats apart, the output
- * pre-filled with NaN so that every element must be written. f32 online
+ * pre-filled with NaN so that every element must be written. The cache is
+ * one contiguous block (block_size 0) or paged: blocks of block_size
+ * positions in a shuffled order with spare blocks between them. f32 online
  * softmax and f32 dot products vs double: within 2e-5 of max |v| (scores are
  * O(1): f32 rounding of q.k and of the weights is ~1e-7 each). */
+static int attention_paged_case(am_backend *b, int n_seqs, const int64_t *ms, const int64_t *pos0s,
+                                int H, int Hkv, int D, int64_t stride_pad, int64_t block_size) {
+    const int64_t stride = (int64_t)Hkv * D + stride_pad;
+    int64_t M = 0, n_blocks = 0, bs = block_size;
+    if (bs == 0) /* contiguous: one block holding the longest sequence */
+        for (int s = 0; s < n_seqs; s++) bs = pos0s[s] + ms[s] > bs ? pos0s[s] + ms[s] : bs;
+    am_attn_seq seqs[8];
+    int32_t *tables[8];
+    for (int s = 0; s < n_seqs; s++) {
+        seqs[s] = (am_attn_seq){.row0 = M, .m = ms[s], .pos0 = pos0s[s]};
+        M += ms[s];
+        n_blocks += (pos0s[s] + ms[s] + bs - 1) / bs;
+    }
+    n_blocks = 2 * n_blocks + 1; /* spare blocks that no sequence owns */
+    /* Every sequence gets distinct blocks, in a shuffled order. */
+    int32_t *perm = malloc((size_t)n_blocks * sizeof *perm);
+    for (int64_t i = 0; i < n_blocks; i++) perm[i] = (int32_t)i;
+    for (int64_t i = n_blocks - 1; i > 0; i--) {
+        int64_t k = (int64_t)((rnd() + 1.0) * 0.5 * (double)(i + 1));
+        if (k > i) k = i;
+        int32_t t = perm[i];
+        perm[i] = perm[k], perm[k] = t;
+    }
+    int64_t used = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const int64_t nb = (pos0s[s] + ms[s] + bs - 1) / bs;
+        tables[s] = malloc((size_t)nb * sizeof(int32_t));
+        for (int64_t i = 0; i < nb; i++) tables[s][i] = perm[used++];
+        seqs[s].blocks = tables[s];
+    }
+    float *q = fmalloc(M * H * D), *kp = fmalloc(n_blocks * bs * stride), *vp = fmalloc(n_blocks * bs * stride);
+    float *out = fmalloc(M * H * D), *ref = fmalloc(M * H * D);
+    fill(q, M * H * D, 1.0);
+    fill(kp, n_blocks * bs * stride, 1.0);
+    fill(vp, n_blocks * bs * stride, 1.0);
+    for (int64_t i = 0; i < M * H * D; i++) out[i] = NAN;
+    am_kv_pages pages = {.k = kp, .v = vp, .block_size = bs, .kv_stride = stride};
+    am_ref_attention_paged(ref, q, &pages, seqs, n_seqs, H, Hkv, D);
+    b->ops->attention(b, out, q, &pages, seqs, n_seqs, H, Hkv, D);
+    char what[200];
+    snprintf(what, sizeof what, "%s threads=%d seqs=%d M0=%lld pos0=%lld H=%d Hkv=%d D=%d pad=%lld bs=%lld",
+             b->name, b->n_threads, n_seqs, (long long)ms[0], (long long)pos0s[0], H, Hkv, D,
+             (long long)stride_pad, (long long)block_size);
+    int bad = compare_elems(out, ref, M * H * D, 0.0, 2e-5, what);
+    free(q), free(kp), free(vp), free(out), free(ref), free(perm);
+    for (int s = 0; s < n_seqs; s++) free(tables[s]);
+    return bad;
+}
+
+/* One sequence, contiguous and paged in blocks of 16 and 64. */
 static int attention_case(am_backend *b, int64_t m, int64_t pos0, int H, int Hkv, int D,
                           int64_t stride_pad) {
-    const int64_t T = pos0 + m, stride = (int64_t)Hkv * D + stride_pad;
-    float *q = fmalloc(m * H * D), *kc = fmalloc(T * stride), *vc = fmalloc(T * stride);
-    float *out = fmalloc(m * H * D), *ref = fmalloc(m * H * D);
-    fill(q, m * H * D, 1.0);
-    fill(kc, T * stride, 1.0);
-    fill(vc, T * stride, 1.0);
-    for (int64_t i = 0; i < m * H * D; i++) out[i] = NAN;
-    am_ref_attention(ref, q, kc, vc, m, pos0, H, Hkv, D, stride);
-    b->ops->attention(b, out, q, kc, vc, m, pos0, H, Hkv, D, stride);
-    char what[160];
-    snprintf(what, sizeof what, "%s threads=%d M=%lld pos0=%lld H=%d Hkv=%d D=%d pad=%lld", b->name,
-             b->n_threads, (long long)m, (long long)pos0, H, Hkv, D, (long long)stride_pad);
-    int bad = compare_elems(out, ref, m * H * D, 0.0, 2e-5, what);
-    free(q), free(kc), free(vc), free(out), free(ref);
+    int bad = 0;
+    const int64_t sizes[] = {0, 16, 64};
+    for (int i = 0; i < 3; i++) bad += attention_paged_case(b, 1, &m, &pos0, H, Hkv, D, stride_pad, sizes[i]);
     return bad;
+}
+
+/* kv_store writes each row where the block table says, and nothing else. */
+static void test_kv_store(void) {
+    setup_backends();
+    const int64_t stride = 24, bs = 4, n_blocks = 9;
+    int32_t t0[] = {7, 2, 5}, t1[] = {0, 8};
+    am_attn_seq seqs[] = {{.row0 = 0, .m = 3, .pos0 = 6, .blocks = t0}, {.row0 = 3, .m = 5, .pos0 = 0, .blocks = t1}};
+    float *kn = fmalloc(8 * stride), *vn = fmalloc(8 * stride);
+    fill(kn, 8 * stride, 1.0);
+    fill(vn, 8 * stride, 1.0);
+    for (int bi = 0; bi < n_backends; bi++) {
+        float *k = fmalloc(n_blocks * bs * stride), *v = fmalloc(n_blocks * bs * stride);
+        float *kr = fmalloc(n_blocks * bs * stride), *vr = fmalloc(n_blocks * bs * stride);
+        for (int64_t i = 0; i < n_blocks * bs * stride; i++) k[i] = v[i] = kr[i] = vr[i] = -7.0f;
+        am_kv_pages pg = {k, v, bs, stride}, pr = {kr, vr, bs, stride};
+        backends[bi].b->ops->kv_store(backends[bi].b, &pg, kn, vn, seqs, 2);
+        am_ref_kv_store(&pr, kn, vn, seqs, 2);
+        CHECK_EQ_INT(memcmp(k, kr, (size_t)(n_blocks * bs * stride) * sizeof(float)), 0);
+        CHECK_EQ_INT(memcmp(v, vr, (size_t)(n_blocks * bs * stride) * sizeof(float)), 0);
+        /* position 6 of sequence 0 is row 2 of block 2; position 4 of sequence 1 is row 0 of block 8 */
+        CHECK_EQ_INT(memcmp(k + (2 * bs + 2) * stride, kn, (size_t)stride * sizeof(float)), 0);
+        CHECK_EQ_INT(memcmp(v + (8 * bs + 0) * stride, vn + 7 * stride, (size_t)stride * sizeof(float)), 0);
+        free(k), free(v), free(kr), free(vr);
+    }
+    free(kn), free(vn);
+}
+
+/* Several sequences in one call: decode rows and prefill chunks mixed, with
+ * different lengths, paged in blocks of 16 and 32, on 1 and 2 threads. */
+static void test_attention_batched(void) {
+    setup_backends();
+    const struct {
+        int n;
+        int64_t m[6], pos0[6];
+        int H, Hkv, D;
+    } cfg[] = {
+        {3, {1, 1, 1}, {0, 40, 300}, 8, 2, 64},
+        {4, {1, 17, 1, 64}, {100, 0, 5, 31}, 32, 4, 64},
+        {6, {1, 1, 1, 1, 1, 1}, {7, 8, 9, 200, 511, 33}, 12, 3, 40},
+        {2, {5, 3}, {0, 99}, 4, 4, 16},
+    };
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
+            for (int64_t bs = 16; bs <= 32; bs *= 2)
+                CHECK_EQ_INT(attention_paged_case(backends[bi].b, cfg[c].n, cfg[c].m, cfg[c].pos0,
+                                                  cfg[c].H, cfg[c].Hkv, cfg[c].D, 0, bs),
+                             0);
 }
 
 static void test_attention(void) {
@@ -598,6 +687,6 @@ AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
              AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm), AM_TEST(test_matmul_row_stride),
              AM_TEST(test_matmul_threads), AM_TEST(test_matmul_errors), AM_TEST(test_get_rows),
              AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_attention),
-             AM_TEST(test_attention_threads),
+             AM_TEST(test_attention_threads), AM_TEST(test_kv_store), AM_TEST(test_attention_batched),
              AM_TEST(test_softmax), AM_TEST(test_silu_mul), AM_TEST(test_add),
              AM_TEST(test_teardown))

@@ -135,23 +135,46 @@ static void cpu_rope(am_backend *b, float *x, const int32_t *pos, int64_t m, int
     par_for(b, m, 1, m * (head_dim / 2) * (16 + n_heads), rope_rows, &j);
 }
 
+/* ---- KV cache writes ---- */
+
+/* The cache row of position t of a sequence (see am_kv_pages). */
+static inline int64_t kv_row(const int32_t *blocks, int64_t block_size, int64_t t) {
+    return (int64_t)blocks[t / block_size] * block_size + t % block_size;
+}
+
+static void cpu_kv_store(am_backend *b, const am_kv_pages *pages, const float *k_new,
+                         const float *v_new, const am_attn_seq *seqs, int n_seqs) {
+    (void)b;
+    const int64_t stride = pages->kv_stride;
+    for (int s = 0; s < n_seqs; s++) {
+        const am_attn_seq *sq = &seqs[s];
+        for (int64_t i = 0; i < sq->m; i++) {
+            const int64_t row = kv_row(sq->blocks, pages->block_size, sq->pos0 + i);
+            memcpy(pages->k + row * stride, k_new + (sq->row0 + i) * stride, (size_t)stride * sizeof(float));
+            memcpy(pages->v + row * stride, v_new + (sq->row0 + i) * stride, (size_t)stride * sizeof(float));
+        }
+    }
+}
+
 /* ---- attention ----
  *
- * A work item is a set of queries (query row, head) that read the same kv
- * head: a block of rows times the heads of one GQA group (or up to
- * AM_CPU_ATTN_ITEM_QUERIES of them), optionally over one part of the keys.
- * It walks the keys in chunks; for each chunk, tiles of up to 8 of its
- * queries go through the kernels' attn_scores / attn_softmax / attn_accum, so
- * each K and V row is loaded once per tile, not once per query head, and the
- * chunk is still in L1/L2 for the item's other tiles. The softmax is online
- * (running maximum and sum per query), so no scratch grows with the context.
+ * A work item is a set of queries (query row, head) of one sequence that read
+ * the same kv head: a block of rows times the heads of one GQA group (or up
+ * to AM_CPU_ATTN_ITEM_QUERIES of them), optionally over one part of the keys.
+ * It walks the keys in chunks that never cross a cache block, so each chunk
+ * is contiguous rows of the paged pool; for each chunk, tiles of up to 8 of
+ * its queries go through the kernels' attn_scores / attn_softmax /
+ * attn_accum, so each K and V row is loaded once per tile, not once per query
+ * head, and the chunk is still in L1/L2 for the item's other tiles. The
+ * softmax is online (running maximum and sum per query), so no scratch grows
+ * with the context.
  *
- * Items are handed out through an atomic counter, heaviest (latest rows)
- * first, which also balances causal prefill, whose last rows see the most
- * keys. When there are too few items to spread evenly over the threads
- * (decode with one or an odd number of kv heads), the keys are split into
- * parts whose partial softmax states (max, sum, unnormalized output) are
- * merged at the end.
+ * Items of all sequences are handed out through one atomic counter, each
+ * sequence's heaviest (latest rows) first, which also balances causal
+ * prefill, whose last rows see the most keys. When a single sequence has too
+ * few items to spread evenly over the threads (decode with one or an odd
+ * number of kv heads), the keys are split into parts whose partial softmax
+ * states (max, sum, unnormalized output) are merged at the end.
  */
 
 /* Queries one item handles together (they share each chunk of K and V). */
@@ -167,47 +190,69 @@ static void cpu_rope(am_backend *b, float *x, const int32_t *pos, int64_t m, int
 /* Splitting the keys: fewest keys per part, and most parts. */
 #define AM_CPU_ATTN_SPLIT_MIN_KEYS 128
 #define AM_CPU_ATTN_MAX_SPLITS 16
+/* Sequences whose item plans live on the stack; more take the backend's scratch. */
+#define AM_CPU_ATTN_STACK_SEQS 64
+
+/* How one sequence's queries are cut into items. */
+typedef struct {
+    const am_attn_seq *seq;
+    int64_t rows_per_item, n_row_blocks;
+    int64_t item0; /* its first item in the call's numbering */
+} attn_plan;
 
 typedef struct {
     const am__cpu_kernels *k;
-    float *out;                     /* (M, H, D) */
-    const float *q;                 /* (M, H, D) */
-    const float *k_cache, *v_cache; /* (T, Hkv, D), rows kv_stride floats apart */
-    int64_t m, pos0, kv_stride;
+    float *out;               /* (M, H, D) */
+    const float *q;           /* (M, H, D) */
+    const am_kv_pages *pages; /* (n_blocks, block_size, kv_stride) K and V */
+    const attn_plan *plans;   /* (n_seqs) */
+    int n_seqs;
     int n_heads, n_kv_heads, head_dim;
     float scale;
-    int64_t chunk;                  /* keys per chunk */
-    int64_t rows_per_item, n_row_blocks;
+    int64_t chunk;            /* keys per chunk at most */
     int heads_per_item, n_head_blocks;
-    int n_splits;                   /* S: parts of the keys */
-    float *part_o;                  /* (S, M, H, D) unnormalized outputs, when S > 1 */
-    float *part_ml;                 /* (S, M, H, 2) their running max and sum */
+    int n_splits;             /* S: parts of the keys (single sequence only) */
+    float *part_o;            /* (S, m, H, D) unnormalized outputs of the sequence, when S > 1 */
+    float *part_ml;           /* (S, m, H, 2) their running max and sum */
     int64_t n_items;
     atomic_int_fast64_t next; /* the next item to take */
 } attn_job;
 
 static void attn_item(attn_job *j, int64_t it) {
     const am__cpu_kernels *k = j->k;
+    /* The sequence that owns item `it`: the last plan with item0 <= it. */
+    int lo = 0, hi = j->n_seqs - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (j->plans[mid].item0 <= it) lo = mid;
+        else hi = mid - 1;
+    }
+    const attn_plan *pl = &j->plans[lo];
+    const am_attn_seq *sq = pl->seq;
+    it -= pl->item0;
     const int H = j->n_heads, D = j->head_dim, G = j->n_heads / j->n_kv_heads, S = j->n_splits;
-    const int64_t M = j->m, stride = j->kv_stride;
+    const int64_t M = sq->m, pos0 = sq->pos0, stride = j->pages->kv_stride, bs = j->pages->block_size;
     /* it -> (row block, kv head, head block, part), the last row block first. */
     const int part = (int)(it % S);
     int64_t rest = it / S;
     const int hb = (int)(rest % j->n_head_blocks);
     rest /= j->n_head_blocks;
     const int kvh = (int)(rest % j->n_kv_heads);
-    const int64_t rb = j->n_row_blocks - 1 - rest / j->n_kv_heads;
-    const int64_t i0 = rb * j->rows_per_item;
-    const int64_t i1 = i0 + j->rows_per_item < M ? i0 + j->rows_per_item : M;
+    const int64_t rb = pl->n_row_blocks - 1 - rest / j->n_kv_heads;
+    const int64_t i0 = rb * pl->rows_per_item;
+    const int64_t i1 = i0 + pl->rows_per_item < M ? i0 + pl->rows_per_item : M;
     const int h0 = kvh * G + hb * j->heads_per_item;
     const int h1 = h0 + j->heads_per_item < (kvh + 1) * G ? h0 + j->heads_per_item : (kvh + 1) * G;
     /* Every row sees keys 0 .. pos0: part p takes its share of those, and the
      * last part also the keys that only the later rows see. */
-    const int64_t shared = j->pos0 + 1;
+    const int64_t shared = pos0 + 1;
     const int64_t k0 = shared * part / S;
     const int64_t k1 = part == S - 1 ? INT64_MAX : shared * (part + 1) / S;
 
-    /* The item's queries, row-major: query r = (i, h) is row r = i * H + h of q and out. */
+    /* The item's queries, row-major: query r = (i, h) is row r = i * H + h of
+     * the sequence's q and out (which start at its row0). */
+    const float *q_seq = j->q + sq->row0 * H * D;
+    float *out_seq = j->out + sq->row0 * H * D;
     const float *qp[AM_CPU_ATTN_ITEM_QUERIES]; /* each (D) */
     float *op[AM_CPU_ATTN_ITEM_QUERIES];       /* each (D): the output row, or the part's */
     int64_t r_of[AM_CPU_ATTN_ITEM_QUERIES];    /* r */
@@ -218,9 +263,9 @@ static void attn_item(attn_job *j, int64_t it) {
         for (int h = h0; h < h1; h++, nq++) {
             const int64_t r = i * H + h;
             r_of[nq] = r;
-            qp[nq] = j->q + r * D;
-            op[nq] = S == 1 ? j->out + r * D : j->part_o + (part * M * H + r) * D;
-            lim[nq] = j->pos0 + i + 1 < k1 ? j->pos0 + i + 1 : k1; /* causal */
+            qp[nq] = q_seq + r * D;
+            op[nq] = S == 1 ? out_seq + r * D : j->part_o + (part * M * H + r) * D;
+            lim[nq] = pos0 + i + 1 < k1 ? pos0 + i + 1 : k1; /* causal */
             mx[nq] = -INFINITY;
             sum[nq] = 0.0f;
             /* attn_accum first scales it by corr = 0: no NaN may be there */
@@ -240,23 +285,29 @@ static void attn_item(attn_job *j, int64_t it) {
         q0 += n;
     }
 
-    const float *kb = j->k_cache + kvh * D, *vb = j->v_cache + kvh * D; /* row t at t * stride */
     float s[AM_CPU_ATTN_CHUNK_MAX * 8]; /* (n, tile) scores, then weights, of one chunk */
     float corr[8];
-    for (int64_t t0 = k0; t0 < kend; t0 += j->chunk)
+    for (int64_t t0 = k0, t1; t0 < kend; t0 = t1) {
+        /* The chunk [t0, t1) stays inside one block: contiguous rows of the pool. */
+        const int64_t block_end = (t0 / bs + 1) * bs;
+        t1 = t0 + j->chunk < block_end ? t0 + j->chunk : block_end;
+        const int64_t row = kv_row(sq->blocks, bs, t0);
+        const float *kb = j->pages->k + row * stride + kvh * D; /* (n, stride) */
+        const float *vb = j->pages->v + row * stride + kvh * D; /* (n, stride) */
         for (int ti = 0; ti < n_tiles; ti++) {
             if (tile_lim[ti] <= t0) continue;
-            const int64_t n = tile_lim[ti] - t0 < j->chunk ? tile_lim[ti] - t0 : j->chunk;
+            const int64_t n = (tile_lim[ti] < t1 ? tile_lim[ti] : t1) - t0;
             const int a = tile0[ti], tn = tile_n[ti];
-            k->attn_scores(qp + a, tn, kb + t0 * stride, stride, n, D, j->scale, s);
+            k->attn_scores(qp + a, tn, kb, stride, n, D, j->scale, s);
             /* The rows of a tile may see different numbers of keys: mask the rest. */
             for (int jj = 0; jj < tn; jj++) {
                 const int64_t seen = lim[a + jj] - t0 > 0 ? lim[a + jj] - t0 : 0;
                 for (int64_t t = seen; t < n; t++) s[t * tn + jj] = -INFINITY;
             }
             k->attn_softmax(s, n, tn, mx + a, sum + a, corr);
-            k->attn_accum(op + a, tn, corr, s, vb + t0 * stride, stride, n, D);
+            k->attn_accum(op + a, tn, corr, s, vb, stride, n, D);
         }
+    }
     for (int jj = 0; jj < nq; jj++) {
         if (S == 1) {
             k->scale(op[jj], 1.0f / sum[jj], D);
@@ -278,10 +329,12 @@ static void attn_task(void *p, int ith, int nth) {
     }
 }
 
-/* out = the parts' outputs weighted by exp(m_p - max m) / (sum over parts of the same * l_p). */
+/* The single sequence's output = its parts' outputs weighted by
+ * exp(m_p - max m) / (sum over parts of the same * l_p). */
 static void attn_merge(const attn_job *j) {
+    const am_attn_seq *sq = j->plans[0].seq;
     const int S = j->n_splits, D = j->head_dim;
-    const int64_t MH = j->m * j->n_heads;
+    const int64_t MH = sq->m * j->n_heads;
     for (int64_t r = 0; r < MH; r++) { /* r = (i, h) */
         float top = -INFINITY, w[AM_CPU_ATTN_MAX_SPLITS], den = 0.0f;
         for (int p = 0; p < S; p++) top = fmaxf(top, j->part_ml[(p * MH + r) * 2]);
@@ -289,7 +342,7 @@ static void attn_merge(const attn_job *j) {
             w[p] = expf(j->part_ml[(p * MH + r) * 2] - top);
             den += w[p] * j->part_ml[(p * MH + r) * 2 + 1];
         }
-        float *o = j->out + r * D; /* (D) */
+        float *o = j->out + (sq->row0 * j->n_heads + r) * D; /* (D) */
         memset(o, 0, (size_t)D * sizeof(float));
         for (int p = 0; p < S; p++) j->k->axpy(o, w[p] / den, j->part_o + (p * MH + r) * D, D);
     }
@@ -304,20 +357,34 @@ static int64_t gcd64(int64_t a, int64_t b) {
     return a;
 }
 
-static void cpu_attention(am_backend *b, float *out, const float *q, const float *k_cache,
-                          const float *v_cache, int64_t m, int64_t pos0, int n_heads,
-                          int n_kv_heads, int head_dim, int64_t kv_stride) {
+static void cpu_attention(am_backend *b, float *out, const float *q, const am_kv_pages *pages,
+                          const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
+                          int head_dim) {
     am__cpu_ctx *c = b->ctx;
-    AM_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0);
-    if (m <= 0) return;
+    AM_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && pages->block_size > 0);
+    if (n_seqs <= 0) return;
     const int G = n_heads / n_kv_heads, D = head_dim;
+    attn_plan stack_plans[AM_CPU_ATTN_STACK_SEQS];
+    attn_plan *plans = stack_plans;
+    if (n_seqs > AM_CPU_ATTN_STACK_SEQS) {
+        /* The plans are a small fraction of what the split scratch would need;
+         * they never share the scratch with it (splits are single-sequence). */
+        if (am__cpu_scratch_reserve(c, (size_t)n_seqs * sizeof *plans) != 0) {
+            /* Without memory for the plans, run the sequences one call each. */
+            for (int s = 0; s < n_seqs; s++)
+                cpu_attention(b, out, q, pages, &seqs[s], 1, n_heads, n_kv_heads, head_dim);
+            return;
+        }
+        plans = c->scratch;
+    }
     /* Work: 2 * D multiply-adds per (query, head, key); keys average pos0 + m/2. */
-    const int64_t work = m * n_heads * (pos0 + m / 2 + 1) * 2 * head_dim;
+    int64_t work = 0;
+    for (int s = 0; s < n_seqs; s++)
+        work += seqs[s].m * n_heads * (seqs[s].pos0 + seqs[s].m / 2 + 1) * 2 * head_dim;
     const int nth = b->n_threads > 1 && work >= AM_CPU_PAR_MIN_WORK ? b->n_threads : 1;
 
-    attn_job j = {.k = c->k, .out = out, .q = q, .k_cache = k_cache, .v_cache = v_cache,
-                  .m = m, .pos0 = pos0, .kv_stride = kv_stride, .n_heads = n_heads,
-                  .n_kv_heads = n_kv_heads, .head_dim = head_dim,
+    attn_job j = {.k = c->k, .out = out, .q = q, .pages = pages, .plans = plans, .n_seqs = n_seqs,
+                  .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = head_dim,
                   .scale = (float)(1.0 / sqrt((double)D)), .n_splits = 1};
     j.chunk = AM_CPU_ATTN_CHUNK_BYTES / ((int64_t)D * (int64_t)sizeof(float));
     j.chunk = j.chunk < AM_CPU_ATTN_CHUNK_MIN ? AM_CPU_ATTN_CHUNK_MIN
@@ -328,16 +395,28 @@ static void cpu_attention(am_backend *b, float *out, const float *q, const float
     /* As many rows per item as fit the query budget (rows share K/V too),
      * unless that leaves fewer than two items per thread. */
     const int64_t per_row_block = (int64_t)n_kv_heads * j.n_head_blocks;
-    const int64_t want_blocks = (2 * nth + per_row_block - 1) / per_row_block;
     const int64_t max_rows = AM_CPU_ATTN_ITEM_QUERIES / j.heads_per_item;
-    const int64_t rows = (m + want_blocks - 1) / want_blocks;
-    j.rows_per_item = rows < max_rows ? rows : max_rows;
-    j.n_row_blocks = (m + j.rows_per_item - 1) / j.rows_per_item;
-    j.n_items = j.n_row_blocks * per_row_block;
-    /* Too few items to even out over the threads (decode with 1 or an odd
-     * number of kv heads): split the keys so the item count is a multiple of
-     * the thread count, if each part keeps enough keys to be worth it. */
-    if (nth > 1 && j.n_items % nth != 0 && j.n_items < 4 * nth) {
+    int64_t total_rows = 0;
+    for (int s = 0; s < n_seqs; s++) total_rows += seqs[s].m;
+    const int64_t want_blocks = (2 * nth + per_row_block - 1) / per_row_block;
+    for (int s = 0; s < n_seqs; s++) {
+        attn_plan *pl = &plans[s];
+        pl->seq = &seqs[s];
+        /* A sequence's share of the wanted row blocks follows its share of the rows. */
+        const int64_t m = seqs[s].m;
+        int64_t blocks = (want_blocks * m + total_rows - 1) / (total_rows > 0 ? total_rows : 1);
+        if (blocks < 1) blocks = 1;
+        const int64_t rows = m > 0 ? (m + blocks - 1) / blocks : 1;
+        pl->rows_per_item = rows < max_rows ? rows : max_rows;
+        pl->n_row_blocks = m > 0 ? (m + pl->rows_per_item - 1) / pl->rows_per_item : 0;
+        pl->item0 = j.n_items;
+        j.n_items += pl->n_row_blocks * per_row_block;
+    }
+    /* Too few items to even out over the threads (one sequence decoding with
+     * 1 or an odd number of kv heads): split the keys so the item count is a
+     * multiple of the thread count, if each part keeps enough keys to be worth it. */
+    if (n_seqs == 1 && nth > 1 && j.n_items % nth != 0 && j.n_items < 4 * nth) {
+        const int64_t m = seqs[0].m, pos0 = seqs[0].pos0;
         int64_t S = nth / gcd64(j.n_items, nth);
         if (S > AM_CPU_ATTN_MAX_SPLITS) S = AM_CPU_ATTN_MAX_SPLITS;
         const int64_t max_parts = (pos0 + 1) / AM_CPU_ATTN_SPLIT_MIN_KEYS;
@@ -358,6 +437,30 @@ static void cpu_attention(am_backend *b, float *out, const float *q, const float
     else
         am_threadpool_run(c->pool, attn_task, &j);
     if (j.n_splits > 1) attn_merge(&j);
+}
+
+/* ---- memory: host memory is backend memory ---- */
+
+static void *cpu_alloc(am_backend *b, size_t bytes) {
+    (void)b;
+    return am_aligned_alloc(bytes ? bytes : 1);
+}
+
+static void cpu_free(am_backend *b, void *p) {
+    (void)b;
+    am_aligned_free(p);
+}
+
+static int cpu_copy(am_backend *b, void *dst, const void *src, size_t bytes) {
+    (void)b;
+    if (bytes) memmove(dst, src, bytes);
+    return 0;
+}
+
+static int cpu_upload_matrix(am_backend *b, const am_matrix *w, am_matrix *out) {
+    (void)b;
+    *out = *w;
+    return 0;
 }
 
 typedef struct {
@@ -424,10 +527,16 @@ static void cpu_destroy(am_backend *b) {
 
 static const am_backend_ops cpu_ops = {
     .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .upload_matrix = cpu_upload_matrix,
     .matmul = cpu_matmul,
     .get_rows = cpu_get_rows,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
+    .kv_store = cpu_kv_store,
     .attention = cpu_attention,
     .softmax = cpu_softmax,
     .silu_mul = cpu_silu_mul,
@@ -491,6 +600,7 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
     b->ops = &cpu_ops;
     b->name = cb->name;
     b->n_threads = n_threads;
+    b->host_memory = 1;
     b->ctx = c;
     c->k = k;
     rc = am_threadpool_new(n_threads, &c->pool);

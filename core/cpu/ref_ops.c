@@ -11,6 +11,7 @@
 #include "core/error.h"
 
 #include <math.h>
+#include <string.h>
 
 void am_ref_matmul(const am_matrix *w, const float *x, float *y, int64_t m) {
     const int64_t K = w->cols, N = w->rows;
@@ -98,6 +99,45 @@ void am_ref_attention(float *out, const float *q, const float *k_cache, const fl
         }
     }
     am_free(p);
+}
+
+static int64_t ref_kv_row(const int32_t *blocks, int64_t block_size, int64_t t) {
+    return (int64_t)blocks[t / block_size] * block_size + t % block_size;
+}
+
+void am_ref_kv_store(const am_kv_pages *pages, const float *k_new, const float *v_new,
+                     const am_attn_seq *seqs, int n_seqs) {
+    const int64_t stride = pages->kv_stride;
+    for (int s = 0; s < n_seqs; s++)
+        for (int64_t i = 0; i < seqs[s].m; i++) {
+            const int64_t row = ref_kv_row(seqs[s].blocks, pages->block_size, seqs[s].pos0 + i);
+            for (int64_t e = 0; e < stride; e++) {
+                pages->k[row * stride + e] = k_new[(seqs[s].row0 + i) * stride + e];
+                pages->v[row * stride + e] = v_new[(seqs[s].row0 + i) * stride + e];
+            }
+        }
+}
+
+void am_ref_attention_paged(float *out, const float *q, const am_kv_pages *pages,
+                            const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
+                            int head_dim) {
+    const int64_t stride = pages->kv_stride, HD = (int64_t)n_heads * head_dim;
+    for (int s = 0; s < n_seqs; s++) {
+        const am_attn_seq *sq = &seqs[s];
+        const int64_t T = sq->pos0 + sq->m;
+        float *k = am_malloc((size_t)(T * stride) * sizeof(float)); /* (T, stride) */
+        float *v = am_malloc((size_t)(T * stride) * sizeof(float)); /* (T, stride) */
+        AM_ASSERT(k && v);
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t row = ref_kv_row(sq->blocks, pages->block_size, t);
+            memcpy(k + t * stride, pages->k + row * stride, (size_t)stride * sizeof(float));
+            memcpy(v + t * stride, pages->v + row * stride, (size_t)stride * sizeof(float));
+        }
+        am_ref_attention(out + sq->row0 * HD, q + sq->row0 * HD, k, v, sq->m, sq->pos0, n_heads,
+                         n_kv_heads, head_dim, stride);
+        am_free(k);
+        am_free(v);
+    }
 }
 
 void am_ref_softmax(float *x, int64_t m, int64_t n) {
