@@ -50,6 +50,39 @@ typedef struct am_gen_result {
 
 void am_gen_result_fini(am_gen_result *r);
 
+/* Checks the parameters; the message names the one that is wrong. */
+int am_gen_params_check(const am_gen_params *p);
+
+/* The output side of one sequence, shared by am_generate and the batching
+ * scheduler: takes each sampled id and decides whether the sequence ends
+ * (EOS, max_tokens, a stop string, or the callback asking to cancel), builds
+ * the text and streams it, holding back bytes that may begin a stop string. */
+typedef struct am_gen_stream {
+    const am_gen_params *p;   /* borrowed */
+    const am_tokenizer *tok;  /* borrowed; may be NULL */
+    int32_t eos;
+    int32_t prev;             /* the previous id (for the tokenizer's leading-space rule) */
+    int32_t *ids;             /* (max_tokens) generated ids, EOS excluded */
+    int64_t n_ids;
+    char *text;               /* generated text, NUL-terminated */
+    size_t text_len, text_cap;
+    size_t emitted;           /* bytes of text given to the callback */
+    int finished;
+    am_finish_reason finish;
+} am_gen_stream;
+
+/* 0 or AM_ENOMEM. p and tok are borrowed for the stream's life. */
+int am_gen_stream_init(am_gen_stream *s, const am_gen_params *p, const am_tokenizer *tok);
+void am_gen_stream_fini(am_gen_stream *s);
+/* Takes the next sampled id; calls cb with the text that is safe to show.
+ * Sets s->finished (and s->finish) when the sequence ends. 0 or an error from
+ * the tokenizer / AM_ENOMEM. */
+int am_gen_stream_push(am_gen_stream *s, int32_t id, am_token_cb cb, void *user);
+/* Ends the stream: bytes held back for a stop string that never came go to
+ * cb (id -1), and out receives copies of the ids and text plus the finish
+ * reason (prompt and timing fields are left 0). 0 or AM_ENOMEM. */
+int am_gen_stream_result(am_gen_stream *s, am_token_cb cb, void *user, am_gen_result *out);
+
 /* Resets ctx and generates. The tokenizer may be NULL (no text, no stop
  * strings: ids only). ctx may be a tensor-parallel group context on its
  * leader (tp.h): the whole group then runs every step. Errors: AM_EINVAL for bad parameters, AM_ERANGE when

@@ -1,3 +1,6 @@
 # The decoder: golden comparisons against HF transformers and llama2.c, formats, dtypes, errors.
 am_add_test(NAME test_llama SOURCES test_llama.c LABELS golden unit LIBS am_llm TIMEOUT 600)
 am_add_test(NAME test_sampler SOURCES test_sampler.c LABELS unit LIBS am_llm)
+# Continuous batching (llm_shards/sched.h, kv_blocks.h): mixed workloads vs each request
+# alone, chunked prefill, preemption with a tiny cache, a 2-rank thread group.
+am_add_test(NAME test_sched SOURCES test_sched.c LABELS unit LIBS am_llm Threads::Threads TIMEOUT 300)
