@@ -10,8 +10,9 @@
  *    dtype on 5632x2048 and 32000x2048 matrices, cycling through distinct
  *    copies that add up to the working set (>> L3) so weights come from DRAM:
  *    GB/s of weight bytes and the fraction of the triad and read bandwidths.
- * 3. GEMMs (M = 32, 128, 512; K = 2048; N = 5632) per dtype in GFLOP/s, on the
- *    bf16 oneDNN path where the CPU has it and on the f32 path.
+ * 3. GEMMs (M = 8, 16, 32, 64, 128, 512; K = 2048; N = 5632) per dtype in
+ *    GFLOP/s, on the bf16 oneDNN path where the CPU has it and on the f32
+ *    path. Small M is a batched decode step (one row per sequence).
  * 4. Attention: decode (M = 1) over T keys for the 1b shape (H = 32, Hkv = 4,
  *    D = 64) at T = 512 and 2048 and the 7b shape (H = Hkv = 32, D = 128) at
  *    T = 2048, in us per call and GB/s of K+V read (T * Hkv * D * 2 floats).
@@ -175,7 +176,8 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
 /* ---- GEMM ---- */
 
 static void bench_gemm(am_backend *b, const char *path) {
-    const int64_t K = 2048, N = 5632, ms[] = {32, 128, 512};
+    const int64_t K = 2048, N = 5632, ms[] = {8, 16, 32, 64, 128, 512};
+    const int n_ms = (int)(sizeof ms / sizeof ms[0]);
     float *x = xalloc(512 * (size_t)K * 4), *y = xalloc(512 * (size_t)N * 4);
     for (int64_t i = 0; i < 512 * K; i++) x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
@@ -183,7 +185,7 @@ static void bench_gemm(am_backend *b, const char *path) {
         void *wd = make_weights(dtypes[d], N, K, &bytes);
         am_matrix w = {dtypes[d], N, K, wd, am_dtype_row_bytes(dtypes[d], K)};
         printf("gemm   %-5s %-9s", am_dtype_name(dtypes[d]), path);
-        for (int mi = 0; mi < 3; mi++) {
+        for (int mi = 0; mi < n_ms; mi++) {
             double best = 1e9;
             b->ops->matmul(b, &w, x, y, ms[mi]); /* warm-up: primitive creation, scratch */
             for (int r = 0; r < 3; r++) {
@@ -222,8 +224,12 @@ static void bench_attention_case(am_backend *b, int64_t m, int64_t T, int H, int
             for (int r = 0; r < BENCH_REPEATS; r++) {
                 double t = now_s();
                 for (int c = 0; c < n_calls; c++) {
-                    const float *kc = kv + (size_t)(cold ? c : 0) * 2 * T * stride; /* K */
-                    b->ops->attention(b, out, q, kc, kc + T * stride, m, pos0, H, Hkv, D, stride);
+                    float *kc = kv + (size_t)(cold ? c : 0) * 2 * T * stride; /* K */
+                    /* The cache as one block of T positions. */
+                    const int32_t block0 = 0;
+                    am_kv_pages pages = {kc, kc + T * stride, T, stride};
+                    am_attn_seq seq = {.row0 = 0, .m = m, .pos0 = pos0, .blocks = &block0};
+                    b->ops->attention(b, out, q, &pages, &seq, 1, H, Hkv, D);
                 }
                 t = (now_s() - t) / n_calls;
                 best[cold] = t < best[cold] ? t : best[cold];

@@ -120,6 +120,14 @@ int am_shard_group_ctx_new(am_shard_group *g, int32_t n_ctx, int32_t max_batch,
     return am_llama_ctx_new_tp(g->mf.model, g->be, g->comm, n_ctx, max_batch, g->wire, out);
 }
 
+int am_shard_group_paged_ctx_new(am_shard_group *g, int32_t n_blocks, int32_t block_size,
+                                 int32_t max_batch, am_llama_ctx **out) {
+    return am_llama_ctx_new_paged_tp(g->mf.model, g->be, g->comm, n_blocks, block_size, max_batch,
+                                     g->wire, out);
+}
+
+am_backend *am_shard_group_backend(am_shard_group *g) { return g->be; }
+
 int am_shard_group_generate(am_shard_group *g, const int32_t *prompt, int64_t n_prompt,
                             const am_gen_params *p, am_token_cb cb, void *user,
                             am_gen_result *out) {

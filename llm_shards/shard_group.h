@@ -57,6 +57,11 @@ am_tp_comm *am_shard_group_comm(am_shard_group *g);
 
 /* Leader: a group context (tp.h) of n_ctx positions; see am_llama_ctx_new_tp. */
 int am_shard_group_ctx_new(am_shard_group *g, int32_t n_ctx, int32_t max_batch, am_llama_ctx **out);
+/* Leader: a paged group context (see am_llama_ctx_new_paged_tp) for the
+ * continuous-batching scheduler (sched.h). */
+int am_shard_group_paged_ctx_new(am_shard_group *g, int32_t n_blocks, int32_t block_size,
+                                 int32_t max_batch, am_llama_ctx **out);
+am_backend *am_shard_group_backend(am_shard_group *g);
 /* Leader: runs am_generate over a fresh group context sized for the prompt
  * and p->max_tokens. Same parameters, callback and errors as am_generate. */
 int am_shard_group_generate(am_shard_group *g, const int32_t *prompt, int64_t n_prompt,

@@ -12,6 +12,8 @@
 #include "core/error.h"
 #include "llm_shards/sampler.h"
 #include "llm_shards/shard_group.h"
+#include "llm_shards/sched.h"
+#include "tools/batch_bench.h"
 #include "tools/cli.h"
 #include "tools/gen_cli.h"
 
@@ -112,6 +114,21 @@ done:
     return rc ? am_cli_error(CMD, rc) : 0;
 }
 
+/* Leader, --bench --bench-batch B: the continuous-batching benchmark over the group. */
+static int bench_batch(am_shard_group *g, const am_gen_cli *o) {
+    am_batch_bench_opts bo = {(int32_t)o->bench_batch, (int32_t)o->bench_prompt_tokens,
+                              (int32_t)o->bench_gen_tokens, (int32_t)o->bench_max_batch,
+                              AM_SCHED_DEFAULT_BLOCK_SIZE};
+    am_llama_ctx *ctx = NULL;
+    char extra[96];
+    snprintf(extra, sizeof extra, "\"tp\":%d,\"allreduce_dtype\":\"%s\",", am_shard_group_size(g),
+             am_dtype_name(o->allreduce_dtype));
+    int rc = am_shard_group_paged_ctx_new(g, am_batch_bench_blocks(&bo), bo.block_size, bo.max_batch, &ctx);
+    if (!rc) rc = am_batch_bench_run(ctx, am_shard_group_backend(g), &bo, o->model_path, extra, stdout);
+    am_llama_ctx_destroy(&ctx);
+    return rc ? am_cli_error(CMD, rc) : 0;
+}
+
 /* Leader: the prompt, the generation, the output of `anymal generate`. */
 static int lead(am_shard_group *g, am_gen_cli *o) {
     const am_llama_model *m = am_shard_group_model(g);
@@ -156,7 +173,7 @@ int main(int argc, char **argv) {
     if (o.mem_report && (rc = am_shard_group_mem_report(g, stderr, "load")))
         am_tp_fatal(am_shard_group_comm(g), rc, "memory report");
     if (am_shard_group_rank(g) == 0) {
-        status = o.bench ? bench(g, &o) : lead(g, &o);
+        status = o.bench ? (o.bench_batch ? bench_batch(g, &o) : bench(g, &o)) : lead(g, &o);
         if ((rc = am_shard_group_stop(g)))
             am_tp_fatal(am_shard_group_comm(g), rc, "stopping the group");
     } else if ((rc = am_shard_group_serve(g))) {

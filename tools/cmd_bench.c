@@ -13,6 +13,8 @@
 #include "llm_shards/generate.h"
 #include "llm_shards/llama.h"
 #include "llm_shards/sampler.h"
+#include "llm_shards/sched.h"
+#include "tools/batch_bench.h"
 #include "tools/cli.h"
 #include "tools/tp_launch.h"
 
@@ -83,7 +85,8 @@ static int measure_bandwidth(am_threadpool *tp, double *triad_gbs, double *read_
 }
 
 static void help(void) {
-    printf("usage: anymal bench decode --model PATH [--prompt-tokens N] [--gen-tokens M] [--threads T]\n"
+    printf("usage: anymal bench batch ... (see anymal bench batch --help)\n"
+           "       anymal bench decode --model PATH [--prompt-tokens N] [--gen-tokens M] [--threads T]\n"
            "                          [--tp P [--allreduce-dtype f32|bf16]]\n\n"
            "Prefills N pseudo-random prompt tokens (default 512), then decodes M tokens greedily\n"
            "(default 128, EOS ignored) and prints one JSON line: prefill_tok_per_s, decode_tok_per_s,\n"
@@ -214,12 +217,94 @@ out:
     return status;
 }
 
+static void help_batch(void) {
+    printf("usage: anymal bench batch --model PATH [--batch B] [--prompt-tokens N] [--gen-tokens M]\n"
+           "                         [--max-batch R] [--block-size S] [--threads T]\n"
+           "                         [--tp P [--allreduce-dtype f32|bf16]]\n\n"
+           "Submits B requests (default 32) of N pseudo-random prompt tokens (default 512) at once to\n"
+           "the continuous-batching scheduler, each generating M tokens (default 128, greedy, EOS\n"
+           "ignored), R rows per step (default 512), KV blocks of S positions (default %d), and\n"
+           "prints one JSON line: decode_tok_per_s (aggregate over the batch, once every request has\n"
+           "its first token), prefill_tok_per_s, ttft_ms_p50/p90/p99, itl_ms_p50/p90/p99 (inter-token\n"
+           "latency), the GFLOP/s of both phases and of the GEMM behind them measured in the same run\n"
+           "(the model's gate matrix at M = B and M = R, and an f32 GEMM of the same shape).\n"
+           "With --tp P > 1 the leader of a shard group of P ranks runs it (mpirun).\n",
+           AM_SCHED_DEFAULT_BLOCK_SIZE);
+}
+
+static int bench_batch(int argc, char **argv) {
+    am_cli cli;
+    am_cli_init(&cli, "bench batch", argc, argv);
+    const char *model_path = NULL, *allreduce_dtype = NULL;
+    int64_t batch = 32, n_prompt = 512, n_gen = 128, max_batch = 512, block = AM_SCHED_DEFAULT_BLOCK_SIZE;
+    int64_t n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_ranks = 1;
+    int threads_given = 0, rc;
+    const char *opt;
+    while ((opt = am_cli_next(&cli))) {
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            help_batch();
+            return 0;
+        } else if (!strcmp(opt, "--model")) {
+            if (!(model_path = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--batch")) {
+            if ((rc = am_cli_int(&cli, 1, 4096, &batch))) return rc;
+        } else if (!strcmp(opt, "--prompt-tokens")) {
+            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_prompt))) return rc;
+        } else if (!strcmp(opt, "--gen-tokens")) {
+            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_gen))) return rc;
+        } else if (!strcmp(opt, "--max-batch")) {
+            if ((rc = am_cli_int(&cli, 1, 65536, &max_batch))) return rc;
+        } else if (!strcmp(opt, "--block-size")) {
+            if ((rc = am_cli_int(&cli, 1, 65536, &block))) return rc;
+        } else if (!strcmp(opt, "--threads")) {
+            if ((rc = am_cli_int(&cli, 1, 1024, &n_threads))) return rc;
+            threads_given = 1;
+        } else if (!strcmp(opt, "--tp")) {
+            if ((rc = am_cli_int(&cli, 1, 64, &n_ranks))) return rc;
+        } else if (!strcmp(opt, "--allreduce-dtype")) {
+            if (!(allreduce_dtype = am_cli_value(&cli))) return AM_EXIT_USAGE;
+            if (strcmp(allreduce_dtype, "f32") && strcmp(allreduce_dtype, "bf16"))
+                return am_cli_fail(&cli, "--allreduce-dtype wants f32 or bf16, got '%s'", allreduce_dtype);
+        } else {
+            return am_cli_fail(&cli, "unknown option '%s'", opt);
+        }
+    }
+    if (!model_path) return am_cli_fail(&cli, "--model is required");
+    if (n_ranks > 1) {
+        char nb[24], np[24], ng[24], nr[24], nt[24];
+        snprintf(nb, sizeof nb, "%lld", (long long)batch);
+        snprintf(np, sizeof np, "%lld", (long long)n_prompt);
+        snprintf(ng, sizeof ng, "%lld", (long long)n_gen);
+        snprintf(nr, sizeof nr, "%lld", (long long)max_batch);
+        snprintf(nt, sizeof nt, "%lld", (long long)n_threads);
+        char *args[] = {"--bench", "--bench-batch", nb, "--model", (char *)model_path, "--prompt-tokens", np,
+                        "--gen-tokens", ng, "--max-batch", nr, "--allreduce-dtype",
+                        (char *)(allreduce_dtype ? allreduce_dtype : "f32"), "--threads", nt};
+        int n_args = (int)(sizeof args / sizeof args[0]) - (threads_given ? 0 : 2);
+        return am_tp_launch("bench batch", (int)n_ranks, threads_given ? (int)n_threads : 0, args, n_args);
+    }
+    am_cli_process_setup((int)n_threads);
+    am_llama_model *m = NULL;
+    am_backend *be = NULL;
+    am_llama_ctx *ctx = NULL;
+    am_batch_bench_opts bo = {(int32_t)batch, (int32_t)n_prompt, (int32_t)n_gen, (int32_t)max_batch, (int32_t)block};
+    if ((rc = am_llama_load(model_path, &m)) || (rc = am_cpu_backend_new((int)n_threads, &be)) ||
+        (rc = am_llama_ctx_new_paged(m, be, am_batch_bench_blocks(&bo), (int32_t)block, (int32_t)max_batch, &ctx)) ||
+        (rc = am_batch_bench_run(ctx, be, &bo, model_path, NULL, stdout)))
+        rc = am_cli_error("bench batch", rc);
+    am_llama_ctx_destroy(&ctx);
+    am_backend_destroy(&be);
+    am_llama_destroy(&m);
+    return rc ? 1 : 0;
+}
+
 int am_cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         help();
         return argc < 2 ? AM_EXIT_USAGE : 0;
     }
     if (!strcmp(argv[1], "decode")) return bench_decode(argc - 1, argv + 1);
-    fprintf(stderr, "anymal bench: unknown benchmark '%s' (want: decode)\n", argv[1]);
+    if (!strcmp(argv[1], "batch")) return bench_batch(argc - 1, argv + 1);
+    fprintf(stderr, "anymal bench: unknown benchmark '%s' (want: decode, batch)\n", argv[1]);
     return AM_EXIT_USAGE;
 }

@@ -57,7 +57,10 @@ static void help(const char *cmd, int shard) {
         printf("  --bench        instead of a prompt: prefill --prompt-tokens N (default 512) "
                "pseudo-random\n"
                "                 tokens, decode --gen-tokens M (default 128) greedily, print one "
-               "JSON line\n");
+               "JSON line\n"
+               "  --bench-batch B  with --bench: B requests through the continuous-batching scheduler\n"
+               "                 (see `anymal bench batch --help`)\n"
+               "  --max-batch R  with --bench-batch: rows per step (default 512)\n");
     (void)cmd;
 }
 
@@ -68,6 +71,7 @@ int am_gen_cli_parse(am_gen_cli *o, const char *cmd, int shard, int argc, char *
     o->allreduce_dtype = AM_DTYPE_F32;
     o->bench_prompt_tokens = 512;
     o->bench_gen_tokens = 128;
+    o->bench_max_batch = 512;
     am_cli cli;
     am_cli_init(&cli, cmd, argc, argv);
     const char *opt;
@@ -143,6 +147,10 @@ int am_gen_cli_parse(am_gen_cli *o, const char *cmd, int shard, int argc, char *
             o->step_sleep_ms = (int)v;
         } else if (!strcmp(opt, "--bench") && shard) {
             o->bench = 1;
+        } else if (!strcmp(opt, "--bench-batch") && shard) {
+            if ((rc = am_cli_int(&cli, 1, 4096, &o->bench_batch))) return rc;
+        } else if (!strcmp(opt, "--max-batch") && shard) {
+            if ((rc = am_cli_int(&cli, 1, 65536, &o->bench_max_batch))) return rc;
         } else if (!strcmp(opt, "--prompt-tokens") && shard) {
             if ((rc = am_cli_int(&cli, 1, 1 << 20, &o->bench_prompt_tokens))) return rc;
         } else if (!strcmp(opt, "--gen-tokens") && shard) {

@@ -35,6 +35,8 @@ typedef struct am_gen_cli {
     /* anymal-shard --bench: prefill/decode throughput instead of a prompt. */
     int bench;
     int64_t bench_prompt_tokens, bench_gen_tokens;
+    int64_t bench_batch;     /* --bench-batch B: the batching benchmark (tools/batch_bench.h) */
+    int64_t bench_max_batch; /* --max-batch R: its rows per step */
 } am_gen_cli;
 
 /* Parses argv (argv[0] is the command). cmd names it in messages; shard != 0

@@ -4,6 +4,14 @@
  * matvec kernel streams each weight row once for all M activation rows, with
  * the rows split over the pool.
  *
+ * AM__MATVEC_MAX_M < M <= small_gemm_max_m[dtype] (a batched decode step,
+ * one row per sequence; for Q4_0 every M): the same matvec kernels, tiled: each thread takes its
+ * rows of W in blocks small enough to stay in L2 and runs every group of 4
+ * activation rows past a block before moving on, so W is read from memory
+ * once and no panel is packed or converted (a library GEMM's packing costs
+ * as much as the arithmetic at this M). Quantized W meets x quantized per
+ * row, as in the matvec case.
+ *
  * Larger M: a GEMM, compute bound. The pool splits the output columns (rows
  * of W) and each thread runs a single-threaded library GEMM on its slice, so
  * exactly one set of threads is busy (see cpu_blas.c, cpu_dnnl.c):
@@ -29,6 +37,15 @@
 /* Rows of W per converted panel: about this many bytes of f32, so a panel
  * stays in L2 while sgemm reads it M / (register block) times. */
 #define AM_CPU_GEMM_PANEL_BYTES (512 * 1024)
+/* The small-M GEMM: bytes of W per block, and the most rows of x it takes
+ * per dtype: where it stops beating the library GEMM on f32 panels. Measured
+ * with bench_kernels (K 2048, N 5632, 2 threads, AVX2 Zen 3; GFLOP/s small vs
+ * library): f32 M=32 99 vs 91, M=64 106 vs 122; f16 M=64 120 vs 119; q8_0
+ * M=128 146 vs 147; q4_0 M=512 ~215 vs 160 (its int8 kernel outruns f32 FMAs). */
+#define AM_CPU_SMALL_GEMM_BLOCK_BYTES (96 * 1024)
+static const int64_t small_gemm_max_m[AM__N_WDTYPES] = {
+    [AM_DTYPE_F32] = 32, [AM_DTYPE_F16] = 64, [AM_DTYPE_BF16] = 64, [AM_DTYPE_Q8_0] = 128,
+    [AM_DTYPE_Q4_0] = INT64_MAX};
 /* Output rows are split between threads in multiples of this (one cache
  * line of y per row of x at the boundary, and a whole sgemm register block). */
 #define AM_CPU_SPLIT_ALIGN 16
@@ -67,6 +84,30 @@ static void gemm_by_matvec(mm_job *j, int64_t n0, int64_t n1) {
         if (j->xq.q) xq = am__xq_row(&j->xq, i, K);
         j->c->k->matvec[j->w->dtype](j->w, j->x + i * K, &xq, j->y + i * N, mm, n0, n1);
     }
+}
+
+/* Rows [n0, n1) of y for all M: blocks of W rows, each visited by every
+ * group of AM__MATVEC_MAX_M rows of x while it is in L2. */
+static void gemm_small(mm_job *j, int64_t n0, int64_t n1) {
+    const int64_t K = j->w->cols, N = j->w->rows;
+    int64_t block = AM_CPU_SMALL_GEMM_BLOCK_BYTES / (int64_t)j->w->row_bytes;
+    block = block < 2 ? 2 : block & ~(int64_t)1; /* the dense kernels take rows in pairs */
+    for (int64_t b0 = n0; b0 < n1; b0 += block) {
+        const int64_t b1 = b0 + block < n1 ? b0 + block : n1;
+        for (int64_t i = 0; i < j->m; i += AM__MATVEC_MAX_M) {
+            const int64_t mm = j->m - i < AM__MATVEC_MAX_M ? j->m - i : AM__MATVEC_MAX_M;
+            am__xq xq = {0};
+            if (j->xq.q) xq = am__xq_row(&j->xq, i, K);
+            j->c->k->matvec[j->w->dtype](j->w, j->x + i * K, &xq, j->y + i * N, mm, b0, b1);
+        }
+    }
+}
+
+static void gemm_small_task(void *arg, int ith, int nth) {
+    mm_job *j = arg;
+    int64_t n0, n1;
+    am_split_range(j->w->rows, AM_CPU_SPLIT_ALIGN, ith, nth, &n0, &n1);
+    if (n0 < n1) gemm_small(j, n0, n1);
 }
 
 /* Rows [n0, n1) of y for all M through sgemm, converting W to f32 panels unless it is F32. */
@@ -155,8 +196,12 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     mm_job j = {.c = c, .w = w, .x = x, .y = y, .m = m};
     const int quantized = w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0;
 
+    int bf16 = c->use_bf16_gemm &&
+               (w->dtype == AM_DTYPE_BF16 || w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0);
+    /* oneDNN's bf16 GEMM (AMX) beats the tiled kernels at every M > 4. */
+    int small = m > AM__MATVEC_MAX_M && m <= small_gemm_max_m[w->dtype] && !bf16;
     /* The cblas interface takes int dimensions. */
-    int blas = m > AM__MATVEC_MAX_M && am__blas_load() == 0 && N <= INT_MAX && K <= INT_MAX &&
+    int blas = m > AM__MATVEC_MAX_M && !small && am__blas_load() == 0 && N <= INT_MAX && K <= INT_MAX &&
                m <= INT_MAX && w->row_bytes / sizeof(float) <= INT_MAX;
     if (!blas) {
         /* Matrix-vector kernels (also the GEMM fallback without OpenBLAS). */
@@ -170,11 +215,10 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
                                       b->n_threads == 1))
             c->k->matvec[w->dtype](w, x, &j.xq, y, m, 0, N);
         else
-            am_threadpool_run(c->pool, m <= AM__MATVEC_MAX_M ? matvec_task : gemm_fallback_task, &j);
+            am_threadpool_run(c->pool, m <= AM__MATVEC_MAX_M ? matvec_task : small ? gemm_small_task : gemm_fallback_task,
+                              &j);
         return 0;
     }
-    int bf16 = c->use_bf16_gemm &&
-               (w->dtype == AM_DTYPE_BF16 || w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0);
     int need_f32_panels = w->dtype != AM_DTYPE_F32 || w->row_bytes % sizeof(float) != 0;
     /* Panel rows: a multiple of the split alignment, ~AM_CPU_GEMM_PANEL_BYTES of f32. */
     int64_t rows = AM_CPU_GEMM_PANEL_BYTES / (K * (int64_t)sizeof(float));
