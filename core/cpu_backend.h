@@ -55,6 +55,13 @@ const am_cpu_features *am_cpu_get_features(void);
  * AM_ENOMEM, or a negative errno from pthread_create. */
 int am_cpu_backend_new(int n_threads, am_backend **out);
 
+/* Which arithmetic a CPU backend's matmul of an M-row x by a W of this
+ * dtype uses: 1 when x is quantized to 8 bits per block (the matrix-vector
+ * and small-M kernels for Q8_0/Q4_0 W, like llama.cpp's), 0 when W is
+ * dequantized exactly and x stays f32 (or bf16 on the oneDNN path). Tests
+ * use it to pick the error bound. */
+int am_cpu_matmul_quantizes_x(const am_backend *b, am_dtype w, int64_t m);
+
 /* Loads OpenBLAS now (setting OPENBLAS_CORETYPE / OPENBLAS_NUM_THREADS first,
  * see above) instead of on the first GEMM. Optional; idempotent and
  * thread-safe, but it calls setenv, so call it early in main() before other

@@ -212,7 +212,7 @@ static void run_matmul_case(const test_backend *tb, am_dtype dt, int64_t m, int6
     int quant = dt == AM_DTYPE_Q8_0 || dt == AM_DTYPE_Q4_0;
     bound_kind kind = BOUND_F32;
     if (m > 4 && bf16_gemm_active(tb) && (dt == AM_DTYPE_BF16 || quant)) kind = BOUND_BF16;
-    if (m <= 4 && quant) kind = BOUND_XQ;
+    if (am_cpu_matmul_quantizes_x(tb->b, dt, m)) kind = BOUND_XQ;
     char what[160];
     snprintf(what, sizeof what, "%s bf16gemm=%s %s M=%lld N=%lld K=%lld misalign=%zu pad=%zu",
              tb->b->name, tb->bf16, am_dtype_name(dt), (long long)m, (long long)N, (long long)K,

@@ -187,6 +187,19 @@ static int check_matrix(const am_matrix *w, int64_t m) {
     return 0;
 }
 
+/* The small-M tiled kernels serve this matmul. */
+static int use_small_gemm(const am__cpu_ctx *c, am_dtype dt, int64_t m) {
+    int bf16 = c->use_bf16_gemm && (dt == AM_DTYPE_BF16 || dt == AM_DTYPE_Q8_0 || dt == AM_DTYPE_Q4_0);
+    /* oneDNN's bf16 GEMM (AMX) beats the tiled kernels at every M > 4. */
+    return m > AM__MATVEC_MAX_M && m <= small_gemm_max_m[dt] && !bf16;
+}
+
+int am_cpu_matmul_quantizes_x(const am_backend *b, am_dtype w, int64_t m) {
+    const am__cpu_ctx *c = b->ctx;
+    if (w != AM_DTYPE_Q8_0 && w != AM_DTYPE_Q4_0) return 0;
+    return m <= AM__MATVEC_MAX_M || use_small_gemm(c, w, m) || am__blas_load() != 0;
+}
+
 int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m) {
     am__cpu_ctx *c = b->ctx;
     int rc = check_matrix(w, m);
@@ -198,8 +211,7 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
 
     int bf16 = c->use_bf16_gemm &&
                (w->dtype == AM_DTYPE_BF16 || w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0);
-    /* oneDNN's bf16 GEMM (AMX) beats the tiled kernels at every M > 4. */
-    int small = m > AM__MATVEC_MAX_M && m <= small_gemm_max_m[w->dtype] && !bf16;
+    int small = use_small_gemm(c, w->dtype, m);
     /* The cblas interface takes int dimensions. */
     int blas = m > AM__MATVEC_MAX_M && !small && am__blas_load() == 0 && N <= INT_MAX && K <= INT_MAX &&
                m <= INT_MAX && w->row_bytes / sizeof(float) <= INT_MAX;
