@@ -17,6 +17,8 @@ packages=(
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev   # video decoding (encoders/video.c)
   libsndfile1-dev libsoxr-dev   # audio decoding (WAV/FLAC/OGG/MP3) and resampling (encoders/audio_file.c)
   libfftw3-dev      # FFT of CLAP's log-mel front end (encoders/melspec.c)
+  libzmq3-dev libmsgpack-dev   # the actor system: ZeroMQ sockets, msgpack bodies (proto/, coordinator/, workers/)
+  clang             # libFuzzer build of the protocol decoder (deploy/test.sh, label fuzz)
 )
 
 missing=()

@@ -13,12 +13,21 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc)
 # Static analysis first: cppcheck's warning class must be clean (STYLE.md).
 cppcheck --quiet --enable=warning --std=c11 -I . -I tests -D_GNU_SOURCE -j "$jobs" \
-  --suppress=missingIncludeSystem --error-exitcode=1 core llm_shards encoders tools tests bench
+  --suppress=missingIncludeSystem --error-exitcode=1 core llm_shards encoders proto coordinator workers tools tests bench
 echo "cppcheck: clean"
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAM_WERROR=ON
 cmake --build build -j "$jobs"
 (cd build && ctest --output-on-failure -j "$jobs")
+
+# libFuzzer on the wire-protocol decoder (label fuzz), bounded to 30 s; built with clang
+# directly because the main build uses gcc.
+if command -v clang >/dev/null; then
+  mkdir -p build/fuzz
+  clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I . tests/fuzz_proto.c proto/proto.c \
+    core/error.c core/log.c core/alloc.c -lmsgpackc -lm -lpthread -o build/fuzz/fuzz_proto
+  build/fuzz/fuzz_proto -max_total_time=30 -rss_limit_mb=1024 -print_final_stats=0 2>&1 | tail -2
+fi
 
 if [ "${AM_SKIP_SANITIZE:-0}" != 1 ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAM_SANITIZE=ON -DAM_WERROR=ON

@@ -1,0 +1,93 @@
+/* coordinator/client.h - the native C client of an anymal coordinator.
+ *
+ * One DEALER socket connected to the coordinator. A request is a list of
+ * parts (text, token ids, or a media item: image/video/audio/IMU file bytes)
+ * plus generation parameters; it is submitted asynchronously (many may be in
+ * flight) and its output arrives as events: TOKEN messages (the last one has
+ * a finish reason and the usage counts), or one ERROR. Every submitted
+ * request ends with exactly one final event (the coordinator guarantees it;
+ * the client adds a local timeout only in am_client_generate). ENCODE
+ * requests (embeddings only) end with one EMBED event.
+ *
+ * Not thread-safe: one am_client per thread. Errors: AM_EINVAL/AM_ERANGE for
+ * parameters (the message names them), AM_EIO for socket failures, AM_EAGAIN
+ * when a wait timed out.
+ */
+#ifndef AM_CLIENT_H
+#define AM_CLIENT_H
+
+#include "proto/transport.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct am_client am_client;
+
+typedef struct am_client_part {
+    uint8_t kind;        /* AM_SEG_TEXT, AM_SEG_IDS or AM_SEG_MEDIA */
+    const char *text;    /* TEXT */
+    size_t text_len;
+    const int32_t *ids;  /* IDS */
+    uint32_t n_ids;
+    uint8_t modality;    /* MEDIA: am_modality */
+    const void *data;    /* MEDIA: the file's bytes (copied into the message) */
+    size_t len;
+    uint32_t frames;     /* MEDIA video: frames to sample (0 = the model's default) */
+} am_client_part;
+
+typedef struct am_client_params {
+    uint32_t max_tokens;  /* >= 1 */
+    float temperature;    /* 0 = greedy */
+    int32_t top_k;
+    float top_p, repetition_penalty; /* 0 = off (1) */
+    uint64_t seed;
+    const char *const *stop;
+    uint32_t n_stop;
+    uint32_t deadline_ms; /* 0 = the coordinator's default */
+    int no_bos;           /* 1: do not prepend BOS */
+    const char *model;    /* NULL/"" = any */
+} am_client_params;
+
+typedef struct am_client_event {
+    uint8_t cmd;  /* AM_CMD_TOKEN, AM_CMD_EMBED, AM_CMD_ERROR or AM_CMD_DISCONNECT */
+    uint64_t rid; /* the request's id as returned by submit */
+    am_msg msg;   /* the decoded message (payloads point into the frames below) */
+    am_wire_in in;
+} am_client_event;
+
+int am_client_new(const char *endpoint, am_client **out);
+void am_client_destroy(am_client **p);
+
+/* Sends a GENERATE; *rid identifies its events. */
+int am_client_submit(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p,
+                     uint64_t *rid);
+/* Sends an ENCODE of one media item; it ends with one EMBED (or ERROR) event. */
+int am_client_encode(am_client *c, const am_client_part *media, uint64_t *rid);
+int am_client_cancel(am_client *c, uint64_t rid);
+
+/* Waits up to timeout_ms (-1 = forever) for the next event; AM_EAGAIN on timeout.
+ * Malformed messages from the coordinator are skipped (logged). */
+int am_client_next(am_client *c, int timeout_ms, am_client_event *ev);
+void am_client_event_fini(am_client_event *ev);
+
+/* Is ev the last event of its request? */
+int am_client_event_final(const am_client_event *ev);
+
+/* Blocking: submits one request and collects its answer; cb (may be NULL)
+ * sees each streamed piece. On an ERROR event returns AM_EIO with the
+ * coordinator's code in out->err_code and its message in am_err_msg(). */
+typedef int (*am_client_piece_fn)(void *user, const char *text, size_t len, const int32_t *ids, uint32_t n_ids);
+typedef struct am_client_result {
+    char *text; /* NUL-terminated (am_free via am_client_result_fini) */
+    size_t text_len;
+    int32_t *ids;
+    uint32_t n_ids;
+    uint8_t finish;
+    uint32_t prompt_tokens, completion_tokens;
+    int32_t err_code;
+} am_client_result;
+int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p,
+                       am_client_piece_fn cb, void *user, int timeout_ms, am_client_result *out);
+void am_client_result_fini(am_client_result *r);
+
+#endif

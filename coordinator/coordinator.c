@@ -1,0 +1,843 @@
+/* coordinator/coordinator.c - the broker loop, worker registry, request table and dispatch.
+ *
+ * Majordomo's structure (services, waiting workers, expiry times) with the
+ * two things the reference broker gets wrong done right: nothing asserts on
+ * what a peer sends, and the in-flight work of a dead worker is sent again.
+ * Request ids on the worker side are the coordinator's own: slot index in the
+ * low 16 bits, a sequence number above, so a reply for a slot that has been
+ * reused is recognised as stale.
+ */
+#include "coordinator/coordinator.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "proto/transport.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SLOT_BITS 16
+#define SLOT_MASK ((1u << SLOT_BITS) - 1)
+
+typedef struct worker {
+    int used;
+    uint8_t ident[AM_WIRE_MAX_ROUTING_BYTES];
+    size_t ident_len;
+    uint8_t role;
+    uint32_t mods; /* bit per am_modality */
+    char name[AM_PROTO_MAX_NAME_BYTES + 1], model[AM_PROTO_MAX_NAME_BYTES + 1], fp[AM_PROTO_MAX_NAME_BYTES + 1];
+    uint32_t capacity, out_dim, tp_size, in_flight;
+    int64_t expiry_ms, last_sent_ms;
+} worker;
+
+enum { P_QUEUED = 1, P_ASSIGNED, P_DONE };
+enum { R_GENERATE = 1, R_ENCODE };
+
+typedef struct part {
+    uint8_t modality, state;
+    uint32_t frames, attempt, n_rows, dim;
+    int worker;
+    zmq_msg_t media; /* kept until the rows arrive, for retries */
+    int has_media;
+    zmq_msg_t embed; /* rows that arrived before the GENERATE went out */
+    int has_embed;
+} part;
+
+typedef struct request {
+    uint64_t id; /* 0: free slot */
+    uint8_t kind;
+    uint8_t client[AM_WIRE_MAX_ROUTING_BYTES];
+    size_t client_len;
+    uint64_t client_rid;
+    am_msg gen; /* GENERATE as decoded (its segments; payload pointers unused) */
+    int leader;  /* worker index, -1 until dispatched */
+    int n_parts;
+    part parts[AM_PROTO_MAX_PAYLOADS];
+    int64_t deadline_ms;
+    uint32_t n_tokens;
+} request;
+
+/* A ring FIFO of (request id, part) references; stale entries are skipped on pop. */
+typedef struct qent {
+    uint64_t id;
+    uint32_t part;
+} qent;
+typedef struct queue {
+    qent *e;
+    size_t head, tail, cap; /* tail = number of entries */
+} queue;
+
+struct am_coord {
+    void *zctx, *sock;
+    char endpoint[256];
+    am_coord_opts o;
+    worker workers[AM_COORD_MAX_WORKERS];
+    request *reqs;
+    uint32_t seq;
+    queue encq[AM_MOD_COUNT];
+    queue genq;
+    atomic_int stop;
+    am_coord_stats st;
+    int64_t next_tick_ms;
+};
+
+/* ---------------------------------------------------------------- queues */
+
+static int q_push(queue *q, uint64_t id, uint32_t p, int front) {
+    if (q->tail == q->cap) { /* tail counts entries; head is the ring's start */
+        size_t cap = q->cap ? 2 * q->cap : 64;
+        qent *e = am_malloc(cap * sizeof *e);
+        if (!e) return AM_ENOMEM;
+        for (size_t i = 0; i < q->tail; i++) e[i] = q->e[(q->head + i) % q->cap];
+        am_free(q->e);
+        q->e = e, q->cap = cap, q->head = 0;
+    }
+    if (front) {
+        q->head = (q->head + q->cap - 1) % q->cap;
+        q->e[q->head] = (qent){id, p};
+    } else {
+        q->e[(q->head + q->tail) % q->cap] = (qent){id, p};
+    }
+    q->tail++;
+    return 0;
+}
+
+static int q_pop(queue *q, qent *out) {
+    if (!q->tail) return 0;
+    *out = q->e[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->tail--;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static request *req_get(am_coord *c, uint64_t id) {
+    uint32_t slot = (uint32_t)(id & SLOT_MASK);
+    if (!id || slot >= (uint32_t)c->o.max_requests) return NULL;
+    request *r = &c->reqs[slot];
+    return r->id == id ? r : NULL;
+}
+
+static int worker_find(am_coord *c, const void *ident, size_t len) {
+    for (int i = 0; i < AM_COORD_MAX_WORKERS; i++)
+        if (c->workers[i].used && c->workers[i].ident_len == len && !memcmp(c->workers[i].ident, ident, len)) return i;
+    return -1;
+}
+
+static int send_to(am_coord *c, const void *ident, size_t len, const am_msg *m, zmq_msg_t *pay, int n_pay) {
+    int rc = am_wire_send(c->sock, ident, len, m, pay, n_pay, ZMQ_DONTWAIT);
+    if (!rc) c->st.msgs_out++;
+    return rc;
+}
+
+static int send_worker(am_coord *c, int w, const am_msg *m, zmq_msg_t *pay, int n_pay) {
+    worker *k = &c->workers[w];
+    int rc = send_to(c, k->ident, k->ident_len, m, pay, n_pay);
+    if (!rc) k->last_sent_ms = am_wire_now_ms();
+    return rc;
+}
+
+static void send_simple(am_coord *c, const void *ident, size_t len, int cmd, uint64_t id, int32_t code,
+                        const char *message) {
+    am_msg m;
+    am_msg_init(&m, cmd);
+    m.id = id;
+    m.code = code;
+    m.message = message;
+    (void)send_to(c, ident, len, &m, NULL, 0);
+}
+
+static void worker_remove(am_coord *c, int w, const char *why);
+
+/* ---------------------------------------------------------------- request end */
+
+static void part_release(part *p) {
+    if (p->has_media) zmq_msg_close(&p->media);
+    if (p->has_embed) zmq_msg_close(&p->embed);
+    p->has_media = p->has_embed = 0;
+}
+
+/* Frees the slot; every path that ends a request comes through here once. */
+static void req_free(am_coord *c, request *r) {
+    for (int i = 0; i < r->n_parts; i++) {
+        part *p = &r->parts[i];
+        if (p->state == P_ASSIGNED && p->worker >= 0 && c->workers[p->worker].used &&
+            c->workers[p->worker].in_flight > 0)
+            c->workers[p->worker].in_flight--; /* its late EMBED will be discarded */
+        part_release(p);
+    }
+    if (r->leader >= 0 && c->workers[r->leader].used && c->workers[r->leader].in_flight > 0)
+        c->workers[r->leader].in_flight--;
+    am_msg_fini(&r->gen);
+    memset(r, 0, sizeof *r);
+    r->leader = -1;
+    c->st.n_active--;
+}
+
+/* Ends r with an ERROR to its client (and a CANCEL to its leader). */
+static void req_fail(am_coord *c, request *r, int32_t code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void req_fail(am_coord *c, request *r, int32_t code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r->leader >= 0 && c->workers[r->leader].used) {
+        am_msg m;
+        am_msg_init(&m, AM_CMD_CANCEL);
+        m.id = r->id;
+        (void)send_worker(c, r->leader, &m, NULL, 0);
+    }
+    AM_LOGI("coordinator: request %llu (client id %llu) failed: %d %s", (unsigned long long)r->id,
+            (unsigned long long)r->client_rid, code, msg);
+    send_simple(c, r->client, r->client_len, AM_CMD_ERROR, r->client_rid, code, msg);
+    c->st.requests_failed++;
+    req_free(c, r);
+}
+
+/* A send to a client failed: the request cannot reach its end message there. */
+static void client_send_failed(am_coord *c, request *r, int rc) {
+    if (rc == AM_EAGAIN) {
+        c->st.client_too_slow++;
+        AM_LOGW("coordinator: client of request %llu is at its high-water mark: the request ends with an error",
+                (unsigned long long)r->client_rid);
+        req_fail(c, r, AM_WERR_OVERLOADED, "client too slow: its queue reached the high-water mark");
+    } else {
+        c->st.client_gone++;
+        AM_LOGI("coordinator: client of request %llu is gone; cancelling", (unsigned long long)r->client_rid);
+        req_fail(c, r, AM_WERR_UNAVAILABLE, "client disconnected");
+    }
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static int model_matches(const request *r, const worker *k) {
+    const char *want = r->kind == R_GENERATE ? r->gen.model : NULL;
+    return !want || !want[0] || !strcmp(want, k->model);
+}
+
+/* The least-loaded live worker of a role (and modality) with room; -1 if none. */
+static int pick(am_coord *c, int role, int modality, const request *r) {
+    int best = -1;
+    double best_load = 2.0;
+    for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
+        worker *k = &c->workers[i];
+        if (!k->used || k->role != role || k->in_flight >= k->capacity) continue;
+        if (modality >= 0 && !(k->mods & (1u << modality))) continue;
+        if (!model_matches(r, k)) continue;
+        if (r->kind == R_GENERATE && role == AM_ROLE_ENCODER && r->leader >= 0 &&
+            c->workers[r->leader].out_dim != k->out_dim)
+            continue; /* rows must fit the leader's model width */
+        double load = (double)k->in_flight / k->capacity;
+        if (load < best_load) best = i, best_load = load;
+    }
+    return best;
+}
+
+static int send_encode(am_coord *c, request *r, int pi, int w) {
+    part *p = &r->parts[pi];
+    am_msg m;
+    am_msg_init(&m, AM_CMD_ENCODE);
+    m.id = r->id;
+    m.part = (uint32_t)pi;
+    m.attempt = p->attempt;
+    m.modality = p->modality;
+    m.frames = p->frames;
+    zmq_msg_t pay;
+    zmq_msg_init(&pay);
+    zmq_msg_copy(&pay, &p->media); /* shares the buffer: no byte is copied */
+    return send_worker(c, w, &m, &pay, 1);
+}
+
+static void flush_embed(am_coord *c, request *r, int pi);
+
+static int send_generate(am_coord *c, request *r, int w) {
+    am_msg_seg segs[AM_PROTO_MAX_SEGMENTS];
+    am_msg m = r->gen;
+    m.arena = NULL;
+    m.n_payloads = 0;
+    m.id = r->id;
+    m.deadline_ms = 0;
+    uint32_t part_no = 0;
+    for (uint32_t i = 0; i < m.n_segs; i++) {
+        segs[i] = r->gen.segs[i];
+        if (segs[i].kind == AM_SEG_MEDIA) {
+            segs[i].part = part_no;
+            segs[i].n_rows = r->parts[part_no].state == P_DONE ? r->parts[part_no].n_rows : 0;
+            segs[i].payload = UINT32_MAX;
+            part_no++;
+        }
+    }
+    m.segs = segs;
+    return send_worker(c, w, &m, NULL, 0);
+}
+
+static void dispatch(am_coord *c) {
+    /* Generation first: a leader that has the prompt prefills its text while the encoders work. */
+    queue keep = {0};
+    qent e;
+    int room = 0;
+    for (int i = 0; i < AM_COORD_MAX_WORKERS && !room; i++)
+        room = c->workers[i].used && c->workers[i].role == AM_ROLE_SHARD &&
+               c->workers[i].in_flight < c->workers[i].capacity;
+    while (room && q_pop(&c->genq, &e)) {
+        request *r = req_get(c, e.id);
+        if (!r || r->leader >= 0) continue;
+        int w = pick(c, AM_ROLE_SHARD, -1, r);
+        if (w < 0) {
+            if (q_push(&keep, e.id, 0, 0)) req_fail(c, r, AM_WERR_INTERNAL, "out of memory");
+            continue;
+        }
+        int rc = send_generate(c, r, w);
+        if (rc == AM_EAGAIN) {
+            c->st.hwm_requeues++;
+            if (q_push(&keep, e.id, 0, 0)) req_fail(c, r, AM_WERR_INTERNAL, "out of memory");
+            continue;
+        }
+        if (rc) {
+            if (q_push(&keep, e.id, 0, 0)) req_fail(c, r, AM_WERR_INTERNAL, "out of memory");
+            worker_remove(c, w, rc == AM_EUNREACH ? "not connected" : am_err_msg());
+            continue;
+        }
+        r->leader = w;
+        c->workers[w].in_flight++;
+        for (int i = 0; i < r->n_parts; i++)
+            if (r->parts[i].has_embed) flush_embed(c, r, i);
+    }
+    while (q_pop(&keep, &e)) (void)q_push(&c->genq, e.id, 0, 0);
+    am_free(keep.e);
+
+    for (int mod = 0; mod < AM_MOD_COUNT; mod++) {
+        while (q_pop(&c->encq[mod], &e)) {
+            request *r = req_get(c, e.id);
+            if (!r || e.part >= (uint32_t)r->n_parts || r->parts[e.part].state != P_QUEUED) continue;
+            int w = pick(c, AM_ROLE_ENCODER, mod, r);
+            if (w < 0) {
+                (void)q_push(&c->encq[mod], e.id, e.part, 1); /* head of line until a worker frees up */
+                break;
+            }
+            int rc = send_encode(c, r, (int)e.part, w);
+            if (rc) {
+                (void)q_push(&c->encq[mod], e.id, e.part, 1);
+                if (rc == AM_EAGAIN) {
+                    c->st.hwm_requeues++;
+                    break;
+                }
+                worker_remove(c, w, rc == AM_EUNREACH ? "not connected" : am_err_msg());
+                continue;
+            }
+            part *p = &r->parts[e.part];
+            p->state = P_ASSIGNED;
+            p->worker = w;
+            c->workers[w].in_flight++;
+            c->st.encode_jobs++;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void worker_remove(am_coord *c, int w, const char *why) {
+    worker *k = &c->workers[w];
+    if (!k->used) return;
+    AM_LOGW("coordinator: %s worker '%s' (%s) removed: %s", am_role_name(k->role), k->name, k->model, why);
+    k->used = 0; /* first, so nothing below dispatches to it */
+    c->st.n_workers--;
+    for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
+        request *r = &c->reqs[s];
+        if (!r->id) continue;
+        if (r->leader == w) {
+            r->leader = -1; /* its in-flight count went with it */
+            req_fail(c, r, AM_WERR_UNAVAILABLE, "shard group '%s' lost: %s", k->name, why);
+            continue;
+        }
+        for (int i = 0; i < r->n_parts; i++) {
+            part *p = &r->parts[i];
+            if (p->state != P_ASSIGNED || p->worker != w) continue;
+            p->worker = -1;
+            if (p->attempt + 1 >= (uint32_t)c->o.encode_max_attempts) {
+                req_fail(c, r, AM_WERR_UNAVAILABLE, "encoding part %d failed on %u workers (last: '%s': %s)", i,
+                         p->attempt + 1, k->name, why);
+                break;
+            }
+            p->attempt++;
+            p->state = P_QUEUED;
+            c->st.encode_retries++;
+            (void)q_push(&c->encq[p->modality], r->id, (uint32_t)i, 1);
+        }
+    }
+    memset(k, 0, sizeof *k);
+}
+
+static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
+    const void *id = zmq_msg_data((zmq_msg_t *)rt);
+    size_t len = zmq_msg_size((zmq_msg_t *)rt);
+    int w = worker_find(c, id, len);
+    if (w >= 0) { /* READY twice on one session is a protocol error (RFC 18) */
+        send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, "READY on a registered session");
+        worker_remove(c, w, "sent READY twice");
+        return;
+    }
+    for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
+        worker *k = &c->workers[i];
+        if (k->used && !strcmp(k->model, m->model) && strcmp(k->fp, m->fingerprint)) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "model '%s' fingerprint %s differs from worker '%s' (%s)", m->model,
+                     m->fingerprint, k->name, k->fp);
+            AM_LOGW("coordinator: refused worker '%s': %s", m->name, msg);
+            send_simple(c, id, len, AM_CMD_ERROR, 0, AM_WERR_BAD_REQUEST, msg);
+            send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, msg);
+            return;
+        }
+    }
+    for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
+        worker *k = &c->workers[i];
+        if (k->used) continue;
+        memset(k, 0, sizeof *k);
+        k->used = 1;
+        memcpy(k->ident, id, len);
+        k->ident_len = len;
+        k->role = m->role;
+        for (uint32_t j = 0; j < m->n_modalities; j++) k->mods |= 1u << m->modalities[j];
+        snprintf(k->name, sizeof k->name, "%s", m->name);
+        snprintf(k->model, sizeof k->model, "%s", m->model);
+        snprintf(k->fp, sizeof k->fp, "%s", m->fingerprint);
+        k->capacity = m->capacity;
+        k->out_dim = m->out_dim;
+        k->tp_size = m->tp_size;
+        k->expiry_ms = am_wire_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
+        k->last_sent_ms = 0; /* heartbeat at once: the worker learns it is registered */
+        c->st.n_workers++;
+        c->st.workers_registered++;
+        AM_LOGI("coordinator: %s worker '%s' registered (model %s, capacity %u, out_dim %u)", am_role_name(k->role),
+                k->name, k->model, k->capacity, k->out_dim);
+        return;
+    }
+    send_simple(c, id, len, AM_CMD_ERROR, 0, AM_WERR_OVERLOADED, "the worker table is full");
+    send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, "the worker table is full");
+}
+
+static void flush_embed(am_coord *c, request *r, int pi) {
+    part *p = &r->parts[pi];
+    if (p->dim != c->workers[r->leader].out_dim) {
+        req_fail(c, r, AM_WERR_INTERNAL, "part %d has rows of width %u, the model's is %u", pi, p->dim,
+                 c->workers[r->leader].out_dim);
+        return;
+    }
+    am_msg m;
+    am_msg_init(&m, AM_CMD_EMBED);
+    m.id = r->id;
+    m.part = (uint32_t)pi;
+    m.modality = p->modality;
+    m.n_rows = p->n_rows;
+    m.dim = p->dim;
+    p->has_embed = 0;
+    int rc = send_worker(c, r->leader, &m, &p->embed, 1); /* moves the rows: no copy */
+    if (rc) {
+        int w = r->leader;
+        if (rc == AM_EUNREACH) worker_remove(c, w, "not connected");
+        else req_fail(c, r, AM_WERR_OVERLOADED, "shard group '%s' is at its high-water mark", c->workers[w].name);
+    }
+}
+
+static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
+    request *r = req_get(c, m->id);
+    part *p = r && m->part < (uint32_t)r->n_parts ? &r->parts[m->part] : NULL;
+    if (!p || p->state != P_ASSIGNED || p->worker != w || p->attempt != m->attempt) {
+        c->st.stale_replies++;
+        return;
+    }
+    c->workers[w].in_flight--;
+    p->state = P_DONE;
+    p->worker = -1;
+    p->n_rows = m->n_rows;
+    p->dim = m->dim;
+    if (p->has_media) zmq_msg_close(&p->media), p->has_media = 0;
+    if (r->kind == R_ENCODE) {
+        am_msg out;
+        am_msg_init(&out, AM_CMD_EMBED);
+        out.id = r->client_rid;
+        out.part = 0;
+        out.modality = p->modality;
+        out.n_rows = m->n_rows;
+        out.dim = m->dim;
+        out.encode_us = m->encode_us;
+        zmq_msg_t pay;
+        zmq_msg_init(&pay);
+        zmq_msg_move(&pay, &in->frames[2]);
+        int rc = send_to(c, r->client, r->client_len, &out, &pay, 1);
+        if (rc) {
+            client_send_failed(c, r, rc);
+            return;
+        }
+        c->st.requests_done++;
+        req_free(c, r);
+        return;
+    }
+    if (r->leader >= 0 && c->workers[r->leader].out_dim != m->dim) {
+        req_fail(c, r, AM_WERR_INTERNAL, "encoder '%s' returned rows of width %u, the model's is %u",
+                 c->workers[w].name, m->dim, c->workers[r->leader].out_dim);
+        return;
+    }
+    zmq_msg_init(&p->embed);
+    zmq_msg_move(&p->embed, &in->frames[2]);
+    p->has_embed = 1;
+    if (r->leader >= 0) flush_embed(c, r, (int)m->part);
+}
+
+static void on_token(am_coord *c, int w, const am_msg *m) {
+    request *r = req_get(c, m->id);
+    if (!r || r->leader != w) {
+        c->st.stale_replies++;
+        return;
+    }
+    am_msg out = *m;
+    out.arena = NULL;
+    out.id = r->client_rid;
+    r->n_tokens += m->n_ids;
+    int rc = send_to(c, r->client, r->client_len, &out, NULL, 0);
+    if (rc) {
+        client_send_failed(c, r, rc);
+        return;
+    }
+    if (m->finish != AM_FIN_NONE) {
+        if (m->finish == AM_FIN_CANCELLED) c->st.requests_cancelled++;
+        else c->st.requests_done++;
+        req_free(c, r);
+    }
+}
+
+static void on_worker_error(am_coord *c, int w, const am_msg *m) {
+    request *r = req_get(c, m->id);
+    if (!r) {
+        c->st.stale_replies++;
+        if (!m->id) AM_LOGW("coordinator: worker '%s' reports: %d %s", c->workers[w].name, m->code, m->message);
+        return;
+    }
+    if (r->leader == w) {
+        c->workers[w].in_flight--;
+        r->leader = -1; /* no CANCEL: the leader ended it itself */
+        req_fail(c, r, m->code, "%s", m->message);
+        return;
+    }
+    for (int k = -1; k < r->n_parts; k++) {
+        int i = k < 0 ? (int)m->part : k; /* the part the ERROR names first */
+        if (i >= r->n_parts) continue;
+        part *p = &r->parts[i];
+        if (p->state == P_ASSIGNED && p->worker == w) {
+            /* The media itself was bad (the worker is fine): not retried. */
+            req_fail(c, r, m->code, "part %d (%s): %s", i, am_modality_name(p->modality), m->message);
+            return;
+        }
+    }
+    c->st.stale_replies++;
+}
+
+/* ---------------------------------------------------------------- clients */
+
+static request *req_new(am_coord *c, const zmq_msg_t *rt, uint64_t client_rid) {
+    for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
+        request *r = &c->reqs[s];
+        if (r->id) continue;
+        c->seq++;
+        if (!c->seq) c->seq = 1;
+        memset(r, 0, sizeof *r);
+        r->id = ((uint64_t)c->seq << SLOT_BITS) | s;
+        r->leader = -1;
+        r->client_len = zmq_msg_size((zmq_msg_t *)rt);
+        memcpy(r->client, zmq_msg_data((zmq_msg_t *)rt), r->client_len);
+        r->client_rid = client_rid;
+        c->st.n_active++;
+        c->st.requests_admitted++;
+        return r;
+    }
+    return NULL;
+}
+
+static request *req_by_client(am_coord *c, const zmq_msg_t *rt, uint64_t rid) {
+    size_t len = zmq_msg_size((zmq_msg_t *)rt);
+    const void *id = zmq_msg_data((zmq_msg_t *)rt);
+    for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
+        request *r = &c->reqs[s];
+        if (r->id && r->client_rid == rid && r->client_len == len && !memcmp(r->client, id, len)) return r;
+    }
+    return NULL;
+}
+
+static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
+    const void *cid = zmq_msg_data(&in->routing);
+    size_t clen = zmq_msg_size(&in->routing);
+    if (req_by_client(c, &in->routing, m->id)) {
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_BAD_REQUEST, "request id already in use");
+        c->st.requests_rejected++;
+        return;
+    }
+    request *r = req_new(c, &in->routing, m->id);
+    if (!r) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "overloaded: %d requests in flight; retry later", c->o.max_requests);
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_OVERLOADED, msg);
+        c->st.requests_rejected++;
+        return;
+    }
+    int64_t now = am_wire_now_ms();
+    r->kind = m->cmd == AM_CMD_GENERATE ? R_GENERATE : R_ENCODE;
+    r->deadline_ms = now + (m->cmd == AM_CMD_GENERATE && m->deadline_ms ? (int64_t)m->deadline_ms : (int64_t)c->o.deadline_default_ms);
+    if (r->kind == R_ENCODE) {
+        part *p = &r->parts[0];
+        r->n_parts = 1;
+        p->modality = m->modality;
+        p->frames = m->frames;
+        p->state = P_QUEUED;
+        p->worker = -1;
+        zmq_msg_init(&p->media);
+        zmq_msg_move(&p->media, &in->frames[2]);
+        p->has_media = 1;
+        am_msg_fini(m);
+    } else {
+        for (uint32_t i = 0; i < m->n_segs; i++) {
+            am_msg_seg *s = &m->segs[i];
+            if (s->kind != AM_SEG_MEDIA) continue;
+            if (s->payload == UINT32_MAX) {
+                req_fail(c, r, AM_WERR_BAD_REQUEST, "segments[%u]: a client's media segment needs a payload", i);
+                am_msg_fini(m);
+                return;
+            }
+            part *p = &r->parts[r->n_parts++];
+            p->modality = s->modality;
+            p->frames = s->frames;
+            p->state = P_QUEUED;
+            p->worker = -1;
+            zmq_msg_init(&p->media);
+            zmq_msg_move(&p->media, &in->frames[2 + s->payload]);
+            p->has_media = 1;
+        }
+        r->gen = *m; /* takes the decoded message's memory */
+        memset(m, 0, sizeof *m);
+        if (q_push(&c->genq, r->id, 0, 0)) {
+            req_fail(c, r, AM_WERR_INTERNAL, "out of memory");
+            return;
+        }
+    }
+    for (int i = 0; i < r->n_parts; i++)
+        if (q_push(&c->encq[r->parts[i].modality], r->id, (uint32_t)i, 0)) {
+            req_fail(c, r, AM_WERR_INTERNAL, "out of memory");
+            return;
+        }
+}
+
+static void on_cancel(am_coord *c, am_wire_in *in, const am_msg *m) {
+    request *r = req_by_client(c, &in->routing, m->id);
+    if (!r) return; /* already ended: its end message is on its way */
+    if (r->leader >= 0 && c->workers[r->leader].used) {
+        /* The leader answers with a final TOKEN (finish "cancelled"), which ends it. */
+        am_msg cm;
+        am_msg_init(&cm, AM_CMD_CANCEL);
+        cm.id = r->id;
+        if (!send_worker(c, r->leader, &cm, NULL, 0)) return;
+    }
+    am_msg t;
+    am_msg_init(&t, AM_CMD_TOKEN);
+    t.id = r->client_rid;
+    t.finish = AM_FIN_CANCELLED;
+    t.completion_tokens = r->n_tokens;
+    int leader = r->leader;
+    r->leader = -1;
+    if (leader >= 0 && c->workers[leader].in_flight > 0) c->workers[leader].in_flight--;
+    (void)send_to(c, r->client, r->client_len, &t, NULL, 0);
+    c->st.requests_cancelled++;
+    req_free(c, r);
+}
+
+/* ---------------------------------------------------------------- loop */
+
+static void on_message(am_coord *c, am_wire_in *in) {
+    const void *pid = zmq_msg_data(&in->routing);
+    size_t plen = zmq_msg_size(&in->routing);
+    int w = worker_find(c, pid, plen);
+    am_msg m;
+    c->st.msgs_in++;
+    int rc = am_wire_decode(in, &m);
+    if (rc) {
+        c->st.bad_msgs++;
+        AM_LOGI("coordinator: bad message from %s: %s", w >= 0 ? c->workers[w].name : "a client", am_err_msg());
+        send_simple(c, pid, plen, AM_CMD_ERROR, 0, rc == AM_ERANGE ? AM_WERR_TOO_LARGE : AM_WERR_BAD_REQUEST,
+                    am_err_msg());
+        /* A wrong header or version drops the session; a bad body costs only the message. */
+        if (rc == AM_EUNSUPPORTED || w >= 0 || (in->n_frames > 0 && zmq_msg_size(&in->frames[0]) != AM_PROTO_HEADER_BYTES))
+            send_simple(c, pid, plen, AM_CMD_DISCONNECT, 0, 0, "protocol error");
+        if (w >= 0) worker_remove(c, w, "sent a malformed message");
+        return;
+    }
+    if (w >= 0) c->workers[w].expiry_ms = am_wire_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
+    switch (m.cmd) {
+    case AM_CMD_READY:
+        on_ready(c, &in->routing, &m);
+        break;
+    case AM_CMD_HEARTBEAT:
+    case AM_CMD_EMBED:
+    case AM_CMD_TOKEN:
+        if (w < 0) { /* a worker we declared dead (or never knew): make it register again */
+            c->st.unknown_peer_msgs++;
+            if (m.cmd != AM_CMD_HEARTBEAT) c->st.stale_replies++;
+            send_simple(c, pid, plen, AM_CMD_DISCONNECT, 0, 0, "not registered");
+        } else if (m.cmd == AM_CMD_EMBED) {
+            on_embed(c, w, in, &m);
+        } else if (m.cmd == AM_CMD_TOKEN) {
+            on_token(c, w, &m);
+        }
+        break;
+    case AM_CMD_DISCONNECT:
+        if (w >= 0) {
+            c->st.workers_disconnected++;
+            worker_remove(c, w, "said DISCONNECT");
+        }
+        break;
+    case AM_CMD_ERROR:
+        if (w >= 0) on_worker_error(c, w, &m);
+        break;
+    case AM_CMD_GENERATE:
+    case AM_CMD_ENCODE:
+        if (w >= 0) {
+            send_simple(c, pid, plen, AM_CMD_DISCONNECT, 0, 0, "workers do not submit requests");
+            worker_remove(c, w, "sent a client command");
+        } else {
+            on_submit(c, in, &m);
+        }
+        break;
+    case AM_CMD_CANCEL:
+        if (w < 0) on_cancel(c, in, &m);
+        break;
+    default:
+        break;
+    }
+    am_msg_fini(&m);
+}
+
+static void tick(am_coord *c, int64_t now) {
+    for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
+        worker *k = &c->workers[i];
+        if (!k->used) continue;
+        if (now > k->expiry_ms) {
+            c->st.workers_expired++;
+            worker_remove(c, i, "missed its heartbeats");
+            continue;
+        }
+        if (now - k->last_sent_ms >= c->o.heartbeat_ms) {
+            am_msg m;
+            am_msg_init(&m, AM_CMD_HEARTBEAT);
+            int rc = send_worker(c, i, &m, NULL, 0);
+            if (rc == AM_EUNREACH) worker_remove(c, i, "not connected");
+        }
+    }
+    if (now < c->next_tick_ms) return;
+    c->next_tick_ms = now + AM_COORD_TICK_MS;
+    for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
+        request *r = &c->reqs[s];
+        if (r->id && now > r->deadline_ms) {
+            c->st.deadlines++;
+            req_fail(c, r, AM_WERR_DEADLINE, "deadline passed");
+        }
+    }
+}
+
+int am_coord_new(const am_coord_opts *o, am_coord **out) {
+    *out = NULL;
+    am_coord *c = am_calloc(1, sizeof *c);
+    if (!c) return AM_ENOMEM;
+    c->o = *o;
+    if (!c->o.heartbeat_ms) c->o.heartbeat_ms = AM_HEARTBEAT_MS;
+    if (!c->o.liveness) c->o.liveness = AM_HEARTBEAT_LIVENESS;
+    if (!c->o.max_requests) c->o.max_requests = AM_COORD_MAX_REQUESTS_DEFAULT;
+    if (!c->o.deadline_default_ms) c->o.deadline_default_ms = AM_COORD_DEADLINE_DEFAULT_MS;
+    if (!c->o.encode_max_attempts) c->o.encode_max_attempts = AM_COORD_ENCODE_MAX_ATTEMPTS;
+    int rc = 0;
+    if (c->o.heartbeat_ms < 10 || c->o.liveness < 1 || c->o.max_requests < 1 ||
+        c->o.max_requests > AM_COORD_MAX_REQUESTS_LIMIT || c->o.encode_max_attempts < 1) {
+        rc = am_err_set(AM_EINVAL, "coordinator options out of range (heartbeat %d ms >= 10, liveness %d >= 1, "
+                        "max requests %d in 1..%d)", c->o.heartbeat_ms, c->o.liveness, c->o.max_requests,
+                        AM_COORD_MAX_REQUESTS_LIMIT);
+        goto fail;
+    }
+    c->reqs = am_calloc((size_t)c->o.max_requests, sizeof *c->reqs);
+    if (!c->reqs) {
+        rc = AM_ENOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < c->o.max_requests; i++) c->reqs[i].leader = -1;
+    c->zctx = zmq_ctx_new();
+    c->sock = c->zctx ? zmq_socket(c->zctx, ZMQ_ROUTER) : NULL;
+    if (!c->sock) {
+        rc = am_err_set(AM_EIO, "cannot create a ZeroMQ ROUTER socket: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if ((rc = am_wire_setup(c->sock, 1, c->o.hwm, c->o.max_msg_bytes))) goto fail;
+    if (zmq_bind(c->sock, o->endpoint)) {
+        rc = am_err_set(AM_EIO, "cannot bind %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    size_t len = sizeof c->endpoint;
+    zmq_getsockopt(c->sock, ZMQ_LAST_ENDPOINT, c->endpoint, &len);
+    *out = c;
+    return 0;
+fail:
+    am_coord_destroy(&c);
+    return rc;
+}
+
+const char *am_coord_endpoint(const am_coord *c) { return c->endpoint; }
+void am_coord_stop(am_coord *c) { atomic_store(&c->stop, 1); }
+am_coord_stats am_coord_get_stats(const am_coord *c) { return c->st; }
+
+int am_coord_run(am_coord *c) {
+    while (!atomic_load(&c->stop)) {
+        zmq_pollitem_t pi = {c->sock, 0, ZMQ_POLLIN, 0};
+        int timeout = c->o.heartbeat_ms / 4 < AM_COORD_TICK_MS ? c->o.heartbeat_ms / 4 : AM_COORD_TICK_MS;
+        int n = zmq_poll(&pi, 1, timeout);
+        if (n < 0) {
+            if (zmq_errno() == EINTR) continue;
+            return am_err_set(AM_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+        }
+        /* Drain what is waiting (bounded, so timers still run under load). */
+        for (int k = 0; k < 1024 && (pi.revents & ZMQ_POLLIN); k++) {
+            am_wire_in in;
+            int rc = am_wire_recv(c->sock, 1, &in);
+            if (rc == AM_EAGAIN) break;
+            if (rc == AM_ETERM) return 0;
+            if (rc) {
+                c->st.bad_msgs++;
+                continue;
+            }
+            on_message(c, &in);
+            am_wire_in_close(&in);
+        }
+        dispatch(c);
+        tick(c, am_wire_now_ms());
+    }
+    return 0;
+}
+
+void am_coord_destroy(am_coord **p) {
+    am_coord *c = p ? *p : NULL;
+    if (!c) return;
+    if (c->reqs)
+        for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++)
+            if (c->reqs[s].id) req_fail(c, &c->reqs[s], AM_WERR_UNAVAILABLE, "coordinator shutting down");
+    if (c->sock)
+        for (int i = 0; i < AM_COORD_MAX_WORKERS; i++)
+            if (c->workers[i].used)
+                send_simple(c, c->workers[i].ident, c->workers[i].ident_len, AM_CMD_DISCONNECT, 0, 0,
+                            "coordinator shutting down");
+    for (int i = 0; i < AM_MOD_COUNT; i++) am_free(c->encq[i].e);
+    am_free(c->genq.e);
+    am_free(c->reqs);
+    if (c->sock) zmq_close(c->sock);
+    if (c->zctx) zmq_ctx_term(c->zctx);
+    am_free(c);
+    *p = NULL;
+}

@@ -1,0 +1,80 @@
+/* coordinator/coordinator.h - the broker: workers register, clients submit, every request ends once.
+ *
+ * One ROUTER socket (ZMQ_ROUTER_MANDATORY on, explicit HWMs and
+ * ZMQ_MAXMSGSIZE) and one single-threaded zmq_poll loop. Peers:
+ *  - encoder workers (READY role=encoder, one or more modalities) get ENCODE
+ *    jobs and answer EMBED or ERROR;
+ *  - shard leaders (READY role=shard; one per tensor-parallel group; several
+ *    groups of one model are data-parallel replicas) get GENERATE, EMBED and
+ *    CANCEL and answer TOKEN (streamed) or ERROR;
+ *  - clients (any other peer) send GENERATE, ENCODE and CANCEL and receive
+ *    TOKEN, EMBED and ERROR.
+ * Services: one per (modality, model) for encoders and one per model for
+ * shard groups; dispatch picks the least-loaded live worker (in-flight work /
+ * capacity) and never exceeds a worker's capacity (the rest waits in FIFO
+ * queues, one per modality, one for generation).
+ *
+ * The request table guarantees that every admitted request ends exactly once
+ * (a final TOKEN, an EMBED for a client's ENCODE, or an ERROR): on deadline,
+ * cancellation, a dead shard group (503: the group is one failure unit),
+ * failed media (400), or an encoder that died (its jobs are sent again, with
+ * a new attempt number, up to opts.encode_max_attempts). Replies that arrive
+ * for a request that has ended, from a worker that no longer holds the job,
+ * or with a stale attempt number are discarded and counted. A worker is dead
+ * after opts.liveness heartbeat intervals of silence; its late messages get a
+ * DISCONNECT, after which it registers again. Sends never block: a peer at
+ * its high-water mark is a counted, logged event (a job goes back to its
+ * queue; a client too slow to read its stream loses that request with an
+ * error), never a silent drop.
+ */
+#ifndef AM_COORDINATOR_H
+#define AM_COORDINATOR_H
+
+#include <stdint.h>
+
+#define AM_HEARTBEAT_MS 1000              /* default heartbeat interval */
+#define AM_HEARTBEAT_LIVENESS 3           /* intervals of silence before a peer is dead */
+#define AM_COORD_MAX_WORKERS 256
+#define AM_COORD_MAX_REQUESTS_DEFAULT 1024 /* admitted at once; more get 429 */
+#define AM_COORD_MAX_REQUESTS_LIMIT 65535
+#define AM_COORD_DEADLINE_DEFAULT_MS 120000
+#define AM_COORD_ENCODE_MAX_ATTEMPTS 3
+#define AM_COORD_TICK_MS 50               /* longest poll wait: deadlines are checked this often */
+
+typedef struct am_coord_opts {
+    const char *endpoint;     /* e.g. "tcp://127.0.0.1:5555", or "tcp://127.0.0.1:*" for any port */
+    int heartbeat_ms;         /* 0 = AM_HEARTBEAT_MS */
+    int liveness;             /* 0 = AM_HEARTBEAT_LIVENESS */
+    int hwm;                  /* 0 = AM_WIRE_HWM_MSGS */
+    int64_t max_msg_bytes;    /* ZMQ_MAXMSGSIZE; 0 = AM_WIRE_MAX_MSG_BYTES */
+    int max_requests;         /* 0 = AM_COORD_MAX_REQUESTS_DEFAULT */
+    int deadline_default_ms;  /* 0 = AM_COORD_DEADLINE_DEFAULT_MS */
+    int encode_max_attempts;  /* 0 = AM_COORD_ENCODE_MAX_ATTEMPTS */
+} am_coord_opts;
+
+typedef struct am_coord_stats {
+    int64_t msgs_in, msgs_out, bad_msgs;
+    int64_t requests_admitted, requests_done, requests_failed, requests_cancelled, requests_rejected;
+    int64_t encode_jobs, encode_retries, stale_replies, unknown_peer_msgs;
+    int64_t workers_registered, workers_expired, workers_disconnected;
+    int64_t hwm_requeues, client_gone, client_too_slow, deadlines;
+    int n_workers, n_active;
+} am_coord_stats;
+
+typedef struct am_coord am_coord;
+
+/* Creates the socket and binds it. AM_EIO naming the endpoint; AM_EINVAL for options. */
+int am_coord_new(const am_coord_opts *o, am_coord **out);
+/* Fails every active request (503 "coordinator shutting down"), says
+ * DISCONNECT to every worker, closes the socket. NULL-safe. */
+void am_coord_destroy(am_coord **p);
+/* The bound endpoint with the real port ("tcp://127.0.0.1:40123"). */
+const char *am_coord_endpoint(const am_coord *c);
+/* Serves until am_coord_stop. Returns 0, or AM_EIO on a socket failure. */
+int am_coord_run(am_coord *c);
+/* Makes am_coord_run return within AM_COORD_TICK_MS; async-signal-safe and thread-safe. */
+void am_coord_stop(am_coord *c);
+/* A snapshot of the counters (call from the loop's thread, or after run returned). */
+am_coord_stats am_coord_get_stats(const am_coord *c);
+
+#endif

@@ -1,0 +1,429 @@
+/* tests/test_actors.c - the actor system with real processes on loopback TCP.
+ *
+ * setup starts anymal-coordinator (100 ms heartbeats, liveness 3), two
+ * anymal-encoder workers (all modalities) and a P = 2 shard group
+ * (mpirun -np 2 anymal-shard-worker) on a tiny AnyMAL model made by
+ * `anymal mkmodel --with-encoders`. Then:
+ *  - e2e: 50 requests mixing text-only, image, audio and IMU prompts; every
+ *    answer equals the in-process engine's greedy answer (am_llama_eval over
+ *    the same token ids and encoder rows, one sequence at a time);
+ *  - kill_encoder: SIGKILL one encoder with requests in flight: all complete,
+ *    each exactly once (a replacement encoder is started afterwards);
+ *  - stop_encoder: SIGSTOP an encoder past its liveness, SIGCONT: every
+ *    request ends exactly once, the worker registers again;
+ *  - hostile: malformed, truncated, oversized and wrong-version messages from
+ *    a raw socket get an ERROR/DISCONNECT or a dropped connection; the
+ *    coordinator keeps serving.
+ * teardown stops every process (SIGTERM, then SIGKILL) and checks the
+ * coordinator's counters.
+ */
+#include "coordinator/client.h"
+#include "core/alloc.h"
+#include "core/cpu_backend.h"
+#include "core/error.h"
+#include "encoders/audio.h"
+#include "encoders/image.h"
+#include "encoders/imu.h"
+#include "encoders/vision.h"
+#include "llm_shards/model_files.h"
+#include "llm_shards/sampler.h"
+#include "test_util.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define HB_MS "100"
+#define N_E2E 50
+#define MAX_TOKENS 8
+#define TIMEOUT_MS 60000
+
+static char dir[256], model[300], ep[256], bin[512], src[512], coord_log[300];
+static pid_t p_coord, p_enc[3], p_shard;
+
+static pid_t spawn(char *const argv[], const char *log) {
+    pid_t p = fork();
+    if (p == 0) {
+        setpgid(0, 0); /* its own group: a kill reaches mpirun's ranks too */
+        if (log) {
+            FILE *f = freopen(log, "w", stderr);
+            (void)f;
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return p;
+}
+
+static void stop_proc(pid_t *p) {
+    if (*p <= 0) return;
+    kill(-*p, SIGTERM);
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(*p, NULL, WNOHANG) == *p) {
+            *p = 0;
+            return;
+        }
+        usleep(50000);
+    }
+    kill(-*p, SIGKILL);
+    waitpid(*p, NULL, 0);
+    *p = 0;
+}
+
+static pid_t start_encoder(int k) {
+    char path[600], name[32], log[320];
+    snprintf(path, sizeof path, "%s/anymal-encoder", bin);
+    snprintf(name, sizeof name, "enc%d", k);
+    snprintf(log, sizeof log, "%s/enc%d.log", dir, k);
+    char *argv[] = {path, "--coordinator", ep, "--model", model, "--modality", "all", "--threads", "1", "--name", name,
+                    "--heartbeat-ms", HB_MS, "--liveness", "3", "--reconnect-ms", "50,400", NULL};
+    return spawn(argv, log);
+}
+
+static void *read_file(const char *rel, size_t *len) {
+    char path[700];
+    void *d = NULL;
+    snprintf(path, sizeof path, "%s/tests/golden/%s", src, rel);
+    return am_read_file_limited(path, 1 << 26, &d, len) ? NULL : d;
+}
+
+/* ---- the in-process reference ---- */
+static am_model_files mf;
+static am_backend *be;
+static am_vision_model *vm;
+static am_audio_model *amod;
+static am_imu_model *im;
+static void *img_data, *aud_data, *imu_data;
+static size_t img_len, aud_len, imu_len;
+
+static int32_t *tokens(const char *text, int64_t *n) {
+    int32_t *ids = NULL;
+    am_tokenizer_encode(mf.tok, text, strlen(text), 0, &ids, n);
+    return ids;
+}
+
+/* Rows of a media item, encoded in-process. */
+static float *media_rows(int mod, int64_t *n_rows) {
+    am_backend *b = be;
+    float *out = NULL;
+    if (mod == AM_MOD_IMAGE) {
+        am_vision_encoder *e = NULL;
+        am_image_limits lim = am_image_default_limits();
+        am_image img;
+        float *px = am_aligned_alloc((size_t)am_vision_frame_floats(vm) * sizeof(float));
+        CHECK_OK(am_image_decode(img_data, img_len, "img", &lim, &img));
+        CHECK_OK(am_vision_preprocess(vm, &img, px));
+        am_image_fini(&img);
+        *n_rows = am_vision_n_tokens(vm, 1);
+        out = am_aligned_alloc((size_t)*n_rows * am_vision_out_dim(vm) * sizeof(float));
+        CHECK_OK(am_vision_encoder_new(vm, b, 1, 0, &e));
+        am_vision_item it = {px, 1, out};
+        CHECK_OK(am_vision_encode(e, &it, 1));
+        am_vision_encoder_destroy(&e);
+        am_aligned_free(px);
+    } else if (mod == AM_MOD_AUDIO) {
+        am_audio_encoder *e = NULL;
+        am_audio a;
+        CHECK_OK(am_audio_decode(aud_data, aud_len, "aud", NULL, am_audio_sample_rate(amod), &a));
+        *n_rows = am_audio_n_tokens(amod);
+        out = am_aligned_alloc((size_t)*n_rows * am_audio_out_dim(amod) * sizeof(float));
+        CHECK_OK(am_audio_encoder_new(amod, b, 1, 0, &e));
+        am_audio_item it = {a.samples, a.n, out};
+        CHECK_OK(am_audio_encode(e, &it, 1));
+        am_audio_encoder_destroy(&e);
+        am_audio_fini(&a);
+    } else {
+        am_imu_encoder *e = NULL;
+        am_imu_windows w;
+        am_imu_opts io = am_imu_default_opts();
+        CHECK_OK(am_imu_prepare(imu_data, imu_len, "imu.npy", AM_IMU_AUTO, &io, &w));
+        *n_rows = (int64_t)w.n_windows * am_imu_tokens_per_window(im);
+        out = am_aligned_alloc((size_t)*n_rows * am_imu_out_dim(im) * sizeof(float));
+        CHECK_OK(am_imu_encoder_new(im, b, 1, 0, &e));
+        am_imu_item it = {w.x, w.n_windows, out};
+        CHECK_OK(am_imu_encode(e, &it, 1));
+        am_imu_encoder_destroy(&e);
+        am_imu_windows_fini(&w);
+    }
+    return out;
+}
+
+/* Greedy answer for [BOS] text1 [media] text2, one sequence, contiguous KV. */
+static int reference(const char *t1, int mod, const char *t2, int32_t *ids_out) {
+    const am_llama_model *m = mf.model;
+    am_llama_ctx *ctx = NULL;
+    float *logits = am_aligned_alloc((size_t)m->cfg.vocab_size * sizeof(float));
+    CHECK_OK(am_llama_ctx_new(m, be, m->cfg.max_seq_len, 64, &ctx));
+    int32_t bos = am_tokenizer_bos(mf.tok);
+    int64_t n1, n2;
+    int32_t *a = tokens(t1, &n1), *b2 = t2 ? tokens(t2, &n2) : NULL;
+    int32_t *pre = am_malloc((size_t)(n1 + 1) * sizeof *pre);
+    pre[0] = bos;
+    memcpy(pre + 1, a, (size_t)n1 * sizeof *a);
+    CHECK_OK(am_llama_eval(ctx, pre, NULL, (int32_t)n1 + 1, logits, 0));
+    if (mod >= 0) {
+        int64_t nr;
+        float *rows = media_rows(mod, &nr);
+        CHECK_OK(am_llama_eval(ctx, NULL, rows, (int32_t)nr, logits, 0));
+        am_aligned_free(rows);
+    }
+    if (b2 && n2) CHECK_OK(am_llama_eval(ctx, b2, NULL, (int32_t)n2, logits, 0));
+    int n = 0;
+    for (; n < MAX_TOKENS; n++) {
+        int32_t id = am_argmax(logits, m->cfg.vocab_size);
+        if (id == am_tokenizer_eos(mf.tok)) break;
+        ids_out[n] = id;
+        if (n + 1 < MAX_TOKENS) CHECK_OK(am_llama_eval(ctx, &id, NULL, 1, logits, 0));
+    }
+    am_free(a), am_free(b2), am_free(pre);
+    am_aligned_free(logits);
+    am_llama_ctx_destroy(&ctx);
+    return n;
+}
+
+static void setup(void) {
+    const char *b = getenv("AM_BIN_DIR"), *s = getenv("AM_SOURCE_DIR");
+    snprintf(bin, sizeof bin, "%s", b ? b : "bin");
+    snprintf(src, sizeof src, "%s", s ? s : ".");
+    snprintf(dir, sizeof dir, "/tmp/am_actors_%d", (int)getpid());
+    snprintf(model, sizeof model, "%s/tiny", dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && %s/anymal mkmodel --shape tiny --with-encoders --seed 0 --out %s >/dev/null",
+             dir, bin, model);
+    CHECK(system(cmd) == 0);
+    char path[600], epf[300];
+    snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
+    snprintf(epf, sizeof epf, "%s/ep", dir);
+    snprintf(coord_log, sizeof coord_log, "%s/coord.log", dir);
+    char *cargv[] = {path, "--bind", "tcp://127.0.0.1:*", "--endpoint-file", epf, "--heartbeat-ms", HB_MS,
+                     "--liveness", "3", "--max-msg-bytes", "1048576", NULL};
+    p_coord = spawn(cargv, coord_log);
+    for (int i = 0; i < 100 && access(epf, R_OK); i++) usleep(50000);
+    FILE *f = fopen(epf, "r");
+    CHECK(f != NULL);
+    if (!f) return;
+    CHECK(fscanf(f, "%255s", ep) == 1);
+    fclose(f);
+    p_enc[0] = start_encoder(0);
+    p_enc[1] = start_encoder(1);
+    char mpirun[] = "/usr/bin/mpirun", sw[600], slog[300];
+    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
+    snprintf(slog, sizeof slog, "%s/shard.log", dir);
+    char *sargv[] = {mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none", sw, "--coordinator", ep, "--model",
+                     model, "--threads", "1", "--heartbeat-ms", HB_MS, "--liveness", "3", "--capacity", "16", NULL};
+    p_shard = spawn(sargv, slog);
+    /* In-process engine for the reference answers. */
+    CHECK_OK(am_model_files_open(&mf, model, NULL, 1));
+    CHECK_OK(am_cpu_backend_new(1, &be));
+    CHECK_OK(am_vision_model_load(model, &vm));
+    CHECK_OK(am_audio_model_load(model, &amod));
+    CHECK_OK(am_imu_model_load(model, &im));
+    img_data = read_file("vision/images/land_q90.jpg", &img_len);
+    aud_data = read_file("audio/speech48.wav", &aud_len);
+    imu_data = read_file("imu/imu50.npy", &imu_len);
+    CHECK(img_data && aud_data && imu_data);
+    /* Wait until the whole cluster answers (the shard group loads under mpirun). */
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    int ok = 0;
+    for (int i = 0; i < 60 && !ok && c; i++) {
+        am_client_part p = {.kind = AM_SEG_TEXT, .text = "hi", .text_len = 2};
+        am_client_params prm = {.max_tokens = 1, .deadline_ms = 1000};
+        am_client_result r;
+        if (!am_client_generate(c, &p, 1, &prm, NULL, NULL, 2000, &r)) ok = 1, am_client_result_fini(&r);
+        else usleep(200000);
+    }
+    CHECK(ok);
+    am_client_destroy(&c);
+}
+
+static const char *texts[] = {"Once upon a time", "The llama", "Hello world, this is", "What do you see", "zebra"};
+
+typedef struct {
+    uint64_t rid;
+    int finals, events_after_final, mod;
+    int32_t ids[64];
+    int n_ids, error;
+} track;
+
+/* Submits n requests (mod_of(i) picks each one's media, -1 = text only) and
+ * collects every event; calls mid() once after the first `mid_after` finals. */
+static void run_batch(int n, int (*mod_of)(int), track *t, int mid_after, void (*mid)(void)) {
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    if (!c) return;
+    for (int i = 0; i < n; i++) {
+        const char *t1 = texts[i % 5];
+        int mod = mod_of(i);
+        am_client_part parts[3] = {{.kind = AM_SEG_TEXT, .text = t1, .text_len = strlen(t1)}};
+        int np = 1;
+        if (mod >= 0) {
+            parts[np++] = (am_client_part){.kind = AM_SEG_MEDIA, .modality = (uint8_t)mod,
+                                           .data = mod == AM_MOD_IMAGE ? img_data : mod == AM_MOD_AUDIO ? aud_data : imu_data,
+                                           .len = mod == AM_MOD_IMAGE ? img_len : mod == AM_MOD_AUDIO ? aud_len : imu_len};
+            parts[np++] = (am_client_part){.kind = AM_SEG_TEXT, .text = "describe it", .text_len = 11};
+        }
+        am_client_params prm = {.max_tokens = MAX_TOKENS, .deadline_ms = 50000};
+        memset(&t[i], 0, sizeof t[i]);
+        t[i].mod = mod;
+        CHECK_OK(am_client_submit(c, parts, np, &prm, &t[i].rid));
+    }
+    int done = 0, mid_done = 0;
+    int64_t end = am_wire_now_ms() + TIMEOUT_MS;
+    while (done < n && am_wire_now_ms() < end) {
+        am_client_event ev;
+        if (am_client_next(c, 1000, &ev)) continue;
+        for (int i = 0; i < n; i++) {
+            if (t[i].rid != ev.rid) continue;
+            if (t[i].finals) t[i].events_after_final++;
+            if (ev.cmd == AM_CMD_TOKEN)
+                for (uint32_t k = 0; k < ev.msg.n_ids && t[i].n_ids < 64; k++) t[i].ids[t[i].n_ids++] = ev.msg.ids[k];
+            if (ev.cmd == AM_CMD_ERROR) {
+                t[i].error = ev.msg.code;
+                fprintf(stderr, "request %d: error %d %s\n", i, ev.msg.code, ev.msg.message);
+            }
+            if (am_client_event_final(&ev)) {
+                if (!t[i].finals) done++;
+                t[i].finals++;
+            }
+        }
+        am_client_event_fini(&ev);
+        if (mid && !mid_done && done >= mid_after) mid(), mid_done = 1;
+    }
+    /* Anything late (a duplicate) would show up now. */
+    am_client_event ev;
+    while (!am_client_next(c, 300, &ev)) {
+        for (int i = 0; i < n; i++)
+            if (t[i].rid == ev.rid) t[i].events_after_final++;
+        am_client_event_fini(&ev);
+    }
+    for (int i = 0; i < n; i++) {
+        CHECK_EQ_INT(t[i].finals, 1);
+        CHECK_EQ_INT(t[i].events_after_final, 0);
+        CHECK_EQ_INT(t[i].error, 0);
+    }
+    am_client_destroy(&c);
+}
+
+static int mod_mix(int i) { return i % 5 == 1 ? AM_MOD_IMAGE : i % 10 == 3 ? AM_MOD_AUDIO : i % 10 == 8 ? AM_MOD_IMU : -1; }
+static int mod_media(int i) { return i % 3 == 0 ? AM_MOD_IMAGE : i % 3 == 1 ? AM_MOD_AUDIO : AM_MOD_IMU; }
+
+static void test_e2e(void) {
+    static track t[N_E2E];
+    run_batch(N_E2E, mod_mix, t, 0, NULL);
+    int32_t ref[5][4][MAX_TOKENS];
+    int nref[5][4];
+    for (int k = 0; k < 5; k++)
+        for (int m = -1; m < 3; m++) {
+            int mod = m < 0 ? -1 : m == 0 ? AM_MOD_IMAGE : m == 1 ? AM_MOD_AUDIO : AM_MOD_IMU;
+            nref[k][m + 1] = reference(texts[k], mod, mod >= 0 ? "describe it" : NULL, ref[k][m + 1]);
+        }
+    int equal = 0;
+    for (int i = 0; i < N_E2E; i++) {
+        int mod = t[i].mod, col = mod < 0 ? 0 : mod == AM_MOD_IMAGE ? 1 : mod == AM_MOD_AUDIO ? 2 : 3;
+        int same = t[i].n_ids == nref[i % 5][col] && !memcmp(t[i].ids, ref[i % 5][col], (size_t)t[i].n_ids * 4);
+        if (!same) fprintf(stderr, "request %d (modality %d): answer differs from the in-process engine\n", i, mod);
+        equal += same;
+    }
+    printf("e2e: %d of %d answers equal the in-process greedy answers\n", equal, N_E2E);
+    CHECK_EQ_INT(equal, N_E2E);
+}
+
+static void kill_enc0(void) {
+    kill(p_enc[0], SIGKILL);
+    waitpid(p_enc[0], NULL, 0);
+    p_enc[0] = 0;
+}
+
+static void test_kill_encoder(void) {
+    static track t[30];
+    run_batch(30, mod_media, t, 2, kill_enc0);
+    p_enc[0] = start_encoder(2); /* back to two encoders */
+    usleep(500000);
+}
+
+static void stop_enc1(void) {
+    kill(p_enc[1], SIGSTOP);
+    usleep(800000); /* > liveness 3 x 100 ms: the coordinator declares it dead */
+    kill(p_enc[1], SIGCONT);
+}
+
+static void test_stop_encoder(void) {
+    static track t[30];
+    run_batch(30, mod_media, t, 1, stop_enc1);
+}
+
+static void test_hostile(void) {
+    void *zctx = zmq_ctx_new(), *s = zmq_socket(zctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    CHECK(zmq_connect(s, ep) == 0);
+    uint8_t hdr[AM_PROTO_HEADER_BYTES];
+    am_proto_header(AM_CMD_GENERATE, hdr);
+    uint8_t badver[5];
+    memcpy(badver, hdr, 5);
+    badver[3] = 9;
+    static char big[2 << 20];
+    am_bytes cases[][2] = {
+        {{"garbage", 7}, {"x", 1}},                /* wrong header */
+        {{badver, 5}, {"\x80", 1}},                /* wrong version */
+        {{hdr, 5}, {"\x82\xa2id", 4}},             /* truncated body */
+        {{hdr, 5}, {"\xdd\xff\xff\xff\xff", 5}},   /* a huge declared array */
+        {{hdr, 5}, {"\x81\xa2id\x01", 5}},         /* missing required fields */
+    };
+    int answered = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        CHECK_OK(am_wire_send_raw(s, cases[k], 2, 0));
+        zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, 2000) == 1) {
+            am_wire_in in;
+            while (!am_wire_recv(s, 0, &in)) {
+                am_msg m;
+                if (!am_wire_decode(&in, &m)) answered += m.cmd == AM_CMD_ERROR, am_msg_fini(&m);
+                am_wire_in_close(&in);
+            }
+        }
+    }
+    CHECK_EQ_INT(answered, 5);
+    /* Only a header frame; a frame over ZMQ_MAXMSGSIZE (the peer is dropped). */
+    CHECK_OK(am_wire_send_raw(s, (am_bytes[]){{hdr, 5}}, 1, 0));
+    CHECK_OK(am_wire_send_raw(s, (am_bytes[]){{hdr, 5}, {big, sizeof big}}, 2, 0));
+    usleep(300000);
+    zmq_close(s);
+    zmq_ctx_term(zctx);
+    /* The coordinator keeps serving. */
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    am_client_part p = {.kind = AM_SEG_TEXT, .text = "still there?", .text_len = 12};
+    am_client_params prm = {.max_tokens = 4};
+    am_client_result r;
+    CHECK_OK(am_client_generate(c, &p, 1, &prm, NULL, NULL, 20000, &r));
+    CHECK_EQ_INT(r.completion_tokens, r.n_ids);
+    am_client_result_fini(&r);
+    am_client_destroy(&c);
+}
+
+static void teardown(void) {
+    stop_proc(&p_shard);
+    for (int i = 0; i < 3; i++) stop_proc(&p_enc[i]);
+    stop_proc(&p_coord);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "grep -o '\"workers_registered\": [0-9]*' %s; grep -o '\"bad_msgs\": [0-9]*' %s",
+             coord_log, coord_log);
+    CHECK(system(cmd) == 0);
+    am_vision_model_destroy(&vm);
+    am_audio_model_destroy(&amod);
+    am_imu_model_destroy(&im);
+    am_backend_destroy(&be);
+    am_model_files_close(&mf);
+    am_free(img_data), am_free(aud_data), am_free(imu_data);
+    if (!am_test_failures) {
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        CHECK(system(cmd) == 0);
+    } else {
+        fprintf(stderr, "logs kept in %s\n", dir);
+    }
+}
+
+AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder), AM_TEST(test_stop_encoder),
+             AM_TEST(test_hostile), AM_TEST(teardown))

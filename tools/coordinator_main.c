@@ -1,0 +1,108 @@
+/* tools/coordinator_main.c - `anymal-coordinator`: the broker process (coordinator/coordinator.h).
+ *
+ * Binds, prints "anymal-coordinator: listening on ENDPOINT" (and writes the
+ * endpoint to --endpoint-file, for scripts that bind port 0), serves until
+ * SIGINT/SIGTERM, then ends every active request with an error, says
+ * DISCONNECT to the workers and prints its counters as one JSON line.
+ */
+#include "coordinator/coordinator.h"
+#include "core/error.h"
+#include "proto/proto.h"
+#include "tools/cli.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#define CMD "coordinator"
+
+static am_coord *g_coord;
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_coord) am_coord_stop(g_coord);
+}
+
+static void help(void) {
+    printf("usage: anymal-coordinator [--bind EP] [--endpoint-file PATH] [--heartbeat-ms N] [--liveness N]\n"
+           "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n\n"
+           "  --bind           ZeroMQ endpoint (default tcp://127.0.0.1:5555; tcp://127.0.0.1:* = any free port)\n"
+           "  --endpoint-file  write the bound endpoint there once listening\n"
+           "  --heartbeat-ms   heartbeat interval (default %d); a worker is dead after --liveness (default %d)\n"
+           "                   silent intervals\n"
+           "  --max-requests   requests admitted at once; more are refused with 429 (default %d)\n"
+           "  --deadline-ms    deadline of requests that give none (default %d)\n"
+           "  --max-msg-bytes  largest frame accepted (ZMQ_MAXMSGSIZE); a bigger one disconnects its peer\n"
+           "  --encode-attempts  workers an ENCODE job may try before its request fails (default %d)\n",
+           AM_HEARTBEAT_MS, AM_HEARTBEAT_LIVENESS, AM_COORD_MAX_REQUESTS_DEFAULT, AM_COORD_DEADLINE_DEFAULT_MS,
+           AM_COORD_ENCODE_MAX_ATTEMPTS);
+}
+
+int main(int argc, char **argv) {
+    am_cli cli;
+    am_cli_init(&cli, CMD, argc, argv);
+    am_coord_opts o = {.endpoint = "tcp://127.0.0.1:5555"};
+    const char *endpoint_file = NULL, *opt;
+    while ((opt = am_cli_next(&cli))) {
+        int64_t v;
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(opt, "--bind")) {
+            if (!(o.endpoint = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--endpoint-file")) {
+            if (!(endpoint_file = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--heartbeat-ms")) {
+            if (am_cli_int(&cli, 10, 600000, &v)) return AM_EXIT_USAGE;
+            o.heartbeat_ms = (int)v;
+        } else if (!strcmp(opt, "--liveness")) {
+            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
+            o.liveness = (int)v;
+        } else if (!strcmp(opt, "--max-requests")) {
+            if (am_cli_int(&cli, 1, AM_COORD_MAX_REQUESTS_LIMIT, &v)) return AM_EXIT_USAGE;
+            o.max_requests = (int)v;
+        } else if (!strcmp(opt, "--deadline-ms")) {
+            if (am_cli_int(&cli, 1, 86400000, &v)) return AM_EXIT_USAGE;
+            o.deadline_default_ms = (int)v;
+        } else if (!strcmp(opt, "--max-msg-bytes")) {
+            if (am_cli_int(&cli, 1024, (int64_t)AM_PROTO_MAX_PAYLOAD_BYTES + 4096, &v)) return AM_EXIT_USAGE;
+            o.max_msg_bytes = v;
+        } else if (!strcmp(opt, "--encode-attempts")) {
+            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
+            o.encode_max_attempts = (int)v;
+        } else {
+            return am_cli_fail(&cli, "unknown option '%s'", opt);
+        }
+    }
+    int rc = am_coord_new(&o, &g_coord);
+    if (rc) return am_cli_error(CMD, rc);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "anymal-coordinator: listening on %s\n", am_coord_endpoint(g_coord));
+    if (endpoint_file) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", endpoint_file);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%s\n", am_coord_endpoint(g_coord)) < 0 || fclose(f) || rename(tmp, endpoint_file)) {
+            am_coord_destroy(&g_coord);
+            return am_cli_error(CMD, am_err_set(AM_EIO, "--endpoint-file %s: cannot write it", endpoint_file));
+        }
+    }
+    rc = am_coord_run(g_coord);
+    am_coord_stats s = am_coord_get_stats(g_coord);
+    am_coord *c = g_coord;
+    g_coord = NULL;
+    am_coord_destroy(&c);
+    fprintf(stderr,
+            "{\"coordinator\": {\"msgs_in\": %lld, \"msgs_out\": %lld, \"bad_msgs\": %lld, \"admitted\": %lld, "
+            "\"done\": %lld, \"failed\": %lld, \"cancelled\": %lld, \"rejected\": %lld, \"encode_jobs\": %lld, "
+            "\"encode_retries\": %lld, \"stale_replies\": %lld, \"workers_registered\": %lld, "
+            "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, \"deadlines\": %lld}}\n",
+            (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs, (long long)s.requests_admitted,
+            (long long)s.requests_done, (long long)s.requests_failed, (long long)s.requests_cancelled,
+            (long long)s.requests_rejected, (long long)s.encode_jobs, (long long)s.encode_retries,
+            (long long)s.stale_replies, (long long)s.workers_registered, (long long)s.workers_expired,
+            (long long)s.hwm_requeues, (long long)s.client_gone, (long long)s.deadlines);
+    return rc ? am_cli_error(CMD, rc) : 0;
+}

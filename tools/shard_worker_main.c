@@ -1,0 +1,126 @@
+/* tools/shard_worker_main.c - `mpirun -np P anymal-shard-worker --coordinator EP --model PATH`:
+ * a shard group serving a coordinator.
+ *
+ * Every rank loads its slice (llm_shards/shard_group.h). Rank 0 creates the
+ * paged group context and runs the shard leader (workers/shard_leader.h):
+ * registers the group, feeds GENERATE/EMBED/CANCEL into the scheduler and
+ * streams TOKEN messages; the other ranks serve its steps. SIGTERM/SIGINT on
+ * the leader stop the group cleanly (followers ignore them and leave when the
+ * leader stops the group). Runs without mpirun as a group of one.
+ */
+#include "core/error.h"
+#include "llm_shards/sched.h"
+#include "llm_shards/shard_group.h"
+#include "tools/cli.h"
+#include "workers/shard_leader.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CMD "shard-worker"
+#define SHARD_WORKER_MAX_BLOCKS_DEFAULT 4096
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+static void help(void) {
+    printf("usage: mpirun -np P anymal-shard-worker --coordinator EP --model PATH [--threads N] [--capacity N]\n"
+           "              [--kv-blocks N] [--block-size N] [--max-batch N] [--name S] [--model-name S]\n"
+           "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] [--allreduce-bf16]\n\n"
+           "  --capacity    requests in flight at once (default %d)\n"
+           "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at most %d)\n"
+           "  --max-batch   rows per step (default %d)\n",
+           AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT, AM_SCHED_DEFAULT_MAX_BATCH);
+}
+
+int main(int argc, char **argv) {
+    am_cli cli;
+    am_cli_init(&cli, CMD, argc, argv);
+    am_shard_leader_opts lo = {0};
+    am_shard_group_opts go = {.need_tok = 1, .allreduce_dtype = AM_DTYPE_F32};
+    int64_t n_blocks = 0, block_size = AM_SCHED_DEFAULT_BLOCK_SIZE, max_batch = AM_SCHED_DEFAULT_MAX_BATCH;
+    const char *opt;
+    while ((opt = am_cli_next(&cli))) {
+        int64_t v;
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(opt, "--coordinator")) {
+            if (!(lo.endpoint = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--model")) {
+            if (!(go.model_path = lo.model_path = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--name")) {
+            if (!(lo.name = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--model-name")) {
+            if (!(lo.model_name = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--threads")) {
+            if (am_cli_int(&cli, 1, 1024, &v)) return AM_EXIT_USAGE;
+            go.n_threads = (int)v;
+        } else if (!strcmp(opt, "--capacity")) {
+            if (am_cli_int(&cli, 1, 65536, &v)) return AM_EXIT_USAGE;
+            lo.capacity = (int)v;
+        } else if (!strcmp(opt, "--kv-blocks")) {
+            if (am_cli_int(&cli, 1, 1 << 24, &n_blocks)) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--block-size")) {
+            if (am_cli_int(&cli, 1, 4096, &block_size)) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--max-batch")) {
+            if (am_cli_int(&cli, 1, 1 << 16, &max_batch)) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--heartbeat-ms")) {
+            if (am_cli_int(&cli, 10, 600000, &v)) return AM_EXIT_USAGE;
+            lo.heartbeat_ms = (int)v;
+        } else if (!strcmp(opt, "--liveness")) {
+            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
+            lo.liveness = (int)v;
+        } else if (!strcmp(opt, "--reconnect-ms")) {
+            const char *s = am_cli_value(&cli);
+            int a = 0, b = 0;
+            if (!s || sscanf(s, "%d,%d", &a, &b) < 1 || a < 1) return am_cli_fail(&cli, "--reconnect-ms wants MIN[,MAX]");
+            lo.reconnect_min_ms = a, lo.reconnect_max_ms = b;
+        } else if (!strcmp(opt, "--allreduce-bf16")) {
+            go.allreduce_dtype = AM_DTYPE_BF16;
+        } else {
+            return am_cli_fail(&cli, "unknown option '%s'", opt);
+        }
+    }
+    if (!lo.endpoint || !lo.model_path) return am_cli_fail(&cli, "--coordinator and --model are required");
+    am_cli_process_setup(go.n_threads);
+    am_shard_group *g = NULL;
+    int rc = am_shard_group_new(&argc, &argv, &go, &g);
+    if (rc) return 1; /* already printed, naming the rank */
+    struct sigaction sa = {.sa_handler = am_shard_group_rank(g) == 0 ? on_signal : SIG_IGN};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int status = 0;
+    if (am_shard_group_rank(g) == 0) {
+        const am_llama_model *m = am_shard_group_model(g);
+        lo.tp_size = am_shard_group_size(g);
+        lo.max_batch = (int32_t)max_batch;
+        if (!n_blocks) {
+            int cap = lo.capacity ? lo.capacity : AM_SHARD_LEADER_CAPACITY_DEFAULT;
+            n_blocks = (int64_t)cap * ((m->cfg.max_seq_len + block_size - 1) / block_size);
+            if (n_blocks > SHARD_WORKER_MAX_BLOCKS_DEFAULT) n_blocks = SHARD_WORKER_MAX_BLOCKS_DEFAULT;
+        }
+        am_llama_ctx *ctx = NULL;
+        am_shard_leader_stats st = {0};
+        rc = am_shard_group_paged_ctx_new(g, (int32_t)n_blocks, (int32_t)block_size, (int32_t)max_batch, &ctx);
+        if (!rc) rc = am_shard_leader_run(ctx, am_shard_group_tokenizer(g), &lo, &g_stop, &st);
+        if (rc) status = am_cli_error(CMD, rc);
+        else
+            fprintf(stderr,
+                    "{\"shard_leader\": {\"tp\": %d, \"requests\": %lld, \"tokens\": %lld, \"steps\": %lld, "
+                    "\"busy_s\": %.3f, \"idle_s\": %.3f, \"wait_rows_s\": %.3f, \"held_s\": %.3f}}\n",
+                    lo.tp_size, (long long)st.requests, (long long)st.tokens, (long long)st.steps, st.busy_s,
+                    st.idle_s, st.wait_rows_s, st.held_s);
+        am_llama_ctx_destroy(&ctx);
+        if ((rc = am_shard_group_stop(g))) am_tp_fatal(am_shard_group_comm(g), rc, "stopping the group");
+    } else if ((rc = am_shard_group_serve(g))) {
+        status = 1;
+    }
+    am_shard_group_destroy(&g);
+    return status;
+}

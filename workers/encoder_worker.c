@@ -1,0 +1,345 @@
+/* workers/encoder_worker.c - batching ENCODE jobs across requests and running the encoders. */
+#include "workers/encoder_worker.h"
+
+#include "core/alloc.h"
+#include "core/cpu_backend.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "encoders/audio.h"
+#include "encoders/imu.h"
+#include "encoders/vision.h"
+#include "proto/transport.h"
+#include "workers/worker_link.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define IDENTITY_HEAD_BYTES 65536
+
+int am_model_identity(const char *path, char *name, size_t name_cap, char fp[17]) {
+    char buf[4096];
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    snprintf(name, name_cap, "%.*s", (int)(n - b), path + b);
+    struct stat st;
+    if (stat(path, &st)) return am_err_set(AM_EIO, "%s: cannot stat the model", path);
+    uint64_t h = 1469598103934665603ull;
+    FILE *f = NULL;
+    if (S_ISDIR(st.st_mode)) {
+        snprintf(buf, sizeof buf, "%.*s/anymal.json", (int)n, path);
+        if (!(f = fopen(buf, "rb"))) {
+            snprintf(buf, sizeof buf, "%.*s/config.json", (int)n, path);
+            f = fopen(buf, "rb");
+        }
+    } else {
+        f = fopen(path, "rb");
+        for (int i = 0; i < 8; i++) h = (h ^ (uint8_t)((uint64_t)st.st_size >> (8 * i))) * 1099511628211ull;
+    }
+    if (f) {
+        size_t total = 0, got;
+        while (total < IDENTITY_HEAD_BYTES && (got = fread(buf, 1, sizeof buf, f)) > 0) {
+            for (size_t i = 0; i < got; i++) h = (h ^ (uint8_t)buf[i]) * 1099511628211ull;
+            total += got;
+        }
+        fclose(f);
+    }
+    snprintf(fp, 17, "%016llx", (unsigned long long)h);
+    return 0;
+}
+
+typedef struct job {
+    am_wire_in in;
+    am_msg m; /* ENCODE; payloads point into in */
+    int64_t t_ms;
+    /* while a batch runs */
+    float *pixels; /* vision */
+    int32_t n_frames;
+    am_audio audio;
+    am_imu_windows imu;
+    float *out;
+    int64_t n_rows;
+    int failed;
+} job;
+
+typedef struct ew {
+    const am_encoder_worker_opts *o;
+    void *pipe;
+    am_backend *be;
+    am_vision_model *vm;
+    am_vision_encoder *ve;
+    am_audio_model *amod;
+    am_audio_encoder *ae;
+    am_imu_model *im;
+    am_imu_encoder *ie;
+    int32_t out_dim;
+    int n_threads;
+    job *jobs;
+    int n_jobs, capacity, max_batch;
+    int64_t n_done, n_batches;
+} ew;
+
+static void free_rows(void *data, void *hint) {
+    (void)hint;
+    am_aligned_free(data);
+}
+
+static void job_clear(job *j) {
+    am_aligned_free(j->pixels);
+    am_aligned_free(j->out);
+    am_audio_fini(&j->audio);
+    am_imu_windows_fini(&j->imu);
+    am_msg_fini(&j->m);
+    am_wire_in_close(&j->in);
+    memset(j, 0, sizeof *j);
+}
+
+static void reply_error(ew *w, const am_msg *req, int32_t code, const char *what) {
+    am_msg m;
+    char msg[AM_PROTO_MAX_MESSAGE_BYTES];
+    snprintf(msg, sizeof msg, "%s", what);
+    am_msg_init(&m, AM_CMD_ERROR);
+    m.id = req->id;
+    m.part = req->part;
+    m.code = code;
+    m.message = msg;
+    (void)am_wire_send(w->pipe, NULL, 0, &m, NULL, 0, 0);
+}
+
+/* Decodes and preprocesses one job's media; on failure replies ERROR 400. */
+static void prepare(ew *w, job *j) {
+    const am_msg *m = &j->m;
+    const void *data = m->payloads[0].data;
+    size_t len = m->payloads[0].len;
+    char name[64];
+    snprintf(name, sizeof name, "request %llu part %u", (unsigned long long)m->id, m->part);
+    int rc = 0;
+    if (m->modality == AM_MOD_IMAGE) {
+        am_image_limits lim = am_image_default_limits();
+        am_image img;
+        if (!(rc = am_image_decode(data, len, name, &lim, &img))) {
+            j->n_frames = 1;
+            if (!(j->pixels = am_aligned_alloc((size_t)am_vision_frame_floats(w->vm) * sizeof(float))))
+                rc = am_err_set(AM_ENOMEM, "%s: out of memory", name);
+            else
+                rc = am_vision_preprocess(w->vm, &img, j->pixels);
+            am_image_fini(&img);
+        }
+        if (!rc) j->n_rows = am_vision_n_tokens(w->vm, 1);
+    } else if (m->modality == AM_MOD_VIDEO) {
+        am_video_limits vl = am_video_default_limits();
+        j->n_frames = m->frames ? (int32_t)m->frames : w->vm->video_frames;
+        rc = am_vision_video_pixels(w->vm, data, len, name, j->n_frames, w->n_threads, &vl, &j->pixels);
+        if (!rc) j->n_rows = am_vision_n_tokens(w->vm, j->n_frames);
+    } else if (m->modality == AM_MOD_AUDIO) {
+        am_audio_limits al = am_audio_default_limits();
+        rc = am_audio_decode(data, len, name, &al, am_audio_sample_rate(w->amod), &j->audio);
+        if (!rc) j->n_rows = am_audio_n_tokens(w->amod);
+    } else {
+        am_imu_opts io = am_imu_default_opts();
+        rc = am_imu_prepare(data, len, name, AM_IMU_AUTO, &io, &j->imu);
+        if (!rc) j->n_rows = (int64_t)j->imu.n_windows * am_imu_tokens_per_window(w->im);
+    }
+    if (!rc && !(j->out = am_aligned_alloc((size_t)j->n_rows * (size_t)w->out_dim * sizeof(float))))
+        rc = am_err_set(AM_ENOMEM, "%s: out of memory for %lld rows", name, (long long)j->n_rows);
+    if (rc) {
+        j->failed = 1;
+        reply_error(w, m, rc == AM_ENOMEM ? AM_WERR_INTERNAL : rc == AM_ERANGE ? AM_WERR_TOO_LARGE : AM_WERR_BAD_REQUEST,
+                    am_err_msg()[0] ? am_err_msg() : am_strerror(rc));
+    }
+}
+
+static void send_embed(ew *w, job *j, uint32_t encode_us) {
+    am_msg m;
+    am_msg_init(&m, AM_CMD_EMBED);
+    m.id = j->m.id;
+    m.part = j->m.part;
+    m.attempt = j->m.attempt;
+    m.modality = j->m.modality;
+    m.n_rows = (uint32_t)j->n_rows;
+    m.dim = (uint32_t)w->out_dim;
+    m.encode_us = encode_us;
+    zmq_msg_t pay;
+    size_t bytes = (size_t)j->n_rows * (size_t)w->out_dim * sizeof(float);
+    if (am_wire_payload_own(&pay, j->out, bytes, free_rows, NULL)) {
+        reply_error(w, &j->m, AM_WERR_INTERNAL, am_err_msg());
+        return;
+    }
+    j->out = NULL; /* libzmq frees it after sending */
+    if (am_wire_send(w->pipe, NULL, 0, &m, &pay, 1, 0))
+        AM_LOGW("encoder worker: EMBED of request %llu not sent: %s", (unsigned long long)m.id, am_err_msg());
+}
+
+/* Runs every waiting job: one batched encoder call per encoder. */
+static void run_batch(ew *w) {
+    int n = w->n_jobs;
+    for (int i = 0; i < n; i++) prepare(w, &w->jobs[i]);
+    am_vision_item vit[AM_ENCODER_MAX_CAPACITY];
+    am_audio_item ait[AM_ENCODER_MAX_CAPACITY];
+    am_imu_item iit[AM_ENCODER_MAX_CAPACITY];
+    int nv = 0, na = 0, ni = 0;
+    for (int i = 0; i < n; i++) {
+        job *j = &w->jobs[i];
+        if (j->failed) continue;
+        if (j->m.modality == AM_MOD_IMAGE || j->m.modality == AM_MOD_VIDEO)
+            vit[nv++] = (am_vision_item){j->pixels, j->n_frames, j->out};
+        else if (j->m.modality == AM_MOD_AUDIO)
+            ait[na++] = (am_audio_item){j->audio.samples, j->audio.n, j->out};
+        else
+            iit[ni++] = (am_imu_item){j->imu.x, j->imu.n_windows, j->out};
+    }
+    for (int kind = 0; kind < 3; kind++) {
+        int cnt = kind == 0 ? nv : kind == 1 ? na : ni;
+        if (!cnt) continue;
+        struct timespec ts0, ts1;
+        clock_gettime(CLOCK_MONOTONIC, &ts0);
+        int rc = kind == 0 ? am_vision_encode(w->ve, vit, cnt) : kind == 1 ? am_audio_encode(w->ae, ait, cnt)
+                                                                           : am_imu_encode(w->ie, iit, cnt);
+        clock_gettime(CLOCK_MONOTONIC, &ts1);
+        uint32_t us = (uint32_t)((ts1.tv_sec - ts0.tv_sec) * 1000000 + (ts1.tv_nsec - ts0.tv_nsec) / 1000);
+        for (int i = 0; i < n; i++) {
+            job *j = &w->jobs[i];
+            int mk = j->m.modality == AM_MOD_AUDIO ? 1 : j->m.modality == AM_MOD_IMU ? 2 : 0;
+            if (j->failed || mk != kind) continue;
+            if (rc) reply_error(w, &j->m, AM_WERR_INTERNAL, am_err_msg());
+            else send_embed(w, j, us);
+        }
+    }
+    for (int i = 0; i < n; i++) job_clear(&w->jobs[i]);
+    w->n_done += n;
+    w->n_batches++;
+    w->n_jobs = 0;
+}
+
+static void on_pipe(ew *w) {
+    for (;;) {
+        /* Received straight into the next job slot (there is one spare): a
+         * decoded message points into its frames, so they must not move. */
+        job *j = &w->jobs[w->n_jobs];
+        memset(j, 0, sizeof *j);
+        if (am_wire_recv(w->pipe, 0, &j->in)) return;
+        am_msg *m = &j->m;
+        int rc = am_wire_decode(&j->in, m);
+        if (rc) {
+            AM_LOGW("encoder worker: dropped a malformed message: %s", am_err_msg());
+            job_clear(j);
+            continue;
+        }
+        if (m->cmd == AM_CMD_DISCONNECT) {
+            /* The session ended: the coordinator has given these jobs to others. */
+            job_clear(j);
+            for (int i = 0; i < w->n_jobs; i++) job_clear(&w->jobs[i]);
+            w->n_jobs = 0;
+            continue;
+        }
+        if (m->cmd == AM_CMD_ENCODE) {
+            int served = (m->modality == AM_MOD_IMAGE || m->modality == AM_MOD_VIDEO) ? w->vm != NULL
+                         : m->modality == AM_MOD_AUDIO                                ? w->amod != NULL
+                                                                                      : w->im != NULL;
+            if (!served) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "this worker does not serve %s", am_modality_name(m->modality));
+                reply_error(w, m, AM_WERR_NOT_FOUND, msg);
+            } else if (w->n_jobs >= w->capacity) {
+                reply_error(w, m, AM_WERR_OVERLOADED, "encoder worker over its capacity");
+            } else {
+                j->t_ms = am_wire_now_ms();
+                w->n_jobs++; /* the job keeps its frames and message */
+                continue;
+            }
+        }
+        job_clear(j);
+    }
+}
+
+static int load(ew *w) {
+    const am_encoder_worker_opts *o = w->o;
+    w->n_threads = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int rc = am_cpu_backend_new(w->n_threads, &w->be);
+    if (rc) return rc;
+    if (o->modalities & ((1u << AM_MOD_IMAGE) | (1u << AM_MOD_VIDEO))) {
+        if ((rc = am_vision_model_load(o->model_dir, &w->vm)) ||
+            (rc = am_vision_encoder_new(w->vm, w->be, w->n_threads, 0, &w->ve)))
+            return rc;
+        w->out_dim = am_vision_out_dim(w->vm);
+    }
+    if (o->modalities & (1u << AM_MOD_AUDIO)) {
+        if ((rc = am_audio_model_load(o->model_dir, &w->amod)) ||
+            (rc = am_audio_encoder_new(w->amod, w->be, w->n_threads, 0, &w->ae)))
+            return rc;
+        if (w->out_dim && w->out_dim != am_audio_out_dim(w->amod))
+            return am_err_set(AM_ESHAPE, "%s: audio rows are %d wide, vision rows %d", o->model_dir,
+                              am_audio_out_dim(w->amod), w->out_dim);
+        w->out_dim = am_audio_out_dim(w->amod);
+    }
+    if (o->modalities & (1u << AM_MOD_IMU)) {
+        if ((rc = am_imu_model_load(o->model_dir, &w->im)) ||
+            (rc = am_imu_encoder_new(w->im, w->be, w->n_threads, 0, &w->ie)))
+            return rc;
+        if (w->out_dim && w->out_dim != am_imu_out_dim(w->im))
+            return am_err_set(AM_ESHAPE, "%s: IMU rows are %d wide, other rows %d", o->model_dir,
+                              am_imu_out_dim(w->im), w->out_dim);
+        w->out_dim = am_imu_out_dim(w->im);
+    }
+    if (!w->out_dim) return am_err_set(AM_EINVAL, "no modality to serve");
+    return 0;
+}
+
+int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t *stop) {
+    ew w = {.o = o};
+    am_link *link = NULL;
+    w.max_batch = o->max_batch > 0 ? o->max_batch : AM_ENCODER_MAX_BATCH_DEFAULT;
+    w.capacity = o->capacity > 0 ? o->capacity : 2 * w.max_batch;
+    if (w.capacity > AM_ENCODER_MAX_CAPACITY) w.capacity = AM_ENCODER_MAX_CAPACITY;
+    if (w.max_batch > w.capacity) w.max_batch = w.capacity;
+    const int wait_ms = o->batch_wait_ms >= 0 ? o->batch_wait_ms : AM_ENCODER_BATCH_WAIT_MS_DEFAULT;
+    char model[AM_PROTO_MAX_NAME_BYTES + 1], fp[17], name[64];
+    int rc = load(&w);
+    if (!rc) rc = am_model_identity(o->model_dir, model, sizeof model, fp);
+    if (!rc && !(w.jobs = am_calloc((size_t)w.capacity + 1, sizeof *w.jobs))) rc = AM_ENOMEM;
+    if (rc) goto done;
+    snprintf(name, sizeof name, "encoder-%d", (int)getpid());
+    am_link_opts lo = {.endpoint = o->endpoint, .heartbeat_ms = o->heartbeat_ms, .liveness = o->liveness,
+                       .reconnect_min_ms = o->reconnect_min_ms, .reconnect_max_ms = o->reconnect_max_ms};
+    am_msg_init(&lo.ready, AM_CMD_READY);
+    lo.ready.role = AM_ROLE_ENCODER;
+    lo.ready.name = o->name ? o->name : name;
+    lo.ready.model = o->model_name ? o->model_name : model;
+    lo.ready.fingerprint = fp;
+    lo.ready.capacity = (uint32_t)w.capacity;
+    lo.ready.out_dim = (uint32_t)w.out_dim;
+    for (int mod = 0; mod < AM_MOD_COUNT; mod++)
+        if (o->modalities & (1u << mod)) lo.ready.modalities[lo.ready.n_modalities++] = (uint8_t)mod;
+    if ((rc = am_link_new(&lo, &link))) goto done;
+    w.pipe = am_link_pipe(link);
+    while (!*stop) {
+        int timeout = 100;
+        if (w.n_jobs) {
+            int64_t left = w.jobs[0].t_ms + wait_ms - am_wire_now_ms();
+            timeout = left > 0 ? (int)left : 0;
+        }
+        zmq_pollitem_t pi = {w.pipe, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, timeout) < 0 && zmq_errno() != EINTR) break;
+        if (pi.revents & ZMQ_POLLIN) on_pipe(&w);
+        if (w.n_jobs && (w.n_jobs >= w.max_batch || am_wire_now_ms() - w.jobs[0].t_ms >= wait_ms)) run_batch(&w);
+    }
+    AM_LOGI("encoder worker: %lld jobs in %lld batches", (long long)w.n_done, (long long)w.n_batches);
+done:
+    am_link_destroy(&link);
+    if (w.jobs)
+        for (int i = 0; i < w.n_jobs; i++) job_clear(&w.jobs[i]);
+    am_free(w.jobs);
+    am_vision_encoder_destroy(&w.ve);
+    am_audio_encoder_destroy(&w.ae);
+    am_imu_encoder_destroy(&w.ie);
+    am_vision_model_destroy(&w.vm);
+    am_audio_model_destroy(&w.amod);
+    am_imu_model_destroy(&w.im);
+    am_backend_destroy(&w.be);
+    return rc;
+}

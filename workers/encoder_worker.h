@@ -1,0 +1,47 @@
+/* workers/encoder_worker.h - the encoder worker: ENCODE jobs in, EMBED rows out.
+ *
+ * Loads the encoders of an AnyMAL model directory for the modalities it
+ * serves (image and video share the vision tower; audio; imu), registers
+ * with the coordinator (workers/worker_link.h: heartbeats and reconnects on
+ * their own thread) and serves ENCODE jobs. Jobs are batched across
+ * requests: a batch is run when max_batch jobs are waiting or the oldest has
+ * waited batch_wait_ms, and all its items of one encoder go through one
+ * batched call (results equal one at a time, encoders/README.md). Each job
+ * gets an EMBED (n_rows x out_dim f32 rows, sent without copying) or an
+ * ERROR naming what was wrong with its media (400; the coordinator does not
+ * retry those). The worker admits at most `capacity` jobs at once (it says
+ * so in READY; the coordinator never sends more).
+ */
+#ifndef AM_ENCODER_WORKER_H
+#define AM_ENCODER_WORKER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#define AM_ENCODER_MAX_BATCH_DEFAULT 8
+#define AM_ENCODER_BATCH_WAIT_MS_DEFAULT 2
+#define AM_ENCODER_MAX_CAPACITY 1024
+
+typedef struct am_encoder_worker_opts {
+    const char *endpoint;   /* the coordinator */
+    const char *model_dir;  /* AnyMAL model directory */
+    const char *name;       /* worker name in logs and READY (NULL: "encoder-<pid>") */
+    const char *model_name; /* NULL: the directory's base name */
+    uint32_t modalities;    /* bit per am_modality */
+    int n_threads;          /* compute threads (0: online CPUs) */
+    int max_batch;          /* 0 = AM_ENCODER_MAX_BATCH_DEFAULT */
+    int batch_wait_ms;      /* < 0 = AM_ENCODER_BATCH_WAIT_MS_DEFAULT */
+    int capacity;           /* 0 = 2 * max_batch */
+    int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms; /* 0 = defaults (worker_link.h) */
+} am_encoder_worker_opts;
+
+/* Loads the models, serves until *stop becomes non-zero, says DISCONNECT and
+ * returns 0; or returns a load error (message names the file) before serving. */
+int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t *stop);
+
+/* The model's name and fingerprint as every worker of it reports them in
+ * READY: base name of path; FNV-1a 64 of anymal.json (or config.json) for a
+ * directory, of the size and first 64 KiB for a file, as 16 hex digits. */
+int am_model_identity(const char *path, char *name, size_t name_cap, char fp[17]);
+
+#endif

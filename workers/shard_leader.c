@@ -1,0 +1,389 @@
+/* workers/shard_leader.c - the shard leader's engine loop: wire messages <-> scheduler. */
+#include "workers/shard_leader.h"
+
+#include "core/alloc.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "encoders/audio.h"
+#include "encoders/vision.h"
+#include "llm_shards/sched.h"
+#include "proto/transport.h"
+#include "workers/encoder_worker.h"
+#include "workers/worker_link.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct lreq {
+    uint64_t id;
+    int submitted, orphan;
+    am_msg gen;                 /* GENERATE as received (segments, stop strings) */
+    int32_t part_seg[AM_PROTO_MAX_PAYLOADS]; /* part -> scheduler segment */
+    uint32_t part_rows[AM_PROTO_MAX_PAYLOADS]; /* 0 = unknown yet */
+    float *early[AM_PROTO_MAX_PAYLOADS];       /* rows that came before submission */
+    int n_parts;
+    double t_held;
+    struct leader *L;
+} lreq;
+
+typedef struct leader {
+    void *pipe;
+    am_sched *s;
+    const am_tokenizer *tok;
+    int32_t dim;
+    lreq **reqs;
+    int n_reqs, cap;
+    am_vision_model *vm; /* only for slot sizes */
+    am_audio_model *amod;
+    am_shard_leader_stats st;
+} leader;
+
+static lreq *find(leader *L, uint64_t id) {
+    for (int i = 0; i < L->n_reqs; i++)
+        if (L->reqs[i]->id == id) return L->reqs[i];
+    return NULL;
+}
+
+static void drop(leader *L, lreq *r) {
+    for (int i = 0; i < L->n_reqs; i++)
+        if (L->reqs[i] == r) L->reqs[i] = L->reqs[--L->n_reqs];
+    for (int p = 0; p < r->n_parts; p++) am_free(r->early[p]);
+    am_msg_fini(&r->gen);
+    am_free(r);
+}
+
+static void send_error(leader *L, uint64_t id, int rc, const char *what) {
+    am_msg m;
+    am_msg_init(&m, AM_CMD_ERROR);
+    m.id = id;
+    m.code = rc == AM_EINVAL || rc == AM_EFORMAT ? AM_WERR_BAD_REQUEST : rc == AM_ERANGE ? AM_WERR_TOO_LARGE
+                                                                                       : AM_WERR_INTERNAL;
+    m.message = what && what[0] ? what : am_strerror(rc);
+    (void)am_wire_send(L->pipe, NULL, 0, &m, NULL, 0, 0);
+}
+
+static int on_token(void *user, int32_t id, const char *text, size_t len) {
+    lreq *r = user;
+    if (r->orphan) return 1;
+    am_msg m;
+    am_msg_init(&m, AM_CMD_TOKEN);
+    m.id = r->id;
+    m.ids = id >= 0 ? &id : NULL;
+    m.n_ids = id >= 0 ? 1 : 0;
+    m.text = text;
+    m.text_len = (uint32_t)len;
+    r->L->st.tokens += m.n_ids;
+    (void)am_wire_send(r->L->pipe, NULL, 0, &m, NULL, 0, 0);
+    return 0;
+}
+
+static void on_done(void *user, uint64_t id, const am_gen_result *res, int err) {
+    lreq *r = user;
+    leader *L = r->L;
+    (void)id;
+    if (!r->orphan) {
+        if (err) {
+            send_error(L, r->id, err, am_err_msg());
+        } else {
+            static const uint8_t fin[] = {AM_FIN_LENGTH, AM_FIN_EOS, AM_FIN_STOP, AM_FIN_CANCELLED};
+            am_msg m;
+            am_msg_init(&m, AM_CMD_TOKEN);
+            m.id = r->id;
+            m.finish = (unsigned)res->finish < 4 ? fin[res->finish] : AM_FIN_LENGTH;
+            m.prompt_tokens = (uint32_t)res->n_prompt;
+            m.completion_tokens = (uint32_t)res->n_ids;
+            (void)am_wire_send(L->pipe, NULL, 0, &m, NULL, 0, 0);
+        }
+    }
+    drop(L, r);
+}
+
+/* Rows a media slot will have, when the model directory says (0 = not known before encoding). */
+static uint32_t slot_rows(leader *L, const am_msg_seg *s) {
+    if ((s->modality == AM_MOD_IMAGE || s->modality == AM_MOD_VIDEO) && L->vm)
+        return (uint32_t)am_vision_n_tokens(L->vm, s->modality == AM_MOD_IMAGE ? 1
+                                                   : s->frames                ? (int32_t)s->frames
+                                                                              : L->vm->video_frames);
+    if (s->modality == AM_MOD_AUDIO && L->amod) return (uint32_t)am_audio_n_tokens(L->amod);
+    return 0;
+}
+
+/* Builds the scheduler's segments and submits; 0, or an error already reported to the coordinator. */
+static int try_submit(leader *L, lreq *r) {
+    for (int p = 0; p < r->n_parts; p++)
+        if (!r->part_rows[p]) return 0; /* held until that slot's rows tell its size */
+    const am_msg *g = &r->gen;
+    am_prompt_seg segs[AM_PROTO_MAX_SEGMENTS + 2];
+    int32_t *ids = NULL;
+    int64_t n_ids = 0, cap = 0;
+    int n = 0, rc = 0, part = 0;
+    /* Token ids of the whole prompt live in one buffer; segments point into it. */
+    int64_t starts[AM_PROTO_MAX_SEGMENTS + 2];
+    int tok_seg[AM_PROTO_MAX_SEGMENTS + 2];
+    int n_tok = 0;
+    const int32_t bos = L->tok ? am_tokenizer_bos(L->tok) : AM_LLAMA_BOS;
+    for (uint32_t i = 0; i <= g->n_segs && !rc; i++) {
+        int32_t *piece = NULL;
+        int64_t n_piece = 0;
+        if (i == 0 && g->add_bos) {
+            piece = am_malloc(sizeof *piece);
+            if (!piece) rc = AM_ENOMEM;
+            else piece[0] = bos, n_piece = 1;
+        }
+        if (!rc && i < g->n_segs && g->segs[i].kind == AM_SEG_TEXT) {
+            int32_t *t = NULL;
+            int64_t nt = 0;
+            if (!L->tok) rc = am_err_set(AM_EINVAL, "this shard group has no tokenizer: send token ids");
+            else rc = am_tokenizer_encode(L->tok, g->segs[i].text, g->segs[i].text_len, 0, &t, &nt);
+            if (!rc && nt) {
+                int32_t *m2 = am_realloc(piece, (size_t)(n_piece + nt) * sizeof *m2);
+                if (!m2) rc = AM_ENOMEM;
+                else memcpy(m2 + n_piece, t, (size_t)nt * sizeof *t), piece = m2, n_piece += nt;
+            }
+            am_free(t);
+        } else if (!rc && i < g->n_segs && g->segs[i].kind == AM_SEG_IDS && g->segs[i].n_ids) {
+            int32_t *m2 = am_realloc(piece, (size_t)(n_piece + g->segs[i].n_ids) * sizeof *m2);
+            if (!m2) rc = AM_ENOMEM;
+            else memcpy(m2 + n_piece, g->segs[i].ids, g->segs[i].n_ids * sizeof *m2), piece = m2, n_piece += g->segs[i].n_ids;
+        }
+        if (!rc && n_piece) {
+            if (n_ids + n_piece > cap) {
+                cap = (n_ids + n_piece) * 2;
+                int32_t *m2 = am_realloc(ids, (size_t)cap * sizeof *m2);
+                if (!m2) rc = AM_ENOMEM;
+                else ids = m2;
+            }
+            if (!rc) {
+                /* Merge with the previous token segment when adjacent. */
+                if (n && segs[n - 1].kind == AM_SEG_TOKENS) {
+                    segs[n - 1].n += (int32_t)n_piece;
+                } else {
+                    starts[n_tok] = n_ids;
+                    tok_seg[n_tok++] = n;
+                    segs[n] = (am_prompt_seg){.kind = AM_SEG_TOKENS, .n = (int32_t)n_piece};
+                    n++;
+                }
+                memcpy(ids + n_ids, piece, (size_t)n_piece * sizeof *ids);
+                n_ids += n_piece;
+            }
+        }
+        am_free(piece);
+        if (!rc && i < g->n_segs && g->segs[i].kind == AM_SEG_MEDIA) {
+            r->part_seg[part] = n;
+            segs[n] = (am_prompt_seg){.kind = AM_SEG_EMBD, .n = (int32_t)r->part_rows[part], .rows = r->early[part]};
+            n++;
+            part++;
+        }
+    }
+    for (int k = 0; k < n_tok && !rc; k++) segs[tok_seg[k]].ids = ids + starts[k];
+    if (!rc && n > AM_SCHED_MAX_SEGMENTS)
+        rc = am_err_set(AM_ERANGE, "the prompt has %d segments after merging text (at most %d)", n, AM_SCHED_MAX_SEGMENTS);
+    if (!rc) {
+        am_sched_request q = {.id = r->id, .segs = segs, .n_segs = n, .on_token = on_token, .on_done = on_done,
+                              .user = r};
+        q.params.sampling = am_sampling_default();
+        q.params.sampling.temperature = g->temperature;
+        q.params.sampling.top_k = g->top_k;
+        q.params.sampling.top_p = g->top_p;
+        q.params.sampling.repetition_penalty = g->repetition_penalty;
+        q.params.sampling.seed = g->seed;
+        q.params.max_tokens = (int32_t)g->max_tokens;
+        q.params.stop = g->stop;
+        q.params.n_stop = (int)g->n_stop;
+        rc = am_sched_submit(L->s, &q);
+    }
+    am_free(ids);
+    if (rc) {
+        send_error(L, r->id, rc, am_err_msg());
+        drop(L, r);
+        return rc;
+    }
+    r->submitted = 1;
+    if (r->t_held > 0) L->st.held_s += am_now_s() - r->t_held;
+    for (int p = 0; p < r->n_parts; p++) am_free(r->early[p]), r->early[p] = NULL;
+    L->st.requests++;
+    return 0;
+}
+
+static void on_generate(leader *L, am_msg *m) {
+    if (find(L, m->id)) {
+        send_error(L, m->id, AM_EINVAL, "request id already live on this shard group");
+        return;
+    }
+    lreq *r = am_calloc(1, sizeof *r);
+    lreq **grown = L->n_reqs == L->cap ? am_realloc(L->reqs, (size_t)(L->cap ? 2 * L->cap : 64) * sizeof *grown) : L->reqs;
+    if (!r || !grown) {
+        am_free(r);
+        if (grown) L->reqs = grown;
+        send_error(L, m->id, AM_ENOMEM, "out of memory");
+        return;
+    }
+    if (L->n_reqs == L->cap) L->cap = L->cap ? 2 * L->cap : 64;
+    L->reqs = grown;
+    L->reqs[L->n_reqs++] = r;
+    r->id = m->id;
+    r->L = L;
+    r->gen = *m;
+    memset(m, 0, sizeof *m);
+    for (uint32_t i = 0; i < r->gen.n_segs; i++) {
+        const am_msg_seg *s = &r->gen.segs[i];
+        if (s->kind != AM_SEG_MEDIA) continue;
+        if (r->n_parts == AM_PROTO_MAX_PAYLOADS) {
+            send_error(L, r->id, AM_ERANGE, "too many media parts");
+            drop(L, r);
+            return;
+        }
+        r->part_rows[r->n_parts] = s->n_rows ? s->n_rows : slot_rows(L, s);
+        r->n_parts++;
+    }
+    r->t_held = am_now_s();
+    (void)try_submit(L, r);
+}
+
+static void on_embed(leader *L, const am_msg *m) {
+    lreq *r = find(L, m->id);
+    if (!r || m->part >= (uint32_t)r->n_parts) return; /* ended meanwhile */
+    const float *rows = m->payloads[0].data;
+    if ((int32_t)m->dim != L->dim || (r->part_rows[m->part] && r->part_rows[m->part] != m->n_rows)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "part %u: %u rows of width %u, the slot wants %u rows of width %d", m->part,
+                 m->n_rows, m->dim, r->part_rows[m->part], L->dim);
+        if (r->submitted) {
+            r->orphan = 1; /* the ERROR below is its end */
+            (void)am_sched_cancel(L->s, r->id);
+            send_error(L, m->id, AM_EINVAL, msg);
+        } else {
+            send_error(L, m->id, AM_EINVAL, msg);
+            drop(L, r);
+        }
+        return;
+    }
+    if (r->submitted) {
+        int rc = am_sched_supply(L->s, r->id, r->part_seg[m->part], rows, (int32_t)m->n_rows);
+        if (rc) AM_LOGW("shard leader: rows of request %llu part %u: %s", (unsigned long long)r->id, m->part, am_err_msg());
+        return;
+    }
+    size_t bytes = (size_t)m->n_rows * m->dim * sizeof(float);
+    am_free(r->early[m->part]);
+    if (!(r->early[m->part] = am_malloc(bytes))) {
+        send_error(L, r->id, AM_ENOMEM, "out of memory for rows");
+        drop(L, r);
+        return;
+    }
+    memcpy(r->early[m->part], rows, bytes);
+    r->part_rows[m->part] = m->n_rows;
+    (void)try_submit(L, r);
+}
+
+static void on_cancel(leader *L, uint64_t id) {
+    lreq *r = find(L, id);
+    if (!r) return;
+    if (r->submitted) {
+        (void)am_sched_cancel(L->s, id); /* on_done sends the final TOKEN */
+        return;
+    }
+    am_msg m;
+    am_msg_init(&m, AM_CMD_TOKEN);
+    m.id = id;
+    m.finish = AM_FIN_CANCELLED;
+    (void)am_wire_send(L->pipe, NULL, 0, &m, NULL, 0, 0);
+    drop(L, r);
+}
+
+static void session_lost(leader *L) {
+    while (L->n_reqs) {
+        lreq *r = L->reqs[L->n_reqs - 1];
+        r->orphan = 1;
+        if (r->submitted) {
+            if (am_sched_cancel(L->s, r->id)) drop(L, r);
+        } else {
+            drop(L, r);
+        }
+    }
+}
+
+static void drain(leader *L) {
+    for (;;) {
+        am_wire_in in;
+        if (am_wire_recv(L->pipe, 0, &in)) return;
+        am_msg m;
+        if (am_wire_decode(&in, &m)) {
+            AM_LOGW("shard leader: dropped a malformed message: %s", am_err_msg());
+        } else if (m.cmd == AM_CMD_GENERATE) {
+            on_generate(L, &m);
+        } else if (m.cmd == AM_CMD_EMBED) {
+            on_embed(L, &m);
+        } else if (m.cmd == AM_CMD_CANCEL) {
+            on_cancel(L, m.id);
+        } else if (m.cmd == AM_CMD_DISCONNECT) {
+            session_lost(L);
+        }
+        am_msg_fini(&m);
+        am_wire_in_close(&in);
+    }
+}
+
+int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_shard_leader_opts *o,
+                        volatile sig_atomic_t *stop, am_shard_leader_stats *st) {
+    leader L = {.tok = tok};
+    am_link *link = NULL;
+    const am_llama_model *model = am_llama_ctx_model(ctx);
+    L.dim = model->cfg.dim;
+    char mname[AM_PROTO_MAX_NAME_BYTES + 1], fp[17], name[64];
+    int rc = am_model_identity(o->model_path, mname, sizeof mname, fp);
+    if (!rc) rc = am_sched_new(ctx, tok, o->max_batch, &L.s);
+    if (rc) goto done;
+    /* Slot sizes of image/video/audio come from the encoder configs (mapped, not read). */
+    if (am_vision_model_load(o->model_path, &L.vm)) L.vm = NULL;
+    if (am_audio_model_load(o->model_path, &L.amod)) L.amod = NULL;
+    am_err_clear();
+    snprintf(name, sizeof name, "shard-%d", (int)getpid());
+    am_link_opts lo = {.endpoint = o->endpoint, .heartbeat_ms = o->heartbeat_ms, .liveness = o->liveness,
+                       .reconnect_min_ms = o->reconnect_min_ms, .reconnect_max_ms = o->reconnect_max_ms};
+    am_msg_init(&lo.ready, AM_CMD_READY);
+    lo.ready.role = AM_ROLE_SHARD;
+    lo.ready.name = o->name ? o->name : name;
+    lo.ready.model = o->model_name ? o->model_name : mname;
+    lo.ready.fingerprint = fp;
+    lo.ready.capacity = (uint32_t)(o->capacity > 0 ? o->capacity : AM_SHARD_LEADER_CAPACITY_DEFAULT);
+    lo.ready.out_dim = (uint32_t)L.dim;
+    lo.ready.tp_size = (uint32_t)(o->tp_size > 0 ? o->tp_size : 1);
+    if ((rc = am_link_new(&lo, &link))) goto done;
+    L.pipe = am_link_pipe(link);
+    double t_last = am_now_s();
+    while (!*stop) {
+        drain(&L);
+        int s = am_sched_step(L.s);
+        double now = am_now_s();
+        if (s > 0) {
+            L.st.busy_s += now - t_last;
+            L.st.steps++;
+            t_last = now;
+            continue;
+        }
+        if (s < 0) AM_LOGW("shard leader: a step failed: %s", am_err_msg());
+        int live = am_sched_n_live(L.s) > 0;
+        zmq_pollitem_t pi = {L.pipe, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, AM_SHARD_LEADER_IDLE_POLL_MS) < 0 && zmq_errno() != EINTR) break;
+        now = am_now_s();
+        if (live) L.st.wait_rows_s += now - t_last;
+        else L.st.idle_s += now - t_last;
+        t_last = now;
+    }
+    AM_LOGI("shard leader: %lld requests, %lld tokens, %lld steps; busy %.3f s, idle %.3f s, waiting for rows %.3f s",
+            (long long)L.st.requests, (long long)L.st.tokens, (long long)L.st.steps, L.st.busy_s, L.st.idle_s,
+            L.st.wait_rows_s);
+done:
+    if (L.s) {
+        for (int i = 0; i < L.n_reqs; i++) L.reqs[i]->orphan = 1;
+        am_sched_destroy(&L.s); /* cancels what is live (on_done frees those) */
+    }
+    while (L.n_reqs) drop(&L, L.reqs[L.n_reqs - 1]);
+    am_free(L.reqs);
+    am_link_destroy(&link);
+    am_vision_model_destroy(&L.vm);
+    am_audio_model_destroy(&L.amod);
+    if (st) *st = L.st;
+    return rc;
+}

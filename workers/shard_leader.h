@@ -1,0 +1,60 @@
+/* workers/shard_leader.h - the shard leader: GENERATE/EMBED/CANCEL in, TOKEN out, over the scheduler.
+ *
+ * Runs on rank 0 of a shard group (or in a single process) around the
+ * continuous-batching scheduler (llm_shards/sched.h) over a paged context.
+ * It registers the group with the coordinator (workers/worker_link.h: READY
+ * role=shard, capacity = requests in flight, out_dim = model width) and turns
+ *  - GENERATE into am_sched_submit: text segments are tokenized (BOS first
+ *    unless the request says bos=false; each text segment is encoded on its
+ *    own), adjacent text/id segments merged, media slots become pending
+ *    embedding slots, so the text before the first slot is prefilled at once
+ *    while the encoders work (pipelining). A slot's size is known up front for
+ *    image, video and audio (from the model directory's encoder configs); a
+ *    request with a slot of unknown size (IMU: it depends on the signal's
+ *    length) waits in the leader until those rows arrive, then is submitted;
+ *  - EMBED into am_sched_supply (or kept until its request is submitted);
+ *  - CANCEL into am_sched_cancel;
+ * and streams a TOKEN per generated token, then a final TOKEN (finish reason,
+ * usage) or an ERROR. A session reset (the link's DISCONNECT) cancels every
+ * request silently: the coordinator has already ended them.
+ */
+#ifndef AM_SHARD_LEADER_H
+#define AM_SHARD_LEADER_H
+
+#include "llm_shards/llama.h"
+#include "llm_shards/tokenizer.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define AM_SHARD_LEADER_CAPACITY_DEFAULT 64
+#define AM_SHARD_LEADER_IDLE_POLL_MS 50 /* longest wait for a message when no step can run */
+
+typedef struct am_shard_leader_opts {
+    const char *endpoint;   /* the coordinator */
+    const char *model_path; /* for the model's identity and the encoders' slot sizes */
+    const char *name;       /* NULL: "shard-<pid>" */
+    const char *model_name; /* NULL: base name of model_path */
+    int capacity;           /* 0 = AM_SHARD_LEADER_CAPACITY_DEFAULT */
+    int32_t tp_size;        /* reported in READY */
+    int32_t max_batch;      /* scheduler token budget per step; 0 = the context's */
+    int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
+} am_shard_leader_opts;
+
+/* The decoder's timeline: where the leader's time went. */
+typedef struct am_shard_leader_stats {
+    int64_t requests, tokens, steps;
+    double busy_s;          /* inside am_sched_step with work done */
+    double idle_s;          /* nothing live */
+    double wait_rows_s;     /* requests live, but every one waits for modality rows */
+    double held_s;          /* (sum over requests) time held for slot sizes */
+} am_shard_leader_stats;
+
+/* Serves until *stop: ctx is a paged context (group leader or single
+ * process, borrowed), tok the tokenizer. Returns 0 after saying DISCONNECT,
+ * or a setup error. st (may be NULL) receives the timeline. */
+int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_shard_leader_opts *o,
+                        volatile sig_atomic_t *stop, am_shard_leader_stats *st);
+
+#endif

@@ -1,0 +1,50 @@
+/* workers/worker_link.h - a worker's session with the coordinator, on its own I/O thread.
+ *
+ * Every worker process (encoder worker, shard leader) is two threads: the
+ * engine thread computes, and the link's I/O thread owns the DEALER socket
+ * to the coordinator: it registers (READY), sends and checks heartbeats, and
+ * reconnects with backoff when the coordinator goes silent for `liveness`
+ * intervals or says DISCONNECT. Because heartbeats never wait for compute, a
+ * long encode or prefill does not make the coordinator think the worker died.
+ *
+ * The engine talks to the link through an inproc PAIR socket (am_link_pipe):
+ * the messages it reads are the coordinator's application messages (ENCODE,
+ * GENERATE, EMBED, CANCEL, ERROR), frame for frame, plus one from the link
+ * itself: DISCONNECT, meaning the session ended (every job of the old session
+ * has been handed to someone else; drop them). What the engine writes is
+ * forwarded as is. Frames are moved, never copied. When the coordinator's
+ * queue is full the link stops reading the pipe until it drains
+ * (back-pressure instead of dropping).
+ *
+ * Each new session uses a new socket, hence a new routing id, so the
+ * coordinator can tell a reconnected worker's messages from a stale session.
+ */
+#ifndef AM_WORKER_LINK_H
+#define AM_WORKER_LINK_H
+
+#include "proto/proto.h"
+
+#define AM_RECONNECT_MIN_MS 1000  /* first reconnect delay (RFC 18 guidance) */
+#define AM_RECONNECT_MAX_MS 32000 /* backoff doubles up to this */
+
+typedef struct am_link_opts {
+    const char *endpoint;
+    am_msg ready;         /* the READY to send on every (re)connect; strings must outlive the link */
+    int heartbeat_ms;     /* 0 = AM_HEARTBEAT_MS (coordinator.h's value: 1000) */
+    int liveness;         /* 0 = 3 */
+    int reconnect_min_ms; /* 0 = AM_RECONNECT_MIN_MS */
+    int reconnect_max_ms; /* 0 = AM_RECONNECT_MAX_MS */
+} am_link_opts;
+
+typedef struct am_link am_link;
+
+/* Starts the I/O thread (which connects at once). AM_EIO, AM_ENOMEM. */
+int am_link_new(const am_link_opts *o, am_link **out);
+/* The engine's end of the pipe (a PAIR socket; use from one thread). */
+void *am_link_pipe(am_link *l);
+/* Sessions started so far (1 after the first READY). */
+int am_link_sessions(am_link *l);
+/* Says DISCONNECT to the coordinator, stops the thread, closes everything. NULL-safe. */
+void am_link_destroy(am_link **p);
+
+#endif
