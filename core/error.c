@@ -21,6 +21,9 @@ const char *am_strerror(int code) {
     case AM_EUNSUPPORTED: return "unsupported";
     case AM_ESHAPE: return "shape mismatch";
     case AM_EINTERNAL: return "internal error";
+    case AM_EAGAIN: return "would block (peer queue full)";
+    case AM_EUNREACH: return "peer not connected";
+    case AM_ETERM: return "messaging context terminated";
     default: return code < 0 && code > -1000 ? strerror(-code) : "unknown error";
     }
 }

@@ -23,6 +23,10 @@ enum {
     AM_EUNSUPPORTED = -1006,/* valid but not supported (dtype, version, ...) */
     AM_ESHAPE = -1007,      /* tensor shape does not match what is expected */
     AM_EINTERNAL = -1008,   /* a bug: an invariant did not hold */
+    /* Messaging (proto/transport.h). */
+    AM_EAGAIN = -1100,      /* send would block at the high-water mark: nothing sent */
+    AM_EUNREACH = -1101,    /* ROUTER: the addressed peer is not connected */
+    AM_ETERM = -1102,       /* the ZeroMQ context is being terminated */
 };
 
 /* Static description of an error code; never NULL. */

@@ -359,6 +359,18 @@ int am_sched_step(am_sched *s) {
 
 /* ---- requests ---- */
 
+/* prompt + max_tokens within the model's context and the whole KV pool. */
+static int check_fits(const am_sched *s, uint64_t id, int64_t n_prompt, int32_t max_tokens) {
+    const int64_t positions = n_prompt + max_tokens;
+    if (positions > s->m->cfg.max_seq_len)
+        return am_err_set(AM_ERANGE, "request %llu: prompt (%lld rows) + max_tokens (%d) exceeds the context of %d",
+                          (unsigned long long)id, (long long)n_prompt, max_tokens, s->m->cfg.max_seq_len);
+    if (blocks_for(s, positions - 1) > am_kv_blocks_n_total(s->blocks))
+        return am_err_set(AM_ERANGE, "request %llu: prompt + max_tokens needs %d KV blocks but the cache has %d",
+                          (unsigned long long)id, blocks_for(s, positions - 1), am_kv_blocks_n_total(s->blocks));
+    return 0;
+}
+
 static int check_request(am_sched *s, const am_sched_request *r, int64_t *n_prompt, int64_t *n_tokens) {
     const int64_t V = s->m->cfg.vocab_size;
     int rc = am_gen_params_check(&r->params);
@@ -374,8 +386,9 @@ static int check_request(am_sched *s, const am_sched_request *r, int64_t *n_prom
         if (g->kind != AM_SEG_TOKENS && g->kind != AM_SEG_EMBD)
             return am_err_set(AM_EINVAL, "request %llu: segment %d has kind %d", (unsigned long long)r->id, i,
                               (int)g->kind);
-        if (g->n < 1 || g->n > s->m->cfg.max_seq_len)
-            return am_err_set(AM_ERANGE, "request %llu: segment %d has %d rows (want 1..%d)",
+        const int unsized = g->kind == AM_SEG_EMBD && !g->rows && g->n == 0;
+        if ((g->n < 1 && !unsized) || g->n > s->m->cfg.max_seq_len)
+            return am_err_set(AM_ERANGE, "request %llu: segment %d has %d rows (want 1..%d; 0 only for a pending slot)",
                               (unsigned long long)r->id, i, g->n, s->m->cfg.max_seq_len);
         if (g->kind == AM_SEG_TOKENS) {
             if (!g->ids) return am_err_set(AM_EINVAL, "request %llu: segment %d has no ids", (unsigned long long)r->id, i);
@@ -387,14 +400,9 @@ static int check_request(am_sched *s, const am_sched_request *r, int64_t *n_prom
         }
         *n_prompt += g->n;
     }
-    const int64_t positions = *n_prompt + r->params.max_tokens;
-    if (positions > s->m->cfg.max_seq_len)
-        return am_err_set(AM_ERANGE, "request %llu: prompt (%lld rows) + max_tokens (%d) exceeds the context of %d",
-                          (unsigned long long)r->id, (long long)*n_prompt, r->params.max_tokens,
-                          s->m->cfg.max_seq_len);
-    if (blocks_for(s, positions - 1) > am_kv_blocks_n_total(s->blocks))
-        return am_err_set(AM_ERANGE, "request %llu: prompt + max_tokens needs %d KV blocks but the cache has %d",
-                          (unsigned long long)r->id, blocks_for(s, positions - 1), am_kv_blocks_n_total(s->blocks));
+    if (*n_prompt < 1) return am_err_set(AM_EINVAL, "request %llu: the prompt has no rows", (unsigned long long)r->id);
+    int rc2 = check_fits(s, r->id, *n_prompt, r->params.max_tokens);
+    if (rc2) return rc2;
     if (find_live(s, r->id)) return am_err_set(AM_EINVAL, "request %llu is already live", (unsigned long long)r->id);
     return 0;
 }
@@ -457,14 +465,31 @@ int am_sched_supply(am_sched *s, uint64_t id, int32_t segi, const float *rows, i
     if (segi < 0 || segi >= q->n_segs || q->segs[segi].kind != AM_SEG_EMBD || q->segs[segi].rows)
         return am_err_set(AM_EINVAL, "request %llu: segment %d is not a pending embedding slot",
                           (unsigned long long)id, segi);
-    if (n != q->segs[segi].n || !rows)
+    seg *g = &q->segs[segi];
+    if (!rows || n < 1 || (g->n != 0 && n != g->n))
         return am_err_set(AM_EINVAL, "request %llu: slot %d holds %d rows, got %d", (unsigned long long)id, segi,
-                          q->segs[segi].n, n);
+                          g->n, n);
+    if (g->n == 0) {
+        /* The slot's size is known now: the positions after it move, and the
+         * prompt must still fit (nothing at or after the slot has run yet). */
+        int rc = check_fits(s, id, (int64_t)q->n_prompt + n, q->params.max_tokens);
+        int32_t need = blocks_for(s, (int64_t)q->n_prompt + n + q->params.max_tokens);
+        int32_t *grown = rc ? NULL : am_realloc(q->blocks, (size_t)need * sizeof(int32_t));
+        if (!rc && !grown) rc = am_err_set(AM_ENOMEM, "request %llu: out of memory", (unsigned long long)id);
+        if (rc) {
+            finish_seq(s, q, rc);
+            return rc;
+        }
+        q->blocks = grown;
+        g->n = n;
+        q->n_prompt += n;
+        for (int32_t i = segi + 1; i < q->n_segs; i++) q->segs[i].pos0 += n;
+    }
     size_t bytes = (size_t)n * (size_t)s->m->cfg.dim * sizeof(float);
     float *copy = am_malloc(bytes);
     if (!copy) return AM_ENOMEM;
     memcpy(copy, rows, bytes);
-    q->segs[segi].rows = copy;
+    g->rows = copy;
     return 0;
 }
 

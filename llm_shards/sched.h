@@ -50,7 +50,9 @@ typedef enum { AM_SEG_TOKENS = 0, AM_SEG_EMBD = 1 } am_seg_kind;
 /* One segment of a prompt. The scheduler copies ids and rows. */
 typedef struct am_prompt_seg {
     am_seg_kind kind;
-    int32_t n;           /* token ids, or embedding rows (>= 1) */
+    int32_t n;           /* token ids, or embedding rows (>= 1); a pending slot may
+                          * say 0: its size is known only when its rows come
+                          * (an IMU signal's windows) */
     const int32_t *ids;  /* TOKENS: (n) */
     const float *rows;   /* EMBD: (n, C) host rows, or NULL for a pending slot */
 } am_prompt_seg;
@@ -98,7 +100,10 @@ void am_sched_destroy(am_sched **p);
 int am_sched_submit(am_sched *s, const am_sched_request *r);
 /* Supplies the rows (n, C) of pending slot `seg` (its index in the request's
  * segments) of request id. AM_ENOTFOUND for an unknown id; AM_EINVAL when seg is
- * not a pending slot of that request or n differs from the slot's size. */
+ * not a pending slot of that request or n differs from the slot's size. For a
+ * slot of unknown size, n sets it; when the prompt then no longer fits (the
+ * model's context, or the whole KV pool) the request ends at once with that
+ * error through on_done, and the error (AM_ERANGE) is returned too. */
 int am_sched_supply(am_sched *s, uint64_t id, int32_t seg, const float *rows, int32_t n);
 /* Ends request id as cancelled: its blocks return at once, on_done runs.
  * AM_ENOTFOUND when it is not live. */

@@ -21,9 +21,6 @@
 #include <zmq.h>
 
 /* Transport status codes (next to core/error.h's AM_E* range). */
-#define AM_EAGAIN (-1100)   /* send would block at the high-water mark */
-#define AM_EUNREACH (-1101) /* ROUTER: the addressed peer is not connected */
-#define AM_ETERM (-1102)    /* the ZeroMQ context is being terminated */
 
 /* Socket defaults for every anymal socket (explicit instead of libzmq's). */
 #define AM_WIRE_HWM_MSGS 10000                 /* per peer, each direction */

@@ -412,6 +412,49 @@ static void test_errors(void) {
     am_llama_ctx_destroy(&c);
 }
 
+/* A pending slot of unknown size (n = 0) sized when its rows come: the same
+ * ids as the slot given up front; a size that overflows the context ends the
+ * request with the error. */
+static void test_unsized_slot(void) {
+    am_llama_ctx *c = paged_ctx(64, 64);
+    am_sched *s = NULL;
+    CHECK_OK(am_sched_new(c, mf.tok, 0, &s));
+    if (!s) return;
+    const req_spec *q = &specs[3]; /* tokens, a 4..24-row slot, tokens */
+    CHECK(q->n_segs == 3 && q->kind[1] == AM_SEG_EMBD);
+    am_prompt_seg segs[3];
+    for (int i = 0; i < 3; i++) segs[i] = (am_prompt_seg){.kind = q->kind[i], .n = q->n[i], .ids = q->ids[i]};
+    segs[1].n = 0; /* unknown until supplied */
+    req_out o;
+    memset(&o, 0, sizeof o);
+    o.cancel_after = -1;
+    cb_user u = {&o};
+    am_sched_request r = {.id = 9, .segs = segs, .n_segs = 3, .params = q->params, .on_token = on_token,
+                          .on_done = on_done, .user = &u};
+    CHECK_OK(am_sched_submit(s, &r));
+    for (int i = 0; i < 3; i++) CHECK(am_sched_step(s) >= 0); /* prefills the text before the slot */
+    CHECK_EQ_INT(o.n_done, 0);
+    CHECK_OK(am_sched_supply(s, 9, 1, q->rows[1], q->n[1]));
+    while (am_sched_n_live(s) > 0) CHECK(am_sched_step(s) >= 0);
+    CHECK_EQ_INT(o.n_done, 1);
+    CHECK_EQ_INT(same_as_alone(3, &o, "unsized slot"), 0);
+    /* 600 rows cannot fit the model's 512 positions. */
+    memset(&o, 0, sizeof o);
+    o.cancel_after = -1;
+    r.id = 10;
+    CHECK_OK(am_sched_submit(s, &r));
+    float *big = calloc(600 * TOY_DIM, sizeof(float));
+    CHECK_EQ_INT(am_sched_supply(s, 10, 1, big, 600), AM_ERANGE);
+    CHECK(strstr(am_err_msg(), "exceeds the context") != NULL);
+    CHECK_EQ_INT(o.n_done, 1);
+    CHECK_EQ_INT(o.err, AM_ERANGE);
+    CHECK_EQ_INT(am_sched_n_live(s), 0);
+    CHECK_EQ_INT(am_sched_free_blocks(s), am_sched_total_blocks(s));
+    free(big);
+    am_sched_destroy(&s);
+    am_llama_ctx_destroy(&c);
+}
+
 /* The block free list on its own. */
 static void test_kv_blocks(void) {
     am_kv_blocks *b = NULL;
@@ -574,4 +617,4 @@ static void teardown(void) {
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_kv_blocks), AM_TEST(test_alone), AM_TEST(test_chunked_prefill),
              AM_TEST(test_mixed_batch), AM_TEST(test_out_of_blocks), AM_TEST(test_errors),
-             AM_TEST(test_determinism_15m), AM_TEST(test_group), AM_TEST(teardown))
+             AM_TEST(test_unsized_slot), AM_TEST(test_determinism_15m), AM_TEST(test_group), AM_TEST(teardown))
