@@ -66,6 +66,11 @@ expect 2 "unknown option '--bogus'" -- "$ANYMAL" generate --model "$tmp/tiny" --
 expect 1 "outside the vocabulary of 512" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1,512 --print-ids
 expect 1 "exceeds the model's context of 512" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt hi --max-tokens 600
 expect 1 "$tmp/missing" -- "$ANYMAL" generate --model "$tmp/missing" --prompt hi
+# The batching benchmark's JSON contract, and its errors.
+expect 0 '"bench":"batch".*"batch":6.*"decode_tok_per_s":[0-9.]+.*"prefill_tok_per_s":[0-9.]+.*"ttft_ms_p50":[0-9.]+.*"itl_ms_p99":[0-9.]+.*"sgemm_peak_gflop_per_s":[0-9.]+' -- \
+  "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --batch 6 --prompt-tokens 20 --gen-tokens 5 --threads 1
+expect 1 "exceed the model's context of 512" -- "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --prompt-tokens 500 --gen-tokens 20
+expect 2 "--batch wants an integer" -- "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --batch 0
 printf 'GGUF\003\000\000\000garbage' >"$tmp/bad.gguf"
 expect 1 "bad.gguf" -- "$ANYMAL" generate --model "$tmp/bad.gguf" --prompt hi
 expect 1 "bad.gguf" -- "$ANYMAL" generate --model "$tmp/tiny" --tokenizer "$tmp/bad.gguf" --prompt hi
