@@ -105,6 +105,7 @@ int am_client_submit(am_client *c, const am_client_part *parts, int n_parts, con
     m.n_stop = p->n_stop;
     m.deadline_ms = p->deadline_ms;
     m.add_bos = p->no_bos ? 0 : 1;
+    m.ignore_eos = p->ignore_eos ? 1 : 0;
     m.model = p->model;
     if ((rc = am_wire_send_bufs(c->sock, NULL, 0, &m, pay, n_pay, 0))) goto done;
     *rid = m.id;
@@ -256,4 +257,31 @@ int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, c
     am_free(text);
     am_free(ids);
     return rc;
+}
+
+int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out) {
+    memset(out, 0, sizeof *out);
+    am_msg m;
+    am_msg_init(&m, AM_CMD_HEALTH);
+    m.id = c->next_rid++;
+    m.model = model;
+    int rc = am_wire_send(c->sock, NULL, 0, &m, NULL, 0, 0);
+    if (rc) return rc;
+    int64_t end = timeout_ms < 0 ? -1 : am_wire_now_ms() + timeout_ms;
+    for (;;) {
+        am_client_event ev;
+        int left = end < 0 ? -1 : (int)(end - am_wire_now_ms());
+        rc = am_client_next(c, end < 0 ? -1 : (left > 0 ? left : 0), &ev);
+        if (rc == AM_EAGAIN) return am_err_set(AM_EAGAIN, "no HEALTH answer within %d ms", timeout_ms);
+        if (rc) return rc;
+        int mine = ev.cmd == AM_CMD_HEALTH && ev.rid == m.id;
+        if (mine) {
+            out->healthy = ev.msg.healthy;
+            out->shards = ev.msg.n_shards;
+            out->encoders = ev.msg.n_encoders;
+            out->active = ev.msg.n_active;
+        }
+        am_client_event_fini(&ev);
+        if (mine) return 0;
+    }
 }

@@ -45,11 +45,12 @@ typedef struct am_client_params {
     uint32_t n_stop;
     uint32_t deadline_ms; /* 0 = the coordinator's default */
     int no_bos;           /* 1: do not prepend BOS */
+    int ignore_eos;       /* 1: generate max_tokens, past EOS (benchmarks) */
     const char *model;    /* NULL/"" = any */
 } am_client_params;
 
 typedef struct am_client_event {
-    uint8_t cmd;  /* AM_CMD_TOKEN, AM_CMD_EMBED, AM_CMD_ERROR or AM_CMD_DISCONNECT */
+    uint8_t cmd;  /* AM_CMD_TOKEN, AM_CMD_EMBED, AM_CMD_ERROR, AM_CMD_HEALTH or AM_CMD_DISCONNECT */
     uint64_t rid; /* the request's id as returned by submit */
     am_msg msg;   /* the decoded message (payloads point into the frames below) */
     am_wire_in in;
@@ -89,5 +90,14 @@ typedef struct am_client_result {
 int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p,
                        am_client_piece_fn cb, void *user, int timeout_ms, am_client_result *out);
 void am_client_result_fini(am_client_result *r);
+
+/* Blocking: asks the coordinator's health (model NULL/"" = any model). Events
+ * of other requests that arrive meanwhile are dropped: use a client with
+ * nothing else in flight. AM_EAGAIN when no answer came within timeout_ms. */
+typedef struct am_client_health {
+    int healthy;                      /* a live shard group serves the model */
+    uint32_t shards, encoders, active; /* live shard groups (of the model), encoders, requests */
+} am_client_health;
+int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out);
 
 #endif

@@ -654,6 +654,24 @@ static void on_cancel(am_coord *c, am_wire_in *in, const am_msg *m) {
     req_free(c, r);
 }
 
+/* HEALTH: healthy while a live shard group serves the model asked about (any
+ * model when none is named). A group that died stops counting at once
+ * (worker_remove); one that registers counts from its READY. */
+static void on_health(am_coord *c, am_wire_in *in, const am_msg *m) {
+    am_msg h;
+    am_msg_init(&h, AM_CMD_HEALTH);
+    h.id = m->id;
+    for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
+        const worker *k = &c->workers[i];
+        if (!k->used || (m->model && m->model[0] && strcmp(m->model, k->model))) continue;
+        if (k->role == AM_ROLE_SHARD) h.n_shards++;
+        else h.n_encoders++;
+    }
+    h.healthy = h.n_shards > 0;
+    h.n_active = (uint32_t)c->st.n_active;
+    (void)send_to(c, zmq_msg_data(&in->routing), zmq_msg_size(&in->routing), &h, NULL, 0);
+}
+
 /* ---------------------------------------------------------------- loop */
 
 static void on_message(am_coord *c, am_wire_in *in) {
@@ -712,6 +730,9 @@ static void on_message(am_coord *c, am_wire_in *in) {
         break;
     case AM_CMD_CANCEL:
         if (w < 0) on_cancel(c, in, &m);
+        break;
+    case AM_CMD_HEALTH:
+        if (w < 0) on_health(c, in, &m);
         break;
     default:
         break;

@@ -7,8 +7,9 @@
  *  - shard leaders (READY role=shard; one per tensor-parallel group; several
  *    groups of one model are data-parallel replicas) get GENERATE, EMBED and
  *    CANCEL and answer TOKEN (streamed) or ERROR;
- *  - clients (any other peer) send GENERATE, ENCODE and CANCEL and receive
- *    TOKEN, EMBED and ERROR.
+ *  - clients (any other peer) send GENERATE, ENCODE, CANCEL and HEALTH and
+ *    receive TOKEN, EMBED, ERROR and HEALTH (healthy while a live shard group
+ *    serves the model asked about; counts of live groups, encoders, requests).
  * Services: one per (modality, model) for encoders and one per model for
  * shard groups; dispatch picks the least-loaded live worker (in-flight work /
  * capacity) and never exceeds a worker's capacity (the rest waits in FIFO

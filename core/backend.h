@@ -55,6 +55,24 @@ typedef struct am_attn_seq {
     const int32_t *blocks; /* block table: at least ceil((pos0 + m) / block_size) ids */
 } am_attn_seq;
 
+/* Activations of the encoders' dense layers (bias_act). GELU is the erf form
+ * (PyTorch's default), quick_gelu x * sigmoid(1.702 x) (OpenAI CLIP). */
+typedef enum { AM_ACT_NONE = 0, AM_ACT_GELU, AM_ACT_QUICK_GELU, AM_ACT_RELU } am_act;
+
+/* The shape of one attention_dense call: B sequences of Tq query rows and Tk
+ * key rows, H heads of D, every row a strided slice of a larger array. */
+typedef struct am_dense_attn {
+    int64_t n_seqs, tq, tk; /* B, Tq, Tk */
+    int n_heads, head_dim;  /* H, D */
+    int64_t q_stride;       /* floats between query rows; head h at column h * D */
+    int64_t kv_stride;      /* floats between key (and value) rows */
+    int64_t o_stride;       /* floats between output rows */
+    float scale;            /* on q . k, before bias and mask */
+    const float *bias;      /* (H, Tq, Tk) added for every sequence, or NULL */
+    const float *mask;      /* (n_mask, Tq, Tk): sequence b adds mask[b % n_mask], or NULL */
+    int64_t n_mask;
+} am_dense_attn;
+
 typedef struct am_backend am_backend;
 
 typedef struct am_backend_ops {
@@ -116,6 +134,34 @@ typedef struct am_backend_ops {
 
     /* y (n) += x (n). */
     void (*add)(am_backend *b, float *y, const float *x, int64_t n);
+
+    /* ---- the dense layers of the encoders (ViT, projectors, HTSAT) ---- */
+
+    /* dst = src, bytes of backend memory to backend memory (the ranges may not overlap). */
+    void (*copy)(am_backend *b, void *dst, const void *src, size_t bytes);
+
+    /* out (M, C) = (x - mean) / sqrt(var + eps) * w + bias per row, the
+     * variance biased (PyTorch LayerNorm); mean and variance are summed in
+     * double. bias (C) may be NULL; out may equal x. */
+    void (*layernorm)(am_backend *b, float *out, const float *x, const float *w,
+                      const float *bias, int64_t m, int64_t c, float eps);
+
+    /* In place on y (M, N): y = act(y + bias) per row; bias (N) may be NULL. */
+    void (*bias_act)(am_backend *b, float *y, const float *bias, int64_t m, int64_t n, am_act act);
+
+    /* x (M, N) += y + bias per row (a residual add); bias (N) may be NULL. */
+    void (*add_bias)(am_backend *b, float *x, const float *y, const float *bias, int64_t m,
+                     int64_t n);
+
+    /* Attention without a causal mask (encoders), for every sequence s < B and head h:
+     *   out[s, i, h] = softmax_j(scale * q[s, i, h] . k[s, j, h] + bias[h, i, j]
+     *                            + mask[s % n_mask, i, j]) v[s, j, h]
+     * with row (s, i) of q at q + (s * Tq + i) * q_stride, rows (s, j) of k
+     * and v at + (s * Tk + j) * kv_stride, of out at + (s * Tq + i) * o_stride;
+     * softmax in f32. q, k, v, out, bias and mask are backend memory; a is host
+     * memory. Returns 0, AM_ENOMEM (scratch) or a matmul error. */
+    int (*attention_dense)(am_backend *b, float *out, const float *q, const float *k,
+                           const float *v, const am_dense_attn *a);
 } am_backend_ops;
 
 struct am_backend {

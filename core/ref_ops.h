@@ -31,5 +31,14 @@ void am_ref_attention_paged(float *out, const float *q, const am_kv_pages *pages
 void am_ref_softmax(float *x, int64_t m, int64_t n);
 void am_ref_silu_mul(float *gate, const float *up, int64_t n);
 void am_ref_add(float *y, const float *x, int64_t n);
+/* The encoder ops (copy is memcpy): layernorm, bias_act (am_ref_act is one activation, in
+ * double), add_bias and attention_dense. */
+void am_ref_layernorm(float *out, const float *x, const float *w, const float *b, int64_t m,
+                      int64_t c, float eps);
+float am_ref_act(float x, am_act act);
+void am_ref_bias_act(float *y, const float *bias, int64_t m, int64_t n, am_act act);
+void am_ref_add_bias(float *x, const float *y, const float *bias, int64_t m, int64_t n);
+void am_ref_attention_dense(float *out, const float *q, const float *k, const float *v,
+                            const am_dense_attn *a);
 
 #endif

@@ -200,6 +200,10 @@ int am_audio_encoder_new(const am_audio_model *m, am_backend *be, int n_threads,
     *out = NULL;
     if (max_batch <= 0) max_batch = AM_AUDIO_MAX_BATCH_DEFAULT;
     if (max_batch > AM_AUDIO_MAX_BATCH_LIMIT) max_batch = AM_AUDIO_MAX_BATCH_LIMIT;
+    /* Its Swin/GRU kernels (encoders/nn_ops.h) are host code: host-memory backends only. */
+    if (be && !be->host_memory)
+        return am_err_set(AM_EUNSUPPORTED, "audio encoder: runs on the cpu device only, not %s",
+                          be->name);
     am_audio_encoder *e = am_calloc(1, sizeof *e);
     if (!e) return am_err_set(AM_ENOMEM, "audio encoder: out of memory");
     e->m = m;

@@ -109,6 +109,10 @@ int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int
                        am_imu_encoder **out) {
     *out = NULL;
     if (max_batch <= 0) max_batch = AM_IMU_MAX_BATCH_DEFAULT;
+    /* Its Swin/GRU kernels (encoders/nn_ops.h) are host code: host-memory backends only. */
+    if (be && !be->host_memory)
+        return am_err_set(AM_EUNSUPPORTED, "IMU encoder: runs on the cpu device only, not %s",
+                          be->name);
     am_imu_encoder *e = am_calloc(1, sizeof *e);
     if (!e) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
     e->m = m;

@@ -5,13 +5,17 @@
  * attention without a causal mask over many short sequences; the audio
  * encoder (HTSAT, a Swin transformer) adds ReLU and windowed attention with a
  * relative-position bias and a shift mask; the IMU encoder (IMU2CLIP) needs
- * GroupNorm, dilated Conv1d (im2col, then a GEMM), MaxPool1d and a GRU. The backend
- * vtable (core/backend.h) does not have these yet and its CPU implementation
- * (core/cpu/) is owned elsewhere, so they live here as plain C kernels split
- * over a thread pool, behind small functions with the backend's argument
- * conventions, ready to move into am_backend_ops later. Every GEMM (linear
- * layers, attention scores and weighted sums) goes through the backend's
- * matmul, so the BLAS/oneDNN path does the heavy work.
+ * GroupNorm, dilated Conv1d (im2col, then a GEMM), MaxPool1d and a GRU.
+ *
+ * Which memory: am_nn_layernorm, am_nn_bias_act, am_nn_residual, am_nn_linear*,
+ * am_nn_matmul_rows and am_nn_attention* are backend ops (core/backend.h:
+ * layernorm, bias_act, add_bias, matmul, attention_dense): their pointers are
+ * backend memory, so the ViT and the projectors run on any backend. The rest
+ * (am_nn_patchify, am_nn_attention_short, the row permutations, GroupNorm,
+ * im2col_1d, maxpool, GRU gates) are plain C kernels on host memory split
+ * over the op context's pool: the audio and IMU encoders that use them run
+ * on a backend whose memory is host memory (the CPU backend) only. Every GEMM
+ * goes through the backend's matmul, so the BLAS/oneDNN path does the heavy work.
  *
  * Each op has a plain reference version (am_nn_ref_*) that tests use as ground
  * truth: straight loops, sums in double.
@@ -29,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { AM_ACT_NONE = 0, AM_ACT_GELU, AM_ACT_QUICK_GELU, AM_ACT_RELU } am_act;
+/* am_act (the activations) is in core/backend.h. */
 
 /* Parses "gelu", "quick_gelu", "relu" (others, e.g. "gelu_pytorch_tanh": AM_EUNSUPPORTED). */
 int am_act_parse(const char *name, am_act *out);
@@ -42,9 +46,9 @@ typedef struct am_linear {
     const float *b; /* (N) or NULL */
 } am_linear;
 
-/* The op context: a borrowed backend, an owned thread pool for the
- * element-wise kernels and a growable scratch buffer for attention. One
- * thread uses it at a time. */
+/* The op context: a borrowed backend, an owned thread pool and a growable
+ * scratch buffer for the host kernels (the backend ops use the backend's own).
+ * One thread uses it at a time. */
 typedef struct am_nn {
     am_backend *be;
     am_threadpool *tp;
@@ -87,9 +91,9 @@ void am_nn_patchify(am_nn *nn, const float *pix, float *cols, int64_t b, int ch,
  *   out[b, i, h] = softmax_j(scale * q[b, i, h] . k[b, j, h]) v[b, j, h]
  * q: row (b, i) at q + (b * tq + i) * q_stride, head h at column h * D;
  * k, v: row (b, j) at k/v + (b * tk + j) * kv_stride; out: (B, Tq, H*D) rows
- * with stride o_stride. Per sequence and head it runs two backend GEMMs
- * (scores and the weighted sum) with a threaded softmax in f32 between them.
- * AM_ENOMEM or the matmul's error. */
+ * with stride o_stride. The backend's attention_dense (on the CPU: per
+ * sequence and head two GEMMs, scores and the weighted sum, with a threaded
+ * softmax in f32 between them). AM_ENOMEM or the matmul's error. */
 int am_nn_attention(am_nn *nn, float *out, int64_t o_stride, const float *q, int64_t q_stride,
                     const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
                     int64_t tk, int n_heads, int head_dim, float scale);

@@ -93,6 +93,66 @@ static void layout(am_proj *p, am__vec_arena *a) {
     }
 }
 
+void am_proj_release(am_proj **p, am_backend *be) {
+    if (!p || !*p) return;
+    if ((*p)->vecs) be->ops->free(be, (*p)->vecs);
+    am_free((*p)->layers);
+    am_free(*p);
+    *p = NULL;
+}
+
+int am_proj_upload(const am_proj *p, am_backend *be, am_proj **out) {
+    *out = NULL;
+    const am_proj_config *c = &p->cfg;
+    am_proj *d = am_calloc(1, sizeof *d);
+    if (!d || (c->type == AM_PROJ_PERCEIVER &&
+               !(d->layers = am_calloc((size_t)c->depth, sizeof *d->layers)))) {
+        am_free(d);
+        return am_err_set(AM_ENOMEM, "projector: out of memory");
+    }
+    d->cfg = *c;
+    if (be->host_memory) { /* the host views as they are; d->vecs stays NULL (not owned) */
+        am_proj_layer *layers = d->layers;
+        *d = *p;
+        d->vecs = NULL;
+        d->layers = layers;
+        if (layers) memcpy(layers, p->layers, (size_t)c->depth * sizeof *layers);
+        *out = d;
+        return 0;
+    }
+    am__vec_arena a = {0};
+    layout(d, &a);
+    int rc = 0;
+    if (a.used && !(d->vecs = be->ops->alloc(be, a.used * sizeof(float)))) {
+        rc = am_err_set(AM_ENOMEM, "projector: cannot allocate %zu bytes of %s memory",
+                        a.used * sizeof(float), be->name);
+        goto fail;
+    }
+    if (a.used && (rc = be->ops->upload(be, d->vecs, p->vecs, a.used * sizeof(float)))) goto fail;
+    a = (am__vec_arena){d->vecs, 0, 0};
+    layout(d, &a);
+    if (c->type == AM_PROJ_PERCEIVER) {
+        for (int i = 0; i < c->depth; i++) {
+            const am_proj_layer *S = &p->layers[i];
+            am_proj_layer *L = &d->layers[i];
+            const am_matrix *from[] = {&S->to_q, &S->to_kv, &S->to_out, &S->ff1, &S->ff2};
+            am_matrix *to[] = {&L->to_q, &L->to_kv, &L->to_out, &L->ff1, &L->ff2};
+            for (int k = 0; k < 5; k++)
+                if ((rc = be->ops->upload_matrix(be, from[k], to[k]))) goto fail;
+        }
+        if ((rc = be->ops->upload_matrix(be, &p->proj.w, &d->proj.w))) goto fail;
+    } else {
+        if ((rc = be->ops->upload_matrix(be, &p->l1.w, &d->l1.w))) goto fail;
+        if (c->type == AM_PROJ_MLP2X_GELU && (rc = be->ops->upload_matrix(be, &p->l2.w, &d->l2.w)))
+            goto fail;
+    }
+    *out = d;
+    return 0;
+fail:
+    am_proj_release(&d, be);
+    return am_err_prefix(rc, "projector: weights to the %s backend", be->name);
+}
+
 /* First dimension of an optional tensor, or 0 when absent. */
 static int64_t dim0(const am_ckpt *ck, const char *prefix, const char *name) {
     char nm[AM_CKPT_MAX_NAME_BYTES];
@@ -244,7 +304,8 @@ static int perceiver_forward(const am_proj *p, am_nn *nn, const am_proj_item *it
     /* One block for all buffers. */
     const size_t floats =
         (size_t)(media_rows * D + kv_rows * D + kv_rows * 2 * I + NL * (3 * D + 2 * I + FF)) + 256;
-    float *buf = am_aligned_alloc(floats * sizeof(float));
+    am_backend *be = nn->be;
+    float *buf = be->ops->alloc(be, floats * sizeof(float));
     if (!buf)
         return am_err_set(AM_ENOMEM, "projector: cannot allocate %zu bytes",
                           floats * sizeof(float));
@@ -260,17 +321,16 @@ static int perceiver_forward(const am_proj *p, am_nn *nn, const am_proj_item *it
     int rc = 0;
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
-        const int64_t V = items[i].n_patches;
-        for (int32_t f = 0; f < items[i].n_frames; f++)
-            for (int64_t v = 0; v < V; v++) {
-                const float *src = items[i].x + ((int64_t)f * V + v) * D;
-                float *dst = xs + (off + (int64_t)f * V + v) * D;
-                for (int64_t e = 0; e < D; e++)
-                    dst[e] = src[e] + (p->frame_embs ? p->frame_embs[f * D + e] : 0.0f) +
-                             (p->media_time ? p->media_time[e] : 0.0f);
-            }
-        off += (int64_t)items[i].n_frames * V;
-        memcpy(lat + (int64_t)i * L * D, p->latents, (size_t)(L * D) * sizeof(float));
+        /* xs rows of frame f = (x + frame_embs[f]) + media_time[0], in that order. */
+        const int64_t V = items[i].n_patches, rows = (int64_t)items[i].n_frames * V;
+        float *dst = xs + off * D; /* (F*V, D) */
+        be->ops->copy(be, dst, items[i].x, (size_t)(rows * D) * sizeof(float));
+        for (int32_t f = 0; p->frame_embs && f < items[i].n_frames; f++)
+            be->ops->bias_act(be, dst + (int64_t)f * V * D, p->frame_embs + (int64_t)f * D, V, D,
+                              AM_ACT_NONE);
+        if (p->media_time) be->ops->bias_act(be, dst, p->media_time, rows, D, AM_ACT_NONE);
+        off += rows;
+        be->ops->copy(be, lat + (int64_t)i * L * D, p->latents, (size_t)(L * D) * sizeof(float));
     }
     const float scale = 1.0f / sqrtf((float)c->head_dim);
     for (int l = 0; l < c->depth; l++) {
@@ -281,8 +341,8 @@ static int perceiver_forward(const am_proj *p, am_nn *nn, const am_proj_item *it
             const int64_t Ni = (int64_t)items[i].n_frames * items[i].n_patches;
             am_nn_layernorm(nn, kvin + ko * D, xs + mo * D, Ly->norm_media_w, Ly->norm_media_b, Ni,
                             D, c->ln_eps);
-            memcpy(kvin + (ko + Ni) * D, latn + (int64_t)i * L * D,
-                   (size_t)(L * D) * sizeof(float));
+            be->ops->copy(be, kvin + (ko + Ni) * D, latn + (int64_t)i * L * D,
+                          (size_t)(L * D) * sizeof(float));
             mo += Ni;
             ko += Ni + L;
         }
@@ -315,7 +375,7 @@ static int perceiver_forward(const am_proj *p, am_nn *nn, const am_proj_item *it
         if ((rc = am_nn_linear(nn, &p->proj, latn + (int64_t)i * L * D, items[i].out, L)))
             goto done;
 done:
-    am_aligned_free(buf);
+    be->ops->free(be, buf);
     return rc;
 }
 
@@ -330,14 +390,15 @@ int am_proj_forward(const am_proj *p, am_nn *nn, const am_proj_item *items, int 
             if ((rc = am_nn_linear(nn, &p->l1, items[i].x, items[i].out, R))) return rc;
             continue;
         }
-        float *h = am_aligned_alloc((size_t)(R * p->cfg.out_dim) * sizeof(float)); /* (R, H) */
+        am_backend *be = nn->be;
+        float *h = be->ops->alloc(be, (size_t)(R * p->cfg.out_dim) * sizeof(float)); /* (R, H) */
         if (!h) return am_err_set(AM_ENOMEM, "projector: out of memory");
         rc = am_nn_linear(nn, &p->l1, items[i].x, h, R);
         if (!rc) {
             am_nn_bias_act(nn, h, NULL, R, p->cfg.out_dim, AM_ACT_GELU);
             rc = am_nn_linear(nn, &p->l2, h, items[i].out, R);
         }
-        am_aligned_free(h);
+        be->ops->free(be, h);
         if (rc) return rc;
     }
     return 0;
@@ -348,6 +409,10 @@ int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m,
     if (p->cfg.type != AM_PROJ_LINEAR)
         return am_err_set(AM_EINVAL, "projector: %s is not a linear projector",
                           am_proj_type_name(p->cfg.type));
+    if (!nn->be->host_memory)
+        return am_err_set(AM_EUNSUPPORTED,
+                          "projector: linear rows run on a host-memory backend, not %s",
+                          nn->be->name);
     const int64_t G = AM_PROJ_ROW_GROUP, D = p->cfg.in_dim,
                   N = (int64_t)p->cfg.out_dim * p->cfg.tokens_per_row;
     float *xg = am_aligned_alloc((size_t)(G * D) * sizeof(float)); /* (G, D) */

@@ -98,14 +98,23 @@ void am_proj_destroy(am_proj **p);
  * n_frames*n_patches (mlp2x_gelu), n_frames*n_patches*tokens_per_row (linear). */
 int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches);
 
-/* One media item: x (F, V, D) encoder features; out (n_tokens, out_dim). */
+/* The projector's weights as backend be sees them (matrices through
+ * upload_matrix, vectors in one allocation of be's memory); on a host-memory
+ * backend views of p's own. p must outlive it; release with am_proj_release
+ * on the same backend. AM_ENOMEM or upload errors. */
+int am_proj_upload(const am_proj *p, am_backend *be, am_proj **out);
+void am_proj_release(am_proj **p, am_backend *be);
+
+/* One media item: x (F, V, D) encoder features; out (n_tokens, out_dim); both
+ * in the backend's memory (host memory on the CPU backend). */
 typedef struct am_proj_item {
     const float *x;
     int32_t n_frames, n_patches;
     float *out;
 } am_proj_item;
 
-/* Runs the projector over n items in one batch (the GEMMs see the rows of all
+/* Runs the projector p (the backend's view: am_proj_upload, or the model's
+ * own on a host-memory backend) over n items in one batch (the GEMMs see the rows of all
  * items). AM_ERANGE when an item has more frames than frame_embs rows; AM_ENOMEM;
  * matmul errors. */
 int am_proj_forward(const am_proj *p, am_nn *nn, const am_proj_item *items, int n);
@@ -124,7 +133,9 @@ double am_proj_flops(const am_proj *p, int32_t n_frames, int32_t n_patches);
  * 512 -> 8 x 4096 in f32) are read once per group, and since the backend's
  * matrix-vector kernels compute each row with the same code whatever the other
  * rows hold, a row gives the same bits in any batch. For the pooled-vector
- * modalities (audio clips, IMU windows). AM_EINVAL unless p is linear; AM_ENOMEM. */
+ * modalities (audio clips, IMU windows). x and outs are host memory and the
+ * backend's memory must be too (else AM_EUNSUPPORTED). AM_EINVAL unless p is
+ * linear; AM_ENOMEM. */
 int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m, float *const *outs);
 
 #endif

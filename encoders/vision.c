@@ -329,26 +329,41 @@ int am_vision_video_pixels(const am_vision_model *m, const void *data, size_t le
     return 0;
 }
 
-/* ---- encoding ---- */
+/* ---- encoding ----
+ *
+ * Everything after the pixels runs on the encoder's backend: the tower and
+ * projector weights are the backend's views (am_vit_upload, am_proj_upload:
+ * copies on a device, the model's own on the CPU), activations, scratch and
+ * the selected features live in backend memory, the pixels go up once per
+ * chunk (as im2col rows, vit.c) and the projector's rows come down once per
+ * call. On a host-memory backend the outputs are written in place. */
 
 struct am_vision_encoder {
     const am_vision_model *m;
     am_nn nn;
     int32_t max_batch;
-    float *chunk;   /* (max_batch, 3, S, S) */
-    float *hidden;  /* (max_batch, T, C) */
-    float *scratch; /* am_vit_scratch_floats(max_batch) */
+    am_vit *vit;    /* the tower as the backend sees it */
+    am_proj *proj;  /* the projector likewise */
+    float *chunk;   /* host (max_batch, 3, S, S) */
+    float *hidden;  /* backend (max_batch, T, C) */
+    float *scratch; /* backend am_vit_scratch_floats(max_batch) */
 };
 
 am_nn *am_vision_encoder_nn(am_vision_encoder *e) { return &e->nn; }
 
 void am_vision_encoder_destroy(am_vision_encoder **p) {
     if (!p || !*p) return;
-    am_nn_fini(&(*p)->nn);
-    am_aligned_free((*p)->chunk);
-    am_aligned_free((*p)->hidden);
-    am_aligned_free((*p)->scratch);
-    am_free(*p);
+    am_vision_encoder *e = *p;
+    am_backend *be = e->nn.be;
+    if (be) {
+        be->ops->free(be, e->hidden);
+        be->ops->free(be, e->scratch);
+        am_vit_release(&e->vit, be);
+        am_proj_release(&e->proj, be);
+    }
+    am_nn_fini(&e->nn);
+    am_aligned_free(e->chunk);
+    am_free(e);
     *p = NULL;
 }
 
@@ -365,12 +380,17 @@ int am_vision_encoder_new(const am_vision_model *m, am_backend *be, int n_thread
         am_free(e);
         return rc;
     }
+    if ((rc = am_vit_upload(m->vit, be, &e->vit)) || (rc = am_proj_upload(m->proj, be, &e->proj))) {
+        am_vision_encoder_destroy(&e);
+        return rc;
+    }
     const int64_t T = am_vit_n_patches(&m->vit_cfg) + 1;
     e->chunk =
         am_aligned_alloc((size_t)(max_batch_frames * am_vision_frame_floats(m)) * sizeof(float));
-    e->hidden = am_aligned_alloc((size_t)(max_batch_frames * T * m->vit_cfg.width) * sizeof(float));
+    e->hidden =
+        be->ops->alloc(be, (size_t)(max_batch_frames * T * m->vit_cfg.width) * sizeof(float));
     e->scratch =
-        am_aligned_alloc(am_vit_scratch_floats(&m->vit_cfg, max_batch_frames) * sizeof(float));
+        be->ops->alloc(be, am_vit_scratch_floats(&m->vit_cfg, max_batch_frames) * sizeof(float));
     if (!e->chunk || !e->hidden || !e->scratch) {
         am_vision_encoder_destroy(&e);
         return am_err_set(AM_ENOMEM, "vision encoder: cannot allocate activations for %d frames",
@@ -381,9 +401,10 @@ int am_vision_encoder_new(const am_vision_model *m, am_backend *be, int n_thread
 }
 
 /* Runs the ViT over frames [0, n) taken from items (in order) and writes the
- * selected rows of each frame to feats (n, R, C). */
+ * selected rows of each frame to feats (n, R, C) in backend memory. */
 static int run_tower(am_vision_encoder *e, const float *const *frame_px, int64_t n, float *feats) {
     const am_vision_model *m = e->m;
+    am_backend *be = e->nn.be;
     const int64_t FF = am_vision_frame_floats(m), C = m->vit_cfg.width,
                   T = am_vit_n_patches(&m->vit_cfg) + 1;
     const int64_t R = am_vision_rows_per_frame(m), skip = T - R;
@@ -391,57 +412,79 @@ static int run_tower(am_vision_encoder *e, const float *const *frame_px, int64_t
         const int64_t b = n - f0 < e->max_batch ? n - f0 : e->max_batch;
         for (int64_t i = 0; i < b; i++)
             memcpy(e->chunk + i * FF, frame_px[f0 + i], (size_t)FF * sizeof(float));
-        int rc = am_vit_forward(m->vit, &e->nn, e->chunk, b, m->n_run, e->hidden, e->scratch);
+        int rc = am_vit_forward(e->vit, &e->nn, e->chunk, b, m->n_run, e->hidden, e->scratch);
         if (rc) return rc;
         for (int64_t i = 0; i < b; i++)
-            memcpy(feats + (f0 + i) * R * C, e->hidden + (i * T + skip) * C,
-                   (size_t)(R * C) * sizeof(float));
+            be->ops->copy(be, feats + (f0 + i) * R * C, e->hidden + (i * T + skip) * C,
+                          (size_t)(R * C) * sizeof(float));
     }
     return 0;
 }
 
 int am_vision_features(am_vision_encoder *e, const float *pixels, int32_t n_frames, float *feats) {
+    am_backend *be = e->nn.be;
+    const size_t bytes = (size_t)(n_frames * am_vision_rows_per_frame(e->m)) *
+                         (size_t)e->m->vit_cfg.width * sizeof(float);
     const float **px = am_malloc((size_t)n_frames * sizeof *px);
-    if (!px) return am_err_set(AM_ENOMEM, "vision encoder: out of memory");
+    float *dev = be->host_memory ? feats : be->ops->alloc(be, bytes);
+    int rc = 0;
+    if (!px || !dev) {
+        rc = am_err_set(AM_ENOMEM, "vision encoder: out of memory");
+        goto done;
+    }
     for (int32_t i = 0; i < n_frames; i++)
         px[i] = pixels + i * am_vision_frame_floats(e->m);
-    int rc = run_tower(e, px, n_frames, feats);
+    rc = run_tower(e, px, n_frames, dev);
+    if (!rc && dev != feats) rc = be->ops->download(be, feats, dev, bytes);
+done:
+    if (dev != feats) be->ops->free(be, dev);
     am_free(px);
     return rc;
 }
 
 int am_vision_encode(am_vision_encoder *e, const am_vision_item *items, int n) {
     const am_vision_model *m = e->m;
+    am_backend *be = e->nn.be;
     const int64_t FF = am_vision_frame_floats(m), R = am_vision_rows_per_frame(m),
-                  C = m->vit_cfg.width;
-    int64_t frames = 0;
+                  C = m->vit_cfg.width, O = am_vision_out_dim(m);
+    int64_t frames = 0, tokens = 0;
     for (int i = 0; i < n; i++) {
         if (items[i].n_frames < 1 || items[i].n_frames > AM_VIDEO_MAX_SAMPLED_FRAMES)
             return am_err_set(AM_EINVAL, "vision encoder: item %d has %d frames", i,
                               items[i].n_frames);
         frames += items[i].n_frames;
+        tokens += am_vision_n_tokens(m, items[i].n_frames);
     }
     if (frames == 0) return 0;
     const float **px = am_malloc((size_t)frames * sizeof *px);
     am_proj_item *pi = am_malloc((size_t)n * sizeof *pi);
-    float *feats = am_aligned_alloc((size_t)(frames * R * C) * sizeof(float)); /* (frames, R, C) */
+    /* (frames, R, C) features; on a device also the (tokens, O) outputs, downloaded at the end. */
+    float *feats = be->ops->alloc(be, (size_t)(frames * R * C) * sizeof(float));
+    float *outs = be->host_memory ? NULL : be->ops->alloc(be, (size_t)(tokens * O) * sizeof(float));
     int rc = 0;
-    if (!px || !pi || !feats) {
+    if (!px || !pi || !feats || (!be->host_memory && !outs)) {
         rc = am_err_set(AM_ENOMEM, "vision encoder: cannot allocate features of %lld frames",
                         (long long)frames);
         goto done;
     }
-    int64_t f = 0;
+    int64_t f = 0, t = 0;
     for (int i = 0; i < n; i++) {
-        pi[i] = (am_proj_item){feats + f * R * C, items[i].n_frames, (int32_t)R, items[i].out};
+        float *out = outs ? outs + t * O : items[i].out;
+        pi[i] = (am_proj_item){feats + f * R * C, items[i].n_frames, (int32_t)R, out};
+        t += am_vision_n_tokens(m, items[i].n_frames);
         for (int32_t j = 0; j < items[i].n_frames; j++)
             px[f++] = items[i].pixels + j * FF;
     }
     if ((rc = run_tower(e, px, frames, feats))) goto done;
-    rc = am_proj_forward(m->proj, &e->nn, pi, n);
+    if ((rc = am_proj_forward(e->proj, &e->nn, pi, n))) goto done;
+    for (int i = 0; outs && !rc && i < n; i++)
+        rc = be->ops->download(be, items[i].out, pi[i].out,
+                               (size_t)(am_vision_n_tokens(m, items[i].n_frames) * O) *
+                                   sizeof(float));
 done:
     am_free(px);
     am_free(pi);
-    am_aligned_free(feats);
+    be->ops->free(be, feats);
+    be->ops->free(be, outs);
     return rc;
 }

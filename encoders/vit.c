@@ -4,6 +4,7 @@
 #include "core/alloc.h"
 #include "core/error.h"
 #include "encoders/enc_internal.h"
+#include "encoders/nn_ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -179,6 +180,58 @@ fail:
     return rc;
 }
 
+void am_vit_release(am_vit **p, am_backend *be) {
+    if (!p || !*p) return;
+    if ((*p)->vecs) be->ops->free(be, (*p)->vecs);
+    am_free((*p)->layers);
+    am_free(*p);
+    *p = NULL;
+}
+
+int am_vit_upload(const am_vit *v, am_backend *be, am_vit **out) {
+    *out = NULL;
+    const am_vit_config *c = &v->cfg;
+    am_vit *d = am_calloc(1, sizeof *d);
+    if (!d || !(d->layers = am_calloc((size_t)c->n_layers, sizeof *d->layers))) {
+        am_free(d);
+        return am_err_set(AM_ENOMEM, "vision tower: out of memory");
+    }
+    d->cfg = *c;
+    if (be->host_memory) { /* the host views as they are; d->vecs stays NULL (not owned) */
+        d->patch = v->patch, d->cls = v->cls, d->pos = v->pos;
+        d->pre_ln_w = v->pre_ln_w, d->pre_ln_b = v->pre_ln_b;
+        memcpy(d->layers, v->layers, (size_t)c->n_layers * sizeof *d->layers);
+        *out = d;
+        return 0;
+    }
+    /* The vectors: one backend block laid out like v->vecs, so one upload fills it. */
+    am__vec_arena a = {0};
+    layout(d, &a);
+    int rc = 0;
+    if (!(d->vecs = be->ops->alloc(be, a.used * sizeof(float)))) {
+        rc = am_err_set(AM_ENOMEM, "vision tower: cannot allocate %zu bytes of %s memory",
+                        a.used * sizeof(float), be->name);
+        goto fail;
+    }
+    if ((rc = be->ops->upload(be, d->vecs, v->vecs, a.used * sizeof(float)))) goto fail;
+    a = (am__vec_arena){d->vecs, 0, 0};
+    layout(d, &a);
+    if ((rc = be->ops->upload_matrix(be, &v->patch, &d->patch))) goto fail;
+    for (int l = 0; l < c->n_layers; l++) {
+        const am_vit_layer *S = &v->layers[l];
+        am_vit_layer *L = &d->layers[l];
+        const am_matrix *from[] = {&S->q.w, &S->k.w, &S->v.w, &S->o.w, &S->fc1.w, &S->fc2.w};
+        am_matrix *to[] = {&L->q.w, &L->k.w, &L->v.w, &L->o.w, &L->fc1.w, &L->fc2.w};
+        for (int i = 0; i < 6; i++)
+            if ((rc = be->ops->upload_matrix(be, from[i], to[i]))) goto fail;
+    }
+    *out = d;
+    return 0;
+fail:
+    am_vit_release(&d, be);
+    return am_err_prefix(rc, "vision tower: weights to the %s backend", be->name);
+}
+
 size_t am_vit_scratch_floats(const am_vit_config *c, int64_t b) {
     const int64_t T = am_vit_n_patches(c) + 1, C = c->width;
     const int64_t K = (int64_t)c->channels * c->patch_size * c->patch_size;
@@ -201,18 +254,27 @@ int am_vit_forward(const am_vit *v, am_nn *nn, const float *pix, int64_t b, int3
     float *f = tmp + M * C;   /* (M, F) MLP hidden; also the im2col buffer (B*P, 3*p*p) */
     int rc;
     if (n_run < 0 || n_run > c->n_layers) return am_err_set(AM_EINVAL, "vit: n_run %d", n_run);
-    am_nn_patchify(nn, pix, f, b, c->channels, c->image_size, c->patch_size);
-    /* GEMMs run per image (M = P or T rows): see am_nn_matmul_rows. */
-    if ((rc = am_nn_matmul_rows(nn, &v->patch, f, tmp, b * P, P))) return rc;
+    am_backend *be = nn->be;
+    const int64_t K = (int64_t)c->channels * c->patch_size * c->patch_size;
+    if (be->host_memory) {
+        am_nn_patchify(nn, pix, f, b, c->channels, c->image_size, c->patch_size);
+    } else {
+        /* im2col of the host pixels on the host, then one upload: the input's staging. */
+        float *cols = am_aligned_alloc((size_t)(b * P * K) * sizeof(float)); /* (B*P, K) */
+        if (!cols) return am_err_set(AM_ENOMEM, "vit: cannot allocate the patch staging buffer");
+        am_nn_patchify(nn, pix, cols, b, c->channels, c->image_size, c->patch_size);
+        rc = be->ops->upload(be, f, cols, (size_t)(b * P * K) * sizeof(float));
+        am_aligned_free(cols);
+        if (rc) return rc;
+    }
+    /* Per image (M = P rows, see am_nn_matmul_rows): the patch embeddings go
+     * straight to rows 1..T-1, row 0 is the class embedding; then the
+     * positions are added (cls + pos[0], e + pos[t]). */
     for (int64_t bi = 0; bi < b; bi++) {
-        float *xb = x + bi * T * C;
-        for (int64_t i = 0; i < C; i++)
-            xb[i] = v->cls[i] + v->pos[i];
-        for (int64_t t = 1; t < T; t++) {
-            const float *e = tmp + (bi * P + t - 1) * C;
-            for (int64_t i = 0; i < C; i++)
-                xb[t * C + i] = e[i] + v->pos[t * C + i];
-        }
+        float *xb = x + bi * T * C; /* (T, C) */
+        if ((rc = am_nn_matmul_rows(nn, &v->patch, f + bi * P * K, xb + C, P, P))) return rc;
+        be->ops->copy(be, xb, v->cls, (size_t)C * sizeof(float));
+        be->ops->add(be, xb, v->pos, T * C);
     }
     am_nn_layernorm(nn, x, x, v->pre_ln_w, v->pre_ln_b, M, C, c->ln_eps);
     const float scale = 1.0f / sqrtf((float)D);

@@ -79,12 +79,23 @@ void am_vit_destroy(am_vit **p);
  * the number of blocks to run, or AM_ERANGE. */
 int am_vit_blocks_for_layer(const am_vit_config *c, int32_t layer, int32_t *n_run);
 
+/* The tower's weights as backend be sees them: a new am_vit whose matrices
+ * come from be's upload_matrix and whose f32 vectors are one allocation of
+ * be's memory. On a backend whose memory is host memory it only views v's
+ * (nothing is copied). v (and its checkpoint) must outlive it; release it
+ * with am_vit_release on the same backend. AM_ENOMEM or upload errors. */
+int am_vit_upload(const am_vit *v, am_backend *be, am_vit **out);
+void am_vit_release(am_vit **p, am_backend *be);
+
 /* Scratch floats am_vit_forward needs for b images. */
 size_t am_vit_scratch_floats(const am_vit_config *c, int64_t b);
 
 /* hidden (B, T, C) = the residual stream after n_run blocks for pixels
- * (B, 3, S, S). scratch holds am_vit_scratch_floats(b) floats. Errors from
- * the backend's matmul. */
+ * (B, 3, S, S). v is the backend's view (am_vit_upload; the model's own on a
+ * host-memory backend); pix is host memory (patchified on the host, then
+ * uploaded when backend memory is not host memory); hidden and scratch
+ * (am_vit_scratch_floats(b) floats) are backend memory. Errors from the
+ * backend's matmul or upload, AM_ENOMEM. */
 int am_vit_forward(const am_vit *v, am_nn *nn, const float *pix, int64_t b, int32_t n_run,
                    float *hidden, float *scratch);
 

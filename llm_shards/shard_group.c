@@ -3,7 +3,7 @@
 #include "llm_shards/shard_group.h"
 
 #include "core/alloc.h"
-#include "core/cpu_backend.h"
+#include "core/backend_open.h"
 #include "core/error.h"
 #include "llm_shards/comm.h"
 #include "llm_shards/model_files.h"
@@ -44,7 +44,7 @@ static int load_rank(am_shard_group *g, const am_shard_group_opts *o) {
         g->n_threads = cpus > 0 && local > 0 ? (int)(cpus / local) : 1;
         if (g->n_threads < 1) g->n_threads = 1;
     }
-    return am_cpu_backend_new(g->n_threads, &g->be);
+    return am_backend_open(o->device, g->n_threads, &g->be);
 }
 
 int am_shard_group_new(int *argc, char ***argv, const am_shard_group_opts *o,

@@ -3,7 +3,8 @@
  *
  * Every rank of `mpirun -np P prog` calls am_shard_group_new: MPI starts
  * (comm.h), each rank loads its slice of the model (am_llama_load_shard; the
- * leader also its tokenizer) and a CPU backend, and the ranks agree that all
+ * leader also its tokenizer) and opens its backend (o->device: the CPU, or a
+ * CUDA device that several ranks may share), and the ranks agree that all
  * of them succeeded. Then the leader (rank 0) submits prompts with
  * am_shard_group_generate (tokens stream through the callback, as with
  * am_generate) while the followers sit in am_shard_group_serve, idle without
@@ -36,6 +37,9 @@ typedef struct am_shard_group_opts {
     int need_tok;             /* the leader fails without a tokenizer */
     int n_threads;            /* per rank; 0 = online CPUs / ranks on this host (at least 1) */
     am_dtype allreduce_dtype; /* AM_DTYPE_F32 or AM_DTYPE_BF16 */
+    const char *device;       /* every rank's backend: "cpu" (NULL), "cuda", "cuda:N"
+                               * (core/backend_open.h); ranks may share one GPU, and
+                               * their all-reduces are staged through host memory */
 } am_shard_group_opts;
 
 typedef struct am_shard_group am_shard_group;

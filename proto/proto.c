@@ -23,7 +23,8 @@
 
 const char *am_cmd_name(int cmd) {
     static const char *const n[] = {"?",        "READY", "HEARTBEAT", "DISCONNECT", "ENCODE",
-                                    "EMBED",    "GENERATE", "TOKEN",  "CANCEL",     "ERROR"};
+                                    "EMBED",    "GENERATE", "TOKEN",  "CANCEL",     "ERROR",
+                                    "HEALTH"};
     return cmd >= 1 && cmd <= AM_CMD_MAX ? n[cmd] : "?";
 }
 
@@ -132,22 +133,24 @@ enum {
     F_MODALITIES, F_LOAD, F_MODALITY, F_FRAMES, F_N_ROWS, F_DIM, F_ENCODE_US, F_SEGMENTS,
     F_MAX_TOKENS, F_TEMPERATURE, F_TOP_P, F_TOP_K, F_REP_PENALTY, F_SEED, F_STOP, F_DEADLINE,
     F_BOS, F_IDS, F_TEXT, F_FINISH, F_PROMPT_TOKENS, F_COMPLETION_TOKENS, F_CODE, F_MESSAGE,
+    F_HEALTHY, F_SHARDS, F_ENCODERS, F_ACTIVE, F_IGNORE_EOS,
     F_COUNT
 };
 
+_Static_assert(F_COUNT <= 64, "the decoder's seen-set is one uint64_t");
 #define C(x) (1u << (x))
 static const struct {
     const char *key;
     uint32_t cmds;     /* commands that use the field */
     uint32_t required; /* commands that require it */
 } fields[F_COUNT] = {
-    [F_ID] = {"id", C(AM_CMD_ENCODE) | C(AM_CMD_EMBED) | C(AM_CMD_GENERATE) | C(AM_CMD_TOKEN) | C(AM_CMD_CANCEL) | C(AM_CMD_ERROR),
-              C(AM_CMD_ENCODE) | C(AM_CMD_EMBED) | C(AM_CMD_GENERATE) | C(AM_CMD_TOKEN) | C(AM_CMD_CANCEL)},
+    [F_ID] = {"id", C(AM_CMD_ENCODE) | C(AM_CMD_EMBED) | C(AM_CMD_GENERATE) | C(AM_CMD_TOKEN) | C(AM_CMD_CANCEL) | C(AM_CMD_ERROR) | C(AM_CMD_HEALTH),
+              C(AM_CMD_ENCODE) | C(AM_CMD_EMBED) | C(AM_CMD_GENERATE) | C(AM_CMD_TOKEN) | C(AM_CMD_CANCEL) | C(AM_CMD_HEALTH)},
     [F_PART] = {"part", C(AM_CMD_ENCODE) | C(AM_CMD_EMBED) | C(AM_CMD_ERROR), C(AM_CMD_ENCODE) | C(AM_CMD_EMBED)},
     [F_ATTEMPT] = {"attempt", C(AM_CMD_ENCODE) | C(AM_CMD_EMBED), 0},
     [F_ROLE] = {"role", C(AM_CMD_READY), C(AM_CMD_READY)},
     [F_NAME] = {"name", C(AM_CMD_READY) | C(AM_CMD_ENCODE), C(AM_CMD_READY)},
-    [F_MODEL] = {"model", C(AM_CMD_READY) | C(AM_CMD_GENERATE) | C(AM_CMD_ENCODE), C(AM_CMD_READY)},
+    [F_MODEL] = {"model", C(AM_CMD_READY) | C(AM_CMD_GENERATE) | C(AM_CMD_ENCODE) | C(AM_CMD_HEALTH), C(AM_CMD_READY)},
     [F_FP] = {"fp", C(AM_CMD_READY), C(AM_CMD_READY)},
     [F_CAPACITY] = {"capacity", C(AM_CMD_READY), C(AM_CMD_READY)},
     [F_OUT_DIM] = {"out_dim", C(AM_CMD_READY), C(AM_CMD_READY)},
@@ -176,6 +179,11 @@ static const struct {
     [F_COMPLETION_TOKENS] = {"completion_tokens", C(AM_CMD_TOKEN), 0},
     [F_CODE] = {"code", C(AM_CMD_ERROR), C(AM_CMD_ERROR)},
     [F_MESSAGE] = {"message", C(AM_CMD_ERROR) | C(AM_CMD_DISCONNECT), C(AM_CMD_ERROR)},
+    [F_HEALTHY] = {"healthy", C(AM_CMD_HEALTH), 0},
+    [F_SHARDS] = {"shards", C(AM_CMD_HEALTH), 0},
+    [F_ENCODERS] = {"encoders", C(AM_CMD_HEALTH), 0},
+    [F_ACTIVE] = {"active", C(AM_CMD_HEALTH), 0},
+    [F_IGNORE_EOS] = {"ignore_eos", C(AM_CMD_GENERATE), 0},
 };
 
 /* ---------------------------------------------------------------- packing */
@@ -249,6 +257,11 @@ static int emits(const am_msg *m, int f) {
     case F_FINISH: return m->finish != AM_FIN_NONE;
     case F_PROMPT_TOKENS: case F_COMPLETION_TOKENS: return m->finish != AM_FIN_NONE;
     case F_MESSAGE: return slen(m->message) != 0;
+    case F_HEALTHY: return m->healthy != 0;
+    case F_SHARDS: return m->n_shards != 0;
+    case F_ENCODERS: return m->n_encoders != 0;
+    case F_ACTIVE: return m->n_active != 0;
+    case F_IGNORE_EOS: return m->ignore_eos != 0;
     default: return 0;
     }
 }
@@ -354,6 +367,11 @@ static void pack_field(packer *p, const am_msg *m, int f) {
         p_str(p, m->message, n > AM_PROTO_MAX_MESSAGE_BYTES ? AM_PROTO_MAX_MESSAGE_BYTES : n);
         break;
     }
+    case F_HEALTHY: p->err |= m->healthy ? msgpack_pack_true(&p->pk) : msgpack_pack_false(&p->pk); break;
+    case F_SHARDS: p_u64(p, m->n_shards); break;
+    case F_ENCODERS: p_u64(p, m->n_encoders); break;
+    case F_ACTIVE: p_u64(p, m->n_active); break;
+    case F_IGNORE_EOS: p->err |= msgpack_pack_true(&p->pk); break;
     default: break;
     }
 }
@@ -684,6 +702,17 @@ static int dec_field(dec *d, int f, const msgpack_object *v) {
     case F_COMPLETION_TOKENS: rc = get_uint(d, v, key, 0, UINT32_MAX, &u), m->completion_tokens = (uint32_t)u; break;
     case F_CODE: rc = get_int(d, v, key, INT32_MIN, INT32_MAX, &i), m->code = (int32_t)i; break;
     case F_MESSAGE: rc = get_str(d, v, key, AM_PROTO_MAX_MESSAGE_BYTES, 1, 1, &m->message, NULL); break;
+    case F_HEALTHY:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN) return bad(d, key, "is not a boolean");
+        m->healthy = v->via.boolean ? 1 : 0;
+        break;
+    case F_SHARDS: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->n_shards); break;
+    case F_ENCODERS: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->n_encoders); break;
+    case F_ACTIVE: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->n_active); break;
+    case F_IGNORE_EOS:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN) return bad(d, key, "is not a boolean");
+        m->ignore_eos = v->via.boolean ? 1 : 0;
+        break;
     default: break;
     }
     return rc;

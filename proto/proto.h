@@ -66,8 +66,9 @@ typedef enum {
     AM_CMD_TOKEN = 0x07,      /* leader -> coordinator -> client: streamed output */
     AM_CMD_CANCEL = 0x08,     /* client -> coordinator -> leader */
     AM_CMD_ERROR = 0x09,      /* anyone: a request (or a message) failed */
+    AM_CMD_HEALTH = 0x0A,     /* client -> coordinator (query), coordinator -> client (answer) */
 } am_cmd;
-#define AM_CMD_MAX 0x09
+#define AM_CMD_MAX 0x0A
 
 const char *am_cmd_name(int cmd); /* "READY"...; "?" for unknown */
 
@@ -148,6 +149,7 @@ typedef struct am_msg {
     uint32_t n_stop;
     uint32_t deadline_ms; /* relative; 0 = the coordinator's default */
     uint8_t add_bos;      /* default 1 */
+    uint8_t ignore_eos;   /* 1: generate max_tokens, past EOS (benchmarks) */
     /* TOKEN */
     int32_t *ids;
     uint32_t n_ids;
@@ -155,6 +157,9 @@ typedef struct am_msg {
     uint32_t text_len;
     uint8_t finish;       /* am_fin */
     uint32_t prompt_tokens, completion_tokens;
+    /* HEALTH answer (a field left out is false / 0) */
+    uint8_t healthy;      /* a live shard group serves the model asked about (any model if none) */
+    uint32_t n_shards, n_encoders, n_active; /* live shard groups (of that model), encoders, requests */
     /* ERROR (code, message), DISCONNECT (message = reason) */
     int32_t code;
     const char *message;

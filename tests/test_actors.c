@@ -13,7 +13,15 @@
  *    request ends exactly once, the worker registers again;
  *  - hostile: malformed, truncated, oversized and wrong-version messages from
  *    a raw socket get an ERROR/DISCONNECT or a dropped connection; the
- *    coordinator keeps serving.
+ *    coordinator keeps serving;
+ *  - kill_shard_rank (RELIABILITY.md scenario 3): SIGKILL rank 1 of the group
+ *    during generation: every request ends exactly once within 30 s (the
+ *    unfinished ones with 503), mpirun ends the group (no hang), HEALTH says
+ *    unhealthy, and healthy again once a new group registers;
+ *  - restart_coordinator (scenario 4): SIGKILL the coordinator and start it
+ *    again on the same port: every worker registers again within its backoff,
+ *    requests submitted afterwards (also from a client connected before)
+ *    complete exactly once.
  * teardown stops every process (SIGTERM, then SIGKILL) and checks the
  * coordinator's counters.
  */
@@ -78,6 +86,26 @@ static pid_t start_encoder(int k) {
     char *argv[] = {path, "--coordinator", ep, "--model", model, "--modality", "all", "--threads", "1", "--name", name,
                     "--heartbeat-ms", HB_MS, "--liveness", "3", "--reconnect-ms", "50,400", NULL};
     return spawn(argv, log);
+}
+
+/* A P = 2 shard group under mpirun (its own process group: p_shard). */
+static pid_t start_shard(int k) {
+    char mpirun[] = "/usr/bin/mpirun", sw[600], slog[320];
+    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
+    snprintf(slog, sizeof slog, "%s/shard%d.log", dir, k);
+    char *sargv[] = {mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none", sw, "--coordinator", ep, "--model",
+                     model, "--threads", "1", "--heartbeat-ms", HB_MS, "--liveness", "3", "--capacity", "16",
+                     "--reconnect-ms", "50,400", NULL};
+    return spawn(sargv, slog);
+}
+
+static pid_t start_coordinator(const char *bind) {
+    char path[600], epf[300];
+    snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
+    snprintf(epf, sizeof epf, "%s/ep", dir);
+    char *cargv[] = {path, "--bind", (char *)bind, "--endpoint-file", epf, "--heartbeat-ms", HB_MS,
+                     "--liveness", "3", "--max-msg-bytes", "1048576", NULL};
+    return spawn(cargv, coord_log);
 }
 
 static void *read_file(const char *rel, size_t *len) {
@@ -191,13 +219,10 @@ static void setup(void) {
     snprintf(cmd, sizeof cmd, "mkdir -p %s && %s/anymal mkmodel --shape tiny --with-encoders --seed 0 --out %s >/dev/null",
              dir, bin, model);
     CHECK(system(cmd) == 0);
-    char path[600], epf[300];
-    snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
+    char epf[300];
     snprintf(epf, sizeof epf, "%s/ep", dir);
     snprintf(coord_log, sizeof coord_log, "%s/coord.log", dir);
-    char *cargv[] = {path, "--bind", "tcp://127.0.0.1:*", "--endpoint-file", epf, "--heartbeat-ms", HB_MS,
-                     "--liveness", "3", "--max-msg-bytes", "1048576", NULL};
-    p_coord = spawn(cargv, coord_log);
+    p_coord = start_coordinator("tcp://127.0.0.1:*");
     for (int i = 0; i < 100 && access(epf, R_OK); i++) usleep(50000);
     FILE *f = fopen(epf, "r");
     CHECK(f != NULL);
@@ -206,12 +231,7 @@ static void setup(void) {
     fclose(f);
     p_enc[0] = start_encoder(0);
     p_enc[1] = start_encoder(1);
-    char mpirun[] = "/usr/bin/mpirun", sw[600], slog[300];
-    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
-    snprintf(slog, sizeof slog, "%s/shard.log", dir);
-    char *sargv[] = {mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none", sw, "--coordinator", ep, "--model",
-                     model, "--threads", "1", "--heartbeat-ms", HB_MS, "--liveness", "3", "--capacity", "16", NULL};
-    p_shard = spawn(sargv, slog);
+    p_shard = start_shard(0);
     /* In-process engine for the reference answers. */
     CHECK_OK(am_model_files_open(&mf, model, NULL, 1));
     CHECK_OK(am_cpu_backend_new(1, &be));
@@ -403,6 +423,154 @@ static void test_hostile(void) {
     am_client_destroy(&c);
 }
 
+/* ---- scenario 3: one shard rank killed during generation ---- */
+
+/* The pid of rank `rank` of the group whose mpirun is p_shard (its children; mpirun gives
+ * each rank a process group of its own). */
+static pid_t shard_rank_pid(int rank) {
+    char cmd[256], want[64];
+    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+    snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)p_shard);
+    FILE *f = popen(cmd, "r");
+    pid_t found = 0;
+    int pid;
+    while (f && !found && fscanf(f, "%d", &pid) == 1) {
+        char path[64], env[1 << 16];
+        snprintf(path, sizeof path, "/proc/%d/environ", pid);
+        FILE *e = fopen(path, "rb");
+        size_t n = e ? fread(env, 1, sizeof env - 1, e) : 0;
+        if (e) fclose(e);
+        for (size_t i = 0; i < n && !found; i += strlen(env + i) + 1) {
+            env[n] = 0;
+            if (!strcmp(env + i, want)) found = pid;
+        }
+    }
+    if (f) pclose(f);
+    return found;
+}
+
+static int health(am_client *c, am_client_health *h) { return am_client_health_get(c, NULL, 2000, h); }
+
+/* Polls HEALTH until ok(h) or timeout_ms; returns the ms it took, or -1. */
+static int64_t wait_health(am_client *c, int (*ok)(const am_client_health *), int64_t timeout_ms) {
+    int64_t t0 = am_wire_now_ms();
+    while (am_wire_now_ms() - t0 < timeout_ms) {
+        am_client_health h;
+        if (!health(c, &h) && ok(&h)) return am_wire_now_ms() - t0;
+        usleep(20000);
+    }
+    return -1;
+}
+static int is_unhealthy(const am_client_health *h) { return !h->healthy && h->shards == 0; }
+static int is_healthy(const am_client_health *h) { return h->healthy && h->shards == 1; }
+static int all_back(const am_client_health *h) { return h->healthy && h->shards == 1 && h->encoders == 2; }
+
+#define N_GROUP_KILL 16
+#define GROUP_KILL_TOKENS 480
+#define GROUP_ERROR_WITHIN_MS 30000
+
+static void test_kill_shard_rank(void) {
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    if (!c) return;
+    am_client_health h;
+    CHECK_OK(health(c, &h));
+    CHECK(h.healthy && h.shards == 1);
+    uint64_t rid[N_GROUP_KILL];
+    int finals[N_GROUP_KILL] = {0}, late = 0, errors = 0, done = 0, killed = 0;
+    uint32_t n_tok[N_GROUP_KILL] = {0};
+    for (int i = 0; i < N_GROUP_KILL; i++) {
+        am_client_part p = {.kind = AM_SEG_TEXT, .text = texts[i % 5], .text_len = strlen(texts[i % 5])};
+        am_client_params prm = {.max_tokens = GROUP_KILL_TOKENS, .ignore_eos = 1, .deadline_ms = 50000};
+        CHECK_OK(am_client_submit(c, &p, 1, &prm, &rid[i]));
+    }
+    int64_t t_kill = 0, end = am_wire_now_ms() + TIMEOUT_MS;
+    while (done < N_GROUP_KILL && am_wire_now_ms() < end) {
+        am_client_event ev;
+        if (am_client_next(c, 200, &ev)) continue;
+        for (int i = 0; i < N_GROUP_KILL; i++) {
+            if (rid[i] != ev.rid) continue;
+            if (finals[i]) late++;
+            if (ev.cmd == AM_CMD_TOKEN) n_tok[i] += ev.msg.n_ids;
+            if (ev.cmd == AM_CMD_ERROR) {
+                errors++;
+                CHECK_EQ_INT(ev.msg.code, AM_WERR_UNAVAILABLE);
+            }
+            if (am_client_event_final(&ev)) done += !finals[i]++;
+        }
+        am_client_event_fini(&ev);
+        if (!killed) { /* generation is under way: kill rank 1 (not the leader) */
+            pid_t r1 = shard_rank_pid(1);
+            CHECK(r1 > 0);
+            if (r1 > 0) kill(r1, SIGKILL);
+            t_kill = am_wire_now_ms();
+            killed = 1;
+        }
+    }
+    int64_t t_all = am_wire_now_ms() - t_kill;
+    am_client_event ev;
+    while (!am_client_next(c, 300, &ev)) late += ev.rid >= rid[0] && ev.rid <= rid[N_GROUP_KILL - 1], am_client_event_fini(&ev);
+    printf("kill_shard_rank: %d of %d requests ended with an error, all ended %lld ms after the kill\n", errors,
+           N_GROUP_KILL, (long long)t_all);
+    CHECK_EQ_INT(done, N_GROUP_KILL);
+    CHECK(t_all < GROUP_ERROR_WITHIN_MS);
+    CHECK(errors >= 1); /* some were in flight */
+    CHECK_EQ_INT(late, 0);
+    for (int i = 0; i < N_GROUP_KILL; i++) {
+        CHECK_EQ_INT(finals[i], 1);
+        CHECK(n_tok[i] <= GROUP_KILL_TOKENS);
+    }
+    /* Unhealthy now; the group's processes are gone (mpirun ends the job: no hang). */
+    CHECK(wait_health(c, is_unhealthy, 5000) >= 0);
+    int exited = 0;
+    for (int i = 0; i < 300 && !exited; i++) exited = waitpid(p_shard, NULL, WNOHANG) == p_shard, usleep(exited ? 0 : 50000);
+    CHECK(exited);
+    if (exited) p_shard = 0;
+    else stop_proc(&p_shard);
+    /* A new group registers: healthy again, and it serves. */
+    p_shard = start_shard(1);
+    int64_t ms = wait_health(c, is_healthy, TIMEOUT_MS);
+    printf("kill_shard_rank: healthy again %lld ms after the new group started\n", (long long)ms);
+    CHECK(ms >= 0);
+    am_client_part p = {.kind = AM_SEG_TEXT, .text = "again", .text_len = 5};
+    am_client_params prm = {.max_tokens = 4};
+    am_client_result r;
+    CHECK_OK(am_client_generate(c, &p, 1, &prm, NULL, NULL, 20000, &r));
+    am_client_result_fini(&r);
+    am_client_destroy(&c);
+}
+
+/* ---- scenario 4: coordinator killed and restarted ---- */
+
+static void test_restart_coordinator(void) {
+    am_client *old = NULL;
+    CHECK_OK(am_client_new(ep, &old)); /* connected before the restart: its socket reconnects */
+    kill(p_coord, SIGKILL);
+    waitpid(p_coord, NULL, 0);
+    p_coord = start_coordinator(ep); /* the same port */
+    int64_t t0 = am_wire_now_ms();
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    if (!c || !old) return;
+    /* Every worker registers again within its backoff (50 ms doubling to 400 ms) plus the
+     * 300 ms it takes to notice the silence. */
+    int64_t ms = wait_health(c, all_back, 10000);
+    printf("restart_coordinator: the group and both encoders registered again %lld ms after the restart\n",
+           (long long)(ms < 0 ? -1 : am_wire_now_ms() - t0));
+    CHECK(ms >= 0 && am_wire_now_ms() - t0 < 5000);
+    am_client_destroy(&c);
+    /* Requests submitted after the restart complete, each exactly once (run_batch checks). */
+    static track t[20];
+    run_batch(20, mod_mix, t, 0, NULL);
+    am_client_part p = {.kind = AM_SEG_TEXT, .text = "old client", .text_len = 10};
+    am_client_params prm = {.max_tokens = 4};
+    am_client_result r;
+    CHECK_OK(am_client_generate(old, &p, 1, &prm, NULL, NULL, 20000, &r));
+    CHECK_EQ_INT(r.n_ids, 4);
+    am_client_result_fini(&r);
+    am_client_destroy(&old);
+}
+
 static void teardown(void) {
     stop_proc(&p_shard);
     for (int i = 0; i < 3; i++) stop_proc(&p_enc[i]);
@@ -426,4 +594,5 @@ static void teardown(void) {
 }
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder), AM_TEST(test_stop_encoder),
-             AM_TEST(test_hostile), AM_TEST(teardown))
+             AM_TEST(test_hostile), AM_TEST(test_kill_shard_rank), AM_TEST(test_restart_coordinator),
+             AM_TEST(teardown))

@@ -71,6 +71,33 @@ expect 0 '"bench":"batch".*"batch":6.*"decode_tok_per_s":[0-9.]+.*"prefill_tok_p
   "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --batch 6 --prompt-tokens 20 --gen-tokens 5 --threads 1
 expect 1 "exceed the model's context of 512" -- "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --prompt-tokens 500 --gen-tokens 20
 expect 2 "--batch wants an integer" -- "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --batch 0
+# --device: cpu is the default's backend (same ids); cuda on a machine without a GPU or a
+# build without CUDA fails with one line naming why (where a GPU is present it may run).
+expect_device_error() {
+  local out status
+  out=$("$@" 2>&1)
+  status=$?
+  if [ "$status" -eq 0 ] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    passes=$((passes + 1))
+  elif [ "$status" -eq 1 ] && [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] &&
+       grep -Eq -- "error: (no CUDA device|device 'cuda[:0-9]*': anymal was built without CUDA)" <<<"$out"; then
+    passes=$((passes + 1))
+  else
+    echo "FAIL: $* -> status $status (want 1 and one line: no CUDA device / built without CUDA), output:"
+    echo "$out" | head -5
+    fails=$((fails + 1))
+  fi
+}
+a=$("$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1,5,9 --max-tokens 6 --print-ids 2>/dev/null)
+b=$("$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1,5,9 --max-tokens 6 --print-ids --device cpu 2>/dev/null)
+if [ -z "$a" ] || [ "$a" != "$b" ]; then echo "FAIL: --device cpu ids '$b' vs default '$a'"; fails=$((fails + 1)); else passes=$((passes + 1)); fi
+expect_device_error "$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1,5,9 --max-tokens 6 --print-ids --device cuda
+expect_device_error "$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1,5,9 --max-tokens 6 --device cuda:0
+expect_device_error "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --batch 2 --prompt-tokens 8 --gen-tokens 2 --device cuda
+expect_device_error "$ANYMAL" bench decode --model "$tmp/tiny.gguf" --prompt-tokens 8 --gen-tokens 2 --device cuda
+expect 1 "device 'gpu': expected cpu, cuda or cuda:N" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1 --device gpu
+expect 1 "device 'cuda:x': expected cpu, cuda or cuda:N" -- "$ANYMAL" bench batch --model "$tmp/tiny.gguf" --device cuda:x
+expect 2 "--device" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1 --device
 printf 'GGUF\003\000\000\000garbage' >"$tmp/bad.gguf"
 expect 1 "bad.gguf" -- "$ANYMAL" generate --model "$tmp/bad.gguf" --prompt hi
 expect 1 "bad.gguf" -- "$ANYMAL" generate --model "$tmp/tiny" --tokenizer "$tmp/bad.gguf" --prompt hi

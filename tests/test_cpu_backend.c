@@ -673,6 +673,109 @@ static void test_add(void) {
         }
 }
 
+/* ---- the encoder ops ---- */
+
+/* Two-pass statistics in double, output rounded once per step in f32. */
+static void test_layernorm(void) {
+    setup_backends();
+    const int64_t cs[] = {1, 7, 64, 1000, 4097};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t i = 0; i < 5; i++) {
+            const int64_t m = 5, c = cs[i];
+            float *x = fmalloc(m * c), *w = fmalloc(c), *b = fmalloc(c), *out = fmalloc(m * c), *ref = fmalloc(m * c);
+            fill(x, m * c, 3.0);
+            fill(w, c, 1.0);
+            fill(b, c, 0.5);
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                am_ref_layernorm(ref, x, w, with_bias ? b : NULL, m, c, 1e-5f);
+                backends[bi].b->ops->layernorm(backends[bi].b, out, x, w, with_bias ? b : NULL, m, c, 1e-5f);
+                CHECK_EQ_INT(compare_elems(out, ref, m * c, 1e-5, 1e-5, backends[bi].b->name), 0);
+            }
+            backends[bi].b->ops->layernorm(backends[bi].b, x, x, w, b, m, c, 1e-5f); /* in place */
+            CHECK_EQ_INT(compare_elems(x, ref, m * c, 1e-5, 1e-5, backends[bi].b->name), 0);
+            free(x), free(w), free(b), free(out), free(ref);
+        }
+}
+
+/* The GELUs' polynomial exp/erf: within ~3e-7 of the double reference, relative or absolute. */
+static void test_bias_act(void) {
+    setup_backends();
+    const am_act acts[] = {AM_ACT_NONE, AM_ACT_GELU, AM_ACT_QUICK_GELU, AM_ACT_RELU};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (int a = 0; a < 4; a++)
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                const int64_t m = 33, n = 1000;
+                float *y = fmalloc(m * n), *b = fmalloc(n), *ref = fmalloc(m * n);
+                fill(y, m * n, 8.0);
+                fill(b, n, 1.0);
+                memcpy(ref, y, (size_t)(m * n) * sizeof(float));
+                am_ref_bias_act(ref, with_bias ? b : NULL, m, n, acts[a]);
+                backends[bi].b->ops->bias_act(backends[bi].b, y, with_bias ? b : NULL, m, n, acts[a]);
+                CHECK_EQ_INT(compare_elems(y, ref, m * n, 2e-6, 1e-6, backends[bi].b->name), 0);
+                free(y), free(b), free(ref);
+            }
+}
+
+/* x + (y + bias): two f32 roundings against the reference's one. */
+static void test_add_bias(void) {
+    setup_backends();
+    for (int bi = 0; bi < n_backends; bi++)
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const int64_t m = 17, n = 3001;
+            float *x = fmalloc(m * n), *y = fmalloc(m * n), *b = fmalloc(n), *ref = fmalloc(m * n);
+            fill(x, m * n, 1.0);
+            fill(y, m * n, 1.0);
+            fill(b, n, 1.0);
+            memcpy(ref, x, (size_t)(m * n) * sizeof(float));
+            am_ref_add_bias(ref, y, with_bias ? b : NULL, m, n);
+            backends[bi].b->ops->add_bias(backends[bi].b, x, y, with_bias ? b : NULL, m, n);
+            CHECK_EQ_INT(compare_elems(x, ref, m * n, 2.5e-7, 1e-6, backends[bi].b->name), 0);
+            free(x), free(y), free(b), free(ref);
+        }
+}
+
+/* Strided q/k/v/out (a fused qkv layout, an output wider than H*D), with and
+ * without a per-head bias and a per-window mask; f32 GEMMs and softmax. */
+static void test_attention_dense(void) {
+    setup_backends();
+    const struct { int64_t b, tq, tk; int h, d; } shapes[] = {{1, 1, 1, 1, 8}, {2, 5, 9, 3, 16},
+                                                            {3, 64, 64, 4, 32}, {1, 65, 130, 2, 64}};
+    for (int bi = 0; bi < n_backends; bi++)
+        for (size_t si = 0; si < 4; si++)
+            for (int extra = 0; extra < 2; extra++) {
+                const int64_t B = shapes[si].b, TQ = shapes[si].tq, TK = shapes[si].tk;
+                const int H = shapes[si].h, D = shapes[si].d;
+                const int64_t HD = (int64_t)H * D, qs = 3 * HD, os = HD + 5;
+                float *qkv = fmalloc(B * (TQ > TK ? TQ : TK) * qs), *out = fmalloc(B * TQ * os);
+                float *ref = fmalloc(B * TQ * os), *bias = fmalloc(H * TQ * TK), *mask = fmalloc(2 * TQ * TK);
+                fill(qkv, B * (TQ > TK ? TQ : TK) * qs, 1.0);
+                fill(bias, H * TQ * TK, 2.0);
+                for (int64_t i = 0; i < 2 * TQ * TK; i++) mask[i] = rnd() < 0 ? -100.0f : 0.0f;
+                for (int64_t i = 0; i < TQ * TK; i += TK) mask[i] = mask[TQ * TK + i] = 0.0f; /* a key each */
+                memset(out, 0, (size_t)(B * TQ * os) * sizeof(float));
+                memset(ref, 0, (size_t)(B * TQ * os) * sizeof(float));
+                const am_dense_attn a = {.n_seqs = B, .tq = TQ, .tk = TK, .n_heads = H, .head_dim = D,
+                                         .q_stride = qs, .kv_stride = qs, .o_stride = os,
+                                         .scale = 1.0f / sqrtf((float)D), .bias = extra ? bias : NULL,
+                                         .mask = extra ? mask : NULL, .n_mask = extra ? 2 : 0};
+                am_ref_attention_dense(ref, qkv, qkv + HD, qkv + 2 * HD, &a);
+                CHECK_OK(backends[bi].b->ops->attention_dense(backends[bi].b, out, qkv, qkv + HD, qkv + 2 * HD, &a));
+                CHECK_EQ_INT(compare_elems(out, ref, B * TQ * os, 1e-4, 1e-5, backends[bi].b->name), 0);
+                free(qkv), free(out), free(ref), free(bias), free(mask);
+            }
+}
+
+static void test_copy(void) {
+    setup_backends();
+    for (int bi = 0; bi < n_backends; bi++) {
+        float *x = fmalloc(1001), *y = fmalloc(1001);
+        fill(x, 1001, 1.0);
+        backends[bi].b->ops->copy(backends[bi].b, y, x, 1001 * sizeof(float));
+        CHECK(memcmp(x, y, 1001 * sizeof(float)) == 0);
+        free(x), free(y);
+    }
+}
+
 static void test_teardown(void) {
     printf("     largest matmul error / S seen: %.3g (f32 accumulation, tol %g), %.3g (bf16 GEMM, "
            "tol %g), %.3g (quantized activations, per-element bound)\n",
@@ -689,4 +792,5 @@ AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
              AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_attention),
              AM_TEST(test_attention_threads), AM_TEST(test_kv_store), AM_TEST(test_attention_batched),
              AM_TEST(test_softmax), AM_TEST(test_silu_mul), AM_TEST(test_add),
-             AM_TEST(test_teardown))
+             AM_TEST(test_layernorm), AM_TEST(test_bias_act), AM_TEST(test_add_bias),
+             AM_TEST(test_attention_dense), AM_TEST(test_copy), AM_TEST(test_teardown))

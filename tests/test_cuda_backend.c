@@ -476,6 +476,84 @@ static void test_attention(void) {
     attention_case(32, 32, 128, 16, 1, qm, qp0, "7b-shape prefill");
 }
 
+/* ---- the encoder ops: copy, layernorm, bias_act, add_bias, attention_dense ---- */
+
+static void test_encoder_ops(void) {
+    /* copy and layernorm (with and without bias, in place). */
+    const int64_t M = 7, C = 1000;
+    float *x = fmalloc(M * C), *w = fmalloc(C), *b = fmalloc(C), *y = fmalloc(M * C), *ref = fmalloc(M * C);
+    fill(x, M * C, 3.0);
+    fill(w, C, 1.0);
+    fill(b, C, 0.5);
+    float *dx = to_dev(x, (size_t)(M * C) * 4), *dw = to_dev(w, (size_t)C * 4), *db = to_dev(b, (size_t)C * 4);
+    float *dy = to_dev(y, (size_t)(M * C) * 4);
+    gpu->ops->copy(gpu, dy, dx, (size_t)(M * C) * 4);
+    to_host(y, dy, (size_t)(M * C) * 4);
+    CHECK(memcmp(x, y, (size_t)(M * C) * 4) == 0);
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        am_ref_layernorm(ref, x, w, with_bias ? b : NULL, M, C, 1e-5f);
+        gpu->ops->layernorm(gpu, dy, dx, dw, with_bias ? db : NULL, M, C, 1e-5f);
+        to_host(y, dy, (size_t)(M * C) * 4);
+        CHECK_REL(y, ref, M * C, TOL_F32, "layernorm bias %d", with_bias);
+    }
+    gpu->ops->layernorm(gpu, dx, dx, dw, db, M, C, 1e-5f);
+    to_host(y, dx, (size_t)(M * C) * 4);
+    CHECK_REL(y, ref, M * C, TOL_F32, "layernorm in place");
+    /* bias_act for every activation, add_bias. */
+    const am_act acts[] = {AM_ACT_NONE, AM_ACT_GELU, AM_ACT_QUICK_GELU, AM_ACT_RELU};
+    for (int a = 0; a < 4; a++) {
+        fill(x, M * C, 8.0);
+        memcpy(ref, x, (size_t)(M * C) * 4);
+        am_ref_bias_act(ref, b, M, C, acts[a]);
+        float *d = to_dev(x, (size_t)(M * C) * 4);
+        gpu->ops->bias_act(gpu, d, db, M, C, acts[a]);
+        to_host(y, d, (size_t)(M * C) * 4);
+        CHECK_REL(y, ref, M * C, TOL_F32, "bias_act %s", a == 0 ? "none" : a == 1 ? "gelu" : a == 2 ? "quick_gelu" : "relu");
+        dev_free(d);
+    }
+    fill(x, M * C, 1.0);
+    fill(y, M * C, 1.0);
+    memcpy(ref, x, (size_t)(M * C) * 4);
+    am_ref_add_bias(ref, y, b, M, C);
+    float *d1 = to_dev(x, (size_t)(M * C) * 4), *d2 = to_dev(y, (size_t)(M * C) * 4);
+    gpu->ops->add_bias(gpu, d1, d2, db, M, C);
+    to_host(y, d1, (size_t)(M * C) * 4);
+    CHECK_REL(y, ref, M * C, TOL_F32, "add_bias");
+    dev_free(d1), dev_free(d2), dev_free(dx), dev_free(dw), dev_free(db), dev_free(dy);
+    free(x), free(w), free(b), free(y), free(ref);
+
+    /* attention_dense: strided fused qkv, an output wider than H*D, bias and mask. */
+    const struct { int64_t b, tq, tk; int h, d; } shapes[] = {{1, 1, 1, 1, 8}, {2, 5, 9, 3, 16},
+                                                            {3, 64, 64, 4, 32}, {1, 65, 577, 2, 64}};
+    for (int si = 0; si < 4; si++)
+        for (int extra = 0; extra < 2; extra++) {
+            const int64_t B = shapes[si].b, TQ = shapes[si].tq, TK = shapes[si].tk;
+            const int H = shapes[si].h, D = shapes[si].d;
+            const int64_t HD = (int64_t)H * D, qs = 3 * HD, os = HD + 5, rows = B * (TQ > TK ? TQ : TK);
+            float *qkv = fmalloc(rows * qs), *out = fmalloc(B * TQ * os), *r = fmalloc(B * TQ * os);
+            float *bias = fmalloc(H * TQ * TK), *mask = fmalloc(2 * TQ * TK);
+            fill(qkv, rows * qs, 1.0);
+            fill(bias, H * TQ * TK, 2.0);
+            for (int64_t i = 0; i < 2 * TQ * TK; i++) mask[i] = rnd() < 0 ? -100.0f : 0.0f;
+            for (int64_t i = 0; i < TQ * TK; i += TK) mask[i] = mask[TQ * TK + i] = 0.0f;
+            memset(out, 0, (size_t)(B * TQ * os) * 4);
+            memset(r, 0, (size_t)(B * TQ * os) * 4);
+            float *dq = to_dev(qkv, (size_t)(rows * qs) * 4), *dout = to_dev(out, (size_t)(B * TQ * os) * 4);
+            float *dbias = to_dev(bias, (size_t)(H * TQ * TK) * 4), *dmask = to_dev(mask, (size_t)(2 * TQ * TK) * 4);
+            am_dense_attn a = {.n_seqs = B, .tq = TQ, .tk = TK, .n_heads = H, .head_dim = D, .q_stride = qs,
+                               .kv_stride = qs, .o_stride = os, .scale = 1.0f / sqrtf((float)D),
+                               .bias = extra ? bias : NULL, .mask = extra ? mask : NULL, .n_mask = extra ? 2 : 0};
+            am_ref_attention_dense(r, qkv, qkv + HD, qkv + 2 * HD, &a);
+            a.bias = extra ? dbias : NULL, a.mask = extra ? dmask : NULL;
+            CHECK_OK(gpu->ops->attention_dense(gpu, dout, dq, dq + HD, dq + 2 * HD, &a));
+            to_host(out, dout, (size_t)(B * TQ * os) * 4);
+            CHECK_REL(out, r, B * TQ * os, TOL_F32, "attention_dense shape %d extra %d", si, extra);
+            dev_free(dq), dev_free(dout), dev_free(dbias), dev_free(dmask);
+            free(qkv), free(out), free(r), free(bias), free(mask);
+        }
+}
+
+
 /* ---- sampling ---- */
 
 #ifdef AM_HAVE_CUDA
@@ -574,7 +652,7 @@ static void test_sampling(void) {
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_memory), AM_TEST(test_matmul), AM_TEST(test_get_rows),
              AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_softmax),
              AM_TEST(test_silu_mul_add), AM_TEST(test_kv_store), AM_TEST(test_attention),
-             AM_TEST(test_sampling), AM_TEST(teardown))
+             AM_TEST(test_encoder_ops), AM_TEST(test_sampling), AM_TEST(teardown))
 #undef main
 
 int main(int argc, char **argv) {

@@ -41,6 +41,14 @@ expect 0 "wrote" -- "$ANYMAL" mkmodel --shape tiny --with-encoders --projector m
 imgs=("$FIX/images/land_q90.jpg" "$FIX/images/rgba.png" "$FIX/images/lossy.webp")
 expect 0 "land_q90.jpg: tokens=8 dim=64 sum=" -- "$ANYMAL" encode --modality image --model "$tmp/m" --threads 2 "${imgs[@]}"
 expect 0 "rgba.png: tokens=16 dim=64" -- "$ANYMAL" encode --modality image --model "$tmp/mlp" "${imgs[@]}"
+# --device cpu prints what the default does; cuda without a GPU (or CUDA build) fails in one line.
+a=$("$ANYMAL" encode --modality image --model "$tmp/m" --threads 2 "${imgs[@]}" 2>/dev/null)
+b=$("$ANYMAL" encode --modality image --model "$tmp/m" --threads 2 --device cpu "${imgs[@]}" 2>/dev/null)
+if [ -z "$a" ] || [ "$a" != "$b" ]; then echo "FAIL: encode --device cpu differs"; fails=$((fails + 1)); else passes=$((passes + 1)); fi
+if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; }; then
+  expect 1 "^anymal encode: error: (no CUDA device|device 'cuda': anymal was built without CUDA)" -- \
+    "$ANYMAL" encode --modality image --model "$tmp/m" --device cuda "${imgs[@]}"
+fi
 # Batching (3 files in one batch vs one at a time) prints the same checksums.
 a=$("$ANYMAL" encode --modality image --model "$tmp/m" --batch 3 "${imgs[@]}" 2>/dev/null)
 b=$("$ANYMAL" encode --modality image --model "$tmp/m" --batch 1 "${imgs[@]}" 2>/dev/null)

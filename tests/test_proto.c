@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+static int dec_raw(int cmd, const void *body, size_t len);
+
 static int roundtrip(const am_msg *in, const am_bytes *pay, int n_pay, am_msg *out) {
     am_buf b = {0};
     uint8_t hdr[AM_PROTO_HEADER_BYTES];
@@ -159,6 +161,21 @@ static void test_encode_embed_token_error(void) {
     am_msg_fini(&o);
     m.id = 0; /* required and >= 1 */
     CHECK(roundtrip(&m, NULL, 0, &o) != 0);
+
+    /* HEALTH: the query (id, model) and the answer (fields left out = false / 0). */
+    am_msg_init(&m, AM_CMD_HEALTH);
+    m.id = 11, m.model = "tiny";
+    CHECK_OK(roundtrip(&m, NULL, 0, &o));
+    CHECK(!strcmp(o.model, "tiny") && !o.healthy && !o.n_shards);
+    am_msg_fini(&o);
+    am_msg_init(&m, AM_CMD_HEALTH);
+    m.id = 11, m.healthy = 1, m.n_shards = 2, m.n_encoders = 3, m.n_active = 40;
+    CHECK_OK(roundtrip(&m, NULL, 0, &o));
+    CHECK(o.healthy && o.n_shards == 2 && o.n_encoders == 3 && o.n_active == 40);
+    am_msg_fini(&o);
+    CHECK_EQ_INT(dec_raw(AM_CMD_HEALTH, "\x82\xa2id\x05\xa7healthy\x01", 12), AM_EFORMAT); /* not a bool */
+    CHECK_OK(dec_raw(AM_CMD_GENERATE, "\x84\xa2id\x05\xa8segments\x91\x82\xa1t\xa3ids\xa3ids\xc4\x00"
+                                      "\xaamax_tokens\x02\xaaignore_eos\xc3", 52));
 }
 
 static int dec_raw(int cmd, const void *body, size_t len) {

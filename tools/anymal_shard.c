@@ -166,7 +166,8 @@ int main(int argc, char **argv) {
                               .tok_path = o.tok_path,
                               .need_tok = leader_needs_tok,
                               .n_threads = o.n_threads,
-                              .allreduce_dtype = o.allreduce_dtype};
+                              .allreduce_dtype = o.allreduce_dtype,
+                              .device = o.device};
     am_shard_group *g = NULL;
     if (am_shard_group_new(&argc, &argv, &go, &g)) return 1; /* already reported, naming the rank */
     int status = 0;

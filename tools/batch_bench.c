@@ -185,7 +185,7 @@ int am_batch_bench_run(am_llama_ctx *ctx, am_backend *be, const am_batch_bench_o
             "\"decode_gflop_per_s\":%.1f,\"prefill_gflop_per_s\":%.1f,"
             "\"gemm_gflop_per_s_m_batch\":%.1f,\"gemm_gflop_per_s_m_max_batch\":%.1f,"
             "\"sgemm_peak_gflop_per_s\":%.1f,\"gemm_shape\":[%lld,%lld],"
-            "\"steps\":%lld,\"rows\":%lld,\"max_running\":%d,\"preemptions\":%lld,\"total_s\":%.2f}\n",
+            "\"steps\":%lld,\"rows\":%lld,\"max_running\":%d,\"preemptions\":%lld,\"total_s\":%.4f}\n",
             extra_json ? extra_json : "", model_path, am_dtype_name(am_llama_weight_dtype(m)), be->name,
             be->n_threads, B, N, M, o->max_batch, o->block_size, decode_tps, prefill_tps,
             1e3 * percentile(ttft, B, 50), 1e3 * percentile(ttft, B, 90), 1e3 * percentile(ttft, B, 99),

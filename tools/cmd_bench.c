@@ -7,7 +7,7 @@
  * reported beside it, because a matrix-vector product only reads.
  */
 #include "core/alloc.h"
-#include "core/cpu_backend.h"
+#include "core/backend_open.h"
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "llm_shards/generate.h"
@@ -87,14 +87,15 @@ static int measure_bandwidth(am_threadpool *tp, double *triad_gbs, double *read_
 static void help(void) {
     printf("usage: anymal bench batch ... (see anymal bench batch --help)\n"
            "       anymal bench decode --model PATH [--prompt-tokens N] [--gen-tokens M] [--threads T]\n"
-           "                          [--tp P [--allreduce-dtype f32|bf16]]\n\n"
+           "                          [--device cpu|cuda|cuda:N] [--tp P [--allreduce-dtype f32|bf16]]\n\n"
            "Prefills N pseudo-random prompt tokens (default 512), then decodes M tokens greedily\n"
            "(default 128, EOS ignored) and prints one JSON line: prefill_tok_per_s, decode_tok_per_s,\n"
            "weight_bytes_per_token, bandwidth_gb_per_s (STREAM triad, same run), read_bandwidth_gb_per_s,\n"
            "and decode_roofline_frac = decode_tok_per_s / (bandwidth / weight bytes per token).\n"
            "With --tp P > 1 a shard group of P ranks (mpirun, see `anymal generate --help`; --threads per\n"
            "rank) runs the same measurement and reports, instead of the bandwidth, the weight bytes per\n"
-           "rank and the all-reduces per token (count, bytes, time).\n");
+           "rank and the all-reduces per token (count, bytes, time). --device picks the compute backend\n"
+           "(default cpu; the bandwidth columns always measure host memory).\n");
 }
 
 static int bench_decode(int argc, char **argv) {
@@ -102,7 +103,7 @@ static int bench_decode(int argc, char **argv) {
     am_cli_init(&cli, "bench decode", argc, argv);
     const char *model_path = NULL;
     int64_t n_prompt = 512, n_gen = 128, n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_ranks = 1;
-    const char *allreduce_dtype = NULL;
+    const char *allreduce_dtype = NULL, *device = NULL;
     int threads_given = 0;
     const char *opt;
     int rc;
@@ -119,6 +120,8 @@ static int bench_decode(int argc, char **argv) {
         } else if (!strcmp(opt, "--threads")) {
             if ((rc = am_cli_int(&cli, 1, 1024, &n_threads))) return rc;
             threads_given = 1;
+        } else if (!strcmp(opt, "--device")) {
+            if (!(device = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--tp")) {
             if ((rc = am_cli_int(&cli, 1, 64, &n_ranks))) return rc;
         } else if (!strcmp(opt, "--allreduce-dtype")) {
@@ -136,13 +139,16 @@ static int bench_decode(int argc, char **argv) {
         snprintf(np, sizeof np, "%lld", (long long)n_prompt);
         snprintf(ng, sizeof ng, "%lld", (long long)n_gen);
         snprintf(nt, sizeof nt, "%lld", (long long)n_threads);
-        char *args[] = {"--bench", "--model", (char *)model_path, "--prompt-tokens", np, "--gen-tokens", ng,
-                        "--threads", nt, "--allreduce-dtype", (char *)(allreduce_dtype ? allreduce_dtype : "f32")};
-        int n_args = (int)(sizeof args / sizeof args[0]);
-        if (!threads_given) {
-            /* Let each rank take its share of the cores (anymal-shard's default). */
-            memmove(&args[7], &args[9], 2 * sizeof args[0]);
-            n_args -= 2;
+        char *args[16] = {"--bench", "--model", (char *)model_path, "--prompt-tokens", np, "--gen-tokens", ng,
+                          "--allreduce-dtype", (char *)(allreduce_dtype ? allreduce_dtype : "f32")};
+        int n_args = 9;
+        if (threads_given) { /* else each rank takes its share of the cores (anymal-shard's default) */
+            args[n_args++] = "--threads";
+            args[n_args++] = nt;
+        }
+        if (device) {
+            args[n_args++] = "--device";
+            args[n_args++] = (char *)device;
         }
         return am_tp_launch("bench decode", (int)n_ranks, threads_given ? (int)n_threads : 0, args, n_args);
     }
@@ -155,6 +161,9 @@ static int bench_decode(int argc, char **argv) {
     int32_t *prompt = NULL;
     float *logits = NULL;
     int status = 1;
+    /* A device first, so that a missing one fails before the load and the bandwidth runs
+     * (the CPU backend comes after them: its threads must not compete with the triad's). */
+    if (device && strcmp(device, "cpu") && (rc = am_backend_open(device, (int)n_threads, &be))) goto fail;
     if ((rc = am_llama_load(model_path, &m))) goto fail;
     const am_llama_config *cfg = &m->cfg;
     if (n_prompt + n_gen > cfg->max_seq_len) {
@@ -167,7 +176,7 @@ static int bench_decode(int argc, char **argv) {
     if ((rc = measure_bandwidth(tp, &triad_gbs, &read_gbs))) goto fail;
     am_threadpool_destroy(&tp); /* its threads must not compete with the backend's */
 
-    if ((rc = am_cpu_backend_new((int)n_threads, &be))) goto fail;
+    if (!be && (rc = am_backend_open(device, (int)n_threads, &be))) goto fail;
     if ((rc = am_llama_ctx_new(m, be, (int32_t)(n_prompt + n_gen), (int32_t)(n_prompt < 512 ? n_prompt : 512), &ctx)))
         goto fail;
     prompt = am_malloc((size_t)n_prompt * sizeof *prompt);
@@ -220,7 +229,7 @@ out:
 static void help_batch(void) {
     printf("usage: anymal bench batch --model PATH [--batch B] [--prompt-tokens N] [--gen-tokens M]\n"
            "                         [--max-batch R] [--block-size S] [--threads T]\n"
-           "                         [--tp P [--allreduce-dtype f32|bf16]]\n\n"
+           "                         [--device cpu|cuda|cuda:N] [--tp P [--allreduce-dtype f32|bf16]]\n\n"
            "Submits B requests (default 32) of N pseudo-random prompt tokens (default 512) at once to\n"
            "the continuous-batching scheduler, each generating M tokens (default 128, greedy, EOS\n"
            "ignored), R rows per step (default 512), KV blocks of S positions (default %d), and\n"
@@ -235,7 +244,7 @@ static void help_batch(void) {
 static int bench_batch(int argc, char **argv) {
     am_cli cli;
     am_cli_init(&cli, "bench batch", argc, argv);
-    const char *model_path = NULL, *allreduce_dtype = NULL;
+    const char *model_path = NULL, *allreduce_dtype = NULL, *device = NULL;
     int64_t batch = 32, n_prompt = 512, n_gen = 128, max_batch = 512, block = AM_SCHED_DEFAULT_BLOCK_SIZE;
     int64_t n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_ranks = 1;
     int threads_given = 0, rc;
@@ -259,6 +268,8 @@ static int bench_batch(int argc, char **argv) {
         } else if (!strcmp(opt, "--threads")) {
             if ((rc = am_cli_int(&cli, 1, 1024, &n_threads))) return rc;
             threads_given = 1;
+        } else if (!strcmp(opt, "--device")) {
+            if (!(device = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--tp")) {
             if ((rc = am_cli_int(&cli, 1, 64, &n_ranks))) return rc;
         } else if (!strcmp(opt, "--allreduce-dtype")) {
@@ -277,10 +288,18 @@ static int bench_batch(int argc, char **argv) {
         snprintf(ng, sizeof ng, "%lld", (long long)n_gen);
         snprintf(nr, sizeof nr, "%lld", (long long)max_batch);
         snprintf(nt, sizeof nt, "%lld", (long long)n_threads);
-        char *args[] = {"--bench", "--bench-batch", nb, "--model", (char *)model_path, "--prompt-tokens", np,
-                        "--gen-tokens", ng, "--max-batch", nr, "--allreduce-dtype",
-                        (char *)(allreduce_dtype ? allreduce_dtype : "f32"), "--threads", nt};
-        int n_args = (int)(sizeof args / sizeof args[0]) - (threads_given ? 0 : 2);
+        char *args[20] = {"--bench", "--bench-batch", nb, "--model", (char *)model_path, "--prompt-tokens", np,
+                          "--gen-tokens", ng, "--max-batch", nr, "--allreduce-dtype",
+                          (char *)(allreduce_dtype ? allreduce_dtype : "f32")};
+        int n_args = 13;
+        if (threads_given) {
+            args[n_args++] = "--threads";
+            args[n_args++] = nt;
+        }
+        if (device) {
+            args[n_args++] = "--device";
+            args[n_args++] = (char *)device;
+        }
         return am_tp_launch("bench batch", (int)n_ranks, threads_given ? (int)n_threads : 0, args, n_args);
     }
     am_cli_process_setup((int)n_threads);
@@ -288,7 +307,7 @@ static int bench_batch(int argc, char **argv) {
     am_backend *be = NULL;
     am_llama_ctx *ctx = NULL;
     am_batch_bench_opts bo = {(int32_t)batch, (int32_t)n_prompt, (int32_t)n_gen, (int32_t)max_batch, (int32_t)block};
-    if ((rc = am_llama_load(model_path, &m)) || (rc = am_cpu_backend_new((int)n_threads, &be)) ||
+    if ((rc = am_llama_load(model_path, &m)) || (rc = am_backend_open(device, (int)n_threads, &be)) ||
         (rc = am_llama_ctx_new_paged(m, be, am_batch_bench_blocks(&bo), (int32_t)block, (int32_t)max_batch, &ctx)) ||
         (rc = am_batch_bench_run(ctx, be, &bo, model_path, NULL, stdout)))
         rc = am_cli_error("bench batch", rc);

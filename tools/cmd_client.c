@@ -23,13 +23,18 @@
 static void help(void) {
     printf("usage: anymal client [--coordinator EP] PROMPT-PARTS... [--max-tokens N] [--temperature T]\n"
            "                     [--top-k K] [--top-p P] [--seed S] [--stop STR]... [--deadline-ms N] [--no-bos]\n"
-           "                     [--model NAME] [--print-ids] [--timeout-ms N] [--repeat N --concurrency C]\n\n"
+           "                     [--model NAME] [--print-ids] [--timeout-ms N] [--repeat N --concurrency C]\n"
+           "                     [--ignore-eos]\n"
+           "       anymal client [--coordinator EP] --health [--model NAME]\n\n"
            "Sends one request to an anymal coordinator and streams the answer to stdout.\n"
            "PROMPT-PARTS, in order: --text STR, --prompt-ids 1,2,3, --image FILE, --video FILE [--frames F\n"
            "before it], --audio FILE, --imu FILE (media are encoded by the cluster's encoder workers).\n"
            "  --coordinator  default tcp://127.0.0.1:5555\n"
            "  --max-tokens   default 32; greedy unless --temperature > 0\n"
-           "  --repeat N --concurrency C  send it N times, C in flight; print a JSON throughput line\n");
+           "  --repeat N --concurrency C  send it N times, C in flight; print a JSON throughput line\n"
+           "  --ignore-eos   generate --max-tokens tokens past EOS (benchmarks)\n"
+           "  --health       print the coordinator's health as JSON; exit status 1 when no live shard\n"
+           "                 group serves the model (any model without --model)\n");
 }
 
 static int stream_piece(void *user, const char *text, size_t len, const int32_t *ids, uint32_t n_ids) {
@@ -99,7 +104,7 @@ int am_cmd_client(int argc, char **argv) {
     void *files[CLIENT_MAX_PARTS] = {0};
     int32_t *idbufs[CLIENT_MAX_PARTS] = {0};
     const char *stops[AM_PROTO_MAX_STOP];
-    int n_parts = 0, print_ids = 0, repeat = 0, conc = 1, status = 0, timeout_ms = 600000;
+    int n_parts = 0, print_ids = 0, repeat = 0, conc = 1, status = 0, timeout_ms = 600000, want_health = 0;
     uint32_t frames = 0;
     am_client_params p = {.max_tokens = 32};
     am_client *c = NULL;
@@ -185,6 +190,10 @@ int am_cmd_client(int argc, char **argv) {
             timeout_ms = (int)v;
         } else if (!strcmp(opt, "--no-bos")) {
             p.no_bos = 1;
+        } else if (!strcmp(opt, "--ignore-eos")) {
+            p.ignore_eos = 1;
+        } else if (!strcmp(opt, "--health")) {
+            want_health = 1;
         } else if (!strcmp(opt, "--model")) {
             if (!(p.model = am_cli_value(&cli))) goto usage;
         } else if (!strcmp(opt, "--print-ids")) {
@@ -199,6 +208,19 @@ int am_cmd_client(int argc, char **argv) {
             status = am_cli_fail(&cli, "unknown option '%s'", opt);
             goto out;
         }
+    }
+    if (want_health) {
+        am_client_health h;
+        int rc = am_client_new(endpoint, &c);
+        if (!rc) rc = am_client_health_get(c, p.model, timeout_ms < 5000 ? timeout_ms : 5000, &h);
+        if (rc) {
+            status = am_cli_error(CMD, rc);
+            goto out;
+        }
+        printf("{\"healthy\": %s, \"shard_groups\": %u, \"encoders\": %u, \"active_requests\": %u}\n",
+               h.healthy ? "true" : "false", h.shards, h.encoders, h.active);
+        status = h.healthy ? 0 : 1;
+        goto out;
     }
     if (!n_parts) {
         status = am_cli_fail(&cli, "the prompt is empty: give --text, --prompt-ids or a media file");

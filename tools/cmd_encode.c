@@ -7,7 +7,7 @@
  * other files are still encoded.
  */
 #include "core/alloc.h"
-#include "core/cpu_backend.h"
+#include "core/backend_open.h"
 #include "core/error.h"
 #include "encoders/audio.h"
 #include "encoders/imu.h"
@@ -24,7 +24,7 @@
 
 static void help(void) {
     printf(
-        "usage: anymal encode --modality image|video|audio|imu --model DIR [--threads N]\n"
+        "usage: anymal encode --modality image|video|audio|imu --model DIR [--threads N] [--device D]\n"
         "                     [--batch N] [--print-rows N] [--frames F] [--max-pixels N]\n"
         "                     [--max-seconds S] [--imu-rate HZ] [--imu-time-unit s|ms|us|ns] "
         "FILE...\n\n"
@@ -44,6 +44,8 @@ static void help(void) {
         "  --model       an AnyMAL model directory (anymal.json) or, for images and videos, an HF\n"
         "                LLaVA-1.5 directory\n"
         "  --threads     compute threads (default: all cores)\n"
+        "  --device      cpu (default), cuda or cuda:N: the compute backend (image and video;\n"
+        "                audio and imu run on the cpu)\n"
         "  --batch       files encoded in one batch (default 8; their frames, clips or windows go\n"
         "                through the encoder together)\n"
         "  --print-rows  also print the first 8 values of the first N rows of each file\n"
@@ -90,6 +92,7 @@ static void print_result(const char *path, const float *out, int64_t n_tok, int3
 }
 
 typedef struct {
+    const char *device;
     int n_threads, batch, print_rows;
     double max_seconds, imu_rate, imu_time_scale;
 } pooled_opts;
@@ -113,7 +116,7 @@ static int encode_pooled(const char *model, int audio, const char **files, int n
         goto done;
     }
     if ((rc = audio ? am_audio_model_load(model, &am) : am_imu_model_load(model, &im)) ||
-        (rc = am_cpu_backend_new(po->n_threads, &be)) ||
+        (rc = am_backend_open(po->device, po->n_threads, &be)) ||
         (rc = audio ? am_audio_encoder_new(am, be, po->n_threads, 0, &ae)
                     : am_imu_encoder_new(im, be, po->n_threads, 0, &ie))) {
         rc = am_cli_error("encode", rc);
@@ -244,7 +247,7 @@ int am_cmd_encode(int argc, char **argv) {
     int32_t frames = 0;
     double max_seconds = AM_AUDIO_MAX_SECONDS_DEFAULT, imu_rate = AM_IMU_RATE_HZ, time_scale = 1.0;
     am_image_limits lim = am_image_default_limits();
-    const char *opt;
+    const char *opt, *device = NULL;
     if (!files) return am_cli_error("encode", AM_ENOMEM);
     while ((opt = am_cli_next(&cli))) {
         int64_t v;
@@ -265,6 +268,8 @@ int am_cmd_encode(int argc, char **argv) {
         } else if (!strcmp(opt, "--threads")) {
             if (am_cli_int(&cli, 1, 1024, &v)) goto usage;
             n_threads = (int)v;
+        } else if (!strcmp(opt, "--device")) {
+            if (!(device = am_cli_value(&cli))) goto usage;
         } else if (!strcmp(opt, "--frames")) {
             if (am_cli_int(&cli, 1, AM_VIDEO_MAX_SAMPLED_FRAMES, &v)) goto usage;
             frames = (int32_t)v;
@@ -326,7 +331,7 @@ int am_cmd_encode(int argc, char **argv) {
     if (!n_threads) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     am_cli_process_setup(n_threads);
     if (!strcmp(modality, "audio") || !strcmp(modality, "imu")) {
-        const pooled_opts po = {n_threads, batch, print_rows, max_seconds, imu_rate, time_scale};
+        const pooled_opts po = {device, n_threads, batch, print_rows, max_seconds, imu_rate, time_scale};
         rc = encode_pooled(model, !strcmp(modality, "audio"), files, n_files, &po);
         goto out;
     }
@@ -343,7 +348,7 @@ int am_cmd_encode(int argc, char **argv) {
         rc = am_cli_error("encode", AM_ENOMEM);
         goto done;
     }
-    if ((rc = am_vision_model_load(model, &m)) || (rc = am_cpu_backend_new(n_threads, &be)) ||
+    if ((rc = am_vision_model_load(model, &m)) || (rc = am_backend_open(device, n_threads, &be)) ||
         (rc = am_vision_encoder_new(m, be, n_threads, 0, &enc))) {
         rc = am_cli_error("encode", rc);
         goto done;

@@ -5,7 +5,7 @@
  * the same output.
  */
 #include "core/alloc.h"
-#include "core/cpu_backend.h"
+#include "core/backend_open.h"
 #include "core/error.h"
 #include "llm_shards/generate.h"
 #include "llm_shards/model_files.h"
@@ -60,7 +60,7 @@ int am_cmd_generate(int argc, char **argv) {
         goto out;
     status = 1;
     if (am_gen_cli_dump_open(&o, "generate", &dump)) goto out;
-    if ((rc = am_cpu_backend_new(n_threads, &be))) goto fail;
+    if ((rc = am_backend_open(o.device, n_threads, &be))) goto fail;
     int32_t n_ctx = (int32_t)n_ids + o.gp.max_tokens;
     if ((rc = am_llama_ctx_new(mf.model, be, n_ctx, n_ids < 512 ? (int32_t)n_ids : 512, &ctx))) goto fail;
     if (o.idle_ms) am_gen_cli_sleep_ms(o.idle_ms);

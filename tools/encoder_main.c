@@ -1,4 +1,5 @@
 /* tools/encoder_main.c - `anymal-encoder`: an encoder worker process (workers/encoder_worker.h). */
+#include "core/backend_open.h"
 #include "core/error.h"
 #include "proto/proto.h"
 #include "tools/cli.h"
@@ -18,7 +19,7 @@ static void on_signal(int sig) {
 
 static void help(void) {
     printf("usage: anymal-encoder --coordinator EP --model DIR --modality LIST [--threads N] [--max-batch N]\n"
-           "                      [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
+           "                      [--device cpu] [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
            "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]]\n\n"
            "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token rows.\n"
            "  --modality   comma-separated: image, video, audio, imu (or all)\n"
@@ -34,7 +35,7 @@ int main(int argc, char **argv) {
     am_cli cli;
     am_cli_init(&cli, CMD, argc, argv);
     am_encoder_worker_opts o = {.batch_wait_ms = -1};
-    const char *opt;
+    const char *opt, *device = NULL;
     while ((opt = am_cli_next(&cli))) {
         int64_t v;
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -66,6 +67,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(opt, "--threads")) {
             if (am_cli_int(&cli, 1, 1024, &v)) return AM_EXIT_USAGE;
             o.n_threads = (int)v;
+        } else if (!strcmp(opt, "--device")) {
+            if (!(device = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--max-batch")) {
             if (am_cli_int(&cli, 1, 256, &v)) return AM_EXIT_USAGE;
             o.max_batch = (int)v;
@@ -93,6 +96,17 @@ int main(int argc, char **argv) {
     }
     if (!o.endpoint || !o.model_dir || !o.modalities)
         return am_cli_fail(&cli, "--coordinator, --model and --modality are required");
+    if (device && strcmp(device, "cpu")) {
+        /* The worker (workers/encoder_worker.c) opens a CPU backend for every modality; until it
+         * takes a device, a GPU is refused here, after the same checks `anymal encode` makes. */
+        am_backend *be = NULL;
+        int rc = am_backend_open(device, 1, &be);
+        am_backend_destroy(&be);
+        if (!rc)
+            rc = am_err_set(AM_EUNSUPPORTED, "--device %s: the encoder worker runs on the cpu only for now",
+                            device);
+        return am_cli_error(CMD, rc);
+    }
     am_cli_process_setup(o.n_threads);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);

@@ -25,7 +25,7 @@ static void help(const char *cmd, int shard) {
             "1,2,3)\n"
             "                       [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
             "                       [--repetition-penalty R] [--seed S] [--stop STR]... [--chat]\n"
-            "                       [--system TEXT] [--print-ids] [--threads N] [--tp P]\n\n");
+            "                       [--system TEXT] [--print-ids] [--threads N] [--device D] [--tp P]\n\n");
     printf(
         "  --model        safetensors file or directory, GGUF file, or llama2.c checkpoint\n"
         "  --tokenizer    tokenizer.model or tokenizer.bin (default: the GGUF's own, or the one\n"
@@ -37,8 +37,10 @@ static void help(const char *cmd, int shard) {
         "  --temperature  0 = greedy (default); with --top-k, --top-p, --seed for sampling\n"
         "  --stop         stop when the text contains STR (cut before it); repeatable\n"
         "  --print-ids    print the generated token ids on one line instead of the text\n"
-        "  --threads      compute threads (default: online CPUs%s)\n",
-        AM_GENERATE_DEFAULT_MAX_TOKENS, shard ? " / ranks on this host" : "");
+        "  --threads      compute threads (default: online CPUs%s)\n"
+        "  --device       cpu (default), cuda or cuda:N: the compute backend%s\n",
+        AM_GENERATE_DEFAULT_MAX_TOKENS, shard ? " / ranks on this host" : "",
+        shard ? " of every rank (ranks may share one GPU)" : "");
     if (!shard)
         printf("  --tp P         run a tensor-parallel group of P ranks: `mpirun -np P "
                "anymal-shard` with\n"
@@ -123,6 +125,8 @@ int am_gen_cli_parse(am_gen_cli *o, const char *cmd, int shard, int argc, char *
         } else if (!strcmp(opt, "--threads")) {
             if ((rc = am_cli_int(&cli, 1, 1024, &v))) return rc;
             o->n_threads = (int)v;
+        } else if (!strcmp(opt, "--device")) {
+            if (!(o->device = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--tp") && !shard) {
             if ((rc = am_cli_int(&cli, 1, AM_TP_MAX_CLI, &v))) return rc;
             o->tp = (int)v;

@@ -26,6 +26,7 @@ typedef struct am_gen_cli {
     am_gen_params gp;
     int print_ids, chat;
     int n_threads;            /* 0: the command's default */
+    const char *device;       /* --device cpu|cuda|cuda:N (NULL: cpu), see core/backend_open.h */
     int tp;                   /* --tp P (generate: 1 = in process) */
     am_dtype allreduce_dtype; /* --allreduce-dtype */
     const char *dump_logits;  /* --dump-logits FILE: every step's logits, f32 rows */

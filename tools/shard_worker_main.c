@@ -30,12 +30,18 @@ static void on_signal(int sig) {
 
 static void help(void) {
     printf("usage: mpirun -np P anymal-shard-worker --coordinator EP --model PATH [--threads N] [--capacity N]\n"
+           "              [--device cpu|cuda|cuda:N]\n"
            "              [--kv-blocks N] [--block-size N] [--max-batch N] [--name S] [--model-name S]\n"
-           "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] [--allreduce-bf16]\n\n"
+           "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] [--allreduce-bf16]\n"
+           "              [--stream-ms N]\n\n"
+           "  --device      every rank's compute backend (default cpu; ranks may share one GPU)\n"
            "  --capacity    requests in flight at once (default %d)\n"
            "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at most %d)\n"
-           "  --max-batch   rows per step (default %d)\n",
-           AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT, AM_SCHED_DEFAULT_MAX_BATCH);
+           "  --max-batch   rows per step (default %d)\n"
+           "  --stream-ms   a request's tokens go out together at most this often (default %d;\n"
+           "                0 = one TOKEN message per token)\n",
+           AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT, AM_SCHED_DEFAULT_MAX_BATCH,
+           AM_SHARD_LEADER_STREAM_MS);
 }
 
 int main(int argc, char **argv) {
@@ -61,6 +67,8 @@ int main(int argc, char **argv) {
         } else if (!strcmp(opt, "--threads")) {
             if (am_cli_int(&cli, 1, 1024, &v)) return AM_EXIT_USAGE;
             go.n_threads = (int)v;
+        } else if (!strcmp(opt, "--device")) {
+            if (!(go.device = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--capacity")) {
             if (am_cli_int(&cli, 1, 65536, &v)) return AM_EXIT_USAGE;
             lo.capacity = (int)v;
@@ -81,6 +89,9 @@ int main(int argc, char **argv) {
             int a = 0, b = 0;
             if (!s || sscanf(s, "%d,%d", &a, &b) < 1 || a < 1) return am_cli_fail(&cli, "--reconnect-ms wants MIN[,MAX]");
             lo.reconnect_min_ms = a, lo.reconnect_max_ms = b;
+        } else if (!strcmp(opt, "--stream-ms")) {
+            if (am_cli_int(&cli, 0, 60000, &v)) return AM_EXIT_USAGE;
+            lo.stream_ms = v ? (int)v : -1;
         } else if (!strcmp(opt, "--allreduce-bf16")) {
             go.allreduce_dtype = AM_DTYPE_BF16;
         } else {
@@ -89,6 +100,11 @@ int main(int argc, char **argv) {
     }
     if (!lo.endpoint || !lo.model_path) return am_cli_fail(&cli, "--coordinator and --model are required");
     am_cli_process_setup(go.n_threads);
+    /* A serving group shares its cores with its link thread (and often the coordinator
+     * and encoders): a rank waiting in an all-reduce yields the core instead of busy
+     * polling through the others' time slices (100x slower steps on 2 cores without
+     * it, bench/README.md). Set before MPI starts; the environment's value wins. */
+    setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
     am_shard_group *g = NULL;
     int rc = am_shard_group_new(&argc, &argv, &go, &g);
     if (rc) return 1; /* already printed, naming the rank */

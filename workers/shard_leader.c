@@ -24,6 +24,12 @@ typedef struct lreq {
     float *early[AM_PROTO_MAX_PAYLOADS];       /* rows that came before submission */
     int n_parts;
     double t_held;
+    /* Tokens generated since the last TOKEN sent (stream interval). */
+    int32_t *pend_ids;
+    uint32_t n_pend, cap_pend;
+    char *pend_text;
+    size_t len_text, cap_text;
+    double t_sent; /* when its last TOKEN went out (0: none yet) */
     struct leader *L;
 } lreq;
 
@@ -37,6 +43,8 @@ typedef struct leader {
     am_vision_model *vm; /* only for slot sizes */
     am_audio_model *amod;
     am_shard_leader_stats st;
+    double stream_s; /* a request's tokens go out together at most this often */
+    int n_pending;   /* requests with unsent tokens */
 } leader;
 
 static lreq *find(leader *L, uint64_t id) {
@@ -49,6 +57,9 @@ static void drop(leader *L, lreq *r) {
     for (int i = 0; i < L->n_reqs; i++)
         if (L->reqs[i] == r) L->reqs[i] = L->reqs[--L->n_reqs];
     for (int p = 0; p < r->n_parts; p++) am_free(r->early[p]);
+    if (r->n_pend || r->len_text) L->n_pending--;
+    am_free(r->pend_ids);
+    am_free(r->pend_text);
     am_msg_fini(&r->gen);
     am_free(r);
 }
@@ -63,19 +74,66 @@ static void send_error(leader *L, uint64_t id, int rc, const char *what) {
     (void)am_wire_send(L->pipe, NULL, 0, &m, NULL, 0, 0);
 }
 
-static int on_token(void *user, int32_t id, const char *text, size_t len) {
-    lreq *r = user;
-    if (r->orphan) return 1;
+/* Puts r's unsent tokens into m (a TOKEN) and forgets them once m is sent. */
+static void take_pending(lreq *r, am_msg *m) {
+    m->ids = r->n_pend ? r->pend_ids : NULL;
+    m->n_ids = r->n_pend;
+    m->text = r->len_text ? r->pend_text : NULL;
+    m->text_len = (uint32_t)r->len_text;
+}
+
+static void clear_pending(lreq *r, double now) {
+    if (r->n_pend || r->len_text) r->L->n_pending--;
+    r->n_pend = 0;
+    r->len_text = 0;
+    r->t_sent = now;
+}
+
+static void flush(lreq *r, double now) {
+    if (!r->n_pend && !r->len_text) return;
     am_msg m;
     am_msg_init(&m, AM_CMD_TOKEN);
     m.id = r->id;
-    m.ids = id >= 0 ? &id : NULL;
-    m.n_ids = id >= 0 ? 1 : 0;
-    m.text = text;
-    m.text_len = (uint32_t)len;
-    r->L->st.tokens += m.n_ids;
+    take_pending(r, &m);
     (void)am_wire_send(r->L->pipe, NULL, 0, &m, NULL, 0, 0);
+    clear_pending(r, now);
+}
+
+/* Every token is kept, and a request's kept tokens go out in one TOKEN when
+ * its last TOKEN is at least stream_s old: the first token at once, a slow
+ * model's every token at once, a fast one's a few per message (per-token
+ * messages would cost more than a tiny model's decode step). */
+static int on_token(void *user, int32_t id, const char *text, size_t len) {
+    lreq *r = user;
+    leader *L = r->L;
+    if (r->orphan) return 1;
+    if (id >= 0 && r->n_pend == r->cap_pend) {
+        uint32_t cap = r->cap_pend ? 2 * r->cap_pend : 16;
+        int32_t *g = am_realloc(r->pend_ids, cap * sizeof *g);
+        if (!g) return 1; /* out of memory: cancelled */
+        r->pend_ids = g, r->cap_pend = cap;
+    }
+    if (len && r->len_text + len > r->cap_text) {
+        size_t cap = r->cap_text ? 2 * r->cap_text : 64;
+        while (cap < r->len_text + len) cap *= 2;
+        char *g = am_realloc(r->pend_text, cap);
+        if (!g) return 1;
+        r->pend_text = g, r->cap_text = cap;
+    }
+    if (!r->n_pend && !r->len_text && (id >= 0 || len)) L->n_pending++;
+    if (id >= 0) r->pend_ids[r->n_pend++] = id, L->st.tokens++;
+    if (len) memcpy(r->pend_text + r->len_text, text, len), r->len_text += len;
+    double now = am_now_s();
+    if (now - r->t_sent >= L->stream_s) flush(r, now);
     return 0;
+}
+
+/* Sends what has waited stream_s (a request that stopped getting tokens for a while). */
+static void flush_due(leader *L) {
+    if (!L->n_pending) return;
+    double now = am_now_s();
+    for (int i = 0; i < L->n_reqs; i++)
+        if (!L->reqs[i]->orphan && now - L->reqs[i]->t_sent >= L->stream_s) flush(L->reqs[i], now);
 }
 
 static void on_done(void *user, uint64_t id, const am_gen_result *res, int err) {
@@ -84,12 +142,16 @@ static void on_done(void *user, uint64_t id, const am_gen_result *res, int err) 
     (void)id;
     if (!r->orphan) {
         if (err) {
-            send_error(L, r->id, err, am_err_msg());
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", am_err_msg());
+            flush(r, am_now_s()); /* what was generated before the error */
+            send_error(L, r->id, err, msg);
         } else {
             static const uint8_t fin[] = {AM_FIN_LENGTH, AM_FIN_EOS, AM_FIN_STOP, AM_FIN_CANCELLED};
             am_msg m;
             am_msg_init(&m, AM_CMD_TOKEN);
             m.id = r->id;
+            take_pending(r, &m); /* the final TOKEN carries the last tokens */
             m.finish = (unsigned)res->finish < 4 ? fin[res->finish] : AM_FIN_LENGTH;
             m.prompt_tokens = (uint32_t)res->n_prompt;
             m.completion_tokens = (uint32_t)res->n_ids;
@@ -111,8 +173,6 @@ static uint32_t slot_rows(leader *L, const am_msg_seg *s) {
 
 /* Builds the scheduler's segments and submits; 0, or an error already reported to the coordinator. */
 static int try_submit(leader *L, lreq *r) {
-    for (int p = 0; p < r->n_parts; p++)
-        if (!r->part_rows[p]) return 0; /* held until that slot's rows tell its size */
     const am_msg *g = &r->gen;
     am_prompt_seg segs[AM_PROTO_MAX_SEGMENTS + 2];
     int32_t *ids = NULL;
@@ -170,6 +230,7 @@ static int try_submit(leader *L, lreq *r) {
         }
         am_free(piece);
         if (!rc && i < g->n_segs && g->segs[i].kind == AM_SEG_MEDIA) {
+            /* n = 0: a pending slot of unknown size (IMU), sized by its rows when they come. */
             r->part_seg[part] = n;
             segs[n] = (am_prompt_seg){.kind = AM_SEG_EMBD, .n = (int32_t)r->part_rows[part], .rows = r->early[part]};
             n++;
@@ -177,6 +238,12 @@ static int try_submit(leader *L, lreq *r) {
         }
     }
     for (int k = 0; k < n_tok && !rc; k++) segs[tok_seg[k]].ids = ids + starts[k];
+    int64_t known_rows = 0;
+    for (int k = 0; k < n && !rc; k++) known_rows += segs[k].n;
+    if (!rc && !known_rows) { /* only slots of unknown size: nothing could run; held until rows come */
+        am_free(ids);
+        return 0;
+    }
     if (!rc && n > AM_SCHED_MAX_SEGMENTS)
         rc = am_err_set(AM_ERANGE, "the prompt has %d segments after merging text (at most %d)", n, AM_SCHED_MAX_SEGMENTS);
     if (!rc) {
@@ -189,6 +256,7 @@ static int try_submit(leader *L, lreq *r) {
         q.params.sampling.repetition_penalty = g->repetition_penalty;
         q.params.sampling.seed = g->seed;
         q.params.max_tokens = (int32_t)g->max_tokens;
+        q.params.ignore_eos = g->ignore_eos;
         q.params.stop = g->stop;
         q.params.n_stop = (int)g->n_stop;
         rc = am_sched_submit(L->s, &q);
@@ -260,8 +328,21 @@ static void on_embed(leader *L, const am_msg *m) {
         return;
     }
     if (r->submitted) {
-        int rc = am_sched_supply(L->s, r->id, r->part_seg[m->part], rows, (int32_t)m->n_rows);
-        if (rc) AM_LOGW("shard leader: rows of request %llu part %u: %s", (unsigned long long)r->id, m->part, am_err_msg());
+        const uint64_t id = r->id;
+        r->part_rows[m->part] = m->n_rows; /* a slot of unknown size is sized now */
+        int rc = am_sched_supply(L->s, id, r->part_seg[m->part], rows, (int32_t)m->n_rows);
+        if (!rc) return;
+        /* A slot sized now that makes the prompt too long has already ended
+         * the request (on_done sent the ERROR and freed r). Anything else
+         * (out of memory) ends it here. */
+        AM_LOGW("shard leader: rows of request %llu part %u: %s", (unsigned long long)id, m->part, am_err_msg());
+        if ((r = find(L, id))) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s", am_err_msg());
+            r->orphan = 1;
+            (void)am_sched_cancel(L->s, id);
+            send_error(L, id, rc, msg);
+        }
         return;
     }
     size_t bytes = (size_t)m->n_rows * m->dim * sizeof(float);
@@ -326,7 +407,7 @@ static void drain(leader *L) {
 
 int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_shard_leader_opts *o,
                         volatile sig_atomic_t *stop, am_shard_leader_stats *st) {
-    leader L = {.tok = tok};
+    leader L = {.tok = tok, .stream_s = (o->stream_ms > 0 ? o->stream_ms : o->stream_ms < 0 ? 0 : AM_SHARD_LEADER_STREAM_MS) * 1e-3};
     am_link *link = NULL;
     const am_llama_model *model = am_llama_ctx_model(ctx);
     L.dim = model->cfg.dim;
@@ -360,8 +441,10 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
             L.st.busy_s += now - t_last;
             L.st.steps++;
             t_last = now;
+            flush_due(&L);
             continue;
         }
+        flush_due(&L);
         if (s < 0) AM_LOGW("shard leader: a step failed: %s", am_err_msg());
         int live = am_sched_n_live(L.s) > 0;
         zmq_pollitem_t pi = {L.pipe, 0, ZMQ_POLLIN, 0};

@@ -10,12 +10,16 @@
  *    embedding slots, so the text before the first slot is prefilled at once
  *    while the encoders work (pipelining). A slot's size is known up front for
  *    image, video and audio (from the model directory's encoder configs); a
- *    request with a slot of unknown size (IMU: it depends on the signal's
- *    length) waits in the leader until those rows arrive, then is submitted;
+ *    slot of unknown size (IMU: it depends on the signal's length) is a
+ *    pending slot of size 0 that its rows size when they come (a prompt that
+ *    no longer fits then ends with ERROR 413). Only a request whose every row
+ *    is in slots of unknown size (no BOS, no text) waits in the leader until
+ *    rows arrive;
  *  - EMBED into am_sched_supply (or kept until its request is submitted);
  *  - CANCEL into am_sched_cancel;
- * and streams a TOKEN per generated token, then a final TOKEN (finish reason,
- * usage) or an ERROR. A session reset (the link's DISCONNECT) cancels every
+ * and streams TOKEN messages (a request's tokens at most every stream_ms
+ * together: per-token messages would cost more than a small model's decode
+ * step), then a final TOKEN (the last tokens, finish reason, usage) or an ERROR. A session reset (the link's DISCONNECT) cancels every
  * request silently: the coordinator has already ended them.
  */
 #ifndef AM_SHARD_LEADER_H
@@ -30,6 +34,7 @@
 
 #define AM_SHARD_LEADER_CAPACITY_DEFAULT 64
 #define AM_SHARD_LEADER_IDLE_POLL_MS 50 /* longest wait for a message when no step can run */
+#define AM_SHARD_LEADER_STREAM_MS 10    /* default stream interval: see am_shard_leader_opts */
 
 typedef struct am_shard_leader_opts {
     const char *endpoint;   /* the coordinator */
@@ -39,6 +44,10 @@ typedef struct am_shard_leader_opts {
     int capacity;           /* 0 = AM_SHARD_LEADER_CAPACITY_DEFAULT */
     int32_t tp_size;        /* reported in READY */
     int32_t max_batch;      /* scheduler token budget per step; 0 = the context's */
+    int stream_ms;          /* a request's tokens go out in one TOKEN when its last TOKEN
+                             * is this old (the first token at once; a model slower than
+                             * this per token streams every token); 0 = AM_SHARD_LEADER_STREAM_MS,
+                             * < 0 = a TOKEN per token */
     int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
 } am_shard_leader_opts;
 
@@ -48,7 +57,8 @@ typedef struct am_shard_leader_stats {
     double busy_s;          /* inside am_sched_step with work done */
     double idle_s;          /* nothing live */
     double wait_rows_s;     /* requests live, but every one waits for modality rows */
-    double held_s;          /* (sum over requests) time held for slot sizes */
+    double held_s;          /* (sum over requests) time held before submission (only
+                             * prompts made of slots of unknown size are held) */
 } am_shard_leader_stats;
 
 /* Serves until *stop: ctx is a paged context (group leader or single

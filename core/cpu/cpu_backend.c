@@ -457,6 +457,11 @@ static int cpu_copy(am_backend *b, void *dst, const void *src, size_t bytes) {
     return 0;
 }
 
+static void cpu_copy_dev(am_backend *b, void *dst, const void *src, size_t bytes) {
+    (void)b;
+    if (bytes) memcpy(dst, src, bytes);
+}
+
 static int cpu_upload_matrix(am_backend *b, const am_matrix *w, am_matrix *out) {
     (void)b;
     *out = *w;
@@ -522,6 +527,7 @@ static void cpu_destroy(am_backend *b) {
         for (int i = 0; i < b->n_threads; i++) am__dnnl_thread_destroy(&c->dnnl[i]);
     am_free(c->dnnl);
     am_aligned_free(c->scratch);
+    am_aligned_free(c->attn_scratch);
     am_free(cb);
 }
 
@@ -541,6 +547,11 @@ static const am_backend_ops cpu_ops = {
     .softmax = cpu_softmax,
     .silu_mul = cpu_silu_mul,
     .add = cpu_add,
+    .copy = cpu_copy_dev,
+    .layernorm = am__cpu_layernorm,
+    .bias_act = am__cpu_bias_act,
+    .add_bias = am__cpu_add_bias,
+    .attention_dense = am__cpu_attention_dense,
 };
 
 /* ---- creation ---- */

@@ -162,9 +162,19 @@ typedef struct am__cpu_ctx {
     am__dnnl_thread **dnnl;     /* [n_threads], when use_bf16_gemm */
     void *scratch;              /* GEMM panels and converted activations */
     size_t scratch_bytes;
+    float *attn_scratch;        /* attention_dense: per-head queries, scores, V^T (cpu_nn.c) */
+    size_t attn_scratch_floats; /* (apart from scratch, which the matmuls inside it use) */
 } am__cpu_ctx;
 
 int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m);
+
+/* The encoder ops of am_backend_ops (cpu_nn.c). */
+void am__cpu_layernorm(am_backend *b, float *out, const float *x, const float *w, const float *bias,
+                       int64_t m, int64_t c, float eps);
+void am__cpu_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int64_t n, am_act act);
+void am__cpu_add_bias(am_backend *b, float *x, const float *y, const float *bias, int64_t m, int64_t n);
+int am__cpu_attention_dense(am_backend *b, float *out, const float *q, const float *k, const float *v,
+                            const am_dense_attn *a);
 
 /* Makes c->scratch at least `bytes` long (contents not kept); 0 or AM_ENOMEM. */
 int am__cpu_scratch_reserve(am__cpu_ctx *c, size_t bytes);

@@ -161,3 +161,70 @@ void am_ref_silu_mul(float *gate, const float *up, int64_t n) {
 void am_ref_add(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
+
+/* ---- the encoder ops ---- */
+
+void am_ref_layernorm(float *out, const float *x, const float *w, const float *b, int64_t m,
+                      int64_t c, float eps) {
+    for (int64_t r = 0; r < m; r++) {
+        double s = 0, v = 0;
+        for (int64_t i = 0; i < c; i++) s += x[r * c + i];
+        double mean = s / (double)c;
+        for (int64_t i = 0; i < c; i++) v += (x[r * c + i] - mean) * (x[r * c + i] - mean);
+        double rstd = 1.0 / sqrt(v / (double)c + eps);
+        for (int64_t i = 0; i < c; i++)
+            out[r * c + i] = (float)((x[r * c + i] - mean) * rstd * w[i] + (b ? b[i] : 0.0));
+    }
+}
+
+float am_ref_act(float x, am_act act) {
+    double d = x;
+    if (act == AM_ACT_GELU) return (float)(0.5 * d * (1.0 + erf(d / sqrt(2.0))));
+    if (act == AM_ACT_QUICK_GELU) return (float)(d / (1.0 + exp(-1.702 * d)));
+    if (act == AM_ACT_RELU) return x > 0 ? x : 0.0f;
+    return x;
+}
+
+void am_ref_bias_act(float *y, const float *bias, int64_t m, int64_t n, am_act act) {
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t i = 0; i < n; i++)
+            y[r * n + i] = am_ref_act((float)((double)y[r * n + i] + (bias ? bias[i] : 0.0)), act);
+}
+
+void am_ref_add_bias(float *x, const float *y, const float *bias, int64_t m, int64_t n) {
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t i = 0; i < n; i++)
+            x[r * n + i] = (float)((double)x[r * n + i] + y[r * n + i] + (bias ? bias[i] : 0.0));
+}
+
+void am_ref_attention_dense(float *out, const float *q, const float *k, const float *v,
+                            const am_dense_attn *a) {
+    const int64_t tq = a->tq, tk = a->tk;
+    const int H = a->n_heads, D = a->head_dim;
+    double *s = am_malloc((size_t)tk * sizeof(double));
+    AM_ASSERT(s);
+    for (int64_t bi = 0; bi < a->n_seqs; bi++)
+        for (int h = 0; h < H; h++)
+            for (int64_t i = 0; i < tq; i++) {
+                const float *qi = q + (bi * tq + i) * a->q_stride + (int64_t)h * D;
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < tk; j++) {
+                    const float *kj = k + (bi * tk + j) * a->kv_stride + (int64_t)h * D;
+                    double d = 0;
+                    for (int e = 0; e < D; e++) d += (double)qi[e] * kj[e];
+                    s[j] = d * a->scale;
+                    if (a->bias) s[j] += a->bias[((int64_t)h * tq + i) * tk + j];
+                    if (a->mask && a->n_mask > 0) s[j] += a->mask[((bi % a->n_mask) * tq + i) * tk + j];
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int64_t j = 0; j < tk; j++) sum += (s[j] = exp(s[j] - mx));
+                float *oi = out + (bi * tq + i) * a->o_stride + (int64_t)h * D;
+                for (int e = 0; e < D; e++) {
+                    double acc = 0;
+                    for (int64_t j = 0; j < tk; j++)
+                        acc += s[j] * v[(bi * tk + j) * a->kv_stride + (int64_t)h * D + e];
+                    oi[e] = (float)(acc / sum);
+                }
+            }
+    am_free(s);
+}

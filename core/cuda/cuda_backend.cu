@@ -8,6 +8,8 @@
  */
 #include "core/cuda/cuda_internal.cuh"
 
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +225,47 @@ static int cuda_upload_matrix(am_backend *b, const am_matrix *w, am_matrix *out)
 
 /* ---- creation ---- */
 
+/* ---- cuBLAS, loaded on first use (see cuda_internal.cuh) ---- */
+
+am__cublas_api am__cublas;
+static pthread_once_t g_cublas_once = PTHREAD_ONCE_INIT;
+static char g_cublas_error[512]; /* empty when loaded */
+
+static void cublas_load_once(void) {
+    char name[64];
+    const char *env = getenv("AM_CUBLAS_LIB");
+    snprintf(name, sizeof name, "libcublas.so.%d", CUBLAS_VER_MAJOR);
+    const char *lib = env && env[0] ? env : name;
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(g_cublas_error, sizeof g_cublas_error, "cannot load cuBLAS (%s): %s", lib, dlerror());
+        return;
+    }
+    am__cublas_api a;
+    const char *missing = NULL;
+#define SYM(field, sym)                                                                            \
+    if (!missing && !(*(void **)&a.field = dlsym(h, sym))) missing = sym;
+    SYM(create, "cublasCreate_v2")
+    SYM(destroy, "cublasDestroy_v2")
+    SYM(status_string, "cublasGetStatusString")
+    SYM(set_math_mode, "cublasSetMathMode")
+    SYM(set_stream, "cublasSetStream_v2")
+    SYM(sgemm, "cublasSgemm_v2")
+    SYM(gemm_ex, "cublasGemmEx")
+#undef SYM
+    if (missing) {
+        snprintf(g_cublas_error, sizeof g_cublas_error, "cuBLAS (%s) has no %s", lib, missing);
+        dlclose(h);
+        return;
+    }
+    am__cublas = a; /* the handle stays open for the life of the process */
+}
+
+int am__cublas_load(void) {
+    pthread_once(&g_cublas_once, cublas_load_once);
+    return g_cublas_error[0] ? am_err_set(AM_EUNSUPPORTED, "%s", g_cublas_error) : 0;
+}
+
 static void cuda_destroy(am_backend *b) {
     cuda_backend *cb = (cuda_backend *)b;
     am__cuda_ctx *c = &cb->ctx;
@@ -239,7 +282,7 @@ static void cuda_destroy(am_backend *b) {
     chan_fini(&c->seqs_chan);
     chan_fini(&c->ints_chan);
     am_free(c->pack);
-    if (c->cublas) cublasDestroy(c->cublas);
+    if (c->cublas) am__cublas.destroy(c->cublas);
     if (c->stream) cudaStreamDestroy(c->stream);
     am_free(cb);
 }
@@ -263,6 +306,11 @@ static const am_backend_ops cuda_ops = {
     .softmax = am__cuda_softmax,
     .silu_mul = am__cuda_silu_mul,
     .add = am__cuda_add,
+    .copy = am__cuda_copy,
+    .layernorm = am__cuda_layernorm,
+    .bias_act = am__cuda_bias_act,
+    .add_bias = am__cuda_add_bias,
+    .attention_dense = am__cuda_attention_dense,
 };
 
 int am_cuda_device_count(void) {
@@ -299,6 +347,8 @@ int am_cuda_backend_new(int device, am_backend **out) {
     if (device < 0 || device >= n)
         return am_err_set(AM_EINVAL, "CUDA device %d does not exist (%d device%s)", device, n,
                           n == 1 ? "" : "s");
+    int lrc = am__cublas_load();
+    if (lrc) return lrc;
     cuda_backend *cb = (cuda_backend *)am_calloc(1, sizeof *cb);
     if (!cb) return AM_ENOMEM;
     am__cuda_ctx *c = &cb->ctx;
@@ -325,17 +375,17 @@ int am_cuda_backend_new(int device, am_backend **out) {
         return rc;
     }
     c->n_sm = prop.multiProcessorCount;
-    cublasStatus_t st = cublasCreate(&c->cublas);
-    if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetStream(c->cublas, c->stream);
+    cublasStatus_t st = am__cublas.create(&c->cublas);
+    if (st == CUBLAS_STATUS_SUCCESS) st = am__cublas.set_stream(c->cublas, c->stream);
     /* TF32 off unless asked for: f32 weights then multiply as exactly as the CPU. */
     const char *tf32 = getenv("AM_CUDA_TF32");
     const int allow_tf32 = tf32 && strcmp(tf32, "1") == 0;
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasSetMathMode(c->cublas,
+        st = am__cublas.set_math_mode(c->cublas,
                                allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
     if (st != CUBLAS_STATUS_SUCCESS) {
         rc = am_err_set(AM_EIO, "CUDA device %d: cuBLAS initialisation: %s", device,
-                        cublasGetStatusString(st));
+                        am__cublas.status_string(st));
         cuda_destroy(&cb->base);
         return rc;
     }

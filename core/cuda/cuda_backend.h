@@ -31,6 +31,12 @@
  *    product). Q8_0/Q4_0: tiles of weight rows are dequantized to f16 in
  *    scratch, then the f16 GEMM.
  *
+ * cuBLAS is loaded with dlopen("libcublas.so.<major>") when the first backend
+ * is created, not linked (AM_CUBLAS_LIB names another file): loading
+ * libcublasLt makes ~200 MiB resident, which CPU-only processes of a CUDA
+ * build (shard ranks, encoders) should not pay. libcublas is thus a run-time
+ * dependency of the CUDA backend only.
+ *
  * Memory: upload_matrix copies a weight matrix to the device once and the
  * backend owns the copy until destroy. Per-step work uses one scratch arena on
  * the device (grown when an op needs more, never shrunk), so a steady decode
@@ -61,7 +67,7 @@ int am_cuda_device_count(void);
 /* Creates a backend on device `device` (0-based). Destroy with
  * am_backend_destroy, which frees every matrix upload_matrix made. Returns 0,
  * AM_EUNSUPPORTED ("no CUDA device" / "CUDA driver ...": no driver, no
- * device), AM_EINVAL (device out of range), AM_ENOMEM, or AM_EIO (CUDA or
+ * device; "cannot load cuBLAS ..."), AM_EINVAL (device out of range), AM_ENOMEM, or AM_EIO (CUDA or
  * cuBLAS initialisation failed; the message names the call). */
 int am_cuda_backend_new(int device, am_backend **out);
 

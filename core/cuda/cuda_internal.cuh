@@ -69,6 +69,28 @@ typedef struct am__cuda_ctx {
 
 static inline am__cuda_ctx *am__cuda_ctx_of(am_backend *b) { return (am__cuda_ctx *)b->ctx; }
 
+/* cuBLAS, loaded with dlopen when the first CUDA backend is created (not
+ * linked): libcublasLt alone makes ~200 MiB resident as it loads, which every
+ * CPU-only process of a CUDA build (shard ranks, encoders) would otherwise
+ * pay. The entry points the backend calls, resolved once; AM_CUBLAS_LIB in
+ * the environment names another library file. */
+typedef struct {
+    decltype(&::cublasCreate_v2) create;
+    decltype(&::cublasDestroy_v2) destroy;
+    decltype(&::cublasGetStatusString) status_string;
+    decltype(&::cublasSetMathMode) set_math_mode;
+    decltype(&::cublasSetStream_v2) set_stream;
+    decltype(&::cublasSgemm_v2) sgemm;
+    /* cublasGemmEx is overloaded in C++ (a legacy cudaDataType compute type): the C one. */
+    cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                              const void *, const void *, cudaDataType, int, const void *,
+                              cudaDataType, int, const void *, void *, cudaDataType, int,
+                              cublasComputeType_t, cublasGemmAlgo_t);
+} am__cublas_api;
+extern am__cublas_api am__cublas;
+/* Loads cuBLAS (once, thread-safe). 0, or AM_EUNSUPPORTED naming the library and dlerror(). */
+int am__cublas_load(void);
+
 /* Records the first failure (logged; later download/synchronize return it). */
 void am__cuda_fail(am__cuda_ctx *c, const char *op, const char *what);
 /* Checks the last launch; on error records it for op. Returns 0 or AM_EIO. */
@@ -115,6 +137,16 @@ void am__cuda_kv_store(am_backend *b, const am_kv_pages *pages, const float *k_n
 void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_pages *pages,
                         const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
                         int head_dim);
+
+/* cuda_nn.cu */
+void am__cuda_copy(am_backend *b, void *dst, const void *src, size_t bytes);
+void am__cuda_layernorm(am_backend *b, float *out, const float *x, const float *w,
+                        const float *bias, int64_t m, int64_t c, float eps);
+void am__cuda_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int64_t n, am_act act);
+void am__cuda_add_bias(am_backend *b, float *x, const float *y, const float *bias, int64_t m,
+                       int64_t n);
+int am__cuda_attention_dense(am_backend *b, float *out, const float *q, const float *k,
+                             const float *v, const am_dense_attn *a);
 
 /* ---- device helpers ---- */
 

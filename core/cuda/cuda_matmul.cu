@@ -206,7 +206,7 @@ static unsigned stride_blocks(const am__cuda_ctx *c, int64_t n) {
 
 static int cublas_failed(am__cuda_ctx *c, cublasStatus_t st) {
     if (st == CUBLAS_STATUS_SUCCESS) return 0;
-    am__cuda_fail(c, "matmul (cuBLAS)", cublasGetStatusString(st));
+    am__cuda_fail(c, "matmul (cuBLAS)", am__cublas.status_string(st));
     return am_err_set(AM_EIO, "%s", c->error_msg);
 }
 
@@ -214,7 +214,7 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
     const int64_t N = w->rows, K = w->cols;
     const float one = 1.0f, zero = 0.0f;
     if (w->dtype == AM_DTYPE_F32)
-        return cublas_failed(c, cublasSgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m,
+        return cublas_failed(c, am__cublas.sgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m,
                                             (int)K, &one, (const float *)w->data, (int)K, x, (int)K,
                                             &zero, y, (int)N));
 
@@ -242,7 +242,7 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
     if (AM_CUDA_LAUNCHED(c, "matmul (convert x)")) return am_err_set(AM_EIO, "%s", c->error_msg);
 
     if (!quant)
-        return cublas_failed(c, cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m,
+        return cublas_failed(c, am__cublas.gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m,
                                              (int)K, &one, w->data, t, (int)K, x16, t, (int)K,
                                              &zero, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
                                              CUBLAS_GEMM_DEFAULT));
@@ -259,7 +259,7 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
                     w16, wd, w->row_bytes, n0, rows, K);
         if (AM_CUDA_LAUNCHED(c, "matmul (dequantize)"))
             return am_err_set(AM_EIO, "%s", c->error_msg);
-        int rc = cublas_failed(c, cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows,
+        int rc = cublas_failed(c, am__cublas.gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows,
                                                (int)m, (int)K, &one, w16, CUDA_R_16F, (int)K, x16,
                                                CUDA_R_16F, (int)K, &zero, y + n0, CUDA_R_32F,
                                                (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
