@@ -98,60 +98,89 @@ static void help(void) {
            "(default cpu; the bandwidth columns always measure host memory).\n");
 }
 
+/* The options both benchmarks take. */
+typedef struct bench_opts {
+    const char *model_path, *allreduce_dtype, *device;
+    int64_t n_prompt, n_gen, n_threads, n_ranks;
+    int threads_given;
+} bench_opts;
+
+static void bench_opts_init(bench_opts *o, int64_t n_prompt, int64_t n_gen) {
+    memset(o, 0, sizeof *o);
+    o->n_prompt = n_prompt;
+    o->n_gen = n_gen;
+    o->n_threads = sysconf(_SC_NPROCESSORS_ONLN);
+    o->n_ranks = 1;
+}
+
+/* Takes opt when it is one of the shared options: 1 (taken), 0 (not one of
+ * them) or a usage exit status (message printed). */
+static int bench_opt(am_cli *cli, const char *opt, bench_opts *o) {
+    int rc;
+    if (!strcmp(opt, "--model")) {
+        if (!(o->model_path = am_cli_value(cli))) return AM_EXIT_USAGE;
+    } else if (!strcmp(opt, "--prompt-tokens")) {
+        if ((rc = am_cli_int(cli, 1, 1 << 20, &o->n_prompt))) return rc;
+    } else if (!strcmp(opt, "--gen-tokens")) {
+        if ((rc = am_cli_int(cli, 1, 1 << 20, &o->n_gen))) return rc;
+    } else if (!strcmp(opt, "--threads")) {
+        if ((rc = am_cli_int(cli, 1, 1024, &o->n_threads))) return rc;
+        o->threads_given = 1;
+    } else if (!strcmp(opt, "--device")) {
+        if (!(o->device = am_cli_value(cli))) return AM_EXIT_USAGE;
+    } else if (!strcmp(opt, "--tp")) {
+        if ((rc = am_cli_int(cli, 1, 64, &o->n_ranks))) return rc;
+    } else if (!strcmp(opt, "--allreduce-dtype")) {
+        if (!(o->allreduce_dtype = am_cli_value(cli))) return AM_EXIT_USAGE;
+        if (strcmp(o->allreduce_dtype, "f32") && strcmp(o->allreduce_dtype, "bf16"))
+            return am_cli_fail(cli, "--allreduce-dtype wants f32 or bf16, got '%s'", o->allreduce_dtype);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* --tp P > 1: the same measurement by anymal-shard's leader over a group of
+ * P ranks; extra (n_extra strings) are the benchmark's own arguments. */
+static int bench_launch(const char *cmd, const bench_opts *o, char **extra, int n_extra) {
+    char np[24], ng[24], nt[24];
+    snprintf(np, sizeof np, "%lld", (long long)o->n_prompt);
+    snprintf(ng, sizeof ng, "%lld", (long long)o->n_gen);
+    snprintf(nt, sizeof nt, "%lld", (long long)o->n_threads);
+    char *args[24] = {"--bench", "--model", (char *)o->model_path, "--prompt-tokens", np, "--gen-tokens", ng,
+                      "--allreduce-dtype", (char *)(o->allreduce_dtype ? o->allreduce_dtype : "f32")};
+    int n_args = 9;
+    for (int i = 0; i < n_extra && n_args < 20; i++) args[n_args++] = extra[i];
+    if (o->threads_given) { /* else each rank takes its share of the cores (anymal-shard's default) */
+        args[n_args++] = "--threads";
+        args[n_args++] = nt;
+    }
+    if (o->device) {
+        args[n_args++] = "--device";
+        args[n_args++] = (char *)o->device;
+    }
+    return am_tp_launch(cmd, (int)o->n_ranks, o->threads_given ? (int)o->n_threads : 0, args, n_args);
+}
+
 static int bench_decode(int argc, char **argv) {
     am_cli cli;
     am_cli_init(&cli, "bench decode", argc, argv);
-    const char *model_path = NULL;
-    int64_t n_prompt = 512, n_gen = 128, n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_ranks = 1;
-    const char *allreduce_dtype = NULL, *device = NULL;
-    int threads_given = 0;
+    bench_opts o;
+    bench_opts_init(&o, 512, 128);
     const char *opt;
     int rc;
     while ((opt = am_cli_next(&cli))) {
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
             help();
             return 0;
-        } else if (!strcmp(opt, "--model")) {
-            if (!(model_path = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--prompt-tokens")) {
-            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_prompt))) return rc;
-        } else if (!strcmp(opt, "--gen-tokens")) {
-            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_gen))) return rc;
-        } else if (!strcmp(opt, "--threads")) {
-            if ((rc = am_cli_int(&cli, 1, 1024, &n_threads))) return rc;
-            threads_given = 1;
-        } else if (!strcmp(opt, "--device")) {
-            if (!(device = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--tp")) {
-            if ((rc = am_cli_int(&cli, 1, 64, &n_ranks))) return rc;
-        } else if (!strcmp(opt, "--allreduce-dtype")) {
-            if (!(allreduce_dtype = am_cli_value(&cli))) return AM_EXIT_USAGE;
-            if (strcmp(allreduce_dtype, "f32") && strcmp(allreduce_dtype, "bf16"))
-                return am_cli_fail(&cli, "--allreduce-dtype wants f32 or bf16, got '%s'", allreduce_dtype);
-        } else {
-            return am_cli_fail(&cli, "unknown option '%s'", opt);
         }
+        if ((rc = bench_opt(&cli, opt, &o)) == 0) return am_cli_fail(&cli, "unknown option '%s'", opt);
+        if (rc != 1) return rc;
     }
-    if (!model_path) return am_cli_fail(&cli, "--model is required");
-    if (n_ranks > 1) {
-        /* The same measurement by anymal-shard's leader, over a group of n_ranks ranks. */
-        char np[24], ng[24], nt[24];
-        snprintf(np, sizeof np, "%lld", (long long)n_prompt);
-        snprintf(ng, sizeof ng, "%lld", (long long)n_gen);
-        snprintf(nt, sizeof nt, "%lld", (long long)n_threads);
-        char *args[16] = {"--bench", "--model", (char *)model_path, "--prompt-tokens", np, "--gen-tokens", ng,
-                          "--allreduce-dtype", (char *)(allreduce_dtype ? allreduce_dtype : "f32")};
-        int n_args = 9;
-        if (threads_given) { /* else each rank takes its share of the cores (anymal-shard's default) */
-            args[n_args++] = "--threads";
-            args[n_args++] = nt;
-        }
-        if (device) {
-            args[n_args++] = "--device";
-            args[n_args++] = (char *)device;
-        }
-        return am_tp_launch("bench decode", (int)n_ranks, threads_given ? (int)n_threads : 0, args, n_args);
-    }
+    if (!o.model_path) return am_cli_fail(&cli, "--model is required");
+    if (o.n_ranks > 1) return bench_launch("bench decode", &o, NULL, 0);
+    const char *model_path = o.model_path, *device = o.device;
+    const int64_t n_prompt = o.n_prompt, n_gen = o.n_gen, n_threads = o.n_threads;
     am_cli_process_setup((int)n_threads);
 
     am_llama_model *m = NULL;
@@ -244,64 +273,37 @@ static void help_batch(void) {
 static int bench_batch(int argc, char **argv) {
     am_cli cli;
     am_cli_init(&cli, "bench batch", argc, argv);
-    const char *model_path = NULL, *allreduce_dtype = NULL, *device = NULL;
-    int64_t batch = 32, n_prompt = 512, n_gen = 128, max_batch = 512, block = AM_SCHED_DEFAULT_BLOCK_SIZE;
-    int64_t n_threads = sysconf(_SC_NPROCESSORS_ONLN), n_ranks = 1;
-    int threads_given = 0, rc;
+    bench_opts o;
+    bench_opts_init(&o, 512, 128);
+    int64_t batch = 32, max_batch = 512, block = AM_SCHED_DEFAULT_BLOCK_SIZE;
+    int rc;
     const char *opt;
     while ((opt = am_cli_next(&cli))) {
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
             help_batch();
             return 0;
-        } else if (!strcmp(opt, "--model")) {
-            if (!(model_path = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--batch")) {
             if ((rc = am_cli_int(&cli, 1, 4096, &batch))) return rc;
-        } else if (!strcmp(opt, "--prompt-tokens")) {
-            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_prompt))) return rc;
-        } else if (!strcmp(opt, "--gen-tokens")) {
-            if ((rc = am_cli_int(&cli, 1, 1 << 20, &n_gen))) return rc;
         } else if (!strcmp(opt, "--max-batch")) {
             if ((rc = am_cli_int(&cli, 1, 65536, &max_batch))) return rc;
         } else if (!strcmp(opt, "--block-size")) {
             if ((rc = am_cli_int(&cli, 1, 65536, &block))) return rc;
-        } else if (!strcmp(opt, "--threads")) {
-            if ((rc = am_cli_int(&cli, 1, 1024, &n_threads))) return rc;
-            threads_given = 1;
-        } else if (!strcmp(opt, "--device")) {
-            if (!(device = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--tp")) {
-            if ((rc = am_cli_int(&cli, 1, 64, &n_ranks))) return rc;
-        } else if (!strcmp(opt, "--allreduce-dtype")) {
-            if (!(allreduce_dtype = am_cli_value(&cli))) return AM_EXIT_USAGE;
-            if (strcmp(allreduce_dtype, "f32") && strcmp(allreduce_dtype, "bf16"))
-                return am_cli_fail(&cli, "--allreduce-dtype wants f32 or bf16, got '%s'", allreduce_dtype);
-        } else {
+        } else if ((rc = bench_opt(&cli, opt, &o)) == 0) {
             return am_cli_fail(&cli, "unknown option '%s'", opt);
+        } else if (rc != 1) {
+            return rc;
         }
     }
-    if (!model_path) return am_cli_fail(&cli, "--model is required");
-    if (n_ranks > 1) {
-        char nb[24], np[24], ng[24], nr[24], nt[24];
+    if (!o.model_path) return am_cli_fail(&cli, "--model is required");
+    if (o.n_ranks > 1) {
+        char nb[24], nr[24];
         snprintf(nb, sizeof nb, "%lld", (long long)batch);
-        snprintf(np, sizeof np, "%lld", (long long)n_prompt);
-        snprintf(ng, sizeof ng, "%lld", (long long)n_gen);
         snprintf(nr, sizeof nr, "%lld", (long long)max_batch);
-        snprintf(nt, sizeof nt, "%lld", (long long)n_threads);
-        char *args[20] = {"--bench", "--bench-batch", nb, "--model", (char *)model_path, "--prompt-tokens", np,
-                          "--gen-tokens", ng, "--max-batch", nr, "--allreduce-dtype",
-                          (char *)(allreduce_dtype ? allreduce_dtype : "f32")};
-        int n_args = 13;
-        if (threads_given) {
-            args[n_args++] = "--threads";
-            args[n_args++] = nt;
-        }
-        if (device) {
-            args[n_args++] = "--device";
-            args[n_args++] = (char *)device;
-        }
-        return am_tp_launch("bench batch", (int)n_ranks, threads_given ? (int)n_threads : 0, args, n_args);
+        char *extra[] = {"--bench-batch", nb, "--max-batch", nr};
+        return bench_launch("bench batch", &o, extra, 4);
     }
+    const char *model_path = o.model_path, *device = o.device;
+    const int64_t n_prompt = o.n_prompt, n_gen = o.n_gen, n_threads = o.n_threads;
     am_cli_process_setup((int)n_threads);
     am_llama_model *m = NULL;
     am_backend *be = NULL;
