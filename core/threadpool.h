@@ -23,6 +23,14 @@ void am_threadpool_destroy(am_threadpool **p);
 int am_threadpool_size(const am_threadpool *tp);
 void am_threadpool_run(am_threadpool *tp, am_task_fn fn, void *arg);
 
+/* Runs fn(ctx, r0, r1) over the rows [0, m), split evenly between the pool's
+ * threads, or all on the calling thread when there is one row, one thread, or
+ * fewer than min_elems elements in all (m * elems_per_row): waking the pool
+ * would cost more than the work. */
+typedef void (*am_rows_fn)(void *ctx, int64_t r0, int64_t r1);
+void am_threadpool_rows(am_threadpool *tp, int64_t m, int64_t elems_per_row, int64_t min_elems,
+                        am_rows_fn fn, void *ctx);
+
 /* Splits [0, n) into nth near-equal chunks aligned to `align` elements; the
  * chunk of thread ith is [*begin, *end). */
 static inline void am_split_range(int64_t n, int64_t align, int ith, int nth, int64_t *begin,

@@ -78,28 +78,8 @@ static int scratch_reserve(am_nn *nn, size_t floats) {
 
 /* ---- row-parallel driver ---- */
 
-typedef void (*rows_fn)(void *ctx, int64_t r0, int64_t r1);
-typedef struct {
-    rows_fn fn;
-    void *ctx;
-    int64_t m;
-} rows_job;
-
-static void rows_task(void *arg, int ith, int nth) {
-    rows_job *j = arg;
-    int64_t r0, r1;
-    am_split_range(j->m, 1, ith, nth, &r0, &r1);
-    if (r0 < r1) j->fn(j->ctx, r0, r1);
-}
-
-static void parallel_rows(am_nn *nn, int64_t m, int64_t elems_per_row, rows_fn fn, void *ctx) {
-    if (m <= 0) return;
-    if (m == 1 || m * elems_per_row < AM_NN_PAR_MIN_ELEMS || am_threadpool_size(nn->tp) == 1) {
-        fn(ctx, 0, m);
-        return;
-    }
-    rows_job j = {fn, ctx, m};
-    am_threadpool_run(nn->tp, rows_task, &j);
+static void parallel_rows(am_nn *nn, int64_t m, int64_t elems_per_row, am_rows_fn fn, void *ctx) {
+    am_threadpool_rows(nn->tp, m, elems_per_row, AM_NN_PAR_MIN_ELEMS, fn, ctx);
 }
 
 /* ---- LayerNorm, activations, bias, residual: backend ops (core/backend.h) ---- */

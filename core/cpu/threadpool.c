@@ -182,3 +182,27 @@ void am_threadpool_run(am_threadpool *tp, am_task_fn fn, void *arg) {
         left = atomic_load_explicit(&tp->pending, memory_order_acquire);
     }
 }
+
+typedef struct {
+    am_rows_fn fn;
+    void *ctx;
+    int64_t m;
+} rows_job;
+
+static void rows_task(void *arg, int ith, int nth) {
+    rows_job *j = arg;
+    int64_t r0, r1;
+    am_split_range(j->m, 1, ith, nth, &r0, &r1);
+    if (r0 < r1) j->fn(j->ctx, r0, r1);
+}
+
+void am_threadpool_rows(am_threadpool *tp, int64_t m, int64_t elems_per_row, int64_t min_elems,
+                        am_rows_fn fn, void *ctx) {
+    if (m <= 0) return;
+    if (m == 1 || m * elems_per_row < min_elems || am_threadpool_size(tp) == 1) {
+        fn(ctx, 0, m);
+        return;
+    }
+    rows_job j = {fn, ctx, m};
+    am_threadpool_run(tp, rows_task, &j);
+}
