@@ -93,3 +93,24 @@ int am_cli_error(const char *cmd, int rc) {
 }
 
 void am_cli_process_setup(int n_threads) { am_cpu_blas_setup(n_threads); }
+
+int am_cli_link_opt(am_cli *c, const char *opt, int reconnect, am_cli_link *l) {
+    int64_t v;
+    if (!strcmp(opt, "--heartbeat-ms")) {
+        if (am_cli_int(c, 10, 600000, &v)) return AM_EXIT_USAGE;
+        l->heartbeat_ms = (int)v;
+    } else if (!strcmp(opt, "--liveness")) {
+        if (am_cli_int(c, 1, 100, &v)) return AM_EXIT_USAGE;
+        l->liveness = (int)v;
+    } else if (reconnect && !strcmp(opt, "--reconnect-ms")) {
+        const char *s = am_cli_value(c);
+        int a = 0, b = 0;
+        if (!s || sscanf(s, "%d,%d", &a, &b) < 1 || a < 1 || (b && b < a))
+            return am_cli_fail(c, "--reconnect-ms wants MIN[,MAX] in ms (MAX >= MIN)");
+        l->reconnect_min_ms = a;
+        l->reconnect_max_ms = b;
+    } else {
+        return 0;
+    }
+    return 1;
+}

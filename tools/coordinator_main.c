@@ -42,6 +42,8 @@ int main(int argc, char **argv) {
     am_cli_init(&cli, CMD, argc, argv);
     am_coord_opts o = {.endpoint = "tcp://127.0.0.1:5555"};
     const char *endpoint_file = NULL, *opt;
+    am_cli_link link = {0};
+    int rc_link;
     while ((opt = am_cli_next(&cli))) {
         int64_t v;
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -51,12 +53,6 @@ int main(int argc, char **argv) {
             if (!(o.endpoint = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--endpoint-file")) {
             if (!(endpoint_file = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--heartbeat-ms")) {
-            if (am_cli_int(&cli, 10, 600000, &v)) return AM_EXIT_USAGE;
-            o.heartbeat_ms = (int)v;
-        } else if (!strcmp(opt, "--liveness")) {
-            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
-            o.liveness = (int)v;
         } else if (!strcmp(opt, "--max-requests")) {
             if (am_cli_int(&cli, 1, AM_COORD_MAX_REQUESTS_LIMIT, &v)) return AM_EXIT_USAGE;
             o.max_requests = (int)v;
@@ -69,10 +65,14 @@ int main(int argc, char **argv) {
         } else if (!strcmp(opt, "--encode-attempts")) {
             if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
             o.encode_max_attempts = (int)v;
+        } else if ((rc_link = am_cli_link_opt(&cli, opt, 0, &link)) != 0) {
+            if (rc_link != 1) return rc_link;
         } else {
             return am_cli_fail(&cli, "unknown option '%s'", opt);
         }
     }
+    o.heartbeat_ms = link.heartbeat_ms;
+    o.liveness = link.liveness;
     int rc = am_coord_new(&o, &g_coord);
     if (rc) return am_cli_error(CMD, rc);
     struct sigaction sa = {.sa_handler = on_signal};

@@ -36,6 +36,8 @@ int main(int argc, char **argv) {
     am_cli_init(&cli, CMD, argc, argv);
     am_encoder_worker_opts o = {.batch_wait_ms = -1};
     const char *opt, *device = NULL;
+    am_cli_link link = {0};
+    int rc_link;
     while ((opt = am_cli_next(&cli))) {
         int64_t v;
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -78,22 +80,16 @@ int main(int argc, char **argv) {
         } else if (!strcmp(opt, "--capacity")) {
             if (am_cli_int(&cli, 1, AM_ENCODER_MAX_CAPACITY, &v)) return AM_EXIT_USAGE;
             o.capacity = (int)v;
-        } else if (!strcmp(opt, "--heartbeat-ms")) {
-            if (am_cli_int(&cli, 10, 600000, &v)) return AM_EXIT_USAGE;
-            o.heartbeat_ms = (int)v;
-        } else if (!strcmp(opt, "--liveness")) {
-            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
-            o.liveness = (int)v;
-        } else if (!strcmp(opt, "--reconnect-ms")) {
-            const char *s = am_cli_value(&cli);
-            int a = 0, b = 0;
-            if (!s || sscanf(s, "%d,%d", &a, &b) < 1 || a < 1 || (b && b < a))
-                return am_cli_fail(&cli, "--reconnect-ms wants MIN[,MAX] in ms");
-            o.reconnect_min_ms = a, o.reconnect_max_ms = b;
+        } else if ((rc_link = am_cli_link_opt(&cli, opt, 1, &link)) != 0) {
+            if (rc_link != 1) return rc_link;
         } else {
             return am_cli_fail(&cli, "unknown option '%s'", opt);
         }
     }
+    o.heartbeat_ms = link.heartbeat_ms;
+    o.liveness = link.liveness;
+    o.reconnect_min_ms = link.reconnect_min_ms;
+    o.reconnect_max_ms = link.reconnect_max_ms;
     if (!o.endpoint || !o.model_dir || !o.modalities)
         return am_cli_fail(&cli, "--coordinator, --model and --modality are required");
     if (device && strcmp(device, "cpu")) {

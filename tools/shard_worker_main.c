@@ -51,6 +51,8 @@ int main(int argc, char **argv) {
     am_shard_group_opts go = {.need_tok = 1, .allreduce_dtype = AM_DTYPE_F32};
     int64_t n_blocks = 0, block_size = AM_SCHED_DEFAULT_BLOCK_SIZE, max_batch = AM_SCHED_DEFAULT_MAX_BATCH;
     const char *opt;
+    am_cli_link link = {0};
+    int rc_link;
     while ((opt = am_cli_next(&cli))) {
         int64_t v;
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
@@ -78,26 +80,21 @@ int main(int argc, char **argv) {
             if (am_cli_int(&cli, 1, 4096, &block_size)) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--max-batch")) {
             if (am_cli_int(&cli, 1, 1 << 16, &max_batch)) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--heartbeat-ms")) {
-            if (am_cli_int(&cli, 10, 600000, &v)) return AM_EXIT_USAGE;
-            lo.heartbeat_ms = (int)v;
-        } else if (!strcmp(opt, "--liveness")) {
-            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
-            lo.liveness = (int)v;
-        } else if (!strcmp(opt, "--reconnect-ms")) {
-            const char *s = am_cli_value(&cli);
-            int a = 0, b = 0;
-            if (!s || sscanf(s, "%d,%d", &a, &b) < 1 || a < 1) return am_cli_fail(&cli, "--reconnect-ms wants MIN[,MAX]");
-            lo.reconnect_min_ms = a, lo.reconnect_max_ms = b;
         } else if (!strcmp(opt, "--stream-ms")) {
             if (am_cli_int(&cli, 0, 60000, &v)) return AM_EXIT_USAGE;
             lo.stream_ms = v ? (int)v : -1;
         } else if (!strcmp(opt, "--allreduce-bf16")) {
             go.allreduce_dtype = AM_DTYPE_BF16;
+        } else if ((rc_link = am_cli_link_opt(&cli, opt, 1, &link)) != 0) {
+            if (rc_link != 1) return rc_link;
         } else {
             return am_cli_fail(&cli, "unknown option '%s'", opt);
         }
     }
+    lo.heartbeat_ms = link.heartbeat_ms;
+    lo.liveness = link.liveness;
+    lo.reconnect_min_ms = link.reconnect_min_ms;
+    lo.reconnect_max_ms = link.reconnect_max_ms;
     if (!lo.endpoint || !lo.model_path) return am_cli_fail(&cli, "--coordinator and --model are required");
     am_cli_process_setup(go.n_threads);
     /* A serving group shares its cores with its link thread (and often the coordinator
