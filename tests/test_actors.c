@@ -326,6 +326,7 @@ static void run_batch(int n, int (*mod_of)(int), track *t, int mid_after, void (
 }
 
 static int mod_mix(int i) { return i % 5 == 1 ? AM_MOD_IMAGE : i % 10 == 3 ? AM_MOD_AUDIO : i % 10 == 8 ? AM_MOD_IMU : -1; }
+static int mod_text(int i) { (void)i; return -1; }
 static int mod_media(int i) { return i % 3 == 0 ? AM_MOD_IMAGE : i % 3 == 1 ? AM_MOD_AUDIO : AM_MOD_IMU; }
 
 static void test_e2e(void) {
@@ -542,6 +543,51 @@ static void test_kill_shard_rank(void) {
 
 /* ---- scenario 4: coordinator killed and restarted ---- */
 
+/* Data-parallel replicas: a second shard group of the same model (one process,
+ * P = 1, no mpirun) registers beside the P = 2 one; 32 text requests at once
+ * are spread over both (least-loaded dispatch, 16 in flight per group), every
+ * answer still equals the in-process engine's. The second group's exit line
+ * counts the requests it served. */
+static int two_shards(const am_client_health *h) { return h->healthy && h->shards == 2; }
+
+static void test_replicas(void) {
+    char sw[600], slog[320];
+    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
+    snprintf(slog, sizeof slog, "%s/replica.log", dir);
+    char *argv[] = {sw, "--coordinator", ep, "--model", model, "--threads", "1", "--name", "replica-b",
+                    "--heartbeat-ms", HB_MS, "--liveness", "3", "--capacity", "16", "--reconnect-ms", "50,400", NULL};
+    pid_t p_b = spawn(argv, slog);
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    if (!c) return;
+    CHECK(wait_health(c, two_shards, 20000) >= 0);
+    static track t[32];
+    run_batch(32, mod_text, t, 0, NULL);
+    int32_t ref[5][MAX_TOKENS];
+    int nref[5], equal = 0;
+    for (int k = 0; k < 5; k++) nref[k] = reference(texts[k], -1, NULL, ref[k]);
+    for (int i = 0; i < 32; i++)
+        equal += t[i].n_ids == nref[i % 5] && !memcmp(t[i].ids, ref[i % 5], (size_t)t[i].n_ids * 4);
+    CHECK_EQ_INT(equal, 32);
+    stop_proc(&p_b); /* SIGTERM: it says DISCONNECT and prints its counts */
+    CHECK(wait_health(c, is_healthy, 10000) >= 0);
+    am_client_destroy(&c);
+    size_t len = 0;
+    char *log = NULL;
+    FILE *f = fopen(slog, "r");
+    if (f) {
+        log = calloc(1, 1 << 16);
+        len = fread(log, 1, (1 << 16) - 1, f);
+        fclose(f);
+    }
+    const char *at = log ? strstr(log, "\"requests\": ") : NULL;
+    long served = at ? strtol(at + 12, NULL, 10) : -1;
+    printf("replicas: the P = 1 replica served %ld of 32 requests, the P = 2 group the others\n", served);
+    CHECK(served > 0 && served < 32);
+    (void)len;
+    free(log);
+}
+
 static void test_restart_coordinator(void) {
     am_client *old = NULL;
     CHECK_OK(am_client_new(ep, &old)); /* connected before the restart: its socket reconnects */
@@ -594,5 +640,5 @@ static void teardown(void) {
 }
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder), AM_TEST(test_stop_encoder),
-             AM_TEST(test_hostile), AM_TEST(test_kill_shard_rank), AM_TEST(test_restart_coordinator),
+             AM_TEST(test_hostile), AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank), AM_TEST(test_restart_coordinator),
              AM_TEST(teardown))
