@@ -1,6 +1,7 @@
 /* tests/encoder_test_util.h - helpers shared by the encoder tests (test_audio.c, test_imu.c,
  * test_vision.c): the CPU backend + am_nn each test runs on, AM_FUZZ_SCALE, a seeded
- * xorshift frand(), golden .f32 fixture readers and max_abs_diff().
+ * xorshift frand(), golden .f32 fixture readers, max_abs_diff(), and the temporary
+ * AnyMAL directories the tests write with mkencoders.
  *
  * Include after test_util.h. Each test keeps its own tolerances and defines
  * ENC_TEST_RNG_SEED (its frand() seed) before including this header. Everything here is
@@ -13,13 +14,46 @@
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "encoders/image.h"
+#include "encoders/mkencoders.h"
 #include "encoders/nn_ops.h"
 #include "test_util.h"
 
+#include <dirent.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef ENC_TEST_RNG_SEED
 #error "define ENC_TEST_RNG_SEED (the test's frand() seed) before including encoder_test_util.h"
+/* A fresh AnyMAL encoder directory, dir = /tmp/am_test_<tag>_<pid>_<sub> (cap bytes),
+ * written by am_mkencoders_write(o) with o->dir pointed at it. 0, or the error (counted as
+ * a test failure). */
+static inline int enc_test_dir_make(char *dir, size_t cap, const char *tag, const char *sub,
+                                    am_mkencoders_opts *o) {
+    snprintf(dir, cap, "/tmp/am_test_%s_%d_%s", tag, (int)getpid(), sub);
+    mkdir(dir, 0755);
+    o->dir = dir;
+    int rc = am_mkencoders_write(o);
+    CHECK_OK(rc);
+    return rc;
+}
+
+/* Removes the files of a directory enc_test_dir_make made, then the directory. */
+static inline void enc_test_dir_remove(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        char p[1024];
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
 #endif
 
 static am_backend *be;
@@ -92,6 +126,34 @@ static inline double max_abs_diff(const float *a, const float *b, int64_t n) {
         if (!(d <= m)) m = d;
     }
     return m;
+}
+
+/* A fresh AnyMAL encoder directory, dir = /tmp/am_test_<tag>_<pid>_<sub> (cap bytes),
+ * written by am_mkencoders_write(o) with o->dir pointed at it. 0, or the error (counted as
+ * a test failure). */
+static inline int enc_test_dir_make(char *dir, size_t cap, const char *tag, const char *sub,
+                                    am_mkencoders_opts *o) {
+    snprintf(dir, cap, "/tmp/am_test_%s_%d_%s", tag, (int)getpid(), sub);
+    mkdir(dir, 0755);
+    o->dir = dir;
+    int rc = am_mkencoders_write(o);
+    CHECK_OK(rc);
+    return rc;
+}
+
+/* Removes the files of a directory enc_test_dir_make made, then the directory. */
+static inline void enc_test_dir_remove(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        char p[1024];
+        for (struct dirent *e; (e = readdir(d)) != NULL;) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
 }
 
 #endif

@@ -224,29 +224,12 @@ static void test_imu_input_golden(void) {
 
 static char tmpdir[256];
 
-static void rm_dir(void) {
-    static const char *const f[] = {"anymal.json", "imu_encoder.safetensors",
-                                    "imu_projector.safetensors"};
-    char p[512];
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        snprintf(p, sizeof p, "%s/%s", tmpdir, f[i]);
-        unlink(p);
-    }
-    rmdir(tmpdir);
-}
+static void rm_dir(void) { enc_test_dir_remove(tmpdir); }
 
 static int make_dir(const char *shape, uint64_t seed, const char *sub) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/am_test_imu_%d_%s", (int)getpid(), sub);
-    mkdir(tmpdir, 0755);
-    am_mkencoders_opts o = {.dir = tmpdir,
-                            .dtype = AM_DTYPE_F32,
-                            .seed = seed,
-                            .llm_dim = 64,
-                            .llm_path = ".",
+    am_mkencoders_opts o = {.dtype = AM_DTYPE_F32, .seed = seed, .llm_dim = 64, .llm_path = ".",
                             .imu_shape = shape};
-    int rc = am_mkencoders_write(&o);
-    CHECK_OK(rc);
-    return rc;
+    return enc_test_dir_make(tmpdir, sizeof tmpdir, "imu", sub, &o);
 }
 
 /* The real IMU2CLIP shape with mkencoders' weights (seed 11), end to end from the 100 Hz CSV. */

@@ -576,29 +576,12 @@ static void test_video(void) {
 static char tmpdir[256];
 
 static void make_dir_model(am_proj_type type, const char *sub) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/am_test_vision_%d_%s", (int)getpid(), sub);
-    mkdir(tmpdir, 0755);
-    am_mkencoders_opts o = {.dir = tmpdir,
-                            .vision_shape = "tiny",
-                            .projector = type,
-                            .dtype = AM_DTYPE_F32,
-                            .seed = 7,
-                            .llm_dim = 64,
-                            .llm_path = ".",
-                            .tokenizer = NULL};
-    CHECK_OK(am_mkencoders_write(&o));
+    am_mkencoders_opts o = {.vision_shape = "tiny", .projector = type, .dtype = AM_DTYPE_F32, .seed = 7,
+                            .llm_dim = 64, .llm_path = ".", .tokenizer = NULL};
+    enc_test_dir_make(tmpdir, sizeof tmpdir, "vision", sub, &o);
 }
 
-static void rm_dir_model(void) {
-    char p[512];
-    static const char *const f[] = {"anymal.json", "vision_tower.safetensors",
-                                    "vision_projector.safetensors"};
-    for (int i = 0; i < 3; i++) {
-        snprintf(p, sizeof p, "%s/%s", tmpdir, f[i]);
-        unlink(p);
-    }
-    rmdir(tmpdir);
-}
+static void rm_dir_model(void) { enc_test_dir_remove(tmpdir); }
 
 static void test_batched_encode(void) {
     char path[4096];
