@@ -31,8 +31,7 @@ struct am_llama_ctx {
     int32_t max_batch;   /* B: rows per step */
     int32_t n_blocks;    /* blocks in the KV pool */
     int32_t block_size;  /* positions per block */
-    int32_t contiguous;  /* one sequence in one block: am_llama_eval */
-    int32_t n_past;      /* contiguous: positions filled */
+    int32_t n_past;      /* contiguous (one block): positions filled */
     int32_t table0[1];   /* contiguous: the block table {0} */
     /* The weights as the backend sees them (the host views on the CPU). */
     am_llama_layer *layers;  /* (L) matrices via upload_matrix; norms in backend memory */
@@ -131,7 +130,6 @@ int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *co
     c->n_blocks = n_blocks;
     c->block_size = block_size;
     c->max_batch = max_batch;
-    c->contiguous = n_blocks == 1;
     size_t B = (size_t)max_batch, C = (size_t)cfg->dim, F = (size_t)sh->ffn_dim;
     size_t QD = (size_t)sh->n_heads * cfg->head_dim, KD = (size_t)sh->n_kv_heads * cfg->head_dim;
     size_t VL = (size_t)sh->n_vocab, R = AM_LLAMA_LOGITS_ROWS;
@@ -241,8 +239,6 @@ int32_t am_llama_ctx_block_size(const am_llama_ctx *c) { return c->block_size; }
 int32_t am_llama_ctx_max_batch(const am_llama_ctx *c) { return c->max_batch; }
 
 const am_llama_model *am_llama_ctx_model(const am_llama_ctx *c) { return c->m; }
-
-void am__llama_ctx_set_n_past(am_llama_ctx *c, int32_t n_past) { c->n_past = n_past; }
 
 /* x (n) summed over the group, through host memory when the backend's is not. */
 static int group_sum(am_llama_ctx *c, float *x, int64_t n) {
@@ -461,12 +457,15 @@ int am_llama_decode(am_llama_ctx *c, const am_llama_batch *b, float *logits) {
 int am_llama_eval(am_llama_ctx *c, const int32_t *ids, const float *embd, int32_t n, float *logits,
                   int all_logits) {
     const int64_t C = c->m->cfg.dim, V = c->m->cfg.vocab_size;
-    if (!c->contiguous) return am_err_set(AM_EINVAL, "eval: a paged context runs steps (am_llama_decode)");
+    /* A contiguous context is one block holding the one sequence. */
+    if (c->n_blocks != 1) return am_err_set(AM_EINVAL, "eval: a paged context runs steps (am_llama_decode)");
     if (n <= 0) return am_err_set(AM_EINVAL, "eval: no input rows");
     if ((ids == NULL) == (embd == NULL)) return am_err_set(AM_EINVAL, "eval: give token ids or embedding rows");
     if ((int64_t)c->n_past + n > am_llama_ctx_size(c))
         return am_err_set(AM_ERANGE, "eval: %d positions in the cache + %d new exceed the context of %d",
                           c->n_past, n, am_llama_ctx_size(c));
+    /* Checked over the whole input before the first chunk runs (each step checks its own
+     * rows again), so a bad id late in a long prompt leaves the cache unchanged. */
     if (ids) {
         for (int32_t i = 0; i < n; i++)
             if (ids[i] < 0 || ids[i] >= V)

@@ -21,7 +21,6 @@ int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *co
 int am__llama_check_batch(const am_llama_ctx *c, const am_llama_batch *b, int64_t n_embd_rows);
 /* The forward pass of a checked step on this rank; logits (leader only, NULL elsewhere). */
 int am__llama_forward(am_llama_ctx *c, const am_llama_batch *b, float *logits);
-void am__llama_ctx_set_n_past(am_llama_ctx *c, int32_t n_past);
 
 /* Leader: broadcasts a step (tp.c). */
 int am__tp_send_step(am_tp_comm *comm, const am_llama_batch *b, int64_t dim);
