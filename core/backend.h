@@ -47,6 +47,11 @@ typedef struct am_kv_pages {
     int64_t kv_stride;  /* floats between consecutive positions */
 } am_kv_pages;
 
+/* The pool row of position t of a sequence with this block table. */
+static inline int64_t am_kv_row(const int32_t *blocks, int64_t block_size, int64_t t) {
+    return (int64_t)blocks[t / block_size] * block_size + t % block_size;
+}
+
 /* One sequence's share of a batched kv_store / attention call. */
 typedef struct am_attn_seq {
     int64_t row0;          /* its first row in the step's (M, ...) arrays */

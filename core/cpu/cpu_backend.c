@@ -137,11 +137,6 @@ static void cpu_rope(am_backend *b, float *x, const int32_t *pos, int64_t m, int
 
 /* ---- KV cache writes ---- */
 
-/* The cache row of position t of a sequence (see am_kv_pages). */
-static inline int64_t kv_row(const int32_t *blocks, int64_t block_size, int64_t t) {
-    return (int64_t)blocks[t / block_size] * block_size + t % block_size;
-}
-
 static void cpu_kv_store(am_backend *b, const am_kv_pages *pages, const float *k_new,
                          const float *v_new, const am_attn_seq *seqs, int n_seqs) {
     (void)b;
@@ -149,7 +144,7 @@ static void cpu_kv_store(am_backend *b, const am_kv_pages *pages, const float *k
     for (int s = 0; s < n_seqs; s++) {
         const am_attn_seq *sq = &seqs[s];
         for (int64_t i = 0; i < sq->m; i++) {
-            const int64_t row = kv_row(sq->blocks, pages->block_size, sq->pos0 + i);
+            const int64_t row = am_kv_row(sq->blocks, pages->block_size, sq->pos0 + i);
             memcpy(pages->k + row * stride, k_new + (sq->row0 + i) * stride, (size_t)stride * sizeof(float));
             memcpy(pages->v + row * stride, v_new + (sq->row0 + i) * stride, (size_t)stride * sizeof(float));
         }
@@ -291,7 +286,7 @@ static void attn_item(attn_job *j, int64_t it) {
         /* The chunk [t0, t1) stays inside one block: contiguous rows of the pool. */
         const int64_t block_end = (t0 / bs + 1) * bs;
         t1 = t0 + j->chunk < block_end ? t0 + j->chunk : block_end;
-        const int64_t row = kv_row(sq->blocks, bs, t0);
+        const int64_t row = am_kv_row(sq->blocks, bs, t0);
         const float *kb = j->pages->k + row * stride + kvh * D; /* (n, stride) */
         const float *vb = j->pages->v + row * stride + kvh * D; /* (n, stride) */
         for (int ti = 0; ti < n_tiles; ti++) {

@@ -101,16 +101,12 @@ void am_ref_attention(float *out, const float *q, const float *k_cache, const fl
     am_free(p);
 }
 
-static int64_t ref_kv_row(const int32_t *blocks, int64_t block_size, int64_t t) {
-    return (int64_t)blocks[t / block_size] * block_size + t % block_size;
-}
-
 void am_ref_kv_store(const am_kv_pages *pages, const float *k_new, const float *v_new,
                      const am_attn_seq *seqs, int n_seqs) {
     const int64_t stride = pages->kv_stride;
     for (int s = 0; s < n_seqs; s++)
         for (int64_t i = 0; i < seqs[s].m; i++) {
-            const int64_t row = ref_kv_row(seqs[s].blocks, pages->block_size, seqs[s].pos0 + i);
+            const int64_t row = am_kv_row(seqs[s].blocks, pages->block_size, seqs[s].pos0 + i);
             for (int64_t e = 0; e < stride; e++) {
                 pages->k[row * stride + e] = k_new[(seqs[s].row0 + i) * stride + e];
                 pages->v[row * stride + e] = v_new[(seqs[s].row0 + i) * stride + e];
@@ -129,7 +125,7 @@ void am_ref_attention_paged(float *out, const float *q, const am_kv_pages *pages
         float *v = am_malloc((size_t)(T * stride) * sizeof(float)); /* (T, stride) */
         AM_ASSERT(k && v);
         for (int64_t t = 0; t < T; t++) {
-            const int64_t row = ref_kv_row(sq->blocks, pages->block_size, t);
+            const int64_t row = am_kv_row(sq->blocks, pages->block_size, t);
             memcpy(k + t * stride, pages->k + row * stride, (size_t)stride * sizeof(float));
             memcpy(v + t * stride, pages->v + row * stride, (size_t)stride * sizeof(float));
         }
