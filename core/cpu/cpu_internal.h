@@ -85,6 +85,10 @@ typedef void (*am__matvec_fn)(const am_matrix *w, const float *x, const am__xq *
 typedef struct am__cpu_kernels {
     const char *name; /* "generic", "avx2", "avx512" */
     am__matvec_fn matvec[AM__N_WDTYPES];
+    /* The small-M GEMM (a batched decode step): y (M, N) = x (M, K) . W^T for
+     * rows [n0, n1) and any m, blocked for the caches; a row's result does not
+     * depend on m. NULL for a dtype without one (the caller tiles matvec). */
+    am__matvec_fn small_gemm[AM__N_WDTYPES];
     /* Quantizes row `row` of x (M, K) into xq (see am__xq); K a multiple of 32. */
     void (*quantize_x)(const float *x, const am__xq *xq, int64_t row, int64_t k);
     /* dst (n) = row src (n) of dtype t (F32/F16/BF16/Q8_0/Q4_0) in f32, like am_dequantize_row. */

@@ -5,12 +5,13 @@
  * the rows split over the pool.
  *
  * AM__MATVEC_MAX_M < M <= small_gemm_max_m[dtype] (a batched decode step,
- * one row per sequence; for Q4_0 every M): the same matvec kernels, tiled: each thread takes its
- * rows of W in blocks small enough to stay in L2 and runs every group of 4
- * activation rows past a block before moving on, so W is read from memory
- * once and no panel is packed or converted (a library GEMM's packing costs
- * as much as the arithmetic at this M). Quantized W meets x quantized per
- * row, as in the matvec case.
+ * one row per sequence; for F16, BF16 and Q4_0 every M): no panel is packed
+ * or converted (a library GEMM's packing costs as much as the arithmetic at
+ * this M) and W is read from memory once. Dense W runs the ISA's
+ * cache-blocked small_gemm kernel (see kernels_simd.inc). Quantized W runs
+ * the matvec kernels tiled: each thread takes its rows of W in blocks small
+ * enough to stay in L2 and runs every group of 4 activation rows past a
+ * block before moving on, with x quantized per row as in the matvec case.
  *
  * Larger M: a GEMM, compute bound. The pool splits the output columns (rows
  * of W) and each thread runs a single-threaded library GEMM on its slice, so
@@ -37,15 +38,18 @@
 /* Rows of W per converted panel: about this many bytes of f32, so a panel
  * stays in L2 while sgemm reads it M / (register block) times. */
 #define AM_CPU_GEMM_PANEL_BYTES (512 * 1024)
-/* The small-M GEMM: bytes of W per block, and the most rows of x it takes
- * per dtype: where it stops beating the library GEMM on f32 panels. Measured
- * with bench_kernels (K 2048, N 5632, 2 threads, AVX2 Zen 3; GFLOP/s small vs
- * library): f32 M=32 99 vs 91, M=64 106 vs 122; f16 M=64 120 vs 119; q8_0
- * M=128 146 vs 147; q4_0 M=512 ~215 vs 160 (its int8 kernel outruns f32 FMAs). */
+/* The tiled-matvec small-M GEMM (quantized W): bytes of W per block. And the
+ * most rows of x the small-M path takes per dtype: where it stops beating the
+ * library GEMM on f32 panels. Measured with bench_kernels-style runs (K 2048,
+ * N 5632, 2 threads, AVX2 Zen 3; GFLOP/s small vs library): f32 M=64 151 vs
+ * 140, M=96 153 vs 153; f16 M=512 169 vs 161 (f16 W is half the bytes of the
+ * f32 panels sgemm reads); q8_0 M=128 146 vs 147; q4_0 M=512 ~215 vs 160 (its
+ * int8 kernel outruns f32 FMAs). */
 #define AM_CPU_SMALL_GEMM_BLOCK_BYTES (96 * 1024)
+#define AM_CPU_TILED_DENSE_MAX_M 32
 static const int64_t small_gemm_max_m[AM__N_WDTYPES] = {
-    [AM_DTYPE_F32] = 32, [AM_DTYPE_F16] = 64, [AM_DTYPE_BF16] = 64, [AM_DTYPE_Q8_0] = 128,
-    [AM_DTYPE_Q4_0] = INT64_MAX};
+    [AM_DTYPE_F32] = 64, [AM_DTYPE_F16] = INT64_MAX, [AM_DTYPE_BF16] = INT64_MAX,
+    [AM_DTYPE_Q8_0] = 128, [AM_DTYPE_Q4_0] = INT64_MAX};
 /* Output rows are split between threads in multiples of this (one cache
  * line of y per row of x at the boundary, and a whole sgemm register block). */
 #define AM_CPU_SPLIT_ALIGN 16
@@ -90,6 +94,10 @@ static void gemm_by_matvec(mm_job *j, int64_t n0, int64_t n1) {
  * group of AM__MATVEC_MAX_M rows of x while it is in L2. */
 static void gemm_small(mm_job *j, int64_t n0, int64_t n1) {
     const int64_t K = j->w->cols, N = j->w->rows;
+    if (j->c->k->small_gemm[j->w->dtype]) { /* the ISA's cache-blocked kernel */
+        j->c->k->small_gemm[j->w->dtype](j->w, j->x, NULL, j->y, j->m, n0, n1);
+        return;
+    }
     int64_t block = AM_CPU_SMALL_GEMM_BLOCK_BYTES / (int64_t)j->w->row_bytes;
     block = block < 2 ? 2 : block & ~(int64_t)1; /* the dense kernels take rows in pairs */
     for (int64_t b0 = n0; b0 < n1; b0 += block) {
@@ -187,11 +195,16 @@ static int check_matrix(const am_matrix *w, int64_t m) {
     return 0;
 }
 
-/* The small-M tiled kernels serve this matmul. */
+/* The small-M kernels serve this matmul. */
 static int use_small_gemm(const am__cpu_ctx *c, am_dtype dt, int64_t m) {
     int bf16 = c->use_bf16_gemm && (dt == AM_DTYPE_BF16 || dt == AM_DTYPE_Q8_0 || dt == AM_DTYPE_Q4_0);
+    int quantized = dt == AM_DTYPE_Q8_0 || dt == AM_DTYPE_Q4_0;
+    int64_t max_m = small_gemm_max_m[dt];
+    /* Without the ISA's blocked kernel dense W falls back to tiled matvec, which
+     * keeps up with the library only while M is a decode batch. */
+    if (!quantized && !c->k->small_gemm[dt] && max_m > AM_CPU_TILED_DENSE_MAX_M) max_m = AM_CPU_TILED_DENSE_MAX_M;
     /* oneDNN's bf16 GEMM (AMX) beats the tiled kernels at every M > 4. */
-    return m > AM__MATVEC_MAX_M && m <= small_gemm_max_m[dt] && !bf16;
+    return m > AM__MATVEC_MAX_M && m <= max_m && !bf16;
 }
 
 int am_cpu_matmul_quantizes_x(const am_backend *b, am_dtype w, int64_t m) {
