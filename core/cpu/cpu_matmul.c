@@ -40,11 +40,14 @@
 #define AM_CPU_GEMM_PANEL_BYTES (512 * 1024)
 /* The tiled-matvec small-M GEMM (quantized W): bytes of W per block. And the
  * most rows of x the small-M path takes per dtype: where it stops beating the
- * library GEMM on f32 panels. Measured with bench_kernels-style runs (K 2048,
- * N 5632, 2 threads, AVX2 Zen 3; GFLOP/s small vs library): f32 M=64 151 vs
- * 140, M=96 153 vs 153; f16 M=512 169 vs 161 (f16 W is half the bytes of the
- * f32 panels sgemm reads); q8_0 M=128 146 vs 147; q4_0 M=512 ~215 vs 160 (its
- * int8 kernel outruns f32 FMAs). */
+ * library GEMM on f32 panels. Measured (K 2048, N 5632, 2 threads, AVX2
+ * Zen 3; GFLOP/s small vs library, with the limit moved; f32 with weights
+ * cycling through 8 copies at M = 96, which bench_kernels does not run,
+ * the rest with `bench_kernels 2 1024 gemm`): f32 M=64 151 vs 140, M=96 153
+ * vs 153; f16 M=512 179 vs 161 (f16 W is half the bytes of the f32 panels
+ * sgemm reads); bf16 M=128 153-158 vs 147, M=512 151-157 vs 157-159 (even);
+ * q8_0 M=128 146 vs 147 before its paired dots (now 162, and the library 162
+ * at M=512); q4_0 M=512 ~215 vs 160 (its int8 kernel outruns f32 FMAs). */
 #define AM_CPU_SMALL_GEMM_BLOCK_BYTES (96 * 1024)
 #define AM_CPU_TILED_DENSE_MAX_M 32
 static const int64_t small_gemm_max_m[AM__N_WDTYPES] = {
