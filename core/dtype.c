@@ -140,3 +140,12 @@ void am_quantize_row(am_dtype t, const float *src, void *dst, int64_t n) {
     default: AM_ASSERT(!"am_quantize_row: unsupported dtype");
     }
 }
+
+int am_precision_parse(const char *name, am_precision *out) {
+    if (name && strcasecmp(name, "f32") == 0) *out = AM_PRECISION_F32;
+    else if (name && strcasecmp(name, "bf16") == 0) *out = AM_PRECISION_BF16;
+    else return am_err_set(AM_EINVAL, "precision mode '%s': expected f32 or bf16", name ? name : "");
+    return 0;
+}
+
+const char *am_precision_name(am_precision mode) { return mode == AM_PRECISION_BF16 ? "bf16" : "f32"; }

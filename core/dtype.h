@@ -86,4 +86,53 @@ void am_dequantize_row(am_dtype t, const void *src, float *dst, int64_t n);
  * magnitude, q = min(15, (int8)(x/d + 8.5))). */
 void am_quantize_row(am_dtype t, const float *src, void *dst, int64_t n);
 
+/* ---- The precision of a matmul y = x . W^T (docs/numerics.md) ----
+ *
+ * What a matmul does to its activations x is fixed by W's dtype and the
+ * precision mode alone: never by M, the tensor-parallel slice, the batch, the
+ * thread count or the kernel path a CPU takes. Every product is then exact in
+ * f32 and only the order of the f32 (or wider) accumulation differs between
+ * paths:
+ *   F32, F16    x stays f32 (W widened exactly);
+ *   BF16        x stays f32 in mode f32 (the default); in mode bf16 x is
+ *               rounded to bf16, to nearest even (am_f32_to_bf16): the operand
+ *               precision of AMX / AVX512-BF16 tiles, used then for every M;
+ *   Q8_0, Q4_0  x quantized per block of 32 to int8 (am_quantize_x_block, as
+ *               llama.cpp's q8 activations), with exact int32 block sums.
+ * Rounding x has a cost beyond its own error: two runs whose upstream f32 sums
+ * differ in order (P = 1 against P = 2, say) can round an element near a
+ * rounding boundary to neighbouring values, and the model then differs by
+ * that rounding step instead of by f32 re-association. Mode f32 keeps every
+ * dense dtype free of that, so logits agree across P and batch sizes within
+ * f32 re-association; mode bf16 trades it for the bf16 tiles' speed. */
+typedef enum { AM_PRECISION_F32 = 0, AM_PRECISION_BF16 } am_precision;
+
+typedef enum { AM_XPREC_F32, AM_XPREC_BF16, AM_XPREC_Q8 } am_xprec;
+
+static inline am_xprec am_matmul_x_precision(am_dtype w, am_precision mode) {
+    if (w == AM_DTYPE_BF16 && mode == AM_PRECISION_BF16) return AM_XPREC_BF16;
+    if (w == AM_DTYPE_Q8_0 || w == AM_DTYPE_Q4_0) return AM_XPREC_Q8;
+    return AM_XPREC_F32;
+}
+
+/* "f32" or "bf16" -> mode (case-insensitive); AM_EINVAL for anything else. */
+int am_precision_parse(const char *name, am_precision *out);
+const char *am_precision_name(am_precision mode);
+
+/* The activation quantization of Q8_0/Q4_0 matmuls, one block of 32:
+ * d = amax / 127 (f32), q[j] = x[j] * (1 / d) rounded to nearest even (0 when
+ * d == 0); returns d. Each x[j] is then represented by q[j] * d, at most d/2
+ * away. Every kernel path must produce these exact q and d (the SIMD ones do
+ * the same f32 operations). */
+static inline float am_quantize_x_block(const float *x, int8_t *q) {
+    float amax = 0.0f;
+    for (int j = 0; j < AM_QK; j++) {
+        const float a = x[j] < 0 ? -x[j] : x[j];
+        amax = a > amax ? a : amax;
+    }
+    const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < AM_QK; j++) q[j] = (int8_t)__builtin_nearbyintf(x[j] * id);
+    return d;
+}
+
 #endif

@@ -13,7 +13,12 @@
 
 #include "core/backend.h"
 
-void am_ref_matmul(const am_matrix *w, const float *x, float *y, int64_t m);
+/* x rounded as W's dtype and the precision mode prescribe (dtype.h: int8
+ * blocks for Q8_0/Q4_0, bf16 for BF16 in mode bf16), then exact products
+ * summed in double: a kernel differs from it only by its own f32 sums. */
+void am_ref_matmul(const am_matrix *w, am_precision mode, const float *x, float *y, int64_t m);
+/* out (K) = one row x (K) as a matmul by a W of dtype w sees it in this mode, in double (exact). */
+void am_ref_matmul_x(am_dtype w, am_precision mode, const float *x, double *out, int64_t k);
 void am_ref_get_rows(const am_matrix *w, const int32_t *ids, int64_t m, float *out);
 void am_ref_rmsnorm(float *out, const float *x, const float *weight, int64_t m, int64_t k, float eps);
 void am_ref_rope(float *x, const int32_t *pos, int64_t m, int n_heads, int head_dim, float theta,

@@ -1,6 +1,7 @@
 # Tensor-parallel shard groups (llm_shards/tp.h, comm.h, shard_group.h; tools/anymal_shard.c).
 # test_tp: the slicing and the step protocol with thread ranks (no MPI; runs everywhere).
 am_add_test(NAME test_tp SOURCES test_tp.c LABELS unit LIBS am_llm Threads::Threads TIMEOUT 300)
+am_add_isa_variants(test_tp COMMAND $<TARGET_FILE:test_tp> LABELS unit)
 if(TARGET anymal-shard)
   # Real Open MPI groups through mpirun: P = 1, 2, 4 vs the single-process engine,
   # idle CPU, killed and failing ranks, `anymal generate --tp`. Test-only: mpirun as
@@ -18,6 +19,8 @@ if(TARGET anymal-shard)
   endif()
   add_test(NAME test_mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_mpi.sh small)
   set_tests_properties(test_mpi PROPERTIES LABELS "mpi;integration" TIMEOUT 300 ENVIRONMENT "${AM_MPI_TEST_ENV}")
+  am_add_isa_variants(test_mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_mpi.sh small
+                      LABELS mpi integration ENVIRONMENT "${AM_MPI_TEST_ENV}")
   # A 70B-shaped checkpoint with 2 layers (bf16, ~4.4 GB, made and deleted by the test):
   # P = 2 and 4 vs P = 1, and memory per rank against 1/P of the weights. Not in
   # sanitizer builds: unoptimised kernels over 4 GB per token, and ASan's shadow memory

@@ -10,8 +10,9 @@
  * Errors are measured relative to the RMS of the reference output
  * (err = max |y - ref| / rms(ref)), with these bounds:
  *   - TOL_F32 1e-4: f32 arithmetic throughout (matrix-vector kernels of every
- *     dtype, which decode weights exactly and sum in f32; F32 GEMM with TF32
- *     off; attention; norms). Typical errors are ~1e-6.
+ *     dtype, which decode weights exactly and sum in f32, with Q8_0/Q4_0's x
+ *     quantized per block as core/dtype.h prescribes and the reference does;
+ *     F32 GEMM with TF32 off; attention; norms). Typical errors are ~1e-6.
  *   - TOL_HALF_GEMM 1e-2: F16/BF16/Q8_0/Q4_0 GEMMs (M > AM_CUDA_MATVEC_MAX_ROWS):
  *     x is rounded to bf16 (2^-9 relative) or f16 (2^-12), Q8_0/Q4_0 weights
  *     to f16, accumulation in f32; ~2e-3 typical for bf16.
@@ -174,7 +175,7 @@ static void matmul_case(am_dtype t, int64_t m, int64_t n, int64_t k, int x_offse
     CHECK_OK(gpu->ops->upload(gpu, dx + x_offset, x, (size_t)(m * k) * sizeof(float)));
     CHECK_OK(gpu->ops->matmul(gpu, &dw, dx + x_offset, dy, m));
     to_host(y, dy, (size_t)(m * n) * sizeof(float));
-    am_ref_matmul(&w, x, ref, m);
+    am_ref_matmul(&w, AM_PRECISION_F32, x, ref, m);
 #ifdef AM_HAVE_CUDA
     const int gemm = m > AM_CUDA_MATVEC_MAX_ROWS;
 #else

@@ -287,6 +287,76 @@ static void test_dtypes_vs_f32(void) {
     am_backend_destroy(&be);
 }
 
+/* A token's logits do not depend on how many tokens share its step: a
+ * 160-token sequence evaluated at once (M = 160: the library GEMM or the tiled
+ * int8 kernels), in chunks of 7 (the small-M GEMM) and one token at a time
+ * (M = 1: matrix-vector) gives the same logits, at the instruction-set level
+ * and precision mode in force (tests/at_isa.sh runs this at each level). The
+ * matmul's arithmetic is fixed by the dtype and the mode (core/dtype.h).
+ *   - F32, F16, BF16 in precision f32 (no activation is rounded): within 1e-4,
+ *     the f32 re-association bound of the TP tests. A path that rounded x by
+ *     shape (bf16 above M = 4 on AMX, as before) is off by 1e-2 here.
+ *   - Q8_0/Q4_0 (x quantized per block to int8), and BF16 in precision bf16:
+ *     the paths round identical x identically (test_cpu_backend checks each
+ *     matmul at 1e-5 S against M = 1), but x itself differs between paths by
+ *     f32 re-association upstream, and an element within that distance of a
+ *     rounding boundary lands on the neighbouring step: the logits then move
+ *     by one activation-rounding step (measured up to 0.004 for Q8_0 at
+ *     avx2, 0.013 for BF16 in precision bf16, with |logit| up to 4.2). For
+ *     these the bound is 0.05 and every argmax must agree. */
+static void test_logits_independent_of_step(void) {
+    static const am_dtype dts[] = {AM_DTYPE_F32, AM_DTYPE_F16, AM_DTYPE_BF16, AM_DTYPE_Q8_0, AM_DTYPE_Q4_0};
+    enum { T = 160, V = 512 };
+    int32_t seq[T];
+    seq[0] = 1;
+    for (int i = 1; i < T; i++) seq[i] = 3 + (i * 197) % (V - 3);
+    float *once = malloc((size_t)T * V * sizeof(float)), *got = malloc((size_t)T * V * sizeof(float));
+    am_backend *be = cpu();
+    am_precision precision = AM_PRECISION_F32;
+    const char *mode = getenv("AM_CPU_PRECISION");
+    if (mode && mode[0]) CHECK_OK(am_precision_parse(mode, &precision));
+    const int chunks[] = {7, 1};
+    for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
+        char path[300], name[64];
+        snprintf(name, sizeof name, "step-%s.gguf", am_dtype_name(dts[d]));
+        CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, dts[d], 9, tmp_path(name, path, sizeof path), NULL));
+        am_llama_model *m = NULL;
+        am_llama_ctx *ctx = NULL;
+        CHECK_OK(am_llama_load(path, &m));
+        if (!m) continue;
+        CHECK_OK(am_llama_ctx_new(m, be, T, T, &ctx));
+        CHECK_OK(am_llama_eval(ctx, seq, NULL, T, once, 1));
+        am_llama_ctx_destroy(&ctx);
+        for (size_t c = 0; c < 2; c++) {
+            CHECK_OK(am_llama_ctx_new(m, be, T, T, &ctx));
+            for (int t = 0; t < T; t += chunks[c]) {
+                int n = T - t < chunks[c] ? T - t : chunks[c];
+                CHECK_OK(am_llama_eval(ctx, seq + t, NULL, n, got + (size_t)t * V, 1));
+            }
+            am_llama_ctx_destroy(&ctx);
+            double max_err = 0, max_abs = 0;
+            for (int i = 0; i < T * V; i++) {
+                max_err = fmax(max_err, fabs(got[i] - once[i]));
+                max_abs = fmax(max_abs, fabs(once[i]));
+            }
+            int agree = 0;
+            for (int t = 0; t < T; t++)
+                agree += am_argmax(got + (size_t)t * V, V) == am_argmax(once + (size_t)t * V, V);
+            const int rounds_x = am_matmul_x_precision(dts[d], precision) != AM_XPREC_F32;
+            printf("  %-5s %3d tokens at once vs %d at a time (%s, precision %s): max abs logit diff %.3g "
+                   "(max |logit| %.3g), argmax agreement %d/%d\n",
+                   am_dtype_name(dts[d]), T, chunks[c], be->name, am_precision_name(precision), max_err,
+                   max_abs, agree, T);
+            CHECK(max_err <= (rounds_x ? 0.05 : 1e-4));
+            CHECK_EQ_INT(agree, T);
+        }
+        am_llama_destroy(&m);
+    }
+    free(once);
+    free(got);
+    am_backend_destroy(&be);
+}
+
 /* ---- error paths ---------------------------------------------------------------- */
 
 static void test_load_errors(void) {
@@ -461,5 +531,5 @@ static void teardown(void) {
 }
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_hf_logits), AM_TEST(test_formats_agree), AM_TEST(test_llama2c_runc),
-             AM_TEST(test_dtypes_vs_f32), AM_TEST(test_load_errors), AM_TEST(test_eval_errors),
+             AM_TEST(test_dtypes_vs_f32), AM_TEST(test_logits_independent_of_step), AM_TEST(test_load_errors), AM_TEST(test_eval_errors),
              AM_TEST(test_embedding_rows), AM_TEST(test_llava_decoder), AM_TEST(teardown))

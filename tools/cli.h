@@ -50,5 +50,6 @@ int am_cmd_generate(int argc, char **argv);
 int am_cmd_bench(int argc, char **argv);
 int am_cmd_encode(int argc, char **argv);
 int am_cmd_client(int argc, char **argv);
+int am_cmd_cpu(int argc, char **argv);
 
 #endif

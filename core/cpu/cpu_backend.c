@@ -560,33 +560,11 @@ static void tables_fill(void) {
 
 void am__cpu_tables_init(void) { pthread_once(&g_tables_once, tables_fill); }
 
-static const am__cpu_kernels *isa_kernels(const char *isa, const am_cpu_features *f) {
-    if (strcasecmp(isa, "avx512") == 0)
-        return f->avx512f && f->avx512bw && f->avx512vl && f->fma && f->f16c ? am__cpu_kernels_avx512()
-                                                                               : NULL;
-    if (strcasecmp(isa, "avx2") == 0)
-        return f->avx2 && f->fma && f->f16c ? am__cpu_kernels_avx2() : NULL;
-    if (strcasecmp(isa, "generic") == 0) return am__cpu_kernels_generic();
-    return NULL;
-}
-
-static int choose_kernels(const am__cpu_kernels **out) {
-    const am_cpu_features *f = am_cpu_get_features();
-    const char *forced = getenv("AM_CPU_ISA");
-    if (forced && forced[0] && strcasecmp(forced, "auto") != 0) {
-        if (strcasecmp(forced, "avx512") && strcasecmp(forced, "avx2") && strcasecmp(forced, "generic"))
-            return am_err_set(AM_EINVAL, "AM_CPU_ISA='%s': expected generic, avx2, avx512 or auto",
-                              forced);
-        *out = isa_kernels(forced, f);
-        if (!*out)
-            return am_err_set(AM_EINVAL, "AM_CPU_ISA='%s': this CPU (or OS) does not support it",
-                              forced);
-        return 0;
-    }
-    const char *order[] = {"avx512", "avx2", "generic"};
-    for (int i = 0; i < 3; i++)
-        if ((*out = isa_kernels(order[i], f)) != NULL) return 0;
-    return AM_EINTERNAL; /* unreachable: generic always exists */
+/* The kernel table of a level (amx runs the avx512 kernels; AMX is oneDNN's). */
+static const am__cpu_kernels *level_kernels(am_cpu_isa level) {
+    if (level >= AM_CPU_ISA_AVX512) return am__cpu_kernels_avx512();
+    if (level == AM_CPU_ISA_AVX2) return am__cpu_kernels_avx2();
+    return am__cpu_kernels_generic();
 }
 
 int am_cpu_backend_new(int n_threads, am_backend **out) {
@@ -594,9 +572,14 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
     if (n_threads < 1 || n_threads > AM_CPU_MAX_THREADS)
         return am_err_set(AM_EINVAL, "cpu backend: n_threads = %d, need 1..%d", n_threads,
                           AM_CPU_MAX_THREADS);
-    const am__cpu_kernels *k;
-    int rc = choose_kernels(&k);
+    am_cpu_isa level;
+    int rc = am_cpu_isa_active(&level);
     if (rc != 0) return rc;
+    am_precision precision = AM_PRECISION_F32;
+    const char *mode = getenv("AM_CPU_PRECISION");
+    if (mode && mode[0] && (rc = am_precision_parse(mode, &precision)) != 0)
+        return am_err_set(rc, "AM_CPU_PRECISION='%s': expected f32 or bf16", mode);
+    const am__cpu_kernels *k = level_kernels(level);
     am__cpu_tables_init();
     cpu_backend *cb = am_calloc(1, sizeof *cb);
     if (!cb) return AM_ENOMEM;
@@ -614,13 +597,16 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
         am_free(cb);
         return rc;
     }
-    if (am__dnnl_bf16_available()) {
+    c->level = level;
+    c->precision = precision;
+    if (precision == AM_PRECISION_BF16 && level >= AM_CPU_ISA_AVX512 && am__dnnl_bf16_available()) {
         c->dnnl = am_calloc((size_t)n_threads, sizeof *c->dnnl);
         c->use_bf16_gemm = c->dnnl != NULL;
         for (int i = 0; i < n_threads && c->use_bf16_gemm; i++)
             if (am__dnnl_thread_new(&c->dnnl[i]) != 0) c->use_bf16_gemm = 0;
     }
-    AM_LOGD("cpu backend: %s, %d threads, bf16 GEMM %s", b->name, n_threads,
+    AM_LOGD("cpu backend: %s (level %s), %d threads, precision %s, bf16 GEMM %s", b->name,
+            am_cpu_isa_name(level), n_threads, am_precision_name(precision),
             c->use_bf16_gemm ? "oneDNN" : "off");
     *out = b;
     return 0;

@@ -38,9 +38,13 @@ static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
 static cblas_sgemm_fn g_sgemm;
 
 static void blas_load_once(void) {
-    const am_cpu_features *f = am_cpu_get_features();
-    /* setenv(.., 0) keeps a value the user chose. */
-    if (f->avx512f && f->avx512bw && f->avx512vl) setenv("OPENBLAS_CORETYPE", "SkylakeX", 0);
+    /* The core of the ISA level (cpu_backend.h): below the CPU's best (a cap),
+     * and at AVX-512, which Debian's build misdetects; otherwise OpenBLAS's own
+     * choice. setenv(.., 0) keeps a value the user chose. */
+    static const char *const cores[AM_CPU_ISA_COUNT] = {"Nehalem", "Haswell", "SkylakeX", "SkylakeX"};
+    am_cpu_isa level;
+    if (am_cpu_isa_active(&level) != 0) level = am_cpu_isa_best();
+    if (level < am_cpu_isa_best() || level >= AM_CPU_ISA_AVX512) setenv("OPENBLAS_CORETYPE", cores[level], 0);
     setenv("OPENBLAS_NUM_THREADS", "1", 0);
 
     const char *names[] = {getenv("AM_CPU_BLAS_LIB"), "libopenblas.so.0", "libopenblas.so"};

@@ -1,8 +1,8 @@
 /* core/cpu/cpu_dnnl.c - bf16 GEMMs through oneDNN (AMX / AVX512-BF16).
  *
- * Used for BF16, Q8_0 and Q4_0 weights when M > AM__MATVEC_MAX_M on CPUs with
- * AVX512-BF16 or AMX-BF16: activations are rounded to bf16, products are
- * accumulated in f32 and written as f32. On other CPUs oneDNN 2.6 has no bf16
+ * Used for BF16 weights when M > AM__MATVEC_MAX_M on CPUs with AVX512-BF16 or
+ * AMX-BF16 (ISA level avx512 or amx): activations are rounded to bf16 (as on
+ * every BF16 path, dtype.h), products are accumulated in f32 and written as f32. On other CPUs oneDNN 2.6 has no bf16
  * matmul (primitive creation reports "unimplemented"), and the backend uses
  * the exact f32 path instead.
  *
@@ -124,7 +124,12 @@ static int entry_init(dnnl_entry *e, int64_t m, int64_t n, int64_t k, int64_t ld
 
 static void probe_once(void) {
     const am_cpu_features *f = am_cpu_get_features();
+    am_cpu_isa level;
+    if (am_cpu_isa_active(&level) != 0 || level < AM_CPU_ISA_AVX512) return;
     if (!f->avx512bf16 && !f->amx_bf16) return;
+    /* The avx512 level keeps oneDNN off the AMX tiles (its AVX512-BF16 kernels). */
+    if (level == AM_CPU_ISA_AVX512 && dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_bf16) != dnnl_success)
+        return;
     g_omp_set_num_threads = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
     g_omp_get_max_threads = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_max_threads");
     if (!g_omp_set_num_threads || !g_omp_get_max_threads) {

@@ -1,4 +1,5 @@
-/* core/cpu/cpu_features.c - CPUID feature detection for kernel dispatch.
+/* core/cpu/cpu_features.c - CPUID feature detection and the instruction-set
+ * levels (am_cpu_isa) that kernel dispatch follows.
  *
  * An instruction set is usable only if the CPU has it (CPUID) AND the OS saves
  * its register state on context switches (XCR0 via XGETBV): a hypervisor can
@@ -8,8 +9,12 @@
  */
 #include "core/cpu_backend.h"
 
+#include "core/error.h"
+
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -93,4 +98,41 @@ static void detect_once(void) { detect(&g_features); }
 const am_cpu_features *am_cpu_get_features(void) {
     pthread_once(&g_features_once, detect_once);
     return &g_features;
+}
+
+/* ---- instruction-set levels ---- */
+
+static const char *const g_isa_names[AM_CPU_ISA_COUNT] = {"generic", "avx2", "avx512", "amx"};
+
+const char *am_cpu_isa_name(am_cpu_isa level) {
+    return (unsigned)level < AM_CPU_ISA_COUNT ? g_isa_names[level] : "?";
+}
+
+static int isa_supported(am_cpu_isa level, const am_cpu_features *f) {
+    switch (level) {
+    case AM_CPU_ISA_GENERIC: return 1;
+    case AM_CPU_ISA_AVX2: return f->avx2 && f->fma && f->f16c;
+    case AM_CPU_ISA_AVX512: return isa_supported(AM_CPU_ISA_AVX2, f) && f->avx512f && f->avx512bw && f->avx512vl;
+    case AM_CPU_ISA_AMX: return isa_supported(AM_CPU_ISA_AVX512, f) && f->amx_tile && f->amx_bf16;
+    default: return 0;
+    }
+}
+
+am_cpu_isa am_cpu_isa_best(void) {
+    const am_cpu_features *f = am_cpu_get_features();
+    am_cpu_isa best = AM_CPU_ISA_GENERIC;
+    while (best + 1 < AM_CPU_ISA_COUNT && isa_supported(best + 1, f)) best++;
+    return best;
+}
+
+int am_cpu_isa_active(am_cpu_isa *out) {
+    *out = am_cpu_isa_best();
+    const char *cap = getenv("AM_CPU_ISA");
+    if (!cap || !cap[0] || strcasecmp(cap, "auto") == 0) return 0;
+    for (int i = 0; i < AM_CPU_ISA_COUNT; i++)
+        if (strcasecmp(cap, g_isa_names[i]) == 0) {
+            if ((am_cpu_isa)i < *out) *out = (am_cpu_isa)i;
+            return 0;
+        }
+    return am_err_set(AM_EINVAL, "AM_CPU_ISA='%s': expected generic, avx2, avx512, amx or auto", cap);
 }

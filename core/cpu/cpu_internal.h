@@ -141,7 +141,9 @@ void am__sgemm_xwt(int64_t m, int64_t n, int64_t k, const float *x, int64_t ldx,
  * thread (OpenMP threads = 1 while it runs: the pool does the splitting). */
 typedef struct am__dnnl_thread am__dnnl_thread;
 /* 1 if this process can run bf16 matmuls fast (AVX512-BF16 or AMX, oneDNN
- * has a non-reference implementation, AM_CPU_BF16_GEMM != 0). Cached. */
+ * has a non-reference implementation, AM_CPU_BF16_GEMM != 0, the ISA level
+ * at the first call is avx512 or amx). Cached: the first call also caps
+ * oneDNN's ISA for the process (below AMX at level avx512). */
 int am__dnnl_bf16_available(void);
 int am__dnnl_thread_new(am__dnnl_thread **out);
 void am__dnnl_thread_destroy(am__dnnl_thread **p);
@@ -162,7 +164,9 @@ void am__cpu_tables_init(void);
 typedef struct am__cpu_ctx {
     am_threadpool *pool;
     const am__cpu_kernels *k;
-    int use_bf16_gemm;          /* BF16/Q8_0/Q4_0 GEMMs go to oneDNN */
+    am_cpu_isa level;           /* the instruction-set level the kernels were chosen for */
+    am_precision precision;     /* AM_CPU_PRECISION: what BF16 matmuls do to x (dtype.h) */
+    int use_bf16_gemm;          /* BF16 GEMMs go to oneDNN (precision bf16 only) */
     am__dnnl_thread **dnnl;     /* [n_threads], when use_bf16_gemm */
     void *scratch;              /* GEMM panels and converted activations */
     size_t scratch_bytes;

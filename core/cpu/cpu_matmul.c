@@ -1,26 +1,35 @@
 /* core/cpu/cpu_matmul.c - y (M, N) = x (M, K) . W^T on the CPU.
  *
+ * The arithmetic follows W's dtype and the precision mode alone
+ * (am_matmul_x_precision, dtype.h): Q8_0/Q4_0 W sees x quantized per block to
+ * int8, BF16 W in precision mode bf16 sees x rounded to bf16, on every path
+ * below, so that a row's result never depends on M, the tensor-parallel slice
+ * or the batch (docs/numerics.md). The paths differ only in the order of
+ * their f32 sums:
+ *
  * M <= AM__MATVEC_MAX_M: a matrix-vector product, memory bound: the ISA's
  * matvec kernel streams each weight row once for all M activation rows, with
  * the rows split over the pool.
  *
- * AM__MATVEC_MAX_M < M <= small_gemm_max_m[dtype] (a batched decode step,
- * one row per sequence; for F16, BF16 and Q4_0 every M): no panel is packed
- * or converted (a library GEMM's packing costs as much as the arithmetic at
- * this M) and W is read from memory once. Dense W runs the ISA's
- * cache-blocked small_gemm kernel (see kernels_simd.inc). Quantized W runs
- * the matvec kernels tiled: each thread takes its rows of W in blocks small
- * enough to stay in L2 and runs every group of 4 activation rows past a
- * block before moving on, with x quantized per row as in the matvec case.
+ * Larger M with Q8_0/Q4_0 W, and AM__MATVEC_MAX_M < M <= small_gemm_max_m
+ * for dense W (a batched decode step, one row per sequence; F16/BF16 every
+ * M): no panel is packed or converted (a library GEMM's packing costs as much
+ * as the arithmetic at this M) and W is read from memory once. Dense W runs
+ * the ISA's cache-blocked small_gemm kernel (see kernels_simd.inc). Quantized
+ * W runs the int8 matvec kernels tiled: each thread takes its rows of W in
+ * blocks small enough to stay in L2 and runs every group of 4 activation rows
+ * past a block before moving on.
  *
- * Larger M: a GEMM, compute bound. The pool splits the output columns (rows
- * of W) and each thread runs a single-threaded library GEMM on its slice, so
- * exactly one set of threads is busy (see cpu_blas.c, cpu_dnnl.c):
- *   F32            sgemm on W directly;
- *   F16            panels of W rows converted to f32 (exact), then sgemm;
- *   BF16/Q8_0/Q4_0 with oneDNN bf16 (AMX / AVX512-BF16): x rounded to bf16,
- *                  BF16 W used in place, Q8_0/Q4_0 panels dequantized to bf16;
- *                  without it, f32 panels + sgemm like F16 (exact).
+ * Larger M with dense W: a GEMM, compute bound. The pool splits the output
+ * columns (rows of W) and each thread runs a single-threaded library GEMM on
+ * its slice, so exactly one set of threads is busy (see cpu_blas.c,
+ * cpu_dnnl.c):
+ *   F32   sgemm on W directly;
+ *   F16   panels of W rows converted to f32 (exact), then sgemm;
+ *   BF16  precision f32: f32 panels + sgemm, like F16. Precision bf16:
+ *         oneDNN bf16 matmul (AMX / AVX512-BF16) on W in place, where the
+ *         ISA level allows it (am__cpu_ctx.use_bf16_gemm); otherwise f32
+ *         panels + sgemm on the bf16-rounded x (the same products).
  * Without OpenBLAS the GEMM runs as repeated matrix-vector products.
  */
 #include "core/cpu/cpu_internal.h"
@@ -47,12 +56,14 @@
  * vs 153; f16 M=512 179 vs 161 (f16 W is half the bytes of the f32 panels
  * sgemm reads); bf16 M=128 153-158 vs 147, M=512 151-157 vs 157-159 (even);
  * q8_0 M=128 146 vs 147 before its paired dots (now 162, and the library 162
- * at M=512); q4_0 M=512 ~215 vs 160 (its int8 kernel outruns f32 FMAs). */
+ * at M=512); q4_0 M=512 ~215 vs 160 (its int8 kernel outruns f32 FMAs).
+ * Quantized W takes this path at every M: its int8 activations are part of
+ * the dtype's arithmetic (dtype.h). */
 #define AM_CPU_SMALL_GEMM_BLOCK_BYTES (96 * 1024)
 #define AM_CPU_TILED_DENSE_MAX_M 32
 static const int64_t small_gemm_max_m[AM__N_WDTYPES] = {
     [AM_DTYPE_F32] = 64, [AM_DTYPE_F16] = INT64_MAX, [AM_DTYPE_BF16] = INT64_MAX,
-    [AM_DTYPE_Q8_0] = 128, [AM_DTYPE_Q4_0] = INT64_MAX};
+    [AM_DTYPE_Q8_0] = INT64_MAX, [AM_DTYPE_Q4_0] = INT64_MAX};
 /* Output rows are split between threads in multiples of this (one cache
  * line of y per row of x at the boundary, and a whole sgemm register block). */
 #define AM_CPU_SPLIT_ALIGN 16
@@ -60,7 +71,7 @@ static const int64_t small_gemm_max_m[AM__N_WDTYPES] = {
 typedef struct {
     am__cpu_ctx *c;
     const am_matrix *w;
-    const float *x;     /* (M, K) */
+    const float *x;     /* (M, K), already rounded for BF16 W */
     am__xq xq;          /* x quantized, for Q8_0/Q4_0 matvec kernels */
     const uint16_t *xb; /* (M, K) bf16 copy of x, for oneDNN; NULL otherwise */
     float *y;           /* (M, N) */
@@ -138,22 +149,13 @@ static void gemm_f32(mm_job *j, int ith, int64_t n0, int64_t n1) {
     }
 }
 
-/* Rows [n0, n1) through oneDNN bf16; returns 0 or an error (nothing reliable written). */
+/* Rows [n0, n1) through oneDNN bf16 (BF16 W in place); returns 0 or an error
+ * (nothing reliable written). */
 static int gemm_bf16(mm_job *j, int ith, int64_t n0, int64_t n1) {
     const am_matrix *w = j->w;
-    const int64_t K = w->cols, N = w->rows;
-    am__dnnl_thread *t = j->c->dnnl[ith];
-    if (w->dtype == AM_DTYPE_BF16 && w->row_bytes % 2 == 0)
-        return am__dnnl_matmul_bf16(t, j->m, n1 - n0, K, j->xb, (const uint16_t *)w_row(w, n0),
-                                    (int64_t)(w->row_bytes / 2), j->y + n0, N);
-    uint16_t *panel = (uint16_t *)(j->panels + (size_t)ith * j->panel_stride); /* (panel_rows, K) */
-    for (int64_t p = n0; p < n1; p += j->panel_rows) {
-        int64_t rows = n1 - p < j->panel_rows ? n1 - p : j->panel_rows;
-        for (int64_t r = 0; r < rows; r++) j->c->k->to_bf16(w->dtype, w_row(w, p + r), panel + r * K, K);
-        int rc = am__dnnl_matmul_bf16(t, j->m, rows, K, j->xb, panel, K, j->y + p, N);
-        if (rc != 0) return rc;
-    }
-    return 0;
+    return am__dnnl_matmul_bf16(j->c->dnnl[ith], j->m, n1 - n0, w->cols, j->xb,
+                                (const uint16_t *)w_row(w, n0), (int64_t)(w->row_bytes / 2),
+                                j->y + n0, w->rows);
 }
 
 static void gemm_task(void *arg, int ith, int nth) {
@@ -200,20 +202,19 @@ static int check_matrix(const am_matrix *w, int64_t m) {
 
 /* The small-M kernels serve this matmul. */
 static int use_small_gemm(const am__cpu_ctx *c, am_dtype dt, int64_t m) {
-    int bf16 = c->use_bf16_gemm && (dt == AM_DTYPE_BF16 || dt == AM_DTYPE_Q8_0 || dt == AM_DTYPE_Q4_0);
-    int quantized = dt == AM_DTYPE_Q8_0 || dt == AM_DTYPE_Q4_0;
+    int quantized = am_matmul_x_precision(dt, c->precision) == AM_XPREC_Q8;
     int64_t max_m = small_gemm_max_m[dt];
     /* Without the ISA's blocked kernel dense W falls back to tiled matvec, which
      * keeps up with the library only while M is a decode batch. */
     if (!quantized && !c->k->small_gemm[dt] && max_m > AM_CPU_TILED_DENSE_MAX_M) max_m = AM_CPU_TILED_DENSE_MAX_M;
     /* oneDNN's bf16 GEMM (AMX) beats the tiled kernels at every M > 4. */
-    return m > AM__MATVEC_MAX_M && m <= max_m && !bf16;
+    int bf16_gemm = c->use_bf16_gemm && dt == AM_DTYPE_BF16;
+    return m > AM__MATVEC_MAX_M && m <= max_m && !bf16_gemm;
 }
 
-int am_cpu_matmul_quantizes_x(const am_backend *b, am_dtype w, int64_t m) {
-    const am__cpu_ctx *c = b->ctx;
-    if (w != AM_DTYPE_Q8_0 && w != AM_DTYPE_Q4_0) return 0;
-    return m <= AM__MATVEC_MAX_M || use_small_gemm(c, w, m) || am__blas_load() != 0;
+/* x rounded to bf16 (RNE), kept as f32: what every BF16 matmul path multiplies. */
+static void round_x_bf16(const float *x, float *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) out[i] = am_bf16_to_f32(am_f32_to_bf16(x[i]));
 }
 
 int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m) {
@@ -223,46 +224,57 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     if (m == 0 || w->rows == 0) return 0;
     const int64_t K = w->cols, N = w->rows;
     mm_job j = {.c = c, .w = w, .x = x, .y = y, .m = m};
-    const int quantized = w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0;
+    const am_xprec prec = am_matmul_x_precision(w->dtype, c->precision);
 
-    int bf16 = c->use_bf16_gemm &&
-               (w->dtype == AM_DTYPE_BF16 || w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0);
+    int bf16_gemm = c->use_bf16_gemm && w->dtype == AM_DTYPE_BF16 && w->row_bytes % 2 == 0;
     int small = use_small_gemm(c, w->dtype, m);
     /* The cblas interface takes int dimensions. */
-    int blas = m > AM__MATVEC_MAX_M && !small && am__blas_load() == 0 && N <= INT_MAX && K <= INT_MAX &&
-               m <= INT_MAX && w->row_bytes / sizeof(float) <= INT_MAX;
+    int blas = m > AM__MATVEC_MAX_M && !small && prec != AM_XPREC_Q8 && am__blas_load() == 0 &&
+               N <= INT_MAX && K <= INT_MAX && m <= INT_MAX && w->row_bytes / sizeof(float) <= INT_MAX;
+    int need_f32_panels = w->dtype != AM_DTYPE_F32 || w->row_bytes % sizeof(float) != 0;
+    /* Scratch: [rounded x (BF16) | bf16 x (oneDNN) | per-thread f32 panels] or [xq]. */
+    size_t xr_bytes = prec == AM_XPREC_BF16 ? ((size_t)m * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
+    size_t xb_bytes = blas && bf16_gemm ? ((size_t)m * (size_t)K * sizeof(uint16_t) + 63) / 64 * 64 : 0;
+    int64_t rows = 0;
+    if (blas) {
+        /* Panel rows: a multiple of the split alignment, ~AM_CPU_GEMM_PANEL_BYTES of f32. */
+        rows = AM_CPU_GEMM_PANEL_BYTES / (K * (int64_t)sizeof(float));
+        rows = rows < AM_CPU_SPLIT_ALIGN ? AM_CPU_SPLIT_ALIGN : rows / AM_CPU_SPLIT_ALIGN * AM_CPU_SPLIT_ALIGN;
+        /* f32 panels are needed by the bf16 path too, when a thread falls back. */
+        j.panel_stride = (need_f32_panels || bf16_gemm) ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
+    }
+    j.panel_rows = rows;
+    size_t xq_bytes = prec == AM_XPREC_Q8 ? am__xq_bytes(m, K) : 0;
+    rc = am__cpu_scratch_reserve(c, xr_bytes + xb_bytes + j.panel_stride * (size_t)b->n_threads + xq_bytes + 64);
+    if (rc != 0) return rc;
+    char *scratch = c->scratch;
+    if (prec == AM_XPREC_BF16) {
+        float *xr = (float *)scratch;
+        round_x_bf16(x, xr, m * K);
+        j.x = xr;
+        scratch += xr_bytes;
+    }
+    if (xb_bytes) {
+        uint16_t *xb = (uint16_t *)scratch;
+        c->k->to_bf16(AM_DTYPE_F32, j.x, xb, m * K); /* exact: j.x is bf16-valued */
+        j.xb = xb;
+        scratch += xb_bytes;
+    }
+    if (prec == AM_XPREC_Q8) {
+        j.xq = am__xq_layout(scratch, m, K);
+        for (int64_t i = 0; i < m; i++) c->k->quantize_x(x, &j.xq, i, K);
+    }
     if (!blas) {
         /* Matrix-vector kernels (also the GEMM fallback without OpenBLAS). */
-        if (quantized) {
-            rc = am__cpu_scratch_reserve(c, am__xq_bytes(m, K) + 64);
-            if (rc != 0) return rc;
-            j.xq = am__xq_layout(c->scratch, m, K);
-            for (int64_t i = 0; i < m; i++) c->k->quantize_x(x, &j.xq, i, K);
-        }
         if (m <= AM__MATVEC_MAX_M && ((uint64_t)N * w->row_bytes < AM_CPU_MATVEC_PAR_MIN_BYTES ||
                                       b->n_threads == 1))
-            c->k->matvec[w->dtype](w, x, &j.xq, y, m, 0, N);
+            c->k->matvec[w->dtype](w, j.x, &j.xq, y, m, 0, N);
         else
             am_threadpool_run(c->pool, m <= AM__MATVEC_MAX_M ? matvec_task : small ? gemm_small_task : gemm_fallback_task,
                               &j);
         return 0;
     }
-    int need_f32_panels = w->dtype != AM_DTYPE_F32 || w->row_bytes % sizeof(float) != 0;
-    /* Panel rows: a multiple of the split alignment, ~AM_CPU_GEMM_PANEL_BYTES of f32. */
-    int64_t rows = AM_CPU_GEMM_PANEL_BYTES / (K * (int64_t)sizeof(float));
-    rows = rows < AM_CPU_SPLIT_ALIGN ? AM_CPU_SPLIT_ALIGN : rows / AM_CPU_SPLIT_ALIGN * AM_CPU_SPLIT_ALIGN;
-    j.panel_rows = rows;
-    /* f32 panels are needed by the bf16 path too, when a thread falls back. */
-    j.panel_stride = (need_f32_panels || bf16) ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
-    size_t xb_bytes = bf16 ? (size_t)m * (size_t)K * sizeof(uint16_t) : 0;
-    rc = am__cpu_scratch_reserve(c, j.panel_stride * (size_t)b->n_threads + xb_bytes + 64);
-    if (rc != 0) return rc;
-    j.panels = c->scratch;
-    if (bf16) {
-        uint16_t *xb = (uint16_t *)((char *)c->scratch + j.panel_stride * (size_t)b->n_threads);
-        c->k->to_bf16(AM_DTYPE_F32, x, xb, m * K);
-        j.xb = xb;
-    }
+    j.panels = scratch;
     am_threadpool_run(c->pool, gemm_task, &j);
     if (atomic_load(&j.bf16_failed)) {
         AM_LOGW("cpu backend: oneDNN bf16 matmul failed (M %lld, N %lld, K %lld); using f32 GEMMs",

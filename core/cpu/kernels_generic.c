@@ -121,16 +121,10 @@ static void matvec_q4_0(const am_matrix *w, const float *x, const am__xq *xq, fl
 static void quantize_x(const float *x, const am__xq *xq, int64_t row, int64_t k) {
     const int64_t nb = k / AM_QK;
     for (int64_t b = 0; b < nb; b++) {
-        const float *xb = x + row * k + b * AM_QK; /* (32) */
-        int8_t *q = xq->q + row * k + b * AM_QK;   /* (32) */
-        float amax = 0.0f;
-        for (int j = 0; j < AM_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
-        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        int8_t *q = xq->q + row * k + b * AM_QK; /* (32) */
+        const float d = am_quantize_x_block(x + row * k + b * AM_QK, q);
         int32_t sum = 0;
-        for (int j = 0; j < AM_QK; j++) {
-            q[j] = (int8_t)nearbyintf(xb[j] * id); /* to nearest even, like cvtps2dq */
-            sum += q[j];
-        }
+        for (int j = 0; j < AM_QK; j++) sum += q[j];
         xq->d[row * nb + b] = d;
         xq->s[row * nb + b] = d * (float)sum;
     }

@@ -13,20 +13,40 @@
 #include <math.h>
 #include <string.h>
 
-void am_ref_matmul(const am_matrix *w, const float *x, float *y, int64_t m) {
+void am_ref_matmul_x(am_dtype w, am_precision mode, const float *x, double *out, int64_t k) {
+    switch (am_matmul_x_precision(w, mode)) {
+    case AM_XPREC_BF16:
+        for (int64_t j = 0; j < k; j++) out[j] = am_bf16_to_f32(am_f32_to_bf16(x[j]));
+        break;
+    case AM_XPREC_Q8:
+        for (int64_t b = 0; b < k / AM_QK; b++) {
+            int8_t q[AM_QK];
+            const double d = am_quantize_x_block(x + b * AM_QK, q);
+            for (int j = 0; j < AM_QK; j++) out[b * AM_QK + j] = q[j] * d;
+        }
+        break;
+    default:
+        for (int64_t j = 0; j < k; j++) out[j] = x[j];
+    }
+}
+
+void am_ref_matmul(const am_matrix *w, am_precision mode, const float *x, float *y, int64_t m) {
     const int64_t K = w->cols, N = w->rows;
-    float *row = am_malloc((size_t)K * sizeof(float)); /* (K) one dequantized weight row */
-    AM_ASSERT(row);
+    float *row = am_malloc((size_t)K * sizeof(float));          /* (K) one dequantized weight row */
+    double *xr = am_malloc((size_t)(m * K) * sizeof(double)); /* (M, K) x as the matmul sees it */
+    AM_ASSERT(row && xr);
+    for (int64_t i = 0; i < m; i++) am_ref_matmul_x(w->dtype, mode, x + i * K, xr + i * K, K);
     for (int64_t n = 0; n < N; n++) {
         am_dequantize_row(w->dtype, (const char *)w->data + (size_t)n * w->row_bytes, row, K);
         for (int64_t i = 0; i < m; i++) {
-            const float *xi = x + i * K; /* (K) */
+            const double *xi = xr + i * K; /* (K) */
             double s = 0.0;
             for (int64_t k = 0; k < K; k++) s += (double)row[k] * xi[k];
             y[i * N + n] = (float)s;
         }
     }
     am_free(row);
+    am_free(xr);
 }
 
 void am_ref_get_rows(const am_matrix *w, const int32_t *ids, int64_t m, float *out) {

@@ -4,7 +4,11 @@
  * kernel that reads each weight row once for all M rows of x; larger M
  * (prefill, batched decode) runs a cuBLAS GEMM, with x rounded to the
  * weight's 16-bit type (F16/BF16) or, for Q8_0/Q4_0, weight tiles
- * dequantized to f16 first. Row-major y (M, N) = x (M, K) . W (N, K)^T is, in
+ * dequantized to f16 first. For Q8_0/Q4_0 x is first quantized per block of
+ * 32 to int8 on every path, exactly as core/dtype.h prescribes for every
+ * backend (am_quantize_x_block): the matrix-vector kernels then match the CPU
+ * to f32 summation. The GEMMs' 16-bit operands are this backend's own
+ * rounding (docs/numerics.md). Row-major y (M, N) = x (M, K) . W (N, K)^T is, in
  * cuBLAS's column-major terms, y^T (N, M) = W^T (N, K) . x^T (K, M): op(A) = T
  * on W with lda = K, B = x with ldb = K, C = y with ldc = N.
  */
@@ -16,6 +20,15 @@
 #define AM_CUDA_MATVEC_ROWS_PER_BLOCK 8
 /* Bytes of f16 weights one dequantized Q8_0/Q4_0 tile may take in scratch. */
 #define AM_CUDA_DEQUANT_TILE_BYTES ((size_t)64 << 20)
+
+__device__ __forceinline__ void store_value(float *p, float v) { *p = v; }
+__device__ __forceinline__ void store_value(__half *p, float v) { *p = __float2half_rn(v); }
+
+/* Grid size of the grid-stride kernels below: enough blocks to fill the device. */
+static unsigned stride_blocks(const am__cuda_ctx *c, int64_t n) {
+    const unsigned want = am__cuda_blocks(n, AM_CUDA_THREADS), cap = (unsigned)c->n_sm * 8;
+    return want < cap ? want : cap;
+}
 
 /* ---- matrix-vector products: y (M, N) = x (M, K) . W^T, M <= AM_CUDA_MATVEC_MAX_ROWS ---- */
 
@@ -136,8 +149,31 @@ __global__ void matvec_kernel(const uint8_t *__restrict__ w, /* (N, row_bytes) *
     }
 }
 
+/* out (n_blocks * 32) = x quantized per block as am_quantize_x_block does
+ * (d = amax / 127, q = rint(x * (1 / d)), IEEE-rounded f32 operations), as
+ * the values q * d in T (float, or __half for the GEMM). One thread per block. */
+template <typename T>
+__global__ void quantize_x_kernel(T *__restrict__ out, const float *__restrict__ x, int64_t n_blocks) {
+    for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < n_blocks;
+         b += (int64_t)gridDim.x * blockDim.x) {
+        const float *xb = x + b * AM_QK; /* (32) */
+        float amax = 0.0f;
+        for (int j = 0; j < AM_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        const float d = __fdiv_rn(amax, 127.0f), id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+        for (int j = 0; j < AM_QK; j++) store_value(out + b * AM_QK + j, __fmul_rn(rintf(__fmul_rn(xb[j], id)), d));
+    }
+}
+
 static int matvec(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, int m) {
     const int64_t N = w->rows, K = w->cols;
+    if (w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0) { /* x as int8 blocks (dtype.h) */
+        float *xq = (float *)am__cuda_scratch(c, (size_t)(m * K) * sizeof(float), "matmul");
+        if (!xq) return AM_ENOMEM;
+        quantize_x_kernel<float><<<stride_blocks(c, m * K / AM_QK), AM_CUDA_THREADS, 0, c->stream>>>(
+            xq, x, m * K / AM_QK);
+        if (AM_CUDA_LAUNCHED(c, "matmul (quantize x)")) return AM_EIO;
+        x = xq;
+    }
     const uintptr_t a = (uintptr_t)w->data | (uintptr_t)x | (uintptr_t)w->row_bytes;
     const int vec = (a % 16 == 0) && K % 8 == 0;
     const dim3 grid(am__cuda_blocks(N, AM_CUDA_MATVEC_ROWS_PER_BLOCK));
@@ -198,12 +234,6 @@ __global__ void dequant_f16_kernel(__half *__restrict__ out, const uint8_t *__re
     }
 }
 
-/* Grid size of the grid-stride kernels above: enough blocks to fill the device. */
-static unsigned stride_blocks(const am__cuda_ctx *c, int64_t n) {
-    const unsigned want = am__cuda_blocks(n, AM_CUDA_THREADS), cap = (unsigned)c->n_sm * 8;
-    return want < cap ? want : cap;
-}
-
 static int cublas_failed(am__cuda_ctx *c, cublasStatus_t st) {
     if (st == CUBLAS_STATUS_SUCCESS) return 0;
     am__cuda_fail(c, "matmul (cuBLAS)", am__cublas.status_string(st));
@@ -233,7 +263,10 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
     if (!scratch) return am_err_set(AM_ENOMEM, "%s", c->error_msg);
     void *x16 = scratch;                         /* (M, K) */
     __half *w16 = (__half *)(scratch + x_bytes); /* (tile, K), Q8_0/Q4_0 only */
-    if (t == CUDA_R_16BF)
+    if (quant) /* x as int8 blocks (dtype.h), then in f16 */
+        quantize_x_kernel<__half><<<stride_blocks(c, m * K / AM_QK), AM_CUDA_THREADS, 0, c->stream>>>(
+            (__half *)x16, x, m * K / AM_QK);
+    else if (t == CUDA_R_16BF)
         to_half_kernel<__nv_bfloat16><<<stride_blocks(c, m * K), AM_CUDA_THREADS, 0, c->stream>>>(
             (__nv_bfloat16 *)x16, x, m * K);
     else
