@@ -67,6 +67,13 @@ expect 1 "cut.jpg: truncated JPEG" -- "$ANYMAL" encode --modality image --model 
 expect 1 "land_q90.jpg: tokens=8" -- "$ANYMAL" encode --modality image --model "$tmp/m" "$tmp/cut.jpg" "${imgs[0]}"
 expect 1 "text.png: not a JPEG, PNG or WebP" -- "$ANYMAL" encode --modality image --model "$tmp/m" "$tmp/text.png"
 expect 1 "missing.jpg" -- "$ANYMAL" encode --modality image --model "$tmp/m" "$tmp/missing.jpg"
+# After an error the closing line says what was encoded, once, and never reads as a result.
+for mod in image audio imu; do
+  err=$("$ANYMAL" encode --modality "$mod" --model "$tmp/m" "$tmp/missing.jpg" 2>&1 >/dev/null)
+  if [ "$(grep -c '^anymal encode:' <<<"$err")" -eq 2 ] && grep -q "none of the 1 files was encoded" <<<"$err" &&
+     ! grep -q "0 files" <<<"$err"; then passes=$((passes + 1)); else echo "FAIL: $mod summary after an error: $err"; fails=$((fails + 1)); fi
+done
+expect 1 "1 of 2 files encoded \(1 failed\)" -- "$ANYMAL" encode --modality image --model "$tmp/m" "$tmp/missing.jpg" "${imgs[0]}"
 expect 1 "over the limit of 100 pixels" -- "$ANYMAL" encode --modality image --model "$tmp/m" --max-pixels 100 "${imgs[0]}"
 expect 1 "cut.mp4" -- "$ANYMAL" encode --modality video --model "$tmp/m" "$tmp/cut.mp4"
 expect 1 "text.png: not a readable video container" -- "$ANYMAL" encode --modality video --model "$tmp/m" "$tmp/text.png"

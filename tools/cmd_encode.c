@@ -97,6 +97,23 @@ typedef struct {
     double max_seconds, imu_rate, imu_time_scale;
 } pooled_opts;
 
+/* The closing line on stderr: how many of the files were encoded and, when
+ * some were, the time taken and the throughput in units (frames, clips,
+ * windows) per second of encoding. */
+static void print_summary(int64_t encoded, int n_files, int64_t units, const char *unit,
+                          double t_decode, double t_encode) {
+    fflush(stdout);
+    if (encoded == 0) {
+        fprintf(stderr, "anymal encode: none of the %d files was encoded\n", n_files);
+        return;
+    }
+    fprintf(stderr,
+            "anymal encode: %lld of %d files encoded (%d failed), %lld %s: decode+preprocess "
+            "%.3f s, encode %.3f s (%.2f %s/s)\n",
+            (long long)encoded, n_files, n_files - (int)encoded, (long long)units, unit, t_decode,
+            t_encode, t_encode > 0 ? (double)units / t_encode : 0.0, unit);
+}
+
 /* Audio and IMU: decode every file of a batch, encode the batch, print in order. */
 static int encode_pooled(const char *model, int audio, const char **files, int n_files,
                          const pooled_opts *po) {
@@ -191,13 +208,7 @@ static int encode_pooled(const char *model, int audio, const char **files, int n
             failed = 1;
         }
     }
-    fflush(stdout);
-    fprintf(stderr,
-            "anymal encode: %lld files, %lld %s: decode+preprocess %.3f s, encode %.3f s (%.2f "
-            "%s/s)\n",
-            (long long)total_files, (long long)total_units, audio ? "clips" : "windows", t_decode,
-            t_encode, t_encode > 0 ? (double)total_units / t_encode : 0.0,
-            audio ? "clips" : "windows");
+    print_summary(total_files, n_files, total_units, audio ? "clips" : "windows", t_decode, t_encode);
     rc = failed ? 1 : 0;
 done:
     am_audio_encoder_destroy(&ae);
@@ -397,12 +408,7 @@ int am_cmd_encode(int argc, char **argv) {
             failed = 1;
         }
     }
-    fflush(stdout);
-    fprintf(stderr,
-            "anymal encode: %lld files, %lld frames: decode+preprocess %.3f s, encode %.3f s (%.2f "
-            "frames/s)\n",
-            (long long)total_files, (long long)total_frames, t_decode, t_encode,
-            t_encode > 0 ? (double)total_frames / t_encode : 0.0);
+    print_summary(total_files, n_files, total_frames, "frames", t_decode, t_encode);
     rc = failed ? 1 : 0;
 done:
     am_vision_encoder_destroy(&enc);
