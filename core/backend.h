@@ -31,7 +31,7 @@ typedef struct am_matrix {
     size_t row_bytes; /* am_dtype_row_bytes(dtype, cols) */
 } am_matrix;
 
-/* Which pairs RoPE rotates (MODEL_SPEC.md 1): Meta/GGUF/llama2.c checkpoints
+/* Which pairs RoPE rotates (docs/model-spec.md 1): Meta/GGUF/llama2.c checkpoints
  * rotate adjacent pairs (x[2i], x[2i+1]); HF checkpoints (q/k permuted) rotate
  * halves (x[i], x[i + D/2]). Both use freq_i = theta^(-2i/D). */
 typedef enum { AM_ROPE_ADJACENT = 0, AM_ROPE_HALVES = 1 } am_rope_layout;

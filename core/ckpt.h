@@ -5,7 +5,7 @@
  *   - a directory holding model.safetensors, or model.safetensors.index.json
  *     (sharded HF layout: {"weight_map": {tensor: file}}), or a single *.safetensors,
  *   - a GGUF v3 file (magic "GGUF"; v2, identical in layout, is accepted too),
- *   - a llama2.c checkpoint (7 int32 header + fp32 tensors, see MODEL_SPEC.md 8).
+ *   - a llama2.c checkpoint (7 int32 header + fp32 tensors, see docs/model-spec.md 8).
  * Files are mmap'ed read-only; tensor data pointers point into the mappings
  * (zero-copy) and stay valid until am_ckpt_destroy(). Nothing is read eagerly
  * beyond headers, so a process that touches only some byte ranges keeps only

@@ -2,7 +2,7 @@
  *
  * Block-quantized types (Q8_0, Q4_0) store AM_QK = 32 elements per block; a
  * row of such a tensor must have a multiple of 32 elements. Layouts are those
- * of GGUF/ggml (MODEL_SPEC.md section 8):
+ * of GGUF/ggml (docs/model-spec.md section 8):
  *   Q8_0: { f16 d; int8 qs[32]; }           x[i] = d * qs[i]
  *   Q4_0: { f16 d; uint8 qs[16]; }          x[i] = ((qs[i] & 15) - 8) * d for i < 16,
  *                                           x[i+16] = ((qs[i] >> 4) - 8) * d

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 
 jobs=$(nproc)
-# Static analysis first: cppcheck's warning class must be clean (STYLE.md).
+# Static analysis first: cppcheck's warning class must be clean (docs/style.md).
 cppcheck --quiet --enable=warning --std=c11 -I . -I tests -D_GNU_SOURCE -j "$jobs" \
   --suppress=missingIncludeSystem --error-exitcode=1 core llm_shards encoders proto coordinator workers tools tests bench
 echo "cppcheck: clean"

@@ -3,7 +3,7 @@
  * An audio encoder = decoding and resampling (audio_file.h) + CLAP's log-mel
  * front end (melspec.h) + HTSAT and CLAP's audio projection (htsat.h) + a
  * projector (projector.h; AnyMAL: "linear", one CLAP embedding -> n_tokens
- * rows of the LLM width, MODEL_SPEC.md 4). One audio item (a clip, cut or
+ * rows of the LLM width, docs/model-spec.md 4). One audio item (a clip, cut or
  * repeat-padded to 10 s) gives am_audio_n_tokens rows.
  *
  * am_audio_model_load() reads the "audio" object of an AnyMAL directory's

@@ -1,7 +1,7 @@
 /* encoders/htsat.h - the CLAP audio encoder: HTSAT (a Swin transformer over the log-mel
  * spectrogram) and CLAP's audio projection, as HF ClapAudioModel / ClapModel compute them.
  *
- * Computation (MODEL_SPEC.md 5; HF modeling_clap.py, enable_fusion = False):
+ * Computation (docs/model-spec.md 5; HF modeling_clap.py, enable_fusion = False):
  *  1. BatchNorm over the M mel bins (eval: running statistics, eps 1e-5) of the
  *     log-mel (T, M) (encoders/melspec.h: T = 1001 for 10 s).
  *  2. reshape_mel2img: T < S*r frames (r = S / M, the freq_ratio) are resized

@@ -1,6 +1,6 @@
 /* encoders/imu2clip.h - the IMU2CLIP motion encoder (MW2StackRNNPooling) for any config.
  *
- * Computation (MODEL_SPEC.md 6; facebookresearch/imu2clip lib/imu_models.py) on
+ * Computation (docs/model-spec.md 6; facebookresearch/imu2clip lib/imu_models.py) on
  * one window x (6, T) channel-major, T = 1000 (5 s at 200 Hz):
  *   GroupNorm(2, 6)                                  (eps 1e-5, affine)
  *   Block(6 -> D, k 10), Block(D -> D, k 5), Block(D -> D, k 5), each

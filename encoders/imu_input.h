@@ -1,7 +1,7 @@
 /* encoders/imu_input.h - IMU input: CSV, .npy and raw float32 signals -> 200 Hz -> 5 s windows.
  *
  * An IMU signal is 6 channels: accelerometer x, y, z then gyroscope x, y, z
- * (MODEL_SPEC.md 6). Accepted inputs:
+ * (docs/model-spec.md 6). Accepted inputs:
  *   CSV      one sample per line, 6 numbers, or 7 with a leading timestamp;
  *            fields separated by commas (spaces around them are ignored); an
  *            optional header line (its first field not a number); blank lines

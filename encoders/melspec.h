@@ -1,6 +1,6 @@
 /* encoders/melspec.h - CLAP's log-mel front end (HF ClapFeatureExtractor) with FFTW.
  *
- * For mono samples at sample_rate (MODEL_SPEC.md 5; defaults = laion/clap-htsat-unfused's
+ * For mono samples at sample_rate (docs/model-spec.md 5; defaults = laion/clap-htsat-unfused's
  * preprocessor_config.json):
  *  1. Length: shorter than max_samples (10 s) -> "repeatpad" (tile floor(max/n)
  *     times, then zeros), "repeat" (tile, cut) or "pad" (zeros); longer -> the

@@ -1,6 +1,6 @@
 /* encoders/projector.h - projectors from encoder features to LLM embedding rows.
  *
- * Three kinds (MODEL_SPEC.md 4):
+ * Three kinds (docs/model-spec.md 4):
  *   perceiver    OpenFlamingo's PerceiverResampler at the encoder width D, then
  *                Linear(D -> out_dim) (AnyMAL). One media item of F frames x V
  *                patches gives n_latents rows. Per frame f, frame_embs[f] is

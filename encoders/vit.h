@@ -1,6 +1,6 @@
 /* encoders/vit.h - the CLIP ViT vision tower (HF CLIPVisionModel) for any config.
  *
- * Computation (MODEL_SPEC.md 3): a Conv2d(3, C, p, stride p, bias=False) patch
+ * Computation (docs/model-spec.md 3): a Conv2d(3, C, p, stride p, bias=False) patch
  * embedding (im2col + GEMM), the class embedding prepended, learned position
  * embeddings, pre_layrnorm, then L pre-LN blocks
  *   x = x + out_proj(attn(q_proj(LN1 x), k_proj(.), v_proj(.)))   (biased, no mask)

@@ -1,6 +1,6 @@
 /* llm_shards/llama.c - the LLaMA-2 forward pass over a paged KV cache.
  *
- * Reads like MODEL_SPEC.md section 1: for each layer
+ * Reads like docs/model-spec.md section 1: for each layer
  *   h   = x + Wo . Attn(RoPE(Wq . RMSNorm(x)), RoPE(Wk . RMSNorm(x)), Wv . RMSNorm(x))
  *   out = h + W2 . (silu(W1 . RMSNorm(h)) * (W3 . RMSNorm(h)))
  * then a final RMSNorm and the lm_head. All rows of a step (prefill chunks and

@@ -24,7 +24,7 @@
  * Both run the same layer loop: one GEMM per weight matrix over all rows of a
  * step, attention per sequence over its blocks.
  *
- * Tensor parallelism (MODEL_SPEC.md section 2, llm_shards/tp.h): a model may
+ * Tensor parallelism (docs/model-spec.md section 2, llm_shards/tp.h): a model may
  * be loaded as one slice of a group of P ranks (am_llama_load_shard). Its
  * matrices then hold only that rank's part: column-parallel q/k/v/gate/up and
  * the vocab-split lm_head are zero-copy row ranges of the mapped tensors;

@@ -11,7 +11,7 @@
  * spinning between steps. am_shard_group_destroy on the leader stops the
  * followers; on every rank it finalises MPI.
  *
- * Failure model (Open MPI 4.1, RELIABILITY.md): the group is one failure
+ * Failure model (Open MPI 4.1, docs/reliability.md): the group is one failure
  * unit. A rank that fails to load prints its error naming itself
  * ("anymal rank R/P: error: ..."; when every rank fails the same way, as with
  * a missing file or a group size the model cannot be split into, only rank 0

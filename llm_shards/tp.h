@@ -1,6 +1,6 @@
 /* llm_shards/tp.h - tensor-parallel shard groups: collectives, steps, leader and followers.
  *
- * A group of P ranks runs one decoder (MODEL_SPEC.md section 2, Megatron-LM):
+ * A group of P ranks runs one decoder (docs/model-spec.md section 2, Megatron-LM):
  * each rank holds a slice (am_llama_load_shard), every rank runs the same
  * layer loop on the same activations, and the partial outputs of the
  * row-parallel o and down projections are summed across the group by an

@@ -14,7 +14,7 @@
  *  - hostile: malformed, truncated, oversized and wrong-version messages from
  *    a raw socket get an ERROR/DISCONNECT or a dropped connection; the
  *    coordinator keeps serving;
- *  - kill_shard_rank (RELIABILITY.md scenario 3): SIGKILL rank 1 of the group
+ *  - kill_shard_rank (docs/reliability.md scenario 3): SIGKILL rank 1 of the group
  *    during generation: every request ends exactly once within 30 s (the
  *    unfinished ones with 503), mpirun ends the group (no hang), HEALTH says
  *    unhealthy, and healthy again once a new group registers;

@@ -2,7 +2,8 @@
 # tests/test_mpi.sh - tensor-parallel shard groups as users run them: real mpirun, real processes.
 #
 #   test_mpi.sh small   P = 1, 2, 4 on a GQA (tiny: H 4, Hkv 2, so P = 4 replicates kv
-#                       heads) and an MHA (110m shape, 1 layer: H = Hkv = 12) checkpoint:
+#                       heads; f32, and bf16 at P = 2, 4) and an MHA (110m shape, 1 layer:
+#                       H = Hkv = 12) checkpoint:
 #                       greedy ids identical to the single-process engine and every
 #                       step's logits within 1e-4 (f32); text output of `anymal generate
 #                       --tp 2` identical; seeded sampling; bf16 all-reduce; errors named
@@ -92,6 +93,12 @@ if [ "$MODE" = small ]; then
   done
   for P in 1 2 4; do
     same_run mha "$tmp/mha.gguf" $P 32000 --prompt-ids 1,15043,29892,3186,29991 --max-tokens 12 --print-ids
+  done
+  # bf16 weights: in precision f32 (the default) no activation is rounded, so the same 1e-4
+  # holds on every path, AMX included (docs/numerics.md).
+  "$ANYMAL" mkmodel --shape tiny --format safetensors --dtype bf16 --seed 3 --out "$tmp/tiny-bf16" >/dev/null || fail "mkmodel tiny bf16"
+  for P in 2 4; do
+    same_run gqa-bf16 "$tmp/tiny-bf16" $P 512 --prompt-ids 1,5,9,300,77,411 --max-tokens 24 --print-ids
   done
   echo "  (P = 1, 2, 4 done in $(($(date +%s) - t0)) s)"
   # Text, chat template and stop strings: the same bytes on stdout.

@@ -33,7 +33,7 @@ int am_cli_u64(am_cli *c, uint64_t *out);
 int am_cli_fail(const am_cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints the current error (am_err_msg or am_strerror(rc)) and returns 1. */
 int am_cli_error(const char *cmd, int rc);
-/* The liveness options of the actor processes (RELIABILITY.md): --heartbeat-ms N,
+/* The liveness options of the actor processes (docs/reliability.md): --heartbeat-ms N,
  * --liveness N and, for the workers (reconnect != 0), --reconnect-ms MIN[,MAX]
  * (backoff between reconnects; MAX >= MIN, 0 = the default). Fields left 0
  * mean the defaults. am_cli_link_opt takes opt when it is one of them: 1

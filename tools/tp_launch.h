@@ -10,7 +10,7 @@
  * ranks float (--bind-to none, and --oversubscribe when P exceeds the CPUs;
  * Open MPI's default would pin a rank, threads and all, to one core).
  *
- * Root: Open MPI refuses to run as root, and RELIABILITY.md says mpirun must
+ * Root: Open MPI refuses to run as root, and docs/reliability.md says mpirun must
  * not run as root outside tests. As root the launcher therefore refuses
  * unless the caller opted in with Open MPI's own test variables
  * OMPI_ALLOW_RUN_AS_ROOT=1 and OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 (which mpirun

@@ -79,7 +79,7 @@ typedef struct {
     int64_t panel_rows;   /* rows of W per converted panel */
     size_t panel_stride;  /* bytes of scratch per thread */
     char *panels;         /* (n_threads, panel_stride) */
-    atomic_int bf16_failed; /* some thread fell back from oneDNN to f32 */
+    atomic_int bf16_failed; /* some thread's oneDNN call failed: the product is redone */
 } mm_job;
 
 static inline const char *w_row(const am_matrix *w, int64_t n) {
@@ -164,8 +164,8 @@ static void gemm_task(void *arg, int ith, int nth) {
     am_split_range(j->w->rows, AM_CPU_SPLIT_ALIGN, ith, nth, &n0, &n1);
     if (n0 >= n1) return;
     if (j->xb) {
-        if (gemm_bf16(j, ith, n0, n1) == 0) return;
-        atomic_store(&j->bf16_failed, 1); /* redo this slice exactly in f32 */
+        if (gemm_bf16(j, ith, n0, n1) != 0) atomic_store(&j->bf16_failed, 1); /* redone below */
+        return;
     }
     gemm_f32(j, ith, n0, n1);
 }
@@ -232,33 +232,32 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     int blas = m > AM__MATVEC_MAX_M && !small && prec != AM_XPREC_Q8 && am__blas_load() == 0 &&
                N <= INT_MAX && K <= INT_MAX && m <= INT_MAX && w->row_bytes / sizeof(float) <= INT_MAX;
     int need_f32_panels = w->dtype != AM_DTYPE_F32 || w->row_bytes % sizeof(float) != 0;
-    /* Scratch: [rounded x (BF16) | bf16 x (oneDNN) | per-thread f32 panels] or [xq]. */
-    size_t xr_bytes = prec == AM_XPREC_BF16 ? ((size_t)m * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
+    /* Scratch: [bf16 x (oneDNN) | per-thread f32 panels], [rounded x (other BF16 paths) | panels]
+     * or [xq]. oneDNN takes the bf16 bits straight from x: the same rounding, one pass. */
     size_t xb_bytes = blas && bf16_gemm ? ((size_t)m * (size_t)K * sizeof(uint16_t) + 63) / 64 * 64 : 0;
+    size_t xr_bytes = prec == AM_XPREC_BF16 && !xb_bytes ? ((size_t)m * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
     int64_t rows = 0;
     if (blas) {
         /* Panel rows: a multiple of the split alignment, ~AM_CPU_GEMM_PANEL_BYTES of f32. */
         rows = AM_CPU_GEMM_PANEL_BYTES / (K * (int64_t)sizeof(float));
         rows = rows < AM_CPU_SPLIT_ALIGN ? AM_CPU_SPLIT_ALIGN : rows / AM_CPU_SPLIT_ALIGN * AM_CPU_SPLIT_ALIGN;
-        /* f32 panels are needed by the bf16 path too, when a thread falls back. */
-        j.panel_stride = (need_f32_panels || bf16_gemm) ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
+        j.panel_stride = need_f32_panels && !bf16_gemm ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
     }
     j.panel_rows = rows;
     size_t xq_bytes = prec == AM_XPREC_Q8 ? am__xq_bytes(m, K) : 0;
     rc = am__cpu_scratch_reserve(c, xr_bytes + xb_bytes + j.panel_stride * (size_t)b->n_threads + xq_bytes + 64);
     if (rc != 0) return rc;
     char *scratch = c->scratch;
-    if (prec == AM_XPREC_BF16) {
+    if (xb_bytes) {
+        uint16_t *xb = (uint16_t *)scratch;
+        c->k->to_bf16(AM_DTYPE_F32, x, xb, m * K); /* RNE, as am_f32_to_bf16 */
+        j.xb = xb;
+        scratch += xb_bytes;
+    } else if (xr_bytes) {
         float *xr = (float *)scratch;
         round_x_bf16(x, xr, m * K);
         j.x = xr;
         scratch += xr_bytes;
-    }
-    if (xb_bytes) {
-        uint16_t *xb = (uint16_t *)scratch;
-        c->k->to_bf16(AM_DTYPE_F32, j.x, xb, m * K); /* exact: j.x is bf16-valued */
-        j.xb = xb;
-        scratch += xb_bytes;
     }
     if (prec == AM_XPREC_Q8) {
         j.xq = am__xq_layout(scratch, m, K);
@@ -277,9 +276,11 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     j.panels = scratch;
     am_threadpool_run(c->pool, gemm_task, &j);
     if (atomic_load(&j.bf16_failed)) {
+        /* The whole product again on the f32 panels, with x rounded the same way. */
         AM_LOGW("cpu backend: oneDNN bf16 matmul failed (M %lld, N %lld, K %lld); using f32 GEMMs",
                 (long long)m, (long long)N, (long long)K);
         c->use_bf16_gemm = 0;
+        return am__cpu_matmul(b, w, x, y, m);
     }
     return 0;
 }

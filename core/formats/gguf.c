@@ -1,4 +1,4 @@
-/* core/formats/gguf.c - GGUF v3 reader and writer (core/ckpt.h, MODEL_SPEC.md
+/* core/formats/gguf.c - GGUF v3 reader and writer (core/ckpt.h, docs/model-spec.md
  * section 8).
  *
  * Layout: "GGUF", u32 version, u64 n_tensors, u64 n_kv, n_kv key/values

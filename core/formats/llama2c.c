@@ -1,5 +1,5 @@
 /* core/formats/llama2c.c - llama2.c (karpathy) legacy checkpoints: reader and
- * writer (core/ckpt.h, MODEL_SPEC.md section 8).
+ * writer (core/ckpt.h, docs/model-spec.md section 8).
  *
  * Layout (run.c memory_map_weights): 7 int32 (dim, hidden_dim, n_layers,
  * n_heads, n_kv_heads, vocab_size, seq_len; vocab_size < 0 means the classifier

@@ -1,5 +1,5 @@
 /* core/formats/safetensors.c - safetensors reader (single file, HF sharded
- * directory) and writers (core/ckpt.h, MODEL_SPEC.md section 8).
+ * directory) and writers (core/ckpt.h, docs/model-spec.md section 8).
  *
  * Layout: u64 LE header length N, N bytes of UTF-8 JSON
  *   {"__metadata__": {str: str}, name: {"dtype": "F16", "shape": [..],

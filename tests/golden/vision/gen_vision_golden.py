@@ -12,7 +12,7 @@ Writes into OUT:
                  (n_layers + 1, 2, 17, 64) from output_hidden_states=True.
   perceiver/     projector.safetensors (perceiver.* + proj.*) of a PyTorch Perceiver
                  Resampler written from OpenFlamingo's helpers.py description
-                 (MODEL_SPEC.md 4) with frame and media-time embeddings, followed by
+                 (docs/model-spec.md 4) with frame and media-time embeddings, followed by
                  Linear(64 -> 48); inputs x0.f32 (3 frames, 16, 64) and x1.f32 (1, 16, 64),
                  outputs y0.f32 / y1.f32 (8, 48); mlp.safetensors (linear_{1,2}) and
                  mlp_x.f32 (16, 64) / mlp_y.f32 (16, 48) for LLaVA's mlp2x_gelu.
