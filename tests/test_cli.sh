@@ -59,6 +59,19 @@ expect 0 "finish: length" -- "$ANYMAL" generate --model "$tmp/tiny" --chat --sys
 
 expect 2 "--model is required" -- "$ANYMAL" generate --prompt hi
 expect 2 "exactly one of --prompt and --prompt-ids" -- "$ANYMAL" generate --model "$tmp/tiny"
+# --prompt-ids is parsed by one function for generate and client: bad ids, empty lists and
+# too many ids are usage errors naming the option (the client used to truncate at 4096).
+expect 2 "--prompt-ids wants comma-separated non-negative ids, bad at ',2'" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1,,2
+expect 2 "--prompt-ids wants comma-separated non-negative ids, bad at 'x'" -- "$ANYMAL" client --prompt-ids 1,x
+expect 2 "--prompt-ids has more than 4096 ids" -- "$ANYMAL" client --prompt-ids "$(seq -s, 1 4097)"
+expect 2 "--prompt-ids is empty" -- "$ANYMAL" client --prompt-ids ""
+# anymal cpu: the levels, a level check, and a bad cap named.
+expect 0 "^levels: generic" -- "$ANYMAL" cpu
+expect 0 "^generic$" -- "$ANYMAL" cpu --levels
+expect 0 "" -- "$ANYMAL" cpu --has generic
+expect 2 "--has: 'sse9' is not a level" -- "$ANYMAL" cpu --has sse9
+expect 1 "AM_CPU_ISA='sse9': expected generic, avx2, avx512, amx or auto" -- env AM_CPU_ISA=sse9 "$ANYMAL" cpu
+expect 0 "in force: generic" -- env AM_CPU_ISA=generic "$ANYMAL" cpu
 expect 2 "--prompt-ids wants comma-separated" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt-ids 1,x,3
 expect 2 "--temperature wants a number" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt hi --temperature -1
 expect 2 "--top-p wants a number" -- "$ANYMAL" generate --model "$tmp/tiny" --prompt hi --top-p 1.5

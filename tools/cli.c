@@ -1,10 +1,12 @@
 /* tools/cli.c - option parsing helpers shared by the subcommands. */
 #include "tools/cli.h"
 
+#include "core/alloc.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +95,46 @@ int am_cli_error(const char *cmd, int rc) {
 }
 
 void am_cli_process_setup(int n_threads) { am_cpu_blas_setup(n_threads); }
+
+int am_cli_parse_ids(const char *cmd, const char *opt, const char *s, int64_t max, int32_t **ids,
+                     int64_t *n) {
+    am_cli cli;
+    am_cli_init(&cli, cmd, 0, NULL);
+    int64_t cap = 16, count = 0;
+    int32_t *v = am_malloc((size_t)cap * sizeof *v);
+    if (!v) return am_cli_error(cmd, AM_ENOMEM);
+    for (const char *p = s; *p;) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
+            am_free(v);
+            return am_cli_fail(&cli, "%s wants comma-separated non-negative ids, bad at '%s'", opt, p);
+        }
+        if (count == max) {
+            am_free(v);
+            return am_cli_fail(&cli, "%s has more than %lld ids", opt, (long long)max);
+        }
+        if (count == cap) {
+            int32_t *nv = am_realloc(v, (size_t)(cap *= 2) * sizeof *v);
+            if (!nv) {
+                am_free(v);
+                return am_cli_error(cmd, am_err_set(AM_ENOMEM, "%s: out of memory for %lld ids", opt,
+                                                    (long long)cap));
+            }
+            v = nv;
+        }
+        v[count++] = (int32_t)x;
+        p = *end ? end + 1 : end;
+    }
+    if (!count) {
+        am_free(v);
+        return am_cli_fail(&cli, "%s is empty", opt);
+    }
+    *ids = v;
+    *n = count;
+    return 0;
+}
 
 int am_cli_link_opt(am_cli *c, const char *opt, int reconnect, am_cli_link *l) {
     int64_t v;

@@ -42,6 +42,12 @@ typedef struct am_cli_link {
     int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
 } am_cli_link;
 int am_cli_link_opt(am_cli *c, const char *opt, int reconnect, am_cli_link *l);
+/* Parses "1,2,3" (the value of option opt) into a new array of at most max
+ * non-negative int32 ids (*ids, free with am_free; *n of them). Returns 0, or
+ * with a message printed naming opt: AM_EXIT_USAGE (not a list of ids, empty,
+ * more than max) or 1 (out of memory). */
+int am_cli_parse_ids(const char *cmd, const char *opt, const char *s, int64_t max, int32_t **ids,
+                     int64_t *n);
 /* Sets up the process (BLAS core type, log level) before any backend exists. */
 void am_cli_process_setup(int n_threads);
 

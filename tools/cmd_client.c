@@ -129,22 +129,11 @@ int am_cmd_client(int argc, char **argv) {
         } else if (!strcmp(opt, "--prompt-ids")) {
             const char *t = am_cli_value(&cli);
             if (!t) goto usage;
-            int32_t *ids = am_malloc(CLIENT_MAX_IDS * sizeof *ids);
-            uint32_t n = 0;
-            if (!ids) goto usage;
+            int32_t *ids = NULL;
+            int64_t n = 0;
+            if ((status = am_cli_parse_ids(CMD, "--prompt-ids", t, CLIENT_MAX_IDS, &ids, &n)) != 0) goto out;
             idbufs[n_parts] = ids;
-            for (const char *s = t; *s && n < CLIENT_MAX_IDS;) {
-                char *end;
-                long x = strtol(s, &end, 10);
-                if (end == s || x < 0 || x > INT32_MAX) {
-                    status = am_cli_fail(&cli, "--prompt-ids wants comma-separated ids, got '%s'", t);
-                    goto out;
-                }
-                ids[n++] = (int32_t)x;
-                s = *end == ',' ? end + 1 : end;
-                if (*end && *end != ',') break;
-            }
-            parts[n_parts++] = (am_client_part){.kind = AM_SEG_IDS, .ids = ids, .n_ids = n};
+            parts[n_parts++] = (am_client_part){.kind = AM_SEG_IDS, .ids = ids, .n_ids = (uint32_t)n};
         } else if (!strcmp(opt, "--image") || !strcmp(opt, "--video") || !strcmp(opt, "--audio") ||
                    !strcmp(opt, "--imu")) {
             am_modality_parse(opt + 2, &mod);

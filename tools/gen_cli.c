@@ -176,54 +176,14 @@ int am_gen_cli_parse(am_gen_cli *o, const char *cmd, int shard, int argc, char *
     return 0;
 }
 
-static int parse_ids(const char *cmd, const char *s, int32_t **ids, int64_t *n) {
-    int64_t cap = 16, count = 0;
-    int32_t *v = am_malloc((size_t)cap * sizeof *v);
-    if (!v) return AM_ENOMEM;
-    const char *p = s;
-    am_cli cli;
-    am_cli_init(&cli, cmd, 0, NULL);
-    while (*p) {
-        char *end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (end == p || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
-            am_free(v);
-            return am_cli_fail(
-                &cli, "--prompt-ids wants comma-separated non-negative ids, bad at '%s'", p);
-        }
-        if (count == cap) {
-            if (cap >= AM_MAX_PROMPT_IDS) {
-                am_free(v);
-                return am_cli_fail(&cli, "--prompt-ids has more than %d ids", AM_MAX_PROMPT_IDS);
-            }
-            int32_t *nv = am_realloc(v, (size_t)(cap *= 2) * sizeof *v);
-            if (!nv) {
-                am_free(v);
-                return AM_ENOMEM;
-            }
-            v = nv;
-        }
-        v[count++] = (int32_t)x;
-        p = *end ? end + 1 : end;
-    }
-    if (!count) {
-        am_free(v);
-        return am_cli_fail(&cli, "--prompt-ids is empty");
-    }
-    *ids = v;
-    *n = count;
-    return 0;
-}
-
 int am_gen_cli_prompt(am_gen_cli *o, const char *cmd, const am_tokenizer *tok, int32_t vocab_size,
                       int32_t max_seq_len, int32_t **ids_out, int64_t *n_out) {
     int32_t *ids = NULL;
     int64_t n_ids = 0;
     int rc;
     if (o->prompt_ids) {
-        if ((rc = parse_ids(cmd, o->prompt_ids, &ids, &n_ids)))
-            return rc == AM_ENOMEM ? am_cli_error(cmd, rc) : rc;
+        if ((rc = am_cli_parse_ids(cmd, "--prompt-ids", o->prompt_ids, AM_MAX_PROMPT_IDS, &ids, &n_ids)))
+            return rc;
     } else if (o->chat) {
         am_chat_msg msgs[2] = {{"system", o->system}, {"user", o->prompt}};
         if ((rc =
