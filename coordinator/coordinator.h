@@ -33,8 +33,6 @@
 
 #include <stdint.h>
 
-#define AM_HEARTBEAT_MS 1000              /* default heartbeat interval */
-#define AM_HEARTBEAT_LIVENESS 3           /* intervals of silence before a peer is dead */
 #define AM_COORD_MAX_WORKERS 256
 #define AM_COORD_MAX_REQUESTS_DEFAULT 1024 /* admitted at once; more get 429 */
 #define AM_COORD_MAX_REQUESTS_LIMIT 65535

@@ -811,3 +811,15 @@ done:
     if (rc) am_msg_fini(out);
     return rc;
 }
+
+am_wire_err am_wire_code(int rc) {
+    switch (rc) {
+    case AM_EINVAL:
+    case AM_EFORMAT:
+    case AM_ESHAPE:
+    case AM_EUNSUPPORTED: return AM_WERR_BAD_REQUEST;
+    case AM_ERANGE: return AM_WERR_TOO_LARGE;
+    case AM_ENOTFOUND: return AM_WERR_NOT_FOUND;
+    default: return AM_WERR_INTERNAL;
+    }
+}

@@ -85,6 +85,12 @@ typedef enum {
 } am_fin;
 const char *am_fin_name(int f); /* "", "length", "eos", "stop", "cancelled" */
 
+/* Liveness defaults of every link (coordinator and workers alike): a peer
+ * sends a HEARTBEAT after this long without other traffic, and a peer silent
+ * for AM_HEARTBEAT_LIVENESS intervals is dead (docs/reliability.md). */
+#define AM_HEARTBEAT_MS 1000
+#define AM_HEARTBEAT_LIVENESS 3
+
 /* ERROR codes on the wire (HTTP-like, so a front end can pass them on). */
 typedef enum {
     AM_WERR_BAD_REQUEST = 400, /* malformed or invalid message or field */
@@ -95,6 +101,13 @@ typedef enum {
     AM_WERR_INTERNAL = 500,    /* a bug or an engine failure */
     AM_WERR_UNAVAILABLE = 503, /* the worker serving it died, retries exhausted */
 } am_wire_err;
+
+/* The wire code for an internal error code (core/error.h), the one mapping
+ * every worker uses: the request's own content (AM_EINVAL, AM_EFORMAT,
+ * AM_ESHAPE, AM_EUNSUPPORTED) 400; a size limit (AM_ERANGE) 413; a missing
+ * named thing (AM_ENOTFOUND) 404; anything else, unknown codes included
+ * (AM_ENOMEM, AM_EIO, AM_EINTERNAL, transport errors), 500. */
+am_wire_err am_wire_code(int rc);
 
 typedef enum { AM_SEG_TEXT = 0, AM_SEG_IDS = 1, AM_SEG_MEDIA = 2 } am_msg_seg_kind;
 

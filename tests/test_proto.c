@@ -315,5 +315,17 @@ static void test_transport(void) {
     zmq_ctx_term(ctx);
 }
 
-AM_TEST_MAIN(AM_TEST(test_ready_heartbeat), AM_TEST(test_generate), AM_TEST(test_encode_embed_token_error),
+/* One mapping from internal errors to wire codes, for every worker: the
+ * request's content 400, a limit 413, a missing thing 404, the rest (unknown
+ * codes included) 500. */
+static void test_wire_code(void) {
+    const struct { int rc; am_wire_err want; } cases[] = {
+        {AM_EINVAL, 400},   {AM_EFORMAT, 400},  {AM_ESHAPE, 400}, {AM_EUNSUPPORTED, 400},
+        {AM_ERANGE, 413},   {AM_ENOTFOUND, 404}, {AM_ENOMEM, 500}, {AM_EIO, 500},
+        {AM_EINTERNAL, 500}, {AM_EAGAIN, 500},  {-1, 500},         {-99999, 500},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) CHECK_EQ_INT(am_wire_code(cases[i].rc), cases[i].want);
+}
+
+AM_TEST_MAIN(AM_TEST(test_wire_code), AM_TEST(test_ready_heartbeat), AM_TEST(test_generate), AM_TEST(test_encode_embed_token_error),
              AM_TEST(test_hostile), AM_TEST(test_transport))

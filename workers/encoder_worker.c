@@ -111,7 +111,7 @@ static void reply_error(ew *w, const am_msg *req, int32_t code, const char *what
     (void)am_wire_send(w->pipe, NULL, 0, &m, NULL, 0, 0);
 }
 
-/* Decodes and preprocesses one job's media; on failure replies ERROR 400. */
+/* Decodes and preprocesses one job's media; on failure replies ERROR (am_wire_code). */
 static void prepare(ew *w, job *j) {
     const am_msg *m = &j->m;
     const void *data = m->payloads[0].data;
@@ -149,8 +149,7 @@ static void prepare(ew *w, job *j) {
         rc = am_err_set(AM_ENOMEM, "%s: out of memory for %lld rows", name, (long long)j->n_rows);
     if (rc) {
         j->failed = 1;
-        reply_error(w, m, rc == AM_ENOMEM ? AM_WERR_INTERNAL : rc == AM_ERANGE ? AM_WERR_TOO_LARGE : AM_WERR_BAD_REQUEST,
-                    am_err_msg()[0] ? am_err_msg() : am_strerror(rc));
+        reply_error(w, m, am_wire_code(rc), am_err_msg()[0] ? am_err_msg() : am_strerror(rc));
     }
 }
 

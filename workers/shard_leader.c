@@ -68,8 +68,7 @@ static void send_error(leader *L, uint64_t id, int rc, const char *what) {
     am_msg m;
     am_msg_init(&m, AM_CMD_ERROR);
     m.id = id;
-    m.code = rc == AM_EINVAL || rc == AM_EFORMAT ? AM_WERR_BAD_REQUEST : rc == AM_ERANGE ? AM_WERR_TOO_LARGE
-                                                                                       : AM_WERR_INTERNAL;
+    m.code = am_wire_code(rc);
     m.message = what && what[0] ? what : am_strerror(rc);
     (void)am_wire_send(L->pipe, NULL, 0, &m, NULL, 0, 0);
 }

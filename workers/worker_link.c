@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define LINK_HEARTBEAT_MS_DEFAULT 1000
-#define LINK_LIVENESS_DEFAULT 3
 #define LINK_POLL_MAX_MS 50
 
 struct am_link {
@@ -192,8 +190,8 @@ int am_link_new(const am_link_opts *o, am_link **out) {
     am_link *l = am_calloc(1, sizeof *l);
     if (!l) return AM_ENOMEM;
     l->o = *o;
-    if (!l->o.heartbeat_ms) l->o.heartbeat_ms = LINK_HEARTBEAT_MS_DEFAULT;
-    if (!l->o.liveness) l->o.liveness = LINK_LIVENESS_DEFAULT;
+    if (!l->o.heartbeat_ms) l->o.heartbeat_ms = AM_HEARTBEAT_MS;
+    if (!l->o.liveness) l->o.liveness = AM_HEARTBEAT_LIVENESS;
     if (!l->o.reconnect_min_ms) l->o.reconnect_min_ms = AM_RECONNECT_MIN_MS;
     if (!l->o.reconnect_max_ms) l->o.reconnect_max_ms = AM_RECONNECT_MAX_MS;
     if (l->o.reconnect_max_ms < l->o.reconnect_min_ms) l->o.reconnect_max_ms = l->o.reconnect_min_ms;
