@@ -16,6 +16,7 @@
  * bench/scaling_model.py.
  */
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "llm_shards/comm.h"
 #include "llm_shards/generate.h"

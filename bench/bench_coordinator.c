@@ -14,6 +14,7 @@
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "encoders/image.h"
 #include "workers/encoder_worker.h"
@@ -23,11 +24,6 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec * 1e-3;
-}
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -81,17 +77,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_lat; i++) {
         uint64_t rid;
         am_client_event ev;
-        double t0 = now_us();
+        double t0 = (double)am_now_us();
         am_client_encode(cl, &media, &rid);
         if (am_client_next(cl, 10000, &ev)) break;
-        lat[i] = now_us() - t0;
+        lat[i] = (double)am_now_us() - t0;
         over[i] = lat[i] - ev.msg.encode_us;
         am_client_event_fini(&ev);
     }
     qsort(lat, (size_t)n_lat, sizeof *lat, cmp_d);
     qsort(over, (size_t)n_lat, sizeof *over, cmp_d);
     am_coord_stats s0 = am_coord_get_stats(c);
-    double t0 = now_us();
+    double t0 = (double)am_now_us();
     int sent = 0, done = 0;
     while (done < n) {
         while (sent < n && sent - done < conc) {
@@ -104,7 +100,7 @@ int main(int argc, char **argv) {
         done += am_client_event_final(&ev);
         am_client_event_fini(&ev);
     }
-    double secs = (now_us() - t0) / 1e6;
+    double secs = ((double)am_now_us() - t0) / 1e6;
     am_coord_stats s1 = am_coord_get_stats(c);
     printf("{\"bench\": \"coordinator\", \"worker\": \"imu encoder, 1 thread, tiny model\", \"serial_requests\": %d, "
            "\"rtt_us_p50\": %.1f, \"rtt_us_p99\": %.1f, \"overhead_us_per_hop_p50\": %.1f, "

@@ -17,6 +17,7 @@
  */
 #include "coordinator/client.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 
 #include <stdio.h>
@@ -24,11 +25,6 @@
 #include <string.h>
 #include <time.h>
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -112,7 +108,7 @@ int main(int argc, char **argv) {
     am_client_result_fini(&wr);
 
     req *q = am_calloc((size_t)B, sizeof *q);
-    const double t0 = now_s();
+    const double t0 = am_now_s();
     for (int r = 0; r < B; r++) {
         am_client_part parts[3] = {{.kind = AM_SEG_IDS, .ids = prompts + (size_t)r * N, .n_ids = (uint32_t)N}};
         int np = 1, k = r % 4 - 1;
@@ -126,24 +122,24 @@ int main(int argc, char **argv) {
     }
     int done = 0, errors = 0;
     int64_t tokens = 0;
-    while (done < B && now_s() - t0 < timeout_ms / 1000.0) {
+    while (done < B && am_now_s() - t0 < timeout_ms / 1000.0) {
         am_client_event ev;
         if (am_client_next(c, 1000, &ev)) continue;
         int r = (int)(ev.rid - q[0].rid);
         if (r >= 0 && r < B && q[r].rid == ev.rid && !q[r].done) {
             if (ev.cmd == AM_CMD_TOKEN && ev.msg.n_ids) {
-                if (!q[r].tokens) q[r].t_first = now_s();
+                if (!q[r].tokens) q[r].t_first = am_now_s();
                 q[r].tokens += ev.msg.n_ids;
             }
             if (ev.cmd == AM_CMD_ERROR) {
                 fprintf(stderr, "bench_e2e: request %d: %d %s\n", r, ev.msg.code, ev.msg.message);
                 q[r].err = 1, errors++;
             }
-            if (am_client_event_final(&ev)) q[r].done = 1, q[r].t_end = now_s(), done++;
+            if (am_client_event_final(&ev)) q[r].done = 1, q[r].t_end = am_now_s(), done++;
         }
         am_client_event_fini(&ev);
     }
-    const double t_end = now_s();
+    const double t_end = am_now_s();
     double *ttft = am_malloc((size_t)B * sizeof *ttft);
     int n_ttft = 0;
     for (int r = 0; r < B; r++) {

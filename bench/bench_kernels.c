@@ -22,6 +22,7 @@
  *    (M = 512 from position 0) in GFLOP/s of the causal q.k and p.v products.
  */
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "core/threadpool.h"
@@ -34,12 +35,6 @@
 
 #define BENCH_STREAM_FLOATS (48ll << 20) /* 192 MiB per array */
 #define BENCH_REPEATS 5
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void *xalloc(size_t n) {
     void *p = am_aligned_alloc(n);
@@ -118,14 +113,14 @@ typedef struct {
 
 static void bw_sample(bw_ctx *bw, double *triad, double *read) {
     for (int r = 0; r < 2; r++) {
-        double t = now_s();
+        double t = am_now_s();
         am_threadpool_run(bw->tp, triad_task, bw->sj);
-        t = now_s() - t;
+        t = am_now_s() - t;
         double g = 3.0 * bw->sj->n * 4 / t / 1e9;
         *triad = g > *triad ? g : *triad;
-        t = now_s();
+        t = am_now_s();
         am_threadpool_run(bw->tp, read_task, bw->sj);
-        t = now_s() - t;
+        t = am_now_s() - t;
         g = 1.0 * bw->sj->n * 4 / t / 1e9;
         *read = g > *read ? g : *read;
     }
@@ -147,7 +142,7 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
             for (int round = 0; round < 3; round++) {
                 bw_sample(bw, &triad, &read);
                 for (int r = 0; r < BENCH_REPEATS; r++) {
-                    double t = now_s();
+                    double t = am_now_s();
                     for (int c = 0; c < copies; c++) {
                         am_matrix w = {dtypes[d], N, K, all + (size_t)c * bytes,
                                        am_dtype_row_bytes(dtypes[d], K)};
@@ -156,7 +151,7 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
                             exit(1);
                         }
                     }
-                    t = (now_s() - t) / copies;
+                    t = (am_now_s() - t) / copies;
                     best = t < best ? t : best;
                 }
             }
@@ -189,9 +184,9 @@ static void bench_gemm(am_backend *b, const char *path) {
             double best = 1e9;
             b->ops->matmul(b, &w, x, y, ms[mi]); /* warm-up: primitive creation, scratch */
             for (int r = 0; r < 3; r++) {
-                double t = now_s();
+                double t = am_now_s();
                 b->ops->matmul(b, &w, x, y, ms[mi]);
-                t = now_s() - t;
+                t = am_now_s() - t;
                 best = t < best ? t : best;
             }
             printf("  M=%-3lld %6.1f GFLOP/s", (long long)ms[mi], 2.0 * ms[mi] * N * K / best / 1e9);
@@ -222,7 +217,7 @@ static void bench_attention_case(am_backend *b, int64_t m, int64_t T, int H, int
         for (int cold = 0; cold < (m == 1 ? 2 : 1); cold++) { /* prefill: compute bound, hot only */
             const int n_calls = cold ? copies : 8;
             for (int r = 0; r < BENCH_REPEATS; r++) {
-                double t = now_s();
+                double t = am_now_s();
                 for (int c = 0; c < n_calls; c++) {
                     float *kc = kv + (size_t)(cold ? c : 0) * 2 * T * stride; /* K */
                     /* The cache as one block of T positions. */
@@ -231,7 +226,7 @@ static void bench_attention_case(am_backend *b, int64_t m, int64_t T, int H, int
                     am_attn_seq seq = {.row0 = 0, .m = m, .pos0 = pos0, .blocks = &block0};
                     b->ops->attention(b, out, q, &pages, &seq, 1, H, Hkv, D);
                 }
-                t = (now_s() - t) / n_calls;
+                t = (am_now_s() - t) / n_calls;
                 best[cold] = t < best[cold] ? t : best[cold];
             }
         }

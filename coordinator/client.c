@@ -2,6 +2,7 @@
 #include "coordinator/client.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -137,9 +138,9 @@ int am_client_cancel(am_client *c, uint64_t rid) {
 
 int am_client_next(am_client *c, int timeout_ms, am_client_event *ev) {
     memset(ev, 0, sizeof *ev);
-    int64_t end = timeout_ms < 0 ? -1 : am_wire_now_ms() + timeout_ms;
+    int64_t end = timeout_ms < 0 ? -1 : am_now_ms() + timeout_ms;
     for (;;) {
-        int left = end < 0 ? -1 : (int)(end - am_wire_now_ms());
+        int left = end < 0 ? -1 : (int)(end - am_now_ms());
         if (end >= 0 && left < 0) left = 0;
         zmq_pollitem_t pi = {c->sock, 0, ZMQ_POLLIN, 0};
         int n = zmq_poll(&pi, 1, left);
@@ -206,10 +207,10 @@ int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, c
     if (rc) return rc;
     size_t tlen = 0, tcap = 0, ilen = 0, icap = 0;
     void *text = NULL, *ids = NULL;
-    int64_t end = timeout_ms < 0 ? -1 : am_wire_now_ms() + timeout_ms;
+    int64_t end = timeout_ms < 0 ? -1 : am_now_ms() + timeout_ms;
     for (;;) {
         am_client_event ev;
-        int left = end < 0 ? -1 : (int)(end - am_wire_now_ms());
+        int left = end < 0 ? -1 : (int)(end - am_now_ms());
         rc = am_client_next(c, end < 0 ? -1 : (left > 0 ? left : 0), &ev);
         if (rc == AM_EAGAIN) {
             (void)am_client_cancel(c, rid);
@@ -267,10 +268,10 @@ int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_cli
     m.model = model;
     int rc = am_wire_send(c->sock, NULL, 0, &m, NULL, 0, 0);
     if (rc) return rc;
-    int64_t end = timeout_ms < 0 ? -1 : am_wire_now_ms() + timeout_ms;
+    int64_t end = timeout_ms < 0 ? -1 : am_now_ms() + timeout_ms;
     for (;;) {
         am_client_event ev;
-        int left = end < 0 ? -1 : (int)(end - am_wire_now_ms());
+        int left = end < 0 ? -1 : (int)(end - am_now_ms());
         rc = am_client_next(c, end < 0 ? -1 : (left > 0 ? left : 0), &ev);
         if (rc == AM_EAGAIN) return am_err_set(AM_EAGAIN, "no HEALTH answer within %d ms", timeout_ms);
         if (rc) return rc;

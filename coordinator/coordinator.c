@@ -10,6 +10,7 @@
 #include "coordinator/coordinator.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "proto/transport.h"
@@ -138,7 +139,7 @@ static int send_to(am_coord *c, const void *ident, size_t len, const am_msg *m, 
 static int send_worker(am_coord *c, int w, const am_msg *m, zmq_msg_t *pay, int n_pay) {
     worker *k = &c->workers[w];
     int rc = send_to(c, k->ident, k->ident_len, m, pay, n_pay);
-    if (!rc) k->last_sent_ms = am_wire_now_ms();
+    if (!rc) k->last_sent_ms = am_now_ms();
     return rc;
 }
 
@@ -410,7 +411,7 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
         k->capacity = m->capacity;
         k->out_dim = m->out_dim;
         k->tp_size = m->tp_size;
-        k->expiry_ms = am_wire_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
+        k->expiry_ms = am_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
         k->last_sent_ms = 0; /* heartbeat at once: the worker learns it is registered */
         c->st.n_workers++;
         c->st.workers_registered++;
@@ -585,7 +586,7 @@ static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
         c->st.requests_rejected++;
         return;
     }
-    int64_t now = am_wire_now_ms();
+    int64_t now = am_now_ms();
     r->kind = m->cmd == AM_CMD_GENERATE ? R_GENERATE : R_ENCODE;
     r->deadline_ms = now + (m->cmd == AM_CMD_GENERATE && m->deadline_ms ? (int64_t)m->deadline_ms : (int64_t)c->o.deadline_default_ms);
     if (r->kind == R_ENCODE) {
@@ -692,7 +693,7 @@ static void on_message(am_coord *c, am_wire_in *in) {
         if (w >= 0) worker_remove(c, w, "sent a malformed message");
         return;
     }
-    if (w >= 0) c->workers[w].expiry_ms = am_wire_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
+    if (w >= 0) c->workers[w].expiry_ms = am_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
     switch (m.cmd) {
     case AM_CMD_READY:
         on_ready(c, &in->routing, &m);
@@ -838,7 +839,7 @@ int am_coord_run(am_coord *c) {
             am_wire_in_close(&in);
         }
         dispatch(c);
-        tick(c, am_wire_now_ms());
+        tick(c, am_now_ms());
     }
     return 0;
 }

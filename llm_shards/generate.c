@@ -2,16 +2,11 @@
 #include "llm_shards/generate.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 
 #include <string.h>
 #include <time.h>
-
-double am_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 const char *am_finish_reason_name(am_finish_reason r) {
     static const char *const names[] = {"length", "eos", "stop", "cancelled"};

@@ -90,7 +90,4 @@ int am_gen_stream_result(am_gen_stream *s, am_token_cb cb, void *user, am_gen_re
 int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *prompt, int64_t n_prompt,
                 const am_gen_params *p, am_token_cb cb, void *user, am_gen_result *out);
 
-/* Monotonic clock in seconds. */
-double am_now_s(void);
-
 #endif

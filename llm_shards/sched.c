@@ -20,6 +20,7 @@
 #include "llm_shards/sched.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "llm_shards/kv_blocks.h"
 #include "llm_shards/sampler.h"

@@ -12,8 +12,8 @@
 #include "llm_shards/tp.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
-#include "llm_shards/generate.h"
 #include "llm_shards/llama_internal.h"
 
 #include <stdio.h>

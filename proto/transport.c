@@ -7,12 +7,6 @@
 #include <string.h>
 #include <time.h>
 
-int64_t am_wire_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int zerr(const char *what) {
     int e = zmq_errno();
     if (e == EAGAIN) return AM_EAGAIN;

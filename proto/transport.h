@@ -72,7 +72,4 @@ int am_wire_payload_own(zmq_msg_t *msg, void *data, size_t len, zmq_free_fn *fre
 /* Sends a raw multipart message of n buffers (tests of hostile input). */
 int am_wire_send_raw(void *sock, const am_bytes *frames, int n, int flags);
 
-/* Monotonic milliseconds. */
-int64_t am_wire_now_ms(void);
-
 #endif

@@ -27,6 +27,7 @@
  */
 #include "coordinator/client.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "encoders/audio.h"
@@ -289,8 +290,8 @@ static void run_batch(int n, int (*mod_of)(int), track *t, int mid_after, void (
         CHECK_OK(am_client_submit(c, parts, np, &prm, &t[i].rid));
     }
     int done = 0, mid_done = 0;
-    int64_t end = am_wire_now_ms() + TIMEOUT_MS;
-    while (done < n && am_wire_now_ms() < end) {
+    int64_t end = am_now_ms() + TIMEOUT_MS;
+    while (done < n && am_now_ms() < end) {
         am_client_event ev;
         if (am_client_next(c, 1000, &ev)) continue;
         for (int i = 0; i < n; i++) {
@@ -396,7 +397,7 @@ static void test_hostile(void) {
     int answered = 0;
     for (int k = 0; k < n_cases; k++) CHECK_OK(am_wire_send_raw(s, cases[k], 2, 0));
     /* Every case gets its ERROR; a loaded (sanitizer) run may take a while. */
-    for (int64_t end = am_wire_now_ms() + 15000; answered < n_cases && am_wire_now_ms() < end;) {
+    for (int64_t end = am_now_ms() + 15000; answered < n_cases && am_now_ms() < end;) {
         zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&pi, 1, 500) != 1) continue;
         am_wire_in in;
@@ -455,10 +456,10 @@ static int health(am_client *c, am_client_health *h) { return am_client_health_g
 
 /* Polls HEALTH until ok(h) or timeout_ms; returns the ms it took, or -1. */
 static int64_t wait_health(am_client *c, int (*ok)(const am_client_health *), int64_t timeout_ms) {
-    int64_t t0 = am_wire_now_ms();
-    while (am_wire_now_ms() - t0 < timeout_ms) {
+    int64_t t0 = am_now_ms();
+    while (am_now_ms() - t0 < timeout_ms) {
         am_client_health h;
-        if (!health(c, &h) && ok(&h)) return am_wire_now_ms() - t0;
+        if (!health(c, &h) && ok(&h)) return am_now_ms() - t0;
         usleep(20000);
     }
     return -1;
@@ -486,8 +487,8 @@ static void test_kill_shard_rank(void) {
         am_client_params prm = {.max_tokens = GROUP_KILL_TOKENS, .ignore_eos = 1, .deadline_ms = 50000};
         CHECK_OK(am_client_submit(c, &p, 1, &prm, &rid[i]));
     }
-    int64_t t_kill = 0, end = am_wire_now_ms() + TIMEOUT_MS;
-    while (done < N_GROUP_KILL && am_wire_now_ms() < end) {
+    int64_t t_kill = 0, end = am_now_ms() + TIMEOUT_MS;
+    while (done < N_GROUP_KILL && am_now_ms() < end) {
         am_client_event ev;
         if (am_client_next(c, 200, &ev)) continue;
         for (int i = 0; i < N_GROUP_KILL; i++) {
@@ -505,11 +506,11 @@ static void test_kill_shard_rank(void) {
             pid_t r1 = shard_rank_pid(1);
             CHECK(r1 > 0);
             if (r1 > 0) kill(r1, SIGKILL);
-            t_kill = am_wire_now_ms();
+            t_kill = am_now_ms();
             killed = 1;
         }
     }
-    int64_t t_all = am_wire_now_ms() - t_kill;
+    int64_t t_all = am_now_ms() - t_kill;
     am_client_event ev;
     while (!am_client_next(c, 300, &ev)) late += ev.rid >= rid[0] && ev.rid <= rid[N_GROUP_KILL - 1], am_client_event_fini(&ev);
     printf("kill_shard_rank: %d of %d requests ended with an error, all ended %lld ms after the kill\n", errors,
@@ -595,7 +596,7 @@ static void test_restart_coordinator(void) {
     kill(p_coord, SIGKILL);
     waitpid(p_coord, NULL, 0);
     p_coord = start_coordinator(ep); /* the same port */
-    int64_t t0 = am_wire_now_ms();
+    int64_t t0 = am_now_ms();
     am_client *c = NULL;
     CHECK_OK(am_client_new(ep, &c));
     if (!c || !old) return;
@@ -603,8 +604,8 @@ static void test_restart_coordinator(void) {
      * 300 ms it takes to notice the silence. */
     int64_t ms = wait_health(c, all_back, 10000);
     printf("restart_coordinator: the group and both encoders registered again %lld ms after the restart\n",
-           (long long)(ms < 0 ? -1 : am_wire_now_ms() - t0));
-    CHECK(ms >= 0 && am_wire_now_ms() - t0 < 5000);
+           (long long)(ms < 0 ? -1 : am_now_ms() - t0));
+    CHECK(ms >= 0 && am_now_ms() - t0 < 5000);
     am_client_destroy(&c);
     /* Requests submitted after the restart complete, each exactly once (run_batch checks). */
     static track t[20];

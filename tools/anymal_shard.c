@@ -8,6 +8,7 @@
  * group's all-reduce traffic per token instead (one JSON line).
  */
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "llm_shards/sampler.h"

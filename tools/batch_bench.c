@@ -2,6 +2,7 @@
 #include "tools/batch_bench.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "llm_shards/generate.h"
 #include "llm_shards/sched.h"

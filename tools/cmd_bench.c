@@ -7,6 +7,7 @@
  * reported beside it, because a matrix-vector product only reads.
  */
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/backend_open.h"
 #include "core/error.h"
 #include "core/threadpool.h"

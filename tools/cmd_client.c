@@ -8,6 +8,7 @@
  */
 #include "coordinator/client.h"
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "encoders/image.h"
 #include "tools/cli.h"
@@ -59,11 +60,11 @@ static int run_repeat(am_client *c, const am_client_part *parts, int n_parts, co
     if (!lat || !t_sub || !rids) return am_cli_error(CMD, AM_ENOMEM);
     int sent = 0, done = 0, failed = 0, rc = 0;
     int64_t tokens = 0;
-    double t0 = (double)am_wire_now_ms();
+    double t0 = (double)am_now_ms();
     while (done < n) {
         while (sent < n && sent - done < conc) {
             if ((rc = am_client_submit(c, parts, n_parts, p, &rids[sent]))) goto out;
-            t_sub[sent++] = (double)am_wire_now_ms();
+            t_sub[sent++] = (double)am_now_ms();
         }
         am_client_event ev;
         if ((rc = am_client_next(c, timeout_ms, &ev))) goto out;
@@ -71,7 +72,7 @@ static int run_repeat(am_client *c, const am_client_part *parts, int n_parts, co
             int k = -1;
             for (int i = 0; i < sent; i++)
                 if (rids[i] == ev.rid) k = i;
-            if (k >= 0) lat[done] = (double)am_wire_now_ms() - t_sub[k];
+            if (k >= 0) lat[done] = (double)am_now_ms() - t_sub[k];
             if (ev.cmd != AM_CMD_TOKEN) {
                 failed++;
                 fprintf(stderr, "anymal client: request %llu: %d %s\n", (unsigned long long)ev.rid, ev.msg.code,
@@ -83,7 +84,7 @@ static int run_repeat(am_client *c, const am_client_part *parts, int n_parts, co
         am_client_event_fini(&ev);
     }
 out:;
-    double secs = ((double)am_wire_now_ms() - t0) / 1000.0;
+    double secs = ((double)am_now_ms() - t0) / 1000.0;
     qsort(lat, (size_t)done, sizeof *lat, cmp_d);
     printf("{\"requests\": %d, \"failed\": %d, \"concurrency\": %d, \"seconds\": %.3f, \"requests_per_s\": %.2f, "
            "\"tokens\": %lld, \"tokens_per_s\": %.1f, \"latency_ms_p50\": %.1f, \"latency_ms_p99\": %.1f}\n",
@@ -226,7 +227,7 @@ int am_cmd_client(int argc, char **argv) {
         goto out;
     }
     am_client_result res;
-    int64_t t0 = am_wire_now_ms();
+    int64_t t0 = am_now_ms();
     rc = am_client_generate(c, parts, n_parts, &p, stream_piece, &print_ids, timeout_ms, &res);
     if (rc) {
         printf("\n");
@@ -235,7 +236,7 @@ int am_cmd_client(int argc, char **argv) {
     }
     printf("\n");
     fprintf(stderr, "anymal client: finish=%s prompt_tokens=%u completion_tokens=%u latency_ms=%lld\n",
-            am_fin_name(res.finish), res.prompt_tokens, res.completion_tokens, (long long)(am_wire_now_ms() - t0));
+            am_fin_name(res.finish), res.prompt_tokens, res.completion_tokens, (long long)(am_now_ms() - t0));
     am_client_result_fini(&res);
     goto out;
 usage:

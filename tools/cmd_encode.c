@@ -8,6 +8,7 @@
  */
 #include "core/alloc.h"
 #include "core/backend_open.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "encoders/audio.h"
 #include "encoders/imu.h"
@@ -55,12 +56,6 @@ static void help(void) {
         "  --imu-rate    sample rate of IMU data without timestamps, Hz (default 200)\n"
         "  --imu-time-unit  unit of IMU timestamps (default s)\n",
         (long long)AM_IMAGE_MAX_PIXELS_DEFAULT, AM_AUDIO_MAX_SECONDS_DEFAULT);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 typedef struct {
@@ -147,7 +142,7 @@ static int encode_pooled(const char *model, int audio, const char **files, int n
     io.time_scale = po->imu_time_scale;
     for (int f0 = 0; f0 < n_files; f0 += po->batch) {
         int nb = 0;
-        double t0 = now_s();
+        double t0 = am_now_s();
         for (int i = f0; i < n_files && i < f0 + po->batch; i++) {
             job *j = &jobs[nb];
             memset(j, 0, sizeof *j);
@@ -175,9 +170,9 @@ static int encode_pooled(const char *model, int audio, const char **files, int n
                 iitems[nb] = (am_imu_item){j->imu.x, j->imu.n_windows, j->out};
             nb++;
         }
-        double t1 = now_s();
+        double t1 = am_now_s();
         int erc = !nb ? 0 : audio ? am_audio_encode(ae, aitems, nb) : am_imu_encode(ie, iitems, nb);
-        double t2 = now_s();
+        double t2 = am_now_s();
         t_decode += t1 - t0;
         t_encode += t2 - t1;
         for (int i = 0; i < nb; i++) {
@@ -368,7 +363,7 @@ int am_cmd_encode(int argc, char **argv) {
     const int32_t D = am_vision_out_dim(m);
     for (int f0 = 0; f0 < n_files; f0 += batch) {
         int nb = 0;
-        double t0 = now_s();
+        double t0 = am_now_s();
         for (int i = f0; i < n_files && i < f0 + batch; i++) {
             job *j = &jobs[nb];
             memset(j, 0, sizeof *j);
@@ -387,9 +382,9 @@ int am_cmd_encode(int argc, char **argv) {
             items[nb] = (am_vision_item){j->pixels, j->n_frames, j->out};
             nb++;
         }
-        double t1 = now_s();
+        double t1 = am_now_s();
         int erc = nb ? am_vision_encode(enc, items, nb) : 0;
-        double t2 = now_s();
+        double t2 = am_now_s();
         t_decode += t1 - t0;
         t_encode += t2 - t1;
         for (int i = 0; i < nb; i++) {

@@ -2,6 +2,7 @@
 #include "workers/encoder_worker.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -195,12 +196,10 @@ static void run_batch(ew *w) {
     for (int kind = 0; kind < 3; kind++) {
         int cnt = kind == 0 ? nv : kind == 1 ? na : ni;
         if (!cnt) continue;
-        struct timespec ts0, ts1;
-        clock_gettime(CLOCK_MONOTONIC, &ts0);
+        const int64_t t0 = am_now_us();
         int rc = kind == 0 ? am_vision_encode(w->ve, vit, cnt) : kind == 1 ? am_audio_encode(w->ae, ait, cnt)
                                                                            : am_imu_encode(w->ie, iit, cnt);
-        clock_gettime(CLOCK_MONOTONIC, &ts1);
-        uint32_t us = (uint32_t)((ts1.tv_sec - ts0.tv_sec) * 1000000 + (ts1.tv_nsec - ts0.tv_nsec) / 1000);
+        uint32_t us = (uint32_t)(am_now_us() - t0);
         for (int i = 0; i < n; i++) {
             job *j = &w->jobs[i];
             int mk = j->m.modality == AM_MOD_AUDIO ? 1 : j->m.modality == AM_MOD_IMU ? 2 : 0;
@@ -247,7 +246,7 @@ static void on_pipe(ew *w) {
             } else if (w->n_jobs >= w->capacity) {
                 reply_error(w, m, AM_WERR_OVERLOADED, "encoder worker over its capacity");
             } else {
-                j->t_ms = am_wire_now_ms();
+                j->t_ms = am_now_ms();
                 w->n_jobs++; /* the job keeps its frames and message */
                 continue;
             }
@@ -319,13 +318,13 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
     while (!*stop) {
         int timeout = 100;
         if (w.n_jobs) {
-            int64_t left = w.jobs[0].t_ms + wait_ms - am_wire_now_ms();
+            int64_t left = w.jobs[0].t_ms + wait_ms - am_now_ms();
             timeout = left > 0 ? (int)left : 0;
         }
         zmq_pollitem_t pi = {w.pipe, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&pi, 1, timeout) < 0 && zmq_errno() != EINTR) break;
         if (pi.revents & ZMQ_POLLIN) on_pipe(&w);
-        if (w.n_jobs && (w.n_jobs >= w.max_batch || am_wire_now_ms() - w.jobs[0].t_ms >= wait_ms)) run_batch(&w);
+        if (w.n_jobs && (w.n_jobs >= w.max_batch || am_now_ms() - w.jobs[0].t_ms >= wait_ms)) run_batch(&w);
     }
     AM_LOGI("encoder worker: %lld jobs in %lld batches", (long long)w.n_done, (long long)w.n_batches);
 done:

@@ -2,6 +2,7 @@
 #include "workers/shard_leader.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "encoders/audio.h"

@@ -2,6 +2,7 @@
 #include "workers/worker_link.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "proto/transport.h"
@@ -32,7 +33,7 @@ struct am_link {
 static void send_cmd(am_link *l, int cmd) {
     am_msg m;
     am_msg_init(&m, cmd);
-    if (!am_wire_send(l->sock, NULL, 0, &m, NULL, 0, ZMQ_DONTWAIT)) l->last_sent_ms = am_wire_now_ms();
+    if (!am_wire_send(l->sock, NULL, 0, &m, NULL, 0, ZMQ_DONTWAIT)) l->last_sent_ms = am_now_ms();
 }
 
 static void tell_engine_disconnect(am_link *l) {
@@ -51,7 +52,7 @@ static void close_session(am_link *l, const char *why, int say_disconnect) {
     for (int i = 0; i < l->n_pending; i++) zmq_msg_close(&l->pending[i]);
     l->n_pending = 0;
     AM_LOGI("worker link: session ended (%s); reconnecting in %d ms", why, l->backoff_ms);
-    l->next_connect_ms = am_wire_now_ms() + l->backoff_ms;
+    l->next_connect_ms = am_now_ms() + l->backoff_ms;
     l->backoff_ms = l->backoff_ms * 2 > l->o.reconnect_max_ms ? l->o.reconnect_max_ms : l->backoff_ms * 2;
     tell_engine_disconnect(l);
 }
@@ -67,10 +68,10 @@ static int open_session(am_link *l) {
         AM_LOGW("worker link: %s", am_err_msg());
         zmq_close(l->sock);
         l->sock = NULL;
-        l->next_connect_ms = am_wire_now_ms() + l->backoff_ms;
+        l->next_connect_ms = am_now_ms() + l->backoff_ms;
         return rc;
     }
-    int64_t now = am_wire_now_ms();
+    int64_t now = am_now_ms();
     l->last_sent_ms = now;
     l->expiry_ms = now + (int64_t)l->o.heartbeat_ms * l->o.liveness;
     atomic_fetch_add(&l->sessions, 1);
@@ -84,7 +85,7 @@ static void on_upstream(am_link *l) {
         am_wire_in in;
         int rc = am_wire_recv(l->sock, 0, &in);
         if (rc) return;
-        int64_t now = am_wire_now_ms();
+        int64_t now = am_now_ms();
         l->expiry_ms = now + (int64_t)l->o.heartbeat_ms * l->o.liveness;
         int cmd = 0;
         if (in.n_frames < 1 ||
@@ -128,7 +129,7 @@ static int flush_pending(am_link *l) {
         }
     }
     l->n_pending = 0;
-    l->last_sent_ms = am_wire_now_ms();
+    l->last_sent_ms = am_now_ms();
     return 0;
 }
 
@@ -155,7 +156,7 @@ static void *io_main(void *arg) {
     am_link *l = arg;
     l->backoff_ms = l->o.reconnect_min_ms;
     while (!atomic_load(&l->stop)) {
-        int64_t now = am_wire_now_ms();
+        int64_t now = am_now_ms();
         if (!l->sock && now >= l->next_connect_ms) (void)open_session(l);
         /* Expiry first: after a SIGSTOP the queued input belongs to a session the coordinator dropped. */
         if (l->sock && now > l->expiry_ms) close_session(l, "the coordinator went silent", 1);

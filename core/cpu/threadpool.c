@@ -17,6 +17,7 @@
 #include "core/threadpool.h"
 
 #include "core/alloc.h"
+#include "core/clock.h"
 #include "core/error.h"
 
 #include <errno.h>
@@ -67,22 +68,16 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static int64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* Spins until *word != value or AM_THREADPOOL_SPIN_US pass; returns the last value read. */
 static uint32_t spin_while_equal(_Atomic uint32_t *word, uint32_t value) {
-    int64_t deadline = now_us() + AM_THREADPOOL_SPIN_US;
+    int64_t deadline = am_now_us() + AM_THREADPOOL_SPIN_US;
     for (;;) {
         for (int i = 0; i < AM_THREADPOOL_SPIN_CHECK; i++) {
             uint32_t v = atomic_load_explicit(word, memory_order_acquire);
             if (v != value) return v;
             cpu_relax();
         }
-        if (now_us() >= deadline) return value;
+        if (am_now_us() >= deadline) return value;
     }
 }
 
@@ -167,8 +162,8 @@ void am_threadpool_run(am_threadpool *tp, am_task_fn fn, void *arg) {
 
     /* Spin (the other threads usually finish within microseconds of us), then sleep. */
     uint32_t left = atomic_load_explicit(&tp->pending, memory_order_acquire);
-    int64_t deadline = left ? now_us() + AM_THREADPOOL_SPIN_US : 0;
-    while (left != 0 && now_us() < deadline) {
+    int64_t deadline = left ? am_now_us() + AM_THREADPOOL_SPIN_US : 0;
+    while (left != 0 && am_now_us() < deadline) {
         for (int i = 0; i < AM_THREADPOOL_SPIN_CHECK && left != 0; i++) {
             cpu_relax();
             left = atomic_load_explicit(&tp->pending, memory_order_acquire);
