@@ -156,9 +156,10 @@ if [ "$MODE" = small ]; then
   done
   wait $mp
   echo "  idle group of 4 (leader sleeping, followers waiting for a step), CPU over 2 s:$line"
-  # ~0%: under 10% of a core per rank (measured 0.2% on a quiet machine, up to 3% while
-  # other jobs load the cores); a blocking MPI_Bcast would show 100%.
-  if [ "$worst" -lt 200000 ] && [ -n "$pids" ]; then pass; else fail "idle CPU: worst rank used ${worst} us in 2 s"; fi
+  # ~0%: under 25% of a core per rank (measured 0.2% on a quiet machine, up to 3% while
+  # other jobs load the cores, and 10.3% with 4 ranks on 2 cores beside another MPI test:
+  # waking from a sleep takes longer there); a blocking MPI_Bcast would show 100%.
+  if [ "$worst" -lt 500000 ] && [ -n "$pids" ]; then pass; else fail "idle CPU: worst rank used ${worst} us in 2 s"; fi
 
   # ---- a killed rank ends the group within seconds -----------------------------------
   # kill_test LABEL RANK P DELAY CMD...: starts CMD (an mpirun or anymal generate --tp of P
