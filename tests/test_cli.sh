@@ -65,6 +65,12 @@ expect 2 "--prompt-ids wants comma-separated non-negative ids, bad at ',2'" -- "
 expect 2 "--prompt-ids wants comma-separated non-negative ids, bad at 'x'" -- "$ANYMAL" client --prompt-ids 1,x
 expect 2 "--prompt-ids has more than 4096 ids" -- "$ANYMAL" client --prompt-ids "$(seq -s, 1 4097)"
 expect 2 "--prompt-ids is empty" -- "$ANYMAL" client --prompt-ids ""
+# Programs sized to their role: the coordinator only routes, so it links neither the
+# engine (OpenBLAS, oneDNN, MPI, CUDA) nor the media stack.
+coord_libs=$(ldd "$AM_BIN_DIR/anymal-coordinator" 2>&1)
+if grep -Eq "libdnnl|libopenblas|libmpi|libcuda|libcublas|libav|libsndfile|libjpeg" <<<"$coord_libs"; then
+  echo "FAIL: anymal-coordinator links engine or media libraries:"; echo "$coord_libs"; fails=$((fails + 1))
+else passes=$((passes + 1)); fi
 # anymal cpu: the levels, a level check, and a bad cap named.
 expect 0 "^levels: generic" -- "$ANYMAL" cpu
 expect 0 "^generic$" -- "$ANYMAL" cpu --levels

@@ -2,7 +2,6 @@
 #include "tools/cli.h"
 
 #include "core/alloc.h"
-#include "core/cpu_backend.h"
 #include "core/error.h"
 
 #include <errno.h>
@@ -93,8 +92,6 @@ int am_cli_error(const char *cmd, int rc) {
     fprintf(stderr, "anymal %s: error: %s\n", cmd, msg[0] ? msg : am_strerror(rc));
     return 1;
 }
-
-void am_cli_process_setup(int n_threads) { am_cpu_blas_setup(n_threads); }
 
 int am_cli_parse_ids(const char *cmd, const char *opt, const char *s, int64_t max, int32_t **ids,
                      int64_t *n) {

@@ -48,8 +48,6 @@ int am_cli_link_opt(am_cli *c, const char *opt, int reconnect, am_cli_link *l);
  * more than max) or 1 (out of memory). */
 int am_cli_parse_ids(const char *cmd, const char *opt, const char *s, int64_t max, int32_t **ids,
                      int64_t *n);
-/* Sets up the process (BLAS core type, log level) before any backend exists. */
-void am_cli_process_setup(int n_threads);
 
 int am_cmd_mkmodel(int argc, char **argv);
 int am_cmd_generate(int argc, char **argv);

@@ -17,6 +17,7 @@
 #include "llm_shards/sched.h"
 #include "tools/batch_bench.h"
 #include "tools/cli.h"
+#include "tools/cli_compute.h"
 #include "tools/tp_launch.h"
 
 #include <stdio.h>

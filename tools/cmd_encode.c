@@ -14,6 +14,7 @@
 #include "encoders/imu.h"
 #include "encoders/vision.h"
 #include "tools/cli.h"
+#include "tools/cli_compute.h"
 
 #include <math.h>
 #include <stdio.h>

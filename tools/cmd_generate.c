@@ -11,6 +11,7 @@
 #include "llm_shards/model_files.h"
 #include "llm_shards/tp.h"
 #include "tools/cli.h"
+#include "tools/cli_compute.h"
 #include "tools/gen_cli.h"
 #include "tools/tp_launch.h"
 

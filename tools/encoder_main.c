@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "proto/proto.h"
 #include "tools/cli.h"
+#include "tools/cli_compute.h"
 #include "workers/encoder_worker.h"
 
 #include <signal.h>

@@ -12,6 +12,7 @@
 #include "llm_shards/sched.h"
 #include "llm_shards/shard_group.h"
 #include "tools/cli.h"
+#include "tools/cli_compute.h"
 #include "workers/shard_leader.h"
 
 #include <signal.h>
