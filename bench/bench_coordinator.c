@@ -16,7 +16,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
-#include "encoders/image.h"
+#include "core/file.h"
 #include "workers/encoder_worker.h"
 
 #include <pthread.h>

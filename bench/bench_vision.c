@@ -26,6 +26,7 @@
 #include "core/alloc.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "encoders/mkencoders.h"
 #include "encoders/vision.h"
 

@@ -61,9 +61,4 @@ int am_image_load(const char *path, const am_image_limits *lim, am_image *out);
 /* Frees the pixels; accepts a zeroed image. */
 void am_image_fini(am_image *img);
 
-/* Reads a whole file into *data (am_free) when it is at most max_bytes:
- * AM_EIO (message with errno), AM_ERANGE (too large, names the limit). Shared
- * with video decoding. */
-int am_read_file_limited(const char *path, size_t max_bytes, void **data, size_t *len);
-
 #endif

@@ -30,6 +30,7 @@
 #include "core/clock.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "encoders/audio.h"
 #include "encoders/image.h"
 #include "encoders/imu.h"

@@ -17,6 +17,7 @@
 #include "core/alloc.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "encoders/audio.h"
 #include "encoders/audio_file.h"
 #include "encoders/htsat.h"

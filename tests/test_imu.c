@@ -16,6 +16,7 @@
 #include "core/alloc.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "encoders/image.h"
 #include "encoders/imu.h"
 #include "encoders/imu2clip.h"

@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "encoders/image.h"
 #include "encoders/mkencoders.h"
 #include "encoders/nn_ops.h"

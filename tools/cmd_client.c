@@ -10,7 +10,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/error.h"
-#include "encoders/image.h"
+#include "core/file.h"
 #include "tools/cli.h"
 
 #include <stdio.h>

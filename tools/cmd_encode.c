@@ -10,6 +10,7 @@
 #include "core/backend_open.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "encoders/audio.h"
 #include "encoders/imu.h"
 #include "encoders/vision.h"

@@ -39,9 +39,4 @@ typedef struct am_encoder_worker_opts {
  * returns 0; or returns a load error (message names the file) before serving. */
 int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t *stop);
 
-/* The model's name and fingerprint as every worker of it reports them in
- * READY: base name of path; FNV-1a 64 of anymal.json (or config.json) for a
- * directory, of the size and first 64 KiB for a file, as 16 hex digits. */
-int am_model_identity(const char *path, char *name, size_t name_cap, char fp[17]);
-
 #endif

@@ -9,7 +9,7 @@
 #include "encoders/vision.h"
 #include "llm_shards/sched.h"
 #include "proto/transport.h"
-#include "workers/encoder_worker.h"
+#include "workers/model_identity.h"
 #include "workers/worker_link.h"
 
 #include <errno.h>
