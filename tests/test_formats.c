@@ -16,6 +16,7 @@
 #include "core/ckpt.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/strmap.h"
 #include "core/formats/formats_internal.h"
 #include "test_util.h"
 
@@ -1518,7 +1519,41 @@ static void test_alloc_failures(void) {
     free_src(g, N_GG);
 }
 
-AM_TEST_MAIN(AM_TEST(test_safetensors_roundtrip), AM_TEST(test_safetensors_dir),
+/* The string map (core/strmap.h) the checkpoint readers index names with: 20,000
+ * keys through several doublings, keys that are prefixes of each other and
+ * embedded NULs, duplicates refused with the first value, misses. */
+static void test_strmap(void) {
+    enum { N = 20000 };
+    char *keys = malloc((size_t)N * 16);
+    am_strmap m = {0};
+    CHECK_EQ_INT((int)am_strmap_get(&m, "x", 1), -1); /* empty */
+    for (int i = 0; i < N; i++) {
+        snprintf(keys + i * 16, 16, "k%d", i);
+        CHECK_EQ_INT(am_strmap_put(&m, keys + i * 16, strlen(keys + i * 16), i, NULL), 0);
+    }
+    CHECK(m.n == N && m.cap >= 2 * N);
+    int bad = 0;
+    for (int i = 0; i < N; i++) bad += am_strmap_get(&m, keys + i * 16, strlen(keys + i * 16)) != i;
+    CHECK_EQ_INT(bad, 0);
+    int64_t first = -1;
+    CHECK_EQ_INT(am_strmap_put(&m, "k17", 3, 99, &first), 1);
+    CHECK(first == 17 && am_strmap_get(&m, "k17", 3) == 17 && m.n == N);
+    CHECK(am_strmap_get(&m, "k1", 2) == 1 && am_strmap_get(&m, "k", 1) == -1 && am_strmap_get(&m, "k20000", 6) == -1);
+    const char nul[] = {'a', 0, 'b'};
+    CHECK_EQ_INT(am_strmap_put(&m, nul, 3, -7, NULL), 0);
+    CHECK(am_strmap_get(&m, nul, 3) == -7 && am_strmap_get(&m, nul, 1) == -1);
+    am_strmap_free(&m);
+    CHECK(m.slots == NULL && m.n == 0);
+    am_strmap_free(&m); /* twice is fine */
+    CHECK_OK(am_strmap_reserve(&m, 1000));
+    const size_t cap = m.cap;
+    for (int i = 0; i < 1000; i++) CHECK_EQ_INT(am_strmap_put(&m, keys + i * 16, strlen(keys + i * 16), i, NULL), 0);
+    CHECK(m.cap == cap); /* reserved: no growth */
+    am_strmap_free(&m);
+    free(keys);
+}
+
+AM_TEST_MAIN(AM_TEST(test_strmap), AM_TEST(test_safetensors_roundtrip), AM_TEST(test_safetensors_dir),
              AM_TEST(test_safetensors_index_errors), AM_TEST(test_safetensors_python_fixture),
              AM_TEST(test_gguf_roundtrip), AM_TEST(test_gguf_python_fixture),
              AM_TEST(test_llama2c_python_fixture), AM_TEST(test_llama2c_roundtrip),

@@ -63,7 +63,7 @@ int am__ckpt_finish(am_ckpt *c) {
     for (int64_t i = 0; i < c->n_tensors; i++) {
         const am_ckpt_tensor *t = &c->tensors[i];
         int64_t prev;
-        int rc = am__strmap_put(&c->tensor_index, t->name, strlen(t->name), i, &prev);
+        int rc = am_strmap_put(&c->tensor_index, t->name, strlen(t->name), i, &prev);
         if (rc < 0) return am_err_set(AM_ENOMEM, "%s: out of memory", c->path);
         if (rc == 1 && strcmp(t->file, c->tensors[prev].file) == 0)
             return am_err_set(AM_EFORMAT, "%s: duplicate tensor name '%s'", t->file, t->name);
@@ -72,7 +72,7 @@ int am__ckpt_finish(am_ckpt *c) {
                               t->name, c->tensors[prev].file);
     }
     for (int64_t i = 0; i < c->n_meta; i++) {
-        int rc = am__strmap_put(&c->meta_index, c->meta[i].key, strlen(c->meta[i].key), i, NULL);
+        int rc = am_strmap_put(&c->meta_index, c->meta[i].key, strlen(c->meta[i].key), i, NULL);
         if (rc < 0) return am_err_set(AM_ENOMEM, "%s: out of memory", c->path);
         if (rc == 1)
             return am_err_set(AM_EFORMAT, "%s: duplicate metadata key '%s'", c->path,
@@ -278,8 +278,8 @@ void am_ckpt_destroy(am_ckpt **p) {
     am_free(c->files);
     am_free(c->tensors);
     am_free(c->meta);
-    am__strmap_free(&c->tensor_index);
-    am__strmap_free(&c->meta_index);
+    am_strmap_free(&c->tensor_index);
+    am_strmap_free(&c->meta_index);
     am__arena_free(&c->arena);
     am_free(c->path);
     am_free(c);
@@ -297,7 +297,7 @@ const am_ckpt_tensor *am_ckpt_tensor_at(const am_ckpt *c, int64_t i) {
 }
 
 const am_ckpt_tensor *am_ckpt_find(const am_ckpt *c, const char *name) {
-    int64_t i = am__strmap_get(&c->tensor_index, name, strlen(name));
+    int64_t i = am_strmap_get(&c->tensor_index, name, strlen(name));
     return i < 0 ? NULL : &c->tensors[i];
 }
 
@@ -333,7 +333,7 @@ static const char *gguf_type_name(am_gguf_type t) {
 }
 
 static const am__meta *find_meta(const am_ckpt *c, const char *key) {
-    int64_t i = am__strmap_get(&c->meta_index, key, strlen(key));
+    int64_t i = am_strmap_get(&c->meta_index, key, strlen(key));
     return i < 0 ? NULL : &c->meta[i];
 }
 

@@ -12,6 +12,7 @@
 #define AM_FORMATS_INTERNAL_H
 
 #include "core/ckpt.h"
+#include "core/strmap.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -59,24 +60,6 @@ void *am__arena_alloc(am__arena *a, size_t n);
 char *am__arena_strndup(am__arena *a, const char *s, size_t n);
 void am__arena_free(am__arena *a);
 
-/* ---- A string -> int64 hash index (open addressing). -------------------- */
-typedef struct am__strmap_slot {
-    const char *key; /* not owned */
-    size_t len;
-    int64_t val;
-} am__strmap_slot;
-
-typedef struct am__strmap {
-    am__strmap_slot *slots; /* cap entries; key == NULL marks a free slot */
-    size_t cap, n;
-} am__strmap;
-
-/* Inserts key -> val. Returns 0, 1 if key was present (*existing set, map
- * unchanged) or AM_ENOMEM. key must outlive the map. */
-int am__strmap_put(am__strmap *m, const char *key, size_t len, int64_t val, int64_t *existing);
-/* The value of key, or -1. */
-int64_t am__strmap_get(const am__strmap *m, const char *key, size_t len);
-void am__strmap_free(am__strmap *m);
 
 /* 1 if s[0..n) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int am__utf8_valid(const uint8_t *s, size_t n);
@@ -109,7 +92,7 @@ struct am_ckpt {
     int64_t n_tensors, cap_tensors;
     am__meta *meta;
     int64_t n_meta, cap_meta;
-    am__strmap tensor_index, meta_index;
+    am_strmap tensor_index, meta_index;
     am__arena arena;
 };
 

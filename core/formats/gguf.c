@@ -353,7 +353,7 @@ int am__gguf_open(am_ckpt *ck, const char *path) {
 struct am_gguf_writer {
     am__buf kv; /* serialized key/values, in insertion order */
     uint64_t n_kv;
-    am__strmap keys, names;
+    am_strmap keys, names;
     am__arena arena; /* key and tensor name copies */
     am_tensor_src *tensors;
     int64_t n_tensors, cap_tensors;
@@ -368,8 +368,8 @@ void am_gguf_writer_destroy(am_gguf_writer **p) {
     if (!p || !*p) return;
     am_gguf_writer *w = *p;
     am__buf_free(&w->kv);
-    am__strmap_free(&w->keys);
-    am__strmap_free(&w->names);
+    am_strmap_free(&w->keys);
+    am_strmap_free(&w->names);
     am__arena_free(&w->arena);
     am_free(w->tensors);
     am_free(w);
@@ -391,7 +391,7 @@ static int begin_kv(am_gguf_writer *w, const char *key, uint32_t type) {
         return am_err_set(AM_EINVAL, "gguf writer: bad key '%.64s'", key ? key : "(null)");
     char *copy = am__arena_strndup(&w->arena, key, n);
     if (!copy) return am_err_set(AM_ENOMEM, "gguf writer: out of memory");
-    int rc = am__strmap_put(&w->keys, copy, n, 0, NULL);
+    int rc = am_strmap_put(&w->keys, copy, n, 0, NULL);
     if (rc < 0) return am_err_set(AM_ENOMEM, "gguf writer: out of memory");
     if (rc == 1) return am_err_set(AM_EINVAL, "gguf writer: duplicate key '%s'", key);
     put_str(&w->kv, key, n);
@@ -494,7 +494,7 @@ int am_gguf_add_tensor(am_gguf_writer *w, const am_tensor_src *t) {
     }
     char *copy = am__arena_strndup(&w->arena, name, n);
     if (!copy) return am_err_set(AM_ENOMEM, "gguf writer: out of memory");
-    int rc = am__strmap_put(&w->names, copy, n, 0, NULL);
+    int rc = am_strmap_put(&w->names, copy, n, 0, NULL);
     if (rc < 0) return am_err_set(AM_ENOMEM, "gguf writer: out of memory");
     if (rc == 1) return am_err_set(AM_EINVAL, "gguf writer: duplicate tensor '%s'", name);
     am_tensor_src *d = &w->tensors[w->n_tensors++];

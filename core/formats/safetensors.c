@@ -138,7 +138,7 @@ static int parse_tensor(am_ckpt *c, const am__mfile *f, const cJSON *j, size_t d
     return 0;
 }
 
-static int parse_metadata(am_ckpt *c, const am__mfile *f, const cJSON *j, am__strmap *seen) {
+static int parse_metadata(am_ckpt *c, const am__mfile *f, const cJSON *j, am_strmap *seen) {
     if (!cJSON_IsObject(j))
         return am_err_set(AM_EFORMAT, "%s: __metadata__ is not an object", f->path);
     for (const cJSON *e = j->child; e; e = e->next) {
@@ -151,7 +151,7 @@ static int parse_metadata(am_ckpt *c, const am__mfile *f, const cJSON *j, am__st
         if (seen) {
             /* Shards of one model repeat the same metadata ({"format": "pt"});
              * the first shard's value wins. */
-            int rc = am__strmap_put(seen, key, klen, 0, NULL);
+            int rc = am_strmap_put(seen, key, klen, 0, NULL);
             if (rc < 0) return am_err_set(AM_ENOMEM, "%s: out of memory", f->path);
             if (rc == 1) continue;
         }
@@ -170,7 +170,7 @@ static int parse_metadata(am_ckpt *c, const am__mfile *f, const cJSON *j, am__st
 /* Maps path, parses its header and appends its tensors (and metadata) to c.
  * seen_meta: NULL for a single file (duplicate keys are an error), else the
  * keys taken from earlier shards. */
-static int parse_file(am_ckpt *c, const char *path, am__strmap *seen_meta) {
+static int parse_file(am_ckpt *c, const char *path, am_strmap *seen_meta) {
     int64_t fi;
     int rc = am__ckpt_add_file(c, path, &fi);
     if (rc) return rc;
@@ -258,7 +258,7 @@ static int open_index(am_ckpt *c, const char *dir, const char *index_path) {
     int rc = am__mfile_open(&f, index_path);
     if (rc) return rc;
     cJSON *root = NULL;
-    am__strmap shards = {0}, names = {0}, seen_meta = {0};
+    am_strmap shards = {0}, names = {0}, seen_meta = {0};
     char **shard_paths = NULL;
     int64_t n_shards = 0;
     if (f.size > AM_SAFETENSORS_MAX_HEADER_BYTES) {
@@ -291,7 +291,7 @@ static int open_index(am_ckpt *c, const char *dir, const char *index_path) {
                             e->string);
             goto out;
         }
-        int r = am__strmap_put(&shards, e->valuestring, strlen(e->valuestring), n_shards, NULL);
+        int r = am_strmap_put(&shards, e->valuestring, strlen(e->valuestring), n_shards, NULL);
         if (r < 0) {
             rc = am_err_set(AM_ENOMEM, "%s: out of memory", index_path);
             goto out;
@@ -315,7 +315,7 @@ static int open_index(am_ckpt *c, const char *dir, const char *index_path) {
     for (int64_t i = 0; i < c->n_tensors; i++) {
         const am_ckpt_tensor *t = &c->tensors[i];
         int64_t prev;
-        int r = am__strmap_put(&names, t->name, strlen(t->name), i, &prev);
+        int r = am_strmap_put(&names, t->name, strlen(t->name), i, &prev);
         if (r < 0) {
             rc = am_err_set(AM_ENOMEM, "%s: out of memory", index_path);
             goto out;
@@ -327,8 +327,8 @@ static int open_index(am_ckpt *c, const char *dir, const char *index_path) {
         }
     }
     for (const cJSON *e = wm->child; e; e = e->next) {
-        int64_t ti = am__strmap_get(&names, e->string, strlen(e->string));
-        int64_t si = am__strmap_get(&shards, e->valuestring, strlen(e->valuestring));
+        int64_t ti = am_strmap_get(&names, e->string, strlen(e->string));
+        int64_t si = am_strmap_get(&shards, e->valuestring, strlen(e->valuestring));
         if (ti < 0 || strcmp(c->tensors[ti].file, shard_paths[si]) != 0) {
             rc = am_err_set(AM_ENOTFOUND, "%s: tensor '%s' is not in its shard %s%s%s", index_path,
                             e->string, shard_paths[si], ti < 0 ? "" : " but in ",
@@ -341,9 +341,9 @@ out:
         for (int64_t i = 0; i < n_shards; i++)
             am_free(shard_paths[i]);
     am_free(shard_paths);
-    am__strmap_free(&shards);
-    am__strmap_free(&names);
-    am__strmap_free(&seen_meta);
+    am_strmap_free(&shards);
+    am_strmap_free(&names);
+    am_strmap_free(&seen_meta);
     cJSON_Delete(root);
     am__mfile_close(&f);
     return rc;

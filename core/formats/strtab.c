@@ -1,9 +1,8 @@
 /* core/formats/strtab.c - small string utilities for the format code: an arena
- * for names, a string hash index, a UTF-8 validator and a growable byte buffer
- * with JSON string escaping.
- *
- * The hash index matters because checkpoints hold up to AM_CKPT_MAX_TENSORS
- * tensors and duplicate detection and lookups must stay linear.
+ * for names, a UTF-8 validator and a growable byte buffer with JSON string
+ * escaping. (The name index is core/strmap.h: checkpoints hold up to
+ * AM_CKPT_MAX_TENSORS tensors, and duplicate detection and lookups must stay
+ * linear.)
  */
 #include "core/formats/formats_internal.h"
 
@@ -59,73 +58,6 @@ void am__arena_free(am__arena *a) {
         b = next;
     }
     a->head = NULL;
-}
-
-/* ---- Hash index. ------------------------------------------------------------ */
-
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-static int strmap_grow(am__strmap *m) {
-    size_t cap = m->cap ? m->cap * 2 : 64;
-    am__strmap_slot *slots = am_calloc(cap, sizeof *slots);
-    if (!slots) return AM_ENOMEM;
-    for (size_t i = 0; i < m->cap; i++) {
-        am__strmap_slot *s = &m->slots[i];
-        if (!s->key) continue;
-        size_t j = (size_t)hash_bytes(s->key, s->len) & (cap - 1);
-        while (slots[j].key)
-            j = (j + 1) & (cap - 1);
-        slots[j] = *s;
-    }
-    am_free(m->slots);
-    m->slots = slots;
-    m->cap = cap;
-    return 0;
-}
-
-int am__strmap_put(am__strmap *m, const char *key, size_t len, int64_t val, int64_t *existing) {
-    /* Keep the load factor under 1/2 so probes stay short. */
-    if ((m->n + 1) * 2 > m->cap) {
-        int rc = strmap_grow(m);
-        if (rc) return rc;
-    }
-    size_t j = (size_t)hash_bytes(key, len) & (m->cap - 1);
-    while (m->slots[j].key) {
-        am__strmap_slot *s = &m->slots[j];
-        if (s->len == len && memcmp(s->key, key, len) == 0) {
-            if (existing) *existing = s->val;
-            return 1;
-        }
-        j = (j + 1) & (m->cap - 1);
-    }
-    m->slots[j].key = key;
-    m->slots[j].len = len;
-    m->slots[j].val = val;
-    m->n++;
-    return 0;
-}
-
-int64_t am__strmap_get(const am__strmap *m, const char *key, size_t len) {
-    if (!m->cap) return -1;
-    size_t j = (size_t)hash_bytes(key, len) & (m->cap - 1);
-    while (m->slots[j].key) {
-        const am__strmap_slot *s = &m->slots[j];
-        if (s->len == len && memcmp(s->key, key, len) == 0) return s->val;
-        j = (j + 1) & (m->cap - 1);
-    }
-    return -1;
-}
-
-void am__strmap_free(am__strmap *m) {
-    am_free(m->slots);
-    memset(m, 0, sizeof *m);
 }
 
 /* ---- UTF-8. ------------------------------------------------------------------- */

@@ -19,6 +19,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/strmap.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,23 +79,11 @@ typedef struct strtab {
     char **s;
     uint32_t *len;
     int32_t n, cap;
-    int32_t *slots; /* hash of ids */
-    uint64_t mask;
+    am_strmap ids; /* symbol bytes (the copies in s) -> id */
 } strtab;
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h ^ (h >> 31);
-}
-
 static int32_t st_find(const strtab *t, const char *s, size_t n) {
-    for (uint64_t i = hash_bytes(s, n) & t->mask;; i = (i + 1) & t->mask) {
-        int32_t id = t->slots[i];
-        if (id < 0) return -1;
-        if (t->len[id] == n && memcmp(t->s[id], s, n) == 0) return id;
-    }
+    return (int32_t)am_strmap_get(&t->ids, s, n);
 }
 
 /* Returns the id of s, adding it when new; -1 on allocation failure. */
@@ -102,22 +91,6 @@ static int32_t st_add(strtab *t, const char *s, size_t n, int *added) {
     *added = 0;
     int32_t id = st_find(t, s, n);
     if (id >= 0) return id;
-    if ((uint64_t)(t->n + 1) * 2 > t->mask + 1) {
-        uint64_t cap = (t->mask + 1) * 2;
-        int32_t *slots = am_malloc(cap * sizeof *slots);
-        if (!slots) return -1;
-        for (uint64_t i = 0; i < cap; i++)
-            slots[i] = -1;
-        for (int32_t k = 0; k < t->n; k++) {
-            uint64_t i = hash_bytes(t->s[k], t->len[k]) & (cap - 1);
-            while (slots[i] >= 0)
-                i = (i + 1) & (cap - 1);
-            slots[i] = k;
-        }
-        am_free(t->slots);
-        t->slots = slots;
-        t->mask = cap - 1;
-    }
     if (t->n == t->cap) {
         int32_t cap = t->cap ? t->cap * 2 : 256;
         char **ns = am_realloc(t->s, (size_t)cap * sizeof *ns);
@@ -130,13 +103,13 @@ static int32_t st_add(strtab *t, const char *s, size_t n, int *added) {
     }
     char *copy = am_strndup(s, n);
     if (!copy) return -1;
+    if (am_strmap_put(&t->ids, copy, n, t->n, NULL) != 0) {
+        am_free(copy);
+        return -1;
+    }
     id = t->n++;
     t->s[id] = copy;
     t->len[id] = (uint32_t)n;
-    uint64_t i = hash_bytes(s, n) & t->mask;
-    while (t->slots[i] >= 0)
-        i = (i + 1) & t->mask;
-    t->slots[i] = id;
     *added = 1;
     return id;
 }
@@ -146,7 +119,7 @@ static void st_free(strtab *t) {
         am_free(t->s[i]);
     am_free(t->s);
     am_free(t->len);
-    am_free(t->slots);
+    am_strmap_free(&t->ids);
 }
 
 /* Compares the concatenations a+b and c+d of symbols, bytewise. */
@@ -205,12 +178,6 @@ int am_tokenizer_synthetic(int32_t n_vocab, am_tokenizer **out) {
     char piece[32];
     int32_t id = 0;
     am__tok_spec spec;
-
-    st.slots = am_malloc(1024 * sizeof *st.slots);
-    if (!st.slots) goto done;
-    for (int i = 0; i < 1024; i++)
-        st.slots[i] = -1;
-    st.mask = 1023;
 
     /* Words: whitespace-separated, each prefixed with U+2581 as the
      * normalizer would (dummy prefix + escaped spaces); counted by sorting. */

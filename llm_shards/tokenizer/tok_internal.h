@@ -11,6 +11,7 @@
 #ifndef AM_TOK_INTERNAL_H
 #define AM_TOK_INTERNAL_H
 
+#include "core/strmap.h"
 #include "llm_shards/tokenizer.h"
 
 #include <stddef.h>
@@ -21,12 +22,6 @@
 #define AM__TOK_SPACE_LEN 3
 /* sentencepiece's default unk_surface: " \xE2\x81\x87 " (" U+2047 "). */
 #define AM__TOK_UNK_SURFACE " \xE2\x81\x87 "
-
-/* An open-addressing hash set of piece ids keyed by piece bytes. */
-typedef struct am__tok_map {
-    int32_t *slots; /* id, or -1 for an empty slot; capacity mask+1 */
-    uint64_t mask;
-} am__tok_map;
 
 struct am_tokenizer {
     int32_t n_vocab;
@@ -49,7 +44,7 @@ struct am_tokenizer {
     /* sentencepiece keeps two maps: NORMAL/USER_DEFINED/UNUSED pieces take
      * part in merging; UNKNOWN/CONTROL/BYTE pieces only resolve whole
      * symbols (PieceToId looks them up first). */
-    am__tok_map normal, reserved;
+    am_strmap normal, reserved; /* piece bytes (in arena) -> id */
     /* Lengths of USER_DEFINED pieces, longest first, for the prefix matcher. */
     uint32_t *user_lens;
     int n_user_lens;

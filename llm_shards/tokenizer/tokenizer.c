@@ -18,62 +18,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- hashing ---------------------------------------------------------- */
+/* ---- piece maps (core/strmap.h; keys point into the arena, final by then) ---- */
 
-/* FNV-1a: pieces are short, so a simple byte hash is fast enough and has no
- * alignment requirements on the (unaligned, in-text) keys. */
-static uint64_t tok_hash(const char *s, size_t len) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    return h ^ (h >> 29);
-}
-
-static int map_init(am__tok_map *m, int64_t n) {
-    uint64_t cap = 16;
-    while (cap < (uint64_t)n * 2 + 1)
-        cap <<= 1;
-    m->slots = am_malloc(cap * sizeof *m->slots);
-    if (!m->slots) return AM_ENOMEM;
-    for (uint64_t i = 0; i < cap; i++)
-        m->slots[i] = -1;
-    m->mask = cap - 1;
-    return 0;
-}
-
-static int32_t map_find(const am_tokenizer *t, const am__tok_map *m, const char *s, size_t len) {
-    if (!m->slots) return -1;
-    for (uint64_t i = tok_hash(s, len) & m->mask;; i = (i + 1) & m->mask) {
-        int32_t id = m->slots[i];
-        if (id < 0) return -1;
-        if (t->len[id] == len && memcmp(t->arena + t->off[id], s, len) == 0) return id;
-    }
-}
-
-/* Inserts id; returns the id already holding that piece, or -1 when inserted. */
-static int32_t map_insert(const am_tokenizer *t, am__tok_map *m, int32_t id) {
-    const char *s = t->arena + t->off[id];
-    size_t len = t->len[id];
-    for (uint64_t i = tok_hash(s, len) & m->mask;; i = (i + 1) & m->mask) {
-        int32_t o = m->slots[i];
-        if (o < 0) {
-            m->slots[i] = id;
-            return -1;
-        }
-        if (t->len[o] == len && memcmp(t->arena + t->off[o], s, len) == 0) return o;
-    }
+static int32_t map_find(const am_strmap *m, const char *s, size_t len) {
+    return (int32_t)am_strmap_get(m, s, len);
 }
 
 int32_t am__tok_find_normal(const am_tokenizer *t, const char *s, size_t len) {
-    return map_find(t, &t->normal, s, len);
+    return map_find(&t->normal, s, len);
 }
 
 int32_t am__tok_piece_to_id(const am_tokenizer *t, const char *s, size_t len) {
-    int32_t id = map_find(t, &t->reserved, s, len);
+    int32_t id = map_find(&t->reserved, s, len);
     if (id >= 0) return id;
-    id = map_find(t, &t->normal, s, len);
+    id = map_find(&t->normal, s, len);
     return id >= 0 ? id : t->unk;
 }
 
@@ -208,8 +166,8 @@ int am__tok_finish(am_tokenizer *t, const am__tok_spec *spec, const char *src) {
     int64_t n_reserved = 0;
     for (int32_t i = 0; i < t->n_vocab; i++)
         n_reserved += !is_normal_type(t->types[i]);
-    if ((rc = map_init(&t->normal, t->n_vocab - n_reserved)) ||
-        (rc = map_init(&t->reserved, n_reserved)))
+    if ((rc = am_strmap_reserve(&t->normal, (size_t)(t->n_vocab - n_reserved))) ||
+        (rc = am_strmap_reserve(&t->reserved, (size_t)n_reserved)))
         return am_err_set(rc, "%s: out of memory", src);
 
     int byte_seen[256] = {0};
@@ -230,8 +188,10 @@ int am__tok_finish(am_tokenizer *t, const am__tok_spec *spec, const char *src) {
         if (isnan(t->scores[i]))
             return am_err_set(AM_EFORMAT, "%s: piece %d ('%s'): score is NaN", src, (int)i, s);
         if (len > t->max_piece_len) t->max_piece_len = len;
-        int32_t dup = map_insert(t, is_normal_type(type) ? &t->normal : &t->reserved, i);
-        if (dup >= 0)
+        int64_t dup = -1;
+        rc = am_strmap_put(is_normal_type(type) ? &t->normal : &t->reserved, s, len, i, &dup);
+        if (rc < 0) return am_err_set(rc, "%s: out of memory", src);
+        if (rc == 1)
             return am_err_set(AM_EFORMAT, "%s: piece %d ('%s') is already defined as piece %d", src,
                               (int)i, s, (int)dup);
         if (type == AM_PIECE_USER_DEFINED) n_user++;
@@ -302,7 +262,7 @@ int am__tok_finish(am_tokenizer *t, const am__tok_spec *spec, const char *src) {
     } else {
         const char *p = spec->bos_piece ? spec->bos_piece : "<s>";
         size_t pl = spec->bos_piece ? spec->bos_piece_len : 3;
-        int32_t id = map_find(t, &t->reserved, p, pl);
+        int32_t id = map_find(&t->reserved, p, pl);
         t->bos = id >= 0 && t->types[id] == AM_PIECE_CONTROL ? id : -1;
     }
     if (spec->eos_id >= 0) {
@@ -313,7 +273,7 @@ int am__tok_finish(am_tokenizer *t, const am__tok_spec *spec, const char *src) {
     } else {
         const char *p = spec->eos_piece ? spec->eos_piece : "</s>";
         size_t pl = spec->eos_piece ? spec->eos_piece_len : 4;
-        int32_t id = map_find(t, &t->reserved, p, pl);
+        int32_t id = map_find(&t->reserved, p, pl);
         t->eos = id >= 0 && t->types[id] == AM_PIECE_CONTROL ? id : -1;
     }
     t->pad = spec->pad_id >= 0 && spec->pad_id < t->n_vocab ? spec->pad_id : -1;
@@ -329,8 +289,8 @@ void am_tokenizer_destroy(am_tokenizer **p) {
     am_free(t->scores);
     am_free(t->types);
     am_free(t->unk_surface);
-    am_free(t->normal.slots);
-    am_free(t->reserved.slots);
+    am_strmap_free(&t->normal);
+    am_strmap_free(&t->reserved);
     am_free(t->user_lens);
     am_free(t);
     *p = NULL;
@@ -359,8 +319,8 @@ am_piece_type am_tokenizer_type(const am_tokenizer *t, int32_t id) {
 }
 
 int32_t am_tokenizer_find(const am_tokenizer *t, const char *piece, size_t len) {
-    int32_t id = map_find(t, &t->reserved, piece, len);
-    return id >= 0 ? id : map_find(t, &t->normal, piece, len);
+    int32_t id = map_find(&t->reserved, piece, len);
+    return id >= 0 ? id : map_find(&t->normal, piece, len);
 }
 
 size_t am_tokenizer_max_token_bytes(const am_tokenizer *t) {
