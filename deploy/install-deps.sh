@@ -18,7 +18,8 @@ packages=(
   libsndfile1-dev libsoxr-dev   # audio decoding (WAV/FLAC/OGG/MP3) and resampling (encoders/audio_file.c)
   libfftw3-dev      # FFT of CLAP's log-mel front end (encoders/melspec.c)
   libzmq3-dev libmsgpack-dev   # the actor system: ZeroMQ sockets, msgpack bodies (proto/, coordinator/, workers/)
-  clang             # libFuzzer build of the protocol decoder (deploy/test.sh, label fuzz)
+  clang libclang-rt-14-dev   # libFuzzer build of the protocol decoder (deploy/test.sh): clang only
+                            # recommends its fuzzer/ASan runtimes, which --no-install-recommends skips
 )
 
 missing=()
