@@ -83,6 +83,8 @@ typedef enum {
 
 /* "generic", "avx2", "avx512", "amx". */
 const char *am_cpu_isa_name(am_cpu_isa level);
+/* A level's name (case-insensitive) -> *out; AM_EINVAL (no message) otherwise. */
+int am_cpu_isa_parse(const char *name, am_cpu_isa *out);
 /* The highest level this CPU and OS support. */
 am_cpu_isa am_cpu_isa_best(void);
 /* The level in force: AM_CPU_ISA (unset, empty or "auto": the best) clamped to

@@ -70,9 +70,8 @@ static int bf16_gemm_available(void) {
 static int n_backends;
 
 static int isa_supported(const char *isa) {
-    for (int l = 0; l <= (int)am_cpu_isa_best(); l++)
-        if (strcmp(isa, am_cpu_isa_name((am_cpu_isa)l)) == 0) return 1;
-    return 0;
+    am_cpu_isa level;
+    return am_cpu_isa_parse(isa, &level) == 0 && level <= am_cpu_isa_best();
 }
 
 /* Puts back the AM_CPU_ISA this process was started with (a cap from

@@ -58,9 +58,10 @@ int am_cmd_cpu(int argc, char **argv) {
     }
     const am_cpu_isa best = am_cpu_isa_best();
     if (has) {
-        for (int l = 0; l < AM_CPU_ISA_COUNT; l++)
-            if (!strcmp(has, am_cpu_isa_name((am_cpu_isa)l))) return l <= (int)best ? 0 : 1;
-        return am_cli_fail(&c, "--has: '%s' is not a level (generic, avx2, avx512, amx)", has);
+        am_cpu_isa level;
+        if (am_cpu_isa_parse(has, &level) != 0)
+            return am_cli_fail(&c, "--has: '%s' is not a level (generic, avx2, avx512, amx)", has);
+        return level <= best ? 0 : 1;
     }
     if (levels_only) {
         for (int l = 0; l <= (int)best; l++) printf("%s\n", am_cpu_isa_name((am_cpu_isa)l));

@@ -597,7 +597,6 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
         am_free(cb);
         return rc;
     }
-    c->level = level;
     c->precision = precision;
     if (precision == AM_PRECISION_BF16 && level >= AM_CPU_ISA_AVX512 && am__dnnl_bf16_available()) {
         c->dnnl = am_calloc((size_t)n_threads, sizeof *c->dnnl);

@@ -1,8 +1,9 @@
 /* core/cpu/cpu_dnnl.c - bf16 GEMMs through oneDNN (AMX / AVX512-BF16).
  *
- * Used for BF16 weights when M > AM__MATVEC_MAX_M on CPUs with AVX512-BF16 or
- * AMX-BF16 (ISA level avx512 or amx): activations are rounded to bf16 (as on
- * every BF16 path, dtype.h), products are accumulated in f32 and written as f32. On other CPUs oneDNN 2.6 has no bf16
+ * Used for BF16 weights when M > AM__MATVEC_MAX_M in precision mode bf16 on
+ * CPUs with AVX512-BF16 or AMX-BF16 (ISA level avx512 or amx): activations
+ * are rounded to bf16 (as on every BF16 path of that mode, dtype.h), products
+ * are accumulated in f32 and written as f32. On other CPUs oneDNN 2.6 has no bf16
  * matmul (primitive creation reports "unimplemented"), and the backend uses
  * the exact f32 path instead.
  *

@@ -125,14 +125,22 @@ am_cpu_isa am_cpu_isa_best(void) {
     return best;
 }
 
+int am_cpu_isa_parse(const char *name, am_cpu_isa *out) {
+    for (int i = 0; name && i < AM_CPU_ISA_COUNT; i++)
+        if (strcasecmp(name, g_isa_names[i]) == 0) {
+            *out = (am_cpu_isa)i;
+            return 0;
+        }
+    return AM_EINVAL;
+}
+
 int am_cpu_isa_active(am_cpu_isa *out) {
     *out = am_cpu_isa_best();
     const char *cap = getenv("AM_CPU_ISA");
     if (!cap || !cap[0] || strcasecmp(cap, "auto") == 0) return 0;
-    for (int i = 0; i < AM_CPU_ISA_COUNT; i++)
-        if (strcasecmp(cap, g_isa_names[i]) == 0) {
-            if ((am_cpu_isa)i < *out) *out = (am_cpu_isa)i;
-            return 0;
-        }
-    return am_err_set(AM_EINVAL, "AM_CPU_ISA='%s': expected generic, avx2, avx512, amx or auto", cap);
+    am_cpu_isa level;
+    if (am_cpu_isa_parse(cap, &level) != 0)
+        return am_err_set(AM_EINVAL, "AM_CPU_ISA='%s': expected generic, avx2, avx512, amx or auto", cap);
+    if (level < *out) *out = level;
+    return 0;
 }

@@ -164,7 +164,6 @@ void am__cpu_tables_init(void);
 typedef struct am__cpu_ctx {
     am_threadpool *pool;
     const am__cpu_kernels *k;
-    am_cpu_isa level;           /* the instruction-set level the kernels were chosen for */
     am_precision precision;     /* AM_CPU_PRECISION: what BF16 matmuls do to x (dtype.h) */
     int use_bf16_gemm;          /* BF16 GEMMs go to oneDNN (precision bf16 only) */
     am__dnnl_thread **dnnl;     /* [n_threads], when use_bf16_gemm */
