@@ -90,9 +90,6 @@ int am__tok_piece_to_byte(const char *s, size_t len);
  * stray continuation byte). *cp receives the code point when valid. */
 int am__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
-/* Reads a whole file (at most max_bytes) into an am_malloc'ed buffer. AM_EIO /
- * AM_ERANGE / AM_ENOMEM with a message naming the file. */
-int am__tok_read_file(const char *path, size_t max_bytes, unsigned char **data, size_t *len);
 /* Writes len bytes to path through a temporary name and a rename, so a failed
  * write leaves no partial file. AM_EIO. */
 int am__tok_write_file(const char *path, const void *data, size_t len);

@@ -9,6 +9,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -330,39 +331,6 @@ size_t am_tokenizer_max_token_bytes(const am_tokenizer *t) {
 
 /* ---- files ------------------------------------------------------------ */
 
-int am__tok_read_file(const char *path, size_t max_bytes, unsigned char **data, size_t *len) {
-    *data = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return am_err_set(AM_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return am_err_set(AM_EIO, "%s: not a regular file", path);
-    }
-    off_t size = st.st_size;
-    if ((uint64_t)size > max_bytes) {
-        fclose(f);
-        return am_err_set(AM_ERANGE, "%s: file is %lld bytes (limit %zu)", path, (long long)size,
-                          max_bytes);
-    }
-    unsigned char *buf = am_malloc((size_t)size + 1);
-    if (!buf) {
-        fclose(f);
-        return am_err_set(AM_ENOMEM, "%s: out of memory for %lld bytes", path, (long long)size);
-    }
-    size_t got = size ? fread(buf, 1, (size_t)size, f) : 0;
-    int err = ferror(f);
-    fclose(f);
-    if (got != (size_t)size || err) {
-        am_free(buf);
-        return am_err_set(AM_EIO, "%s: short read (%zu of %lld bytes)", path, got, (long long)size);
-    }
-    *data = buf;
-    *len = (size_t)size;
-    return 0;
-}
-
 int am__tok_write_file(const char *path, const void *data, size_t len) {
     size_t pl = strlen(path);
     char *tmp = am_malloc(pl + 32);
@@ -390,10 +358,11 @@ int am__tok_write_file(const char *path, const void *data, size_t len) {
 int am_tokenizer_load(const char *path, am_tokenizer **out) {
     if (!path || !out) return am_err_set(AM_EINVAL, "am_tokenizer_load: NULL argument");
     *out = NULL;
-    unsigned char *data;
+    void *file;
     size_t len;
-    int rc = am__tok_read_file(path, AM_TOKENIZER_MAX_FILE_BYTES, &data, &len);
+    int rc = am_read_file_limited(path, AM_TOKENIZER_MAX_FILE_BYTES, &file, &len);
     if (rc) return rc;
+    unsigned char *data = file;
     /* A ModelProto starts with field 1 (pieces), length-delimited: byte 0x0A.
      * A tokenizer.bin starts with an int32 max_token_length, which is 0x0A
      * only for a 10-byte maximum; then only a file that walks exactly as
