@@ -16,6 +16,7 @@ cppcheck --quiet --enable=warning --std=c11 -I . -I tests -D_GNU_SOURCE -j "$job
   --suppress=missingIncludeSystem --error-exitcode=1 core llm_shards encoders proto coordinator workers tools tests bench
 echo "cppcheck: clean"
 
+echo "test.sh: stage 1, the release suite (build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAM_WERROR=ON
 cmake --build build -j "$jobs"
 (cd build && ctest --output-on-failure -j "$jobs")
@@ -30,6 +31,7 @@ if command -v clang >/dev/null; then
 fi
 
 if [ "${AM_SKIP_SANITIZE:-0}" != 1 ]; then
+  echo "test.sh: stage 2, the ASan+UBSan suite (build-asan/)"
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DAM_SANITIZE=ON -DAM_WERROR=ON
   cmake --build build-asan -j "$jobs"
   # LeakSanitizer reports leaks as failures; OpenBLAS/oneDNN thread pools are process-lifetime.

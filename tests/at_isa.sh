@@ -15,5 +15,6 @@ if [ "$level" = "$best" ]; then
   echo "SKIP: $level is this CPU's best level, which the plain run of the test covers"
   exit 77
 fi
-echo "at_isa: AM_CPU_ISA=$level"
+# The machine, for a failure's log: CI machines differ from the one a test was written on.
+echo "at_isa: AM_CPU_ISA=$level on $("$anymal" cpu | head -1 | sed 's/^cpu: //'), $(nproc) cores"
 AM_CPU_ISA=$level exec "$@"

@@ -494,7 +494,7 @@ static void run_15m(am_llama_ctx *c, int budget, int only, ids_out *out) {
     for (int r = 0; r < 33; r++) {
         if (only >= 0 && r != only) continue;
         int32_t ids[64];
-        int n = 1 + (r * 13) % 60;
+        int n = 1 + (r * 13) % 24; /* prompts of 1..24: budget 16 still splits some */
         ids[0] = 1;
         for (int i = 1; i < n; i++) ids[i] = 3 + (r * 7919 + i * 104729) % 31990;
         am_prompt_seg seg = {.kind = AM_SEG_TOKENS, .n = n, .ids = ids};
