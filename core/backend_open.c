@@ -9,6 +9,7 @@
 #endif
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,4 +43,29 @@ int am_backend_open(const char *device, int n_threads, am_backend **out) {
 #else
     return am_err_set(AM_EUNSUPPORTED, "device '%s': anymal was built without CUDA", device);
 #endif
+}
+
+/* MemAvailable and MemTotal of /proc/meminfo, in bytes. */
+static int host_memory(size_t *free_bytes, size_t *total_bytes) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return am_err_set(AM_EIO, "cannot read /proc/meminfo: %s", strerror(errno));
+    char line[256];
+    unsigned long long avail = 0, total = 0, kb;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb;
+        else if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) total = kb;
+    }
+    fclose(f);
+    if (!avail || !total) return am_err_set(AM_EIO, "/proc/meminfo has no MemAvailable/MemTotal");
+    *free_bytes = (size_t)avail * 1024;
+    *total_bytes = (size_t)total * 1024;
+    return 0;
+}
+
+int am_backend_memory(am_backend *be, size_t *free_bytes, size_t *total_bytes) {
+#ifdef AM_HAVE_CUDA
+    if (am_cuda_is_backend(be)) return am_cuda_memory(be, free_bytes, total_bytes);
+#endif
+    (void)be;
+    return host_memory(free_bytes, total_bytes);
 }

@@ -17,6 +17,11 @@
  * without CUDA", "no CUDA device"), or what the backend's constructor returns. */
 int am_backend_open(const char *device, int n_threads, am_backend **out);
 
+/* The memory the backend's buffers come from: the device's free and total
+ * bytes for CUDA (cudaMemGetInfo), the machine's MemAvailable and MemTotal
+ * (/proc/meminfo) for the CPU. 0, or AM_EIO naming what could not be read. */
+int am_backend_memory(am_backend *be, size_t *free_bytes, size_t *total_bytes);
+
 /* 1 if this build includes the CUDA backend. */
 int am_backend_have_cuda(void);
 

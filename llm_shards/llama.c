@@ -20,7 +20,9 @@
 #include "llm_shards/llama_internal.h"
 
 #include "core/alloc.h"
+#include "core/backend_open.h"
 #include "core/error.h"
+#include "core/log.h"
 
 #include <string.h>
 
@@ -103,6 +105,44 @@ static int upload_weights(am_llama_ctx *c) {
     c->norm = norms + 2 * (size_t)L * C;
     if (!rc) rc = be->ops->upload(be, c->norm, m->norm, C * sizeof(float));
     return rc;
+}
+
+int am_llama_kv_blocks_fit(const am_llama_model *m, am_backend *be, double fraction,
+                           int32_t block_size, int32_t max_batch, int32_t *n_blocks) {
+    *n_blocks = 0;
+    if (!(fraction > 0.0 && fraction <= 1.0))
+        return am_err_set(AM_EINVAL, "memory fraction %g is outside (0, 1]", fraction);
+    if (block_size <= 0 || max_batch <= 0)
+        return am_err_set(AM_EINVAL, "block size %d, max_batch %d: both must be positive", block_size, max_batch);
+    size_t free_b = 0, total_b = 0;
+    int rc = am_backend_memory(be, &free_b, &total_b);
+    if (rc) return rc;
+    const am_llama_config *cfg = &m->cfg;
+    const am_llama_shard *sh = &m->shard;
+    const double B = max_batch, C = cfg->dim, F = sh->ffn_dim, QD = (double)sh->n_heads * cfg->head_dim,
+                 KD = (double)sh->n_kv_heads * cfg->head_dim;
+    /* The buffers am__llama_ctx_create allocates besides the pools (x, xb, proj; q, att;
+     * k_new, v_new; hb, hb2; logits rows), in floats. */
+    const double act = B * (3 * C + 2 * QD + 2 * KD + 2 * F) + (double)AM_LLAMA_LOGITS_ROWS * sh->n_vocab;
+    const double weights = be->host_memory ? 0.0
+                                           : (double)am_llama_weight_bytes(m) +
+                                                 (double)m->tok_embeddings.rows * (double)m->tok_embeddings.row_bytes;
+    const double used = (double)(total_b - free_b);
+    const double budget = fraction * (double)total_b - used - weights - 4.0 * act - (double)AM_LLAMA_KV_RESERVE_BYTES;
+    const double per_block = 2.0 * cfg->n_layers * (double)block_size * KD * sizeof(float); /* K and V */
+    const double fit = budget / per_block;
+    if (fit < 1.0)
+        return am_err_set(AM_ENOMEM,
+                          "KV cache: %g of %.1f GiB is %.1f GiB, but %.1f GiB is in use, the weights take "
+                          "%.1f GiB and the activations of %d rows %.2f GiB: no room for one block of %d positions "
+                          "(%.1f MiB)",
+                          fraction, total_b / 1073741824.0, fraction * total_b / 1073741824.0, used / 1073741824.0,
+                          weights / 1073741824.0, max_batch, 4.0 * act / 1073741824.0, block_size,
+                          per_block / 1048576.0);
+    *n_blocks = fit > AM_LLAMA_MAX_KV_BLOCKS ? AM_LLAMA_MAX_KV_BLOCKS : (int32_t)fit;
+    AM_LOGI("KV cache: %d blocks of %d positions (%.1f GiB) in %.2f of %s's %.1f GiB", *n_blocks, block_size,
+            *n_blocks * per_block / 1073741824.0, fraction, be->name, total_b / 1073741824.0);
+    return 0;
 }
 
 int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *comm, int32_t n_blocks,

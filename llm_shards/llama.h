@@ -151,6 +151,20 @@ int am_llama_ctx_new(const am_llama_model *m, am_backend *be, int32_t n_ctx, int
 int am_llama_ctx_new_paged(const am_llama_model *m, am_backend *be, int32_t n_blocks,
                            int32_t block_size, int32_t max_batch, am_llama_ctx **out);
 void am_llama_ctx_destroy(am_llama_ctx **p);
+
+/* KV blocks of block_size positions that fit when this process may use
+ * `fraction` (0 < fraction <= 1) of the backend's memory (core/backend_open.h:
+ * the GPU's, or the machine's RAM on the CPU) for everything: what is in use
+ * already, this model's weights (when the backend copies them: not the CPU's
+ * mapped ones), a context's activation buffers for max_batch rows, a
+ * AM_LLAMA_KV_RESERVE_BYTES margin for the backend's scratch, and the cache
+ * gets the rest (vLLM's --gpu-memory-utilization, measured before the weights
+ * are loaded). Call before am_llama_ctx_new_paged on the same backend. 0, or
+ * AM_EINVAL (fraction), AM_ENOMEM (not even one block fits: the message gives
+ * the budget), AM_EIO (memory could not be read). */
+#define AM_LLAMA_KV_RESERVE_BYTES ((size_t)512 << 20)
+int am_llama_kv_blocks_fit(const am_llama_model *m, am_backend *be, double fraction,
+                           int32_t block_size, int32_t max_batch, int32_t *n_blocks);
 /* Forgets the sequence (positions restart at 0). */
 void am_llama_ctx_reset(am_llama_ctx *c);
 /* Positions already in the KV cache (contiguous contexts). */

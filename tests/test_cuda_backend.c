@@ -24,6 +24,7 @@
 #include "core/backend_open.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "core/file.h"
 #include "core/ref_ops.h"
 #include "llm_shards/sampler.h"
 #ifdef AM_HAVE_CUDA
@@ -34,6 +35,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TOL_F32       1e-4
 #define TOL_HALF_GEMM 1e-2
@@ -389,7 +391,7 @@ static void test_kv_store(void) {
     for (int bi = 0; bi < 2; bi++) {
         paged_case pc;
         const int64_t Hkv = 4, D = 64;
-        paged_case_init(&pc, bi ? 64 : 16, Hkv * D + (bi ? 0 : 8), 3, ms, pos0s);
+        paged_case_init(&pc, bi ? 64 : 16, Hkv * D + (bi ? 0 : 7), 3, ms, pos0s); /* 263: the one-float path */
         const int64_t pool = pc.n_blocks * pc.bs * pc.stride, M = pc.m_total;
         float *k = fmalloc(pool), *v = fmalloc(pool), *kn = fmalloc(M * pc.stride),
               *vn = fmalloc(M * pc.stride);
@@ -647,13 +649,76 @@ static void test_sampling(void) {
 #endif
 }
 
+/* AM_CUDA_PROFILE=1: a backend made with it prints one row per op it ran, with
+ * the number of calls, when destroyed (its stderr is read back from a file);
+ * the device's memory is reported. */
+static void test_profile_and_memory(void) {
+#ifdef AM_HAVE_CUDA
+    size_t free_b = 0, total_b = 0;
+    CHECK_OK(am_backend_memory(gpu, &free_b, &total_b));
+    CHECK(free_b > 0 && free_b <= total_b);
+    char path[] = "/tmp/am_cuda_profile.XXXXXX";
+    const int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    fflush(stderr);
+    const int saved = dup(2);
+    dup2(fd, 2);
+    setenv("AM_CUDA_PROFILE", "1", 1);
+    am_backend *pb = NULL;
+    const int rc = am_backend_open("cuda", 1, &pb);
+    unsetenv("AM_CUDA_PROFILE");
+    if (!rc) {
+        const int64_t K = 512, N = 64;
+        float *x = fmalloc(K), *w = fmalloc(K), *y = fmalloc(N);
+        fill(x, K, 1.0), fill(w, K, 1.0);
+        am_matrix hw = host_matrix(AM_DTYPE_F16, N, K), dw;
+        float *dx = pb->ops->alloc(pb, (size_t)K * 4), *dw_n = pb->ops->alloc(pb, (size_t)K * 4),
+              *dy = pb->ops->alloc(pb, (size_t)N * 4);
+        pb->ops->upload(pb, dx, x, (size_t)K * 4);
+        pb->ops->upload(pb, dw_n, w, (size_t)K * 4);
+        CHECK_OK(pb->ops->upload_matrix(pb, &hw, &dw));
+        for (int i = 0; i < 3; i++) pb->ops->rmsnorm(pb, dx, dx, dw_n, 1, K, 1e-5f);
+        CHECK_OK(pb->ops->matmul(pb, &dw, dx, dy, 1));
+        CHECK_OK(pb->ops->download(pb, y, dy, (size_t)N * 4));
+        pb->ops->free(pb, dx), pb->ops->free(pb, dw_n), pb->ops->free(pb, dy);
+        free(x), free(w), free(y), free((void *)hw.data);
+    }
+    am_backend_destroy(&pb);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    CHECK_OK(rc);
+    size_t n = 0;
+    void *data = NULL;
+    CHECK_OK(am_read_file_limited(path, (size_t)1 << 20, &data, &n));
+    unlink(path);
+    close(fd);
+    if (!data) return;
+    char *log = (char *)am_realloc(data, n + 1); /* NUL-terminated for strstr */
+    if (!log) {
+        am_free(data);
+        return;
+    }
+    log[n] = '\0';
+    printf("%s", log);
+    CHECK(strstr(log, "rmsnorm") != NULL && strstr(log, "matmul (matvec)") != NULL);
+    const char *row = strstr(log, "rmsnorm");
+    long long calls = 0;
+    CHECK(row && sscanf(row, "rmsnorm %lld", &calls) == 1 && calls == 3);
+    CHECK(strstr(log, "busy the device") != NULL);
+    am_free(log);
+#endif
+}
+
 /* The cases run through the harness's table; main below decides first whether
  * there is a device at all. */
 #define main am_test_cases_main
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_memory), AM_TEST(test_matmul), AM_TEST(test_get_rows),
              AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_softmax),
              AM_TEST(test_silu_mul_add), AM_TEST(test_kv_store), AM_TEST(test_attention),
-             AM_TEST(test_encoder_ops), AM_TEST(test_sampling), AM_TEST(teardown))
+             AM_TEST(test_encoder_ops), AM_TEST(test_sampling), AM_TEST(test_profile_and_memory),
+             AM_TEST(teardown))
 #undef main
 
 int main(int argc, char **argv) {

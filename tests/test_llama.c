@@ -6,6 +6,7 @@
  * formats, and the reduced-precision weight paths against f32.
  */
 #include "core/alloc.h"
+#include "core/backend_open.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "llm_shards/generate.h"
@@ -409,11 +410,17 @@ static void test_load_errors(void) {
     free(saved);
 }
 
-static void test_eval_errors(void) {
+/* A tiny f32 GGUF model made in the test's directory as `file`, loaded (NULL on failure). */
+static am_llama_model *tiny_model(const char *file) {
     char path[300];
-    CHECK_OK(make("tiny", 1, AM_FORMAT_GGUF, AM_DTYPE_F32, 3, tmp_path("err.gguf", path, sizeof path), NULL));
+    CHECK_OK(make("tiny", 1, AM_FORMAT_GGUF, AM_DTYPE_F32, 3, tmp_path(file, path, sizeof path), NULL));
     am_llama_model *m = NULL;
     CHECK_OK(am_llama_load(path, &m));
+    return m;
+}
+
+static void test_eval_errors(void) {
+    am_llama_model *m = tiny_model("err.gguf");
     if (!m) return;
     am_backend *be = cpu();
     am_llama_ctx *ctx = NULL;
@@ -431,6 +438,41 @@ static void test_eval_errors(void) {
     am_gen_result r;
     CHECK_EQ_INT(am_generate(ctx, NULL, ids, 4, &gp, NULL, NULL, &r), AM_ERANGE);
     am_llama_ctx_destroy(&ctx);
+    am_backend_destroy(&be);
+    am_llama_destroy(&m);
+}
+
+/* The KV cache sized from a memory fraction: more memory, more blocks; a context
+ * with that many blocks can be made; nonsense fractions and too little memory are
+ * errors that say so. */
+static void test_kv_blocks_fit(void) {
+    am_llama_model *m = tiny_model("fit.gguf");
+    if (!m) return;
+    am_backend *be = cpu();
+    size_t free_b = 0, total_b = 0;
+    CHECK_OK(am_backend_memory(be, &free_b, &total_b));
+    CHECK(free_b > 0 && free_b <= total_b);
+    /* What is in use now, the reserve, and 64 MiB for a small cache. */
+    const double in_use = (double)(total_b - free_b) / (double)total_b;
+    const double some = in_use + (double)(AM_LLAMA_KV_RESERVE_BYTES + ((size_t)64 << 20)) / (double)total_b;
+    int32_t small = 0, big = 0;
+    CHECK_OK(am_llama_kv_blocks_fit(m, be, some < 1.0 ? some : 1.0, 16, 8, &small));
+    CHECK_OK(am_llama_kv_blocks_fit(m, be, 1.0, 16, 8, &big));
+    CHECK(small >= 1 && big > small);
+    am_llama_ctx *ctx = NULL;
+    const int32_t n = small < 4096 ? small : 4096;
+    CHECK_OK(am_llama_ctx_new_paged(m, be, n, 16, 8, &ctx));
+    CHECK(ctx && am_llama_ctx_n_blocks(ctx) == n);
+    am_llama_ctx_destroy(&ctx);
+    int32_t none = -1;
+    CHECK_EQ_INT(am_llama_kv_blocks_fit(m, be, 0.0, 16, 8, &none), AM_EINVAL);
+    CHECK(strstr(am_err_msg(), "fraction") != NULL);
+    CHECK_EQ_INT(am_llama_kv_blocks_fit(m, be, 1.5, 16, 8, &none), AM_EINVAL);
+    if (in_use > 0.002) { /* a fraction below what is already in use leaves nothing */
+        CHECK_EQ_INT(am_llama_kv_blocks_fit(m, be, in_use / 2, 16, 8, &none), AM_ENOMEM);
+        CHECK(strstr(am_err_msg(), "no room") != NULL);
+        CHECK_EQ_INT(none, 0);
+    }
     am_backend_destroy(&be);
     am_llama_destroy(&m);
 }
@@ -535,4 +577,5 @@ static void teardown(void) {
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_hf_logits), AM_TEST(test_formats_agree), AM_TEST(test_llama2c_runc),
              AM_TEST(test_dtypes_vs_f32), AM_TEST(test_logits_independent_of_step), AM_TEST(test_load_errors), AM_TEST(test_eval_errors),
-             AM_TEST(test_embedding_rows), AM_TEST(test_llava_decoder), AM_TEST(teardown))
+             AM_TEST(test_kv_blocks_fit), AM_TEST(test_embedding_rows), AM_TEST(test_llava_decoder),
+             AM_TEST(teardown))

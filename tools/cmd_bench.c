@@ -259,7 +259,7 @@ out:
 
 static void help_batch(void) {
     printf("usage: anymal bench batch --model PATH [--batch B] [--prompt-tokens N] [--gen-tokens M]\n"
-           "                         [--max-batch R] [--block-size S] [--threads T]\n"
+           "                         [--max-batch R] [--block-size S] [--threads T] [--memory-fraction F]\n"
            "                         [--device cpu|cuda|cuda:N] [--tp P [--allreduce-dtype f32|bf16]]\n\n"
            "Submits B requests (default 32) of N pseudo-random prompt tokens (default 512) at once to\n"
            "the continuous-batching scheduler, each generating M tokens (default 128, greedy, EOS\n"
@@ -268,6 +268,9 @@ static void help_batch(void) {
            "its first token), prefill_tok_per_s, ttft_ms_p50/p90/p99, itl_ms_p50/p90/p99 (inter-token\n"
            "latency), the GFLOP/s of both phases and of the GEMM behind them measured in the same run\n"
            "(the model's gate matrix at M = B and M = R, and an f32 GEMM of the same shape).\n"
+           "The KV cache holds all B sequences at their full length, or with --memory-fraction F\n"
+           "(0 < F <= 1) whatever fits in F of the device's memory after the weights and activations\n"
+           "(as a serving shard sizes it); max_running in the output tells how many ran at once.\n"
            "With --tp P > 1 the leader of a shard group of P ranks runs it (mpirun).\n",
            AM_SCHED_DEFAULT_BLOCK_SIZE);
 }
@@ -278,6 +281,7 @@ static int bench_batch(int argc, char **argv) {
     bench_opts o;
     bench_opts_init(&o, 512, 128);
     int64_t batch = 32, max_batch = 512, block = AM_SCHED_DEFAULT_BLOCK_SIZE;
+    double mem_fraction = 0.0; /* 0: a cache sized for the whole batch */
     int rc;
     const char *opt;
     while ((opt = am_cli_next(&cli))) {
@@ -290,6 +294,8 @@ static int bench_batch(int argc, char **argv) {
             if ((rc = am_cli_int(&cli, 1, 65536, &max_batch))) return rc;
         } else if (!strcmp(opt, "--block-size")) {
             if ((rc = am_cli_int(&cli, 1, 65536, &block))) return rc;
+        } else if (!strcmp(opt, "--memory-fraction")) {
+            if ((rc = am_cli_float(&cli, 1e-3, 1.0, &mem_fraction))) return rc;
         } else if ((rc = bench_opt(&cli, opt, &o)) == 0) {
             return am_cli_fail(&cli, "unknown option '%s'", opt);
         } else if (rc != 1) {
@@ -298,6 +304,7 @@ static int bench_batch(int argc, char **argv) {
     }
     if (!o.model_path) return am_cli_fail(&cli, "--model is required");
     if (o.n_ranks > 1) {
+        if (mem_fraction > 0.0) return am_cli_fail(&cli, "--memory-fraction is not supported with --tp yet");
         char nb[24], nr[24];
         snprintf(nb, sizeof nb, "%lld", (long long)batch);
         snprintf(nr, sizeof nr, "%lld", (long long)max_batch);
@@ -311,8 +318,11 @@ static int bench_batch(int argc, char **argv) {
     am_backend *be = NULL;
     am_llama_ctx *ctx = NULL;
     am_batch_bench_opts bo = {(int32_t)batch, (int32_t)n_prompt, (int32_t)n_gen, (int32_t)max_batch, (int32_t)block};
+    int32_t n_blocks = am_batch_bench_blocks(&bo);
     if ((rc = am_llama_load(model_path, &m)) || (rc = am_backend_open(device, (int)n_threads, &be)) ||
-        (rc = am_llama_ctx_new_paged(m, be, am_batch_bench_blocks(&bo), (int32_t)block, (int32_t)max_batch, &ctx)) ||
+        (mem_fraction > 0.0 &&
+         (rc = am_llama_kv_blocks_fit(m, be, mem_fraction, (int32_t)block, (int32_t)max_batch, &n_blocks))) ||
+        (rc = am_llama_ctx_new_paged(m, be, n_blocks, (int32_t)block, (int32_t)max_batch, &ctx)) ||
         (rc = am_batch_bench_run(ctx, be, &bo, model_path, NULL, stdout)))
         rc = am_cli_error("bench batch", rc);
     am_llama_ctx_destroy(&ctx);

@@ -13,6 +13,12 @@
 # Raw JSON lines and logs go to $OUT. Environment: BUILD (default build), MODEL
 # (default /tmp/anymal-gpu/7b-f16), OUT (default $BUILD/gpu-check), CUDA_ARCH
 # (default native), PYTHON (default python3), SKIP_HF=1 to leave out the baseline.
+# BUNDLE=DIR: a GPU machine without our Debian packages: DIR is an unpacked
+# ../shared/tools/gpu-bundle archive of anymal, the gpu-labelled test programs and
+# hbm_peak, built elsewhere; stages 1-2 then run its bin/test_* programs instead of
+# building and ctest. PROFILE=1 adds a batch-1 and a batch-64 run with
+# AM_CUDA_PROFILE=1 (per-op device and host times, core/cuda/cuda_profile.cu).
+# EXTRA_RUNS="B:N:M:FRACTION ..." adds runs with --memory-fraction FRACTION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -33,26 +39,49 @@ BENCH_TIMEOUT_S=300
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "build ($BUILD, Release, AM_CUDA=ON, CUDA architectures $CUDA_ARCH)"
-timeout "$BUILD_TIMEOUT_S" cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAM_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" >/dev/null
-timeout "$BUILD_TIMEOUT_S" cmake --build "$BUILD" -j "$JOBS"
-mkdir -p "$OUT"
-
-step "ctest -L gpu"
 # A failure does not stop the benchmarks (device time is scarce); it sets the exit status.
 status=0
-(cd "$BUILD" && timeout "$TEST_TIMEOUT_S" ctest -L gpu --output-on-failure) | tee "$OUT/ctest-gpu.log" || status=1
-if grep -q "Skipped" "$OUT/ctest-gpu.log"; then
-  echo "check.sh: gpu tests were skipped on a machine that should have a GPU (see above)" >&2
-  status=1
+if [ -n "${BUNDLE:-}" ]; then
+  # shellcheck disable=SC1091
+  . "$BUNDLE/env.sh"
+  BIN="$BUNDLE/bin"
+  mkdir -p "$OUT"
+  step "gpu tests from the bundle ($BUNDLE)"
+  : >"$OUT/ctest-gpu.log"
+  for t in "$BIN"/test_*; do
+    rc=0
+    AM_SOURCE_DIR=$PWD AM_SHARED_DIR=$PWD/../shared AM_BIN_DIR=$BIN timeout "$TEST_TIMEOUT_S" "$t" \
+      >"$OUT/$(basename "$t").log" 2>&1 || rc=$?
+    tail -5 "$OUT/$(basename "$t").log"
+    case $rc in
+      0) echo "$(basename "$t"): Passed" | tee -a "$OUT/ctest-gpu.log" ;;
+      77) echo "$(basename "$t"): Skipped" | tee -a "$OUT/ctest-gpu.log"; status=1 ;;
+      *) echo "$(basename "$t"): Failed (exit $rc)" | tee -a "$OUT/ctest-gpu.log"; status=1 ;;
+    esac
+  done
+  step "peak memory bandwidth"
+  "$BIN/hbm_peak" | tee "$OUT/hbm_peak.txt"
+else
+  BIN="$BUILD/bin"
+  step "build ($BUILD, Release, AM_CUDA=ON, CUDA architectures $CUDA_ARCH)"
+  timeout "$BUILD_TIMEOUT_S" cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DAM_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" >/dev/null
+  timeout "$BUILD_TIMEOUT_S" cmake --build "$BUILD" -j "$JOBS"
+  mkdir -p "$OUT"
+
+  step "ctest -L gpu"
+  (cd "$BUILD" && timeout "$TEST_TIMEOUT_S" ctest -L gpu --output-on-failure) | tee "$OUT/ctest-gpu.log" || status=1
+  if grep -q "Skipped" "$OUT/ctest-gpu.log"; then
+    echo "check.sh: gpu tests were skipped on a machine that should have a GPU (see above)" >&2
+    status=1
+  fi
+
+  step "peak memory bandwidth"
+  nvcc -O2 -o "$OUT/hbm_peak" bench/gpu/hbm_peak.cu
+  "$OUT/hbm_peak" | tee "$OUT/hbm_peak.txt"
 fi
 
-step "peak memory bandwidth"
-nvcc -O2 -o "$OUT/hbm_peak" bench/gpu/hbm_peak.cu
-"$OUT/hbm_peak" | tee "$OUT/hbm_peak.txt"
-
-ANYMAL="$BUILD/bin/anymal"
+ANYMAL="$BIN/anymal"
 if [ ! -f "$MODEL/config.json" ]; then
   step "mkmodel: 7b shape, f16, safetensors -> $MODEL"
   mkdir -p "$(dirname "$MODEL")"
@@ -66,6 +95,23 @@ for spec in "$RUN_B1" "$RUN_B64"; do
   timeout "$BENCH_TIMEOUT_S" "$ANYMAL" bench batch --device cuda --model "$MODEL" --batch "$b" \
     --prompt-tokens "$n" --gen-tokens "$m" | tee -a "$OUT/anymal.jsonl"
 done
+
+for spec in ${EXTRA_RUNS:-}; do
+  IFS=: read -r b n m f <<<"$spec"
+  step "anymal bench batch --device cuda --batch $b --prompt-tokens $n --gen-tokens $m --memory-fraction $f"
+  timeout "$BENCH_TIMEOUT_S" "$ANYMAL" bench batch --device cuda --model "$MODEL" --batch "$b" \
+    --prompt-tokens "$n" --gen-tokens "$m" --max-batch "$((b > 512 ? b : 512))" --memory-fraction "$f" \
+    | tee "$OUT/extra-$b.jsonl"
+done
+
+if [ "${PROFILE:-0}" = 1 ]; then
+  for spec in 1:512:32 64:128:16; do
+    IFS=: read -r b n m <<<"$spec"
+    step "profile: AM_CUDA_PROFILE=1 anymal bench batch --batch $b --prompt-tokens $n --gen-tokens $m"
+    AM_CUDA_PROFILE=1 timeout "$BENCH_TIMEOUT_S" "$ANYMAL" bench batch --device cuda --model "$MODEL" \
+      --batch "$b" --prompt-tokens "$n" --gen-tokens "$m" 2>&1 | tee "$OUT/profile-$b.txt"
+  done
+fi
 
 : >"$OUT/hf.jsonl"
 if [ "${SKIP_HF:-0}" != 1 ]; then

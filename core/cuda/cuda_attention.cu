@@ -29,9 +29,11 @@
 /* Keys per tile at most (for small D, where TILE_FLOATS / D would be large). */
 #define AM_CUDA_ATTN_MAX_TILE 256
 #define AM_CUDA_ATTN_THREADS  128
-/* Splitting the keys: fewest keys per part and most parts. */
-#define AM_CUDA_ATTN_SPLIT_MIN_KEYS 256
-#define AM_CUDA_ATTN_MAX_SPLITS     32
+/* Splitting the keys: fewest keys per part and most parts. 256 keys per part
+ * left a batch-1 decode over 544 keys of a 32-head model with 64 blocks for
+ * 132 multiprocessors (~200 us per layer on an H200). */
+#define AM_CUDA_ATTN_SPLIT_MIN_KEYS 64
+#define AM_CUDA_ATTN_MAX_SPLITS     64
 
 /* Ints per row record in the pack. */
 #define AM_CUDA_ROW_INTS 3
@@ -99,13 +101,22 @@ __device__ __forceinline__ int64_t kv_row(const int32_t *table, int64_t block_si
 
 /* ---- kv_store ---- */
 
-/* Block r = row record r: copies its kv_stride floats of k_new and v_new into the pool. */
+/* Block (r, j) = chunk j of row record r: copies its part of the row's kv_stride floats of
+ * k_new and v_new into the pool (VEC: four floats per load; rows 16-byte aligned). A
+ * decode step stores one row per sequence: one block per row left it on a single
+ * multiprocessor. */
+template <int VEC>
 __global__ void kv_store_kernel(float *k, float *v, /* (n_blocks * block_size, stride) */
                                 const float *k_new, const float *v_new, /* (M, stride) */
                                 const int32_t *pack, int64_t block_size, int64_t stride) {
     const int32_t *rec = pack + (int64_t)blockIdx.x * AM_CUDA_ROW_INTS;
     const int64_t src = rec[0], dst = kv_row(pack + rec[2], block_size, rec[1]);
-    for (int64_t e = threadIdx.x; e < stride; e += blockDim.x) {
+    const int64_t e = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * (VEC ? 4 : 1);
+    if (e >= stride) return;
+    if (VEC) {
+        *(float4 *)(k + dst * stride + e) = *(const float4 *)(k_new + src * stride + e);
+        *(float4 *)(v + dst * stride + e) = *(const float4 *)(v_new + src * stride + e);
+    } else {
         k[dst * stride + e] = k_new[src * stride + e];
         v[dst * stride + e] = v_new[src * stride + e];
     }
@@ -114,11 +125,20 @@ __global__ void kv_store_kernel(float *k, float *v, /* (n_blocks * block_size, s
 void am__cuda_kv_store(am_backend *b, const am_kv_pages *pages, const float *k_new,
                        const float *v_new, const am_attn_seq *seqs, int n_seqs) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
+    AM_CUDA_PROFILE_OP(c, "kv_store");
     if (n_seqs <= 0 || c->error) return;
     packed_seqs ps;
     if (pack_seqs(c, seqs, n_seqs, pages->block_size, &ps, "kv_store") || ps.n_rows == 0) return;
-    kv_store_kernel<<<(unsigned)ps.n_rows, AM_CUDA_THREADS, 0, c->stream>>>(
-        pages->k, pages->v, k_new, v_new, ps.dev, pages->block_size, pages->kv_stride);
+    const int64_t S = pages->kv_stride;
+    const int vec = S % 4 == 0 && ((uintptr_t)pages->k | (uintptr_t)pages->v | (uintptr_t)k_new |
+                                   (uintptr_t)v_new) % 16 == 0;
+    const dim3 grid((unsigned)ps.n_rows, am__cuda_blocks(vec ? S / 4 : S, AM_CUDA_THREADS));
+    if (vec)
+        kv_store_kernel<1><<<grid, AM_CUDA_THREADS, 0, c->stream>>>(
+            pages->k, pages->v, k_new, v_new, ps.dev, pages->block_size, S);
+    else
+        kv_store_kernel<0><<<grid, AM_CUDA_THREADS, 0, c->stream>>>(
+            pages->k, pages->v, k_new, v_new, ps.dev, pages->block_size, S);
     AM_CUDA_LAUNCHED(c, "kv_store");
 }
 
@@ -290,6 +310,9 @@ void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_p
                         const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
                         int head_dim) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
+    int64_t n_rows = 0; /* one row per sequence: a decode step */
+    for (int s = 0; s < n_seqs; s++) n_rows += seqs[s].m;
+    AM_CUDA_PROFILE_OP(c, n_rows == n_seqs ? "attention (decode)" : "attention (prefill)");
     if (n_seqs <= 0 || c->error) return;
     if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 ||
         head_dim > AM_CUDA_ATTN_MAX_HEAD_DIM || pages->block_size <= 0) {

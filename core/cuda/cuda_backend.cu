@@ -180,6 +180,7 @@ static int cuda_download(am_backend *b, void *dst, const void *src, size_t bytes
     if (bytes) e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
     if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
     if (e != cudaSuccess) am__cuda_check(c, "download", e);
+    am__cuda_prof_harvest(c); /* the device is idle: read the op timings for free */
     return cuda_report(c);
 }
 
@@ -271,6 +272,7 @@ static void cuda_destroy(am_backend *b) {
     am__cuda_ctx *c = &cb->ctx;
     cudaSetDevice(c->device);
     if (c->stream) cudaStreamSynchronize(c->stream);
+    am__cuda_prof_free(c);
     for (size_t i = 0; i < c->n_owned; i++)
         cudaFree(c->owned[i]);
     am_free(c->owned);
@@ -324,9 +326,19 @@ int am_cuda_device_count(void) {
 
 int am_cuda_is_backend(const am_backend *b) { return b && b->ops == &cuda_ops; }
 
+int am_cuda_memory(am_backend *b, size_t *free_bytes, size_t *total_bytes) {
+    am__cuda_ctx *c = am__cuda_ctx_of(b);
+    cudaSetDevice(c->device);
+    const cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
+    if (e == cudaSuccess) return 0;
+    cudaGetLastError();
+    return am_err_set(AM_EIO, "CUDA device %d: cudaMemGetInfo: %s", c->device, cudaGetErrorString(e));
+}
+
 int am_cuda_synchronize(am_backend *b) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
     if (!c->error) am__cuda_check(c, "synchronize", cudaStreamSynchronize(c->stream));
+    am__cuda_prof_harvest(c);
     return cuda_report(c);
 }
 
@@ -375,6 +387,10 @@ int am_cuda_backend_new(int device, am_backend **out) {
         return rc;
     }
     c->n_sm = prop.multiProcessorCount;
+    if ((rc = am__cuda_prof_new(c))) {
+        cuda_destroy(&cb->base);
+        return rc;
+    }
     cublasStatus_t st = am__cublas.create(&c->cublas);
     if (st == CUBLAS_STATUS_SUCCESS) st = am__cublas.set_stream(c->cublas, c->stream);
     /* TF32 off unless asked for: f32 weights then multiply as exactly as the CPU. */

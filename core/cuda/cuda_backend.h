@@ -42,6 +42,10 @@
  * the device (grown when an op needs more, never shrunk), so a steady decode
  * loop allocates nothing.
  *
+ * Profiling: with AM_CUDA_PROFILE=1 in the environment every op is timed with
+ * CUDA events and a per-op table goes to stderr when the backend is destroyed
+ * (core/cuda/cuda_profile.cu).
+ *
  * A backend must be used by one thread at a time.
  */
 #ifndef AM_CUDA_BACKEND_H
@@ -77,6 +81,9 @@ int am_cuda_is_backend(const am_backend *b);
 /* Waits for all work queued on b. Returns 0, or AM_EIO with the first error
  * any earlier op hit (then the backend is unusable: CUDA errors are sticky). */
 int am_cuda_synchronize(am_backend *b);
+
+/* The device's free and total memory in bytes (cudaMemGetInfo). 0 or AM_EIO. */
+int am_cuda_memory(am_backend *b, size_t *free_bytes, size_t *total_bytes);
 
 /* Device sampling over logits (M, N) in device memory, one token per row,
  * written to ids (M) in host memory; waits for the result. Same rules as

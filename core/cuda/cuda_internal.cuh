@@ -12,6 +12,7 @@
 extern "C" {
 #include "core/alloc.h"
 #include "core/backend.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 }
@@ -43,6 +44,8 @@ typedef struct {
     int valid;
 } am__cuda_chan;
 
+typedef struct am__cuda_prof am__cuda_prof; /* cuda_profile.cu */
+
 typedef struct am__cuda_ctx {
     int device;
     int n_sm; /* streaming multiprocessors */
@@ -65,6 +68,7 @@ typedef struct am__cuda_ctx {
     am__cuda_chan ints_chan; /* host ids/pos arrays */
     int32_t *pack;           /* host buffer where seqs are packed (cuda_attention.cu) */
     size_t pack_cap;         /* its capacity in int32s */
+    am__cuda_prof *prof;     /* per-op timing when AM_CUDA_PROFILE=1, else NULL */
 } am__cuda_ctx;
 
 static inline am__cuda_ctx *am__cuda_ctx_of(am_backend *b) { return (am__cuda_ctx *)b->ctx; }
@@ -114,6 +118,37 @@ static inline unsigned am__cuda_blocks(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
     return (unsigned)(b > 0 ? b : 1);
 }
+
+/* ---- per-op timing (cuda_profile.cu; AM_CUDA_PROFILE=1) ---- */
+
+/* Sets c->prof when AM_CUDA_PROFILE=1 (0, or AM_ENOMEM / AM_EIO). */
+int am__cuda_prof_new(am__cuda_ctx *c);
+/* Prints the table (stderr) and frees c->prof; accepts c->prof == NULL. */
+void am__cuda_prof_free(am__cuda_ctx *c);
+/* Adds up the finished ops' times; call where the host waits for the device anyway. */
+void am__cuda_prof_harvest(am__cuda_ctx *c);
+typedef struct {
+    int pair;      /* its event pair, -1 inside another op's scope */
+    int64_t t0_us; /* host clock at entry */
+} am__cuda_prof_scope;
+void am__cuda_prof_enter(am__cuda_ctx *c, am__cuda_prof_scope *s, const char *op);
+void am__cuda_prof_exit(am__cuda_ctx *c, am__cuda_prof_scope *s, const char *op);
+
+/* Times the rest of the enclosing block as op `op` when profiling is on. */
+struct am__cuda_prof_guard {
+    am__cuda_ctx *c;
+    const char *op;
+    am__cuda_prof_scope s;
+    am__cuda_prof_guard(am__cuda_ctx *ctx, const char *name) : c(ctx->prof ? ctx : nullptr), op(name), s() {
+        if (c) am__cuda_prof_enter(c, &s, op);
+    }
+    ~am__cuda_prof_guard() {
+        if (c) am__cuda_prof_exit(c, &s, op);
+    }
+    am__cuda_prof_guard(const am__cuda_prof_guard &) = delete;
+    am__cuda_prof_guard &operator=(const am__cuda_prof_guard &) = delete;
+};
+#define AM_CUDA_PROFILE_OP(c, op) am__cuda_prof_guard am__prof_guard_((c), (op))
 
 /* ---- ops (am_backend_ops order) ---- */
 

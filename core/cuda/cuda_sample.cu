@@ -213,6 +213,7 @@ static int finish(am__cuda_ctx *c, am_backend *b, int32_t *ids, const int32_t *d
 
 int am_cuda_argmax(am_backend *b, const float *logits, int64_t m, int64_t n, int32_t *ids) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
+    AM_CUDA_PROFILE_OP(c, "argmax");
     if (c->error) return am_err_set(AM_EIO, "%s", c->error_msg);
     if (m <= 0 || n <= 0 || m > INT32_MAX)
         return am_err_set(AM_EINVAL, "cuda argmax: %lld rows of %lld logits", (long long)m,
@@ -227,6 +228,7 @@ int am_cuda_sample_topk_topp(am_backend *b, const float *logits, int64_t m, int6
                              float temperature, int32_t top_k, float top_p, const float *uniform,
                              int32_t *ids) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
+    AM_CUDA_PROFILE_OP(c, "sample_topk_topp");
     if (c->error) return am_err_set(AM_EIO, "%s", c->error_msg);
     if (m <= 0 || n <= 0 || m > INT32_MAX || n > INT32_MAX)
         return am_err_set(AM_EINVAL, "cuda sampling: %lld rows of %lld logits", (long long)m,
