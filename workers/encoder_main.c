@@ -1,4 +1,9 @@
-/* tools/encoder_main.c - `anymal-encoder`: an encoder worker process (workers/encoder_worker.h). */
+/* workers/encoder_main.c - `anymal-encoder`: an encoder worker process (workers/encoder_worker.h).
+ *
+ * A program's main sits beside its actor (docs/glossary.md); like every
+ * program it parses its options with tools/cli.h, the one tools/ header that
+ * a main outside tools/ includes.
+ */
 #include "core/backend_open.h"
 #include "core/error.h"
 #include "proto/proto.h"

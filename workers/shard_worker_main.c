@@ -1,4 +1,4 @@
-/* tools/shard_worker_main.c - `mpirun -np P anymal-shard-worker --coordinator EP --model PATH`:
+/* workers/shard_worker_main.c - `mpirun -np P anymal-shard-worker --coordinator EP --model PATH`:
  * a shard group serving a coordinator.
  *
  * Every rank loads its slice (llm_shards/shard_group.h). Rank 0 creates the
@@ -6,7 +6,8 @@
  * registers the group, feeds GENERATE/EMBED/CANCEL into the scheduler and
  * streams TOKEN messages; the other ranks serve its steps. SIGTERM/SIGINT on
  * the leader stop the group cleanly (followers ignore them and leave when the
- * leader stops the group). Runs without mpirun as a group of one.
+ * leader stops the group). Runs without mpirun as a group of one. Options are
+ * parsed with tools/cli.h, as in every program (docs/glossary.md).
  */
 #include "core/error.h"
 #include "llm_shards/sched.h"
