@@ -150,7 +150,7 @@ static int parse_part(am_cli *cli, const char *opt, client_opts *o) {
 }
 
 /* The value of the current option into *out as the field's type: 0, or
- * AM_EXIT_USAGE (message printed by tools/cli.c). */
+ * AM_EXIT_USAGE (message printed by core/cli.c). */
 static int opt_u32(am_cli *cli, int64_t min, int64_t max, uint32_t *out) {
     int64_t v;
     if (am_cli_int(cli, min, max, &v)) return AM_EXIT_USAGE;

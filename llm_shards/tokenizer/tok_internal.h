@@ -1,5 +1,6 @@
 /* llm_shards/tokenizer/tok_internal.h - the tokenizer's private structure and
- * the helpers shared by its source files (loaders, writers, encoder, trainer).
+ * the helpers shared by its source files (loaders, writers, encoder) and by the
+ * synthetic-vocabulary trainer (llm_shards/synthetic_vocab.c, in am_mkmodel).
  *
  * Every loader fills a builder-created am_tokenizer with pieces, then calls
  * am__tok_finish(), which applies the same validation the sentencepiece
