@@ -62,7 +62,8 @@ int am_tokenizer_from_ckpt(const am_ckpt *c, am_tokenizer **out);
  * <unk>, <s>, </s>, the 256 byte pieces, then pieces learned by BPE from a
  * built-in English text (score -rank), then the text's single characters,
  * then UNUSED "<unused_N>" filler pieces if the text runs out of merges.
- * Used by `anymal mkmodel` when no tokenizer is given. */
+ * Used by `anymal mkmodel` when no tokenizer is given. Defined in am_mkmodel
+ * (llm_shards/synthetic_vocab.c), not in am_tokenizer: link am_mkmodel to use it. */
 int am_tokenizer_synthetic(int32_t n_vocab, am_tokenizer **out);
 /* Frees; accepts NULL and *p == NULL; sets *p = NULL. */
 void am_tokenizer_destroy(am_tokenizer **p);

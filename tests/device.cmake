@@ -2,4 +2,4 @@
 # thread group) and the vision encoder on tests/strict_device.h, a CPU backend that
 # checks every pointer like a device, bit-identical to the CPU backend.
 am_add_test(NAME test_device_clean SOURCES test_device_clean.c strict_device.c LABELS unit
-            LIBS am_llm am_encoders Threads::Threads TIMEOUT 300)
+            LIBS am_mkmodel am_encoders Threads::Threads TIMEOUT 300)

@@ -1,6 +1,6 @@
 # Tensor-parallel shard groups (llm_shards/tp.h, comm.h, shard_group.h; tools/anymal_shard.c).
 # test_tp: the slicing and the step protocol with thread ranks (no MPI; runs everywhere).
-am_add_test(NAME test_tp SOURCES test_tp.c LABELS unit LIBS am_llm Threads::Threads TIMEOUT 300)
+am_add_test(NAME test_tp SOURCES test_tp.c LABELS unit LIBS am_mkmodel Threads::Threads TIMEOUT 300)
 am_add_isa_variants(test_tp COMMAND $<TARGET_FILE:test_tp> LABELS unit)
 if(TARGET anymal-shard)
   # Real Open MPI groups through mpirun: P = 1, 2, 4 vs the single-process engine,

@@ -1,53 +1,11 @@
-/* tools/cli.h - shared option parsing for the `anymal` subcommands.
- *
- * Options are `--name value` or `--name=value`; every parse error prints a
- * message naming the option and returns non-zero (exit status 2 = usage).
+/* tools/cli.h - the `anymal` subcommands (tools/cmd_*.c), dispatched by
+ * tools/anymal.c. Their option parsing is core/cli.h, included here because
+ * every subcommand uses it.
  */
 #ifndef AM_CLI_H
 #define AM_CLI_H
 
-#include <stdint.h>
-
-#define AM_EXIT_USAGE 2
-
-typedef struct am_cli {
-    int argc;
-    char **argv;
-    int i;             /* next argument */
-    const char *cmd;   /* subcommand name for messages */
-    const char *name;  /* current option name, without value */
-    const char *value; /* its value when given as --name=value */
-} am_cli;
-
-void am_cli_init(am_cli *c, const char *cmd, int argc, char **argv);
-/* Next option name (e.g. "--model"); NULL at the end. A positional argument
- * is returned as is. */
-const char *am_cli_next(am_cli *c);
-/* The value of the current option (the next argument, or after '='); NULL
- * with a message if missing. */
-const char *am_cli_value(am_cli *c);
-int am_cli_int(am_cli *c, int64_t min, int64_t max, int64_t *out);
-int am_cli_float(am_cli *c, double min, double max, double *out);
-int am_cli_u64(am_cli *c, uint64_t *out);
-/* Prints "anymal CMD: <message>" to stderr and returns AM_EXIT_USAGE. */
-int am_cli_fail(const am_cli *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prints the current error (am_err_msg or am_strerror(rc)) and returns 1. */
-int am_cli_error(const char *cmd, int rc);
-/* The liveness options of the actor processes (docs/reliability.md): --heartbeat-ms N,
- * --liveness N and, for the workers (reconnect != 0), --reconnect-ms MIN[,MAX]
- * (backoff between reconnects; MAX >= MIN, 0 = the default). Fields left 0
- * mean the defaults. am_cli_link_opt takes opt when it is one of them: 1
- * (taken), 0 (not one of them) or AM_EXIT_USAGE (message printed). */
-typedef struct am_cli_link {
-    int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
-} am_cli_link;
-int am_cli_link_opt(am_cli *c, const char *opt, int reconnect, am_cli_link *l);
-/* Parses "1,2,3" (the value of option opt) into a new array of at most max
- * non-negative int32 ids (*ids, free with am_free; *n of them). Returns 0, or
- * with a message printed naming opt: AM_EXIT_USAGE (not a list of ids, empty,
- * more than max) or 1 (out of memory). */
-int am_cli_parse_ids(const char *cmd, const char *opt, const char *s, int64_t max, int32_t **ids,
-                     int64_t *n);
+#include "core/cli.h"
 
 int am_cmd_mkmodel(int argc, char **argv);
 int am_cmd_generate(int argc, char **argv);

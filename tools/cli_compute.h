@@ -1,5 +1,5 @@
-/* tools/cli_compute.h - process setup for the programs that compute (they link
- * the CPU backend; anymal-coordinator, which only routes, does not).
+/* tools/cli_compute.h - process setup for the `anymal` subcommands that compute
+ * (the actor programs call am_cpu_blas_setup directly, as anymal-shard does).
  */
 #ifndef AM_CLI_COMPUTE_H
 #define AM_CLI_COMPUTE_H

@@ -97,152 +97,186 @@ out:;
     return failed ? 1 : 0;
 }
 
-int am_cmd_client(int argc, char **argv) {
+/* Everything the command line says. Parts point into argv, files[] and idbufs[]
+ * (owned here, freed by opts_fini); params.stop points into stops[]. */
+typedef struct client_opts {
+    const char *endpoint;
+    am_client_part parts[CLIENT_MAX_PARTS];
+    void *files[CLIENT_MAX_PARTS];    /* media file contents, by part index */
+    int32_t *idbufs[CLIENT_MAX_PARTS]; /* --prompt-ids arrays, by part index */
+    const char *stops[AM_PROTO_MAX_STOP];
+    int n_parts, print_ids, repeat, conc, timeout_ms, want_health;
+    uint32_t frames; /* --frames for the videos that follow */
+    am_client_params params;
+} client_opts;
+
+static void opts_fini(client_opts *o) {
+    for (int i = 0; i < CLIENT_MAX_PARTS; i++) am_free(o->files[i]), am_free(o->idbufs[i]);
+}
+
+/* Takes one prompt part (--text, --prompt-ids or a media option). 0: taken,
+ * -1: opt is not a part; else the exit status (message printed). */
+static int parse_part(am_cli *cli, const char *opt, client_opts *o) {
+    am_client_part *part = &o->parts[o->n_parts];
+    if (!strcmp(opt, "--text")) {
+        const char *t = am_cli_value(cli);
+        if (!t) return AM_EXIT_USAGE;
+        *part = (am_client_part){.kind = AM_SEG_TEXT, .text = t, .text_len = strlen(t)};
+    } else if (!strcmp(opt, "--prompt-ids")) {
+        const char *t = am_cli_value(cli);
+        if (!t) return AM_EXIT_USAGE;
+        int32_t *ids = NULL;
+        int64_t n = 0;
+        int status = am_cli_parse_ids(CMD, "--prompt-ids", t, CLIENT_MAX_IDS, &ids, &n);
+        if (status) return status;
+        o->idbufs[o->n_parts] = ids;
+        *part = (am_client_part){.kind = AM_SEG_IDS, .ids = ids, .n_ids = (uint32_t)n};
+    } else if (!strcmp(opt, "--image") || !strcmp(opt, "--video") || !strcmp(opt, "--audio") ||
+               !strcmp(opt, "--imu")) {
+        am_modality mod = AM_MOD_COUNT;
+        am_modality_parse(opt + 2, &mod);
+        const char *path = am_cli_value(cli);
+        if (!path) return AM_EXIT_USAGE;
+        size_t len;
+        int rc = am_read_file_limited(path, AM_PROTO_MAX_PAYLOAD_BYTES, &o->files[o->n_parts], &len);
+        if (rc) return am_cli_error(CMD, rc);
+        *part = (am_client_part){.kind = AM_SEG_MEDIA, .modality = (uint8_t)mod,
+                                 .data = o->files[o->n_parts], .len = len, .frames = o->frames};
+    } else {
+        return -1;
+    }
+    o->n_parts++;
+    return 0;
+}
+
+/* The value of the current option into *out as the field's type: 0, or
+ * AM_EXIT_USAGE (message printed by core/cli.c). */
+static int opt_u32(am_cli *cli, int64_t min, int64_t max, uint32_t *out) {
+    int64_t v;
+    if (am_cli_int(cli, min, max, &v)) return AM_EXIT_USAGE;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int opt_i32(am_cli *cli, int64_t min, int64_t max, int32_t *out) {
+    uint32_t v;
+    int rc = opt_u32(cli, min, max, &v);
+    if (!rc) *out = (int32_t)v;
+    return rc;
+}
+
+static int opt_f32(am_cli *cli, double min, double max, float *out) {
+    double d;
+    if (am_cli_float(cli, min, max, &d)) return AM_EXIT_USAGE;
+    *out = (float)d;
+    return 0;
+}
+
+/* Takes one option that is not a prompt part. 0: taken; else the exit status
+ * (message printed). */
+static int parse_setting(am_cli *cli, const char *opt, client_opts *o) {
+    am_client_params *p = &o->params;
+    if (!strcmp(opt, "--coordinator"))
+        return (o->endpoint = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
+    if (!strcmp(opt, "--frames")) return opt_u32(cli, 1, AM_PROTO_MAX_FRAMES_PER_VIDEO, &o->frames);
+    if (!strcmp(opt, "--max-tokens")) return opt_u32(cli, 1, AM_PROTO_MAX_TOKENS, &p->max_tokens);
+    if (!strcmp(opt, "--temperature")) return opt_f32(cli, 0, 100, &p->temperature);
+    if (!strcmp(opt, "--top-k")) return opt_i32(cli, 0, INT32_MAX, &p->top_k);
+    if (!strcmp(opt, "--top-p")) return opt_f32(cli, 1e-6, 1, &p->top_p);
+    if (!strcmp(opt, "--seed")) return am_cli_u64(cli, &p->seed) ? AM_EXIT_USAGE : 0;
+    if (!strcmp(opt, "--stop")) {
+        if (p->n_stop == AM_PROTO_MAX_STOP)
+            return am_cli_fail(cli, "more than %d --stop strings", AM_PROTO_MAX_STOP);
+        return (o->stops[p->n_stop++] = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
+    }
+    if (!strcmp(opt, "--deadline-ms")) return opt_u32(cli, 1, AM_PROTO_MAX_DEADLINE_MS, &p->deadline_ms);
+    if (!strcmp(opt, "--timeout-ms")) return opt_i32(cli, 1, 86400000, &o->timeout_ms);
+    if (!strcmp(opt, "--model")) return (p->model = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
+    if (!strcmp(opt, "--repeat")) return opt_i32(cli, 1, 1000000, &o->repeat);
+    if (!strcmp(opt, "--concurrency")) return opt_i32(cli, 1, 65535, &o->conc);
+    int *flag = !strcmp(opt, "--no-bos")       ? &p->no_bos
+                : !strcmp(opt, "--ignore-eos") ? &p->ignore_eos
+                : !strcmp(opt, "--health")     ? &o->want_health
+                : !strcmp(opt, "--print-ids")  ? &o->print_ids
+                                               : NULL;
+    if (!flag) return am_cli_fail(cli, "unknown option '%s'", opt);
+    *flag = 1;
+    return 0;
+}
+
+/* Parses the command line into o. 1: run the command; 0: stop with *status
+ * (0 after --help, else a usage or file error, message printed). */
+static int parse_opts(int argc, char **argv, client_opts *o, int *status) {
     am_cli cli;
     am_cli_init(&cli, CMD, argc, argv);
-    const char *endpoint = "tcp://127.0.0.1:5555", *opt;
-    am_client_part parts[CLIENT_MAX_PARTS];
-    void *files[CLIENT_MAX_PARTS] = {0};
-    int32_t *idbufs[CLIENT_MAX_PARTS] = {0};
-    const char *stops[AM_PROTO_MAX_STOP];
-    int n_parts = 0, print_ids = 0, repeat = 0, conc = 1, status = 0, timeout_ms = 600000, want_health = 0;
-    uint32_t frames = 0;
-    am_client_params p = {.max_tokens = 32};
-    am_client *c = NULL;
+    const char *opt;
+    *status = 0;
     while ((opt = am_cli_next(&cli))) {
-        int64_t v;
-        double d;
-        am_modality mod = AM_MOD_COUNT;
         if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
             help();
-            goto out;
+            return 0;
         }
-        if (n_parts == CLIENT_MAX_PARTS) {
-            status = am_cli_fail(&cli, "more than %d prompt parts", CLIENT_MAX_PARTS);
-            goto out;
+        if (o->n_parts == CLIENT_MAX_PARTS) {
+            *status = am_cli_fail(&cli, "more than %d prompt parts", CLIENT_MAX_PARTS);
+            return 0;
         }
-        if (!strcmp(opt, "--coordinator")) {
-            if (!(endpoint = am_cli_value(&cli))) goto usage;
-        } else if (!strcmp(opt, "--text")) {
-            const char *t = am_cli_value(&cli);
-            if (!t) goto usage;
-            parts[n_parts++] = (am_client_part){.kind = AM_SEG_TEXT, .text = t, .text_len = strlen(t)};
-        } else if (!strcmp(opt, "--prompt-ids")) {
-            const char *t = am_cli_value(&cli);
-            if (!t) goto usage;
-            int32_t *ids = NULL;
-            int64_t n = 0;
-            if ((status = am_cli_parse_ids(CMD, "--prompt-ids", t, CLIENT_MAX_IDS, &ids, &n)) != 0) goto out;
-            idbufs[n_parts] = ids;
-            parts[n_parts++] = (am_client_part){.kind = AM_SEG_IDS, .ids = ids, .n_ids = (uint32_t)n};
-        } else if (!strcmp(opt, "--image") || !strcmp(opt, "--video") || !strcmp(opt, "--audio") ||
-                   !strcmp(opt, "--imu")) {
-            am_modality_parse(opt + 2, &mod);
-            const char *path = am_cli_value(&cli);
-            if (!path) goto usage;
-            size_t len;
-            int rc = am_read_file_limited(path, AM_PROTO_MAX_PAYLOAD_BYTES, &files[n_parts], &len);
-            if (rc) {
-                status = am_cli_error(CMD, rc);
-                goto out;
-            }
-            parts[n_parts] = (am_client_part){.kind = AM_SEG_MEDIA, .modality = (uint8_t)mod,
-                                              .data = files[n_parts], .len = len, .frames = frames};
-            n_parts++;
-        } else if (!strcmp(opt, "--frames")) {
-            if (am_cli_int(&cli, 1, AM_PROTO_MAX_FRAMES_PER_VIDEO, &v)) goto usage;
-            frames = (uint32_t)v;
-        } else if (!strcmp(opt, "--max-tokens")) {
-            if (am_cli_int(&cli, 1, AM_PROTO_MAX_TOKENS, &v)) goto usage;
-            p.max_tokens = (uint32_t)v;
-        } else if (!strcmp(opt, "--temperature")) {
-            if (am_cli_float(&cli, 0, 100, &d)) goto usage;
-            p.temperature = (float)d;
-        } else if (!strcmp(opt, "--top-k")) {
-            if (am_cli_int(&cli, 0, INT32_MAX, &v)) goto usage;
-            p.top_k = (int32_t)v;
-        } else if (!strcmp(opt, "--top-p")) {
-            if (am_cli_float(&cli, 1e-6, 1, &d)) goto usage;
-            p.top_p = (float)d;
-        } else if (!strcmp(opt, "--seed")) {
-            if (am_cli_u64(&cli, &p.seed)) goto usage;
-        } else if (!strcmp(opt, "--stop")) {
-            if (p.n_stop == AM_PROTO_MAX_STOP) {
-                status = am_cli_fail(&cli, "more than %d --stop strings", AM_PROTO_MAX_STOP);
-                goto out;
-            }
-            if (!(stops[p.n_stop++] = am_cli_value(&cli))) goto usage;
-        } else if (!strcmp(opt, "--deadline-ms")) {
-            if (am_cli_int(&cli, 1, AM_PROTO_MAX_DEADLINE_MS, &v)) goto usage;
-            p.deadline_ms = (uint32_t)v;
-        } else if (!strcmp(opt, "--timeout-ms")) {
-            if (am_cli_int(&cli, 1, 86400000, &v)) goto usage;
-            timeout_ms = (int)v;
-        } else if (!strcmp(opt, "--no-bos")) {
-            p.no_bos = 1;
-        } else if (!strcmp(opt, "--ignore-eos")) {
-            p.ignore_eos = 1;
-        } else if (!strcmp(opt, "--health")) {
-            want_health = 1;
-        } else if (!strcmp(opt, "--model")) {
-            if (!(p.model = am_cli_value(&cli))) goto usage;
-        } else if (!strcmp(opt, "--print-ids")) {
-            print_ids = 1;
-        } else if (!strcmp(opt, "--repeat")) {
-            if (am_cli_int(&cli, 1, 1000000, &v)) goto usage;
-            repeat = (int)v;
-        } else if (!strcmp(opt, "--concurrency")) {
-            if (am_cli_int(&cli, 1, 65535, &v)) goto usage;
-            conc = (int)v;
-        } else {
-            status = am_cli_fail(&cli, "unknown option '%s'", opt);
-            goto out;
-        }
-    }
-    if (want_health) {
-        am_client_health h;
-        int rc = am_client_new(endpoint, &c);
-        if (!rc) rc = am_client_health_get(c, p.model, timeout_ms < 5000 ? timeout_ms : 5000, &h);
+        int rc = parse_part(&cli, opt, o);
+        if (rc < 0) rc = parse_setting(&cli, opt, o);
         if (rc) {
-            status = am_cli_error(CMD, rc);
-            goto out;
+            *status = rc;
+            return 0;
         }
-        printf("{\"healthy\": %s, \"shard_groups\": %u, \"encoders\": %u, \"active_requests\": %u}\n",
-               h.healthy ? "true" : "false", h.shards, h.encoders, h.active);
-        status = h.healthy ? 0 : 1;
-        goto out;
     }
-    if (!n_parts) {
-        status = am_cli_fail(&cli, "the prompt is empty: give --text, --prompt-ids or a media file");
-        goto out;
+    if (!o->want_health && !o->n_parts) {
+        *status = am_cli_fail(&cli, "the prompt is empty: give --text, --prompt-ids or a media file");
+        return 0;
     }
-    p.stop = stops;
-    int rc = am_client_new(endpoint, &c);
-    if (rc) {
-        status = am_cli_error(CMD, rc);
-        goto out;
-    }
-    if (repeat) {
-        status = run_repeat(c, parts, n_parts, &p, repeat, conc, timeout_ms);
-        goto out;
-    }
+    o->params.stop = o->stops;
+    return 1;
+}
+
+/* --health: one HEALTH exchange, printed as JSON; exit status 1 when unhealthy. */
+static int run_health(am_client *c, const client_opts *o) {
+    am_client_health h;
+    int timeout_ms = o->timeout_ms < 5000 ? o->timeout_ms : 5000;
+    int rc = am_client_health_get(c, o->params.model, timeout_ms, &h);
+    if (rc) return am_cli_error(CMD, rc);
+    printf("{\"healthy\": %s, \"shard_groups\": %u, \"encoders\": %u, \"active_requests\": %u}\n",
+           h.healthy ? "true" : "false", h.shards, h.encoders, h.active);
+    return h.healthy ? 0 : 1;
+}
+
+/* One request, its answer streamed to stdout and a summary line to stderr. */
+static int run_once(am_client *c, client_opts *o) {
     am_client_result res;
     int64_t t0 = am_now_ms();
-    rc = am_client_generate(c, parts, n_parts, &p, stream_piece, &print_ids, timeout_ms, &res);
-    if (rc) {
-        printf("\n");
-        status = am_cli_error(CMD, rc);
-        goto out;
-    }
+    int rc = am_client_generate(c, o->parts, o->n_parts, &o->params, stream_piece, &o->print_ids,
+                                o->timeout_ms, &res);
     printf("\n");
+    if (rc) return am_cli_error(CMD, rc);
     fprintf(stderr, "anymal client: finish=%s prompt_tokens=%u completion_tokens=%u latency_ms=%lld\n",
             am_fin_name(res.finish), res.prompt_tokens, res.completion_tokens, (long long)(am_now_ms() - t0));
     am_client_result_fini(&res);
-    goto out;
-usage:
-    status = AM_EXIT_USAGE;
-out:
+    return 0;
+}
+
+int am_cmd_client(int argc, char **argv) {
+    client_opts o = {.endpoint = "tcp://127.0.0.1:5555", .conc = 1, .timeout_ms = 600000,
+                     .params = {.max_tokens = 32}};
+    int status;
+    am_client *c = NULL;
+    if (parse_opts(argc, argv, &o, &status)) {
+        int rc = am_client_new(o.endpoint, &c);
+        if (rc)
+            status = am_cli_error(CMD, rc);
+        else if (o.want_health)
+            status = run_health(c, &o);
+        else if (o.repeat)
+            status = run_repeat(c, o.parts, o.n_parts, &o.params, o.repeat, o.conc, o.timeout_ms);
+        else
+            status = run_once(c, &o);
+    }
     am_client_destroy(&c);
-    for (int i = 0; i < CLIENT_MAX_PARTS; i++) am_free(files[i]), am_free(idbufs[i]);
+    opts_fini(&o);
     return status;
 }

@@ -136,6 +136,102 @@ static void flush_due(leader *L) {
         if (!L->reqs[i]->orphan && now - L->reqs[i]->t_sent >= L->stream_s) flush(L->reqs[i], now);
 }
 
+/* ---- Building a request for the scheduler (try_submit). ---- */
+
+/* A growable array of token ids; v is freed with am_free. */
+typedef struct id_buf {
+    int32_t *v;
+    int64_t n, cap;
+} id_buf;
+
+/* Appends n ids. 0, or AM_ENOMEM with a message. */
+static int ids_append(id_buf *b, const int32_t *ids, int64_t n) {
+    if (n <= 0) return 0;
+    if (b->n + n > b->cap) {
+        int64_t cap = (b->n + n) * 2;
+        int32_t *v = am_realloc(b->v, (size_t)cap * sizeof *v);
+        if (!v)
+            return am_err_set(AM_ENOMEM, "out of memory for the prompt's %lld token ids",
+                              (long long)(b->n + n));
+        b->v = v, b->cap = cap;
+    }
+    memcpy(b->v + b->n, ids, (size_t)n * sizeof *ids);
+    b->n += n;
+    return 0;
+}
+
+/* Appends the tokens that segment i of g contributes: BOS before segment 0
+ * when asked, a text segment tokenized, token ids as given (i == g->n_segs:
+ * only the BOS of an empty prompt). 0 or an AM_E* code with a message. */
+static int append_seg_tokens(const leader *L, const am_msg *g, uint32_t i, id_buf *b) {
+    if (i == 0 && g->add_bos) {
+        const int32_t bos = L->tok ? am_tokenizer_bos(L->tok) : AM_LLAMA_BOS;
+        int rc = ids_append(b, &bos, 1);
+        if (rc) return rc;
+    }
+    if (i == g->n_segs) return 0;
+    const am_msg_seg *s = &g->segs[i];
+    if (s->kind == AM_SEG_IDS) return ids_append(b, s->ids, s->n_ids);
+    if (s->kind != AM_SEG_TEXT) return 0;
+    if (!L->tok) return am_err_set(AM_EINVAL, "this shard group has no tokenizer: send token ids");
+    int32_t *t = NULL;
+    int64_t nt = 0;
+    int rc = am_tokenizer_encode(L->tok, s->text, s->text_len, 0, &t, &nt);
+    if (!rc) rc = ids_append(b, t, nt);
+    am_free(t);
+    return rc;
+}
+
+/* The scheduler's segments of r's prompt in segs (*n of them): adjacent
+ * tokens of text, ids and BOS merged into one segment whose ids point into b
+ * (the caller frees b->v after submitting), one embedding slot per media part
+ * (r->part_seg records which). 0 or an AM_E* code with a message. */
+static int build_segs(const leader *L, lreq *r, id_buf *b, am_prompt_seg *segs, int *n) {
+    const am_msg *g = &r->gen;
+    /* b->v moves as it grows: token segments keep offsets until the end. */
+    int64_t starts[AM_PROTO_MAX_SEGMENTS + 2];
+    int tok_seg[AM_PROTO_MAX_SEGMENTS + 2];
+    int n_tok = 0, part = 0;
+    *n = 0;
+    for (uint32_t i = 0; i <= g->n_segs; i++) {
+        const int64_t start = b->n;
+        int rc = append_seg_tokens(L, g, i, b);
+        if (rc) return rc;
+        const int64_t n_piece = b->n - start;
+        if (n_piece && *n && segs[*n - 1].kind == AM_SEG_TOKENS) {
+            segs[*n - 1].n += (int32_t)n_piece;
+        } else if (n_piece) {
+            starts[n_tok] = start;
+            tok_seg[n_tok++] = *n;
+            segs[(*n)++] = (am_prompt_seg){.kind = AM_SEG_TOKENS, .n = (int32_t)n_piece};
+        }
+        if (i < g->n_segs && g->segs[i].kind == AM_SEG_MEDIA) {
+            /* n = 0: a pending slot of unknown size (IMU), sized by its rows when they come. */
+            r->part_seg[part] = *n;
+            segs[(*n)++] = (am_prompt_seg){.kind = AM_SEG_EMBD, .n = (int32_t)r->part_rows[part],
+                                           .rows = r->early[part]};
+            part++;
+        }
+    }
+    for (int k = 0; k < n_tok; k++) segs[tok_seg[k]].ids = b->v + starts[k];
+    return 0;
+}
+
+/* Sampling, length and stop strings of a GENERATE. */
+static am_gen_params gen_params(const am_msg *g) {
+    am_gen_params p = {.sampling = am_sampling_default()};
+    p.sampling.temperature = g->temperature;
+    p.sampling.top_k = g->top_k;
+    p.sampling.top_p = g->top_p;
+    p.sampling.repetition_penalty = g->repetition_penalty;
+    p.sampling.seed = g->seed;
+    p.max_tokens = (int32_t)g->max_tokens;
+    p.ignore_eos = g->ignore_eos;
+    p.stop = g->stop;
+    p.n_stop = (int)g->n_stop;
+    return p;
+}
+
 static void on_done(void *user, uint64_t id, const am_gen_result *res, int err) {
     lreq *r = user;
     leader *L = r->L;
@@ -173,95 +269,24 @@ static uint32_t slot_rows(leader *L, const am_msg_seg *s) {
 
 /* Builds the scheduler's segments and submits; 0, or an error already reported to the coordinator. */
 static int try_submit(leader *L, lreq *r) {
-    const am_msg *g = &r->gen;
     am_prompt_seg segs[AM_PROTO_MAX_SEGMENTS + 2];
-    int32_t *ids = NULL;
-    int64_t n_ids = 0, cap = 0;
-    int n = 0, rc = 0, part = 0;
-    /* Token ids of the whole prompt live in one buffer; segments point into it. */
-    int64_t starts[AM_PROTO_MAX_SEGMENTS + 2];
-    int tok_seg[AM_PROTO_MAX_SEGMENTS + 2];
-    int n_tok = 0;
-    const int32_t bos = L->tok ? am_tokenizer_bos(L->tok) : AM_LLAMA_BOS;
-    for (uint32_t i = 0; i <= g->n_segs && !rc; i++) {
-        int32_t *piece = NULL;
-        int64_t n_piece = 0;
-        if (i == 0 && g->add_bos) {
-            piece = am_malloc(sizeof *piece);
-            if (!piece) rc = AM_ENOMEM;
-            else piece[0] = bos, n_piece = 1;
-        }
-        if (!rc && i < g->n_segs && g->segs[i].kind == AM_SEG_TEXT) {
-            int32_t *t = NULL;
-            int64_t nt = 0;
-            if (!L->tok) rc = am_err_set(AM_EINVAL, "this shard group has no tokenizer: send token ids");
-            else rc = am_tokenizer_encode(L->tok, g->segs[i].text, g->segs[i].text_len, 0, &t, &nt);
-            if (!rc && nt) {
-                int32_t *m2 = am_realloc(piece, (size_t)(n_piece + nt) * sizeof *m2);
-                if (!m2) rc = AM_ENOMEM;
-                else memcpy(m2 + n_piece, t, (size_t)nt * sizeof *t), piece = m2, n_piece += nt;
-            }
-            am_free(t);
-        } else if (!rc && i < g->n_segs && g->segs[i].kind == AM_SEG_IDS && g->segs[i].n_ids) {
-            int32_t *m2 = am_realloc(piece, (size_t)(n_piece + g->segs[i].n_ids) * sizeof *m2);
-            if (!m2) rc = AM_ENOMEM;
-            else memcpy(m2 + n_piece, g->segs[i].ids, g->segs[i].n_ids * sizeof *m2), piece = m2, n_piece += g->segs[i].n_ids;
-        }
-        if (!rc && n_piece) {
-            if (n_ids + n_piece > cap) {
-                cap = (n_ids + n_piece) * 2;
-                int32_t *m2 = am_realloc(ids, (size_t)cap * sizeof *m2);
-                if (!m2) rc = AM_ENOMEM;
-                else ids = m2;
-            }
-            if (!rc) {
-                /* Merge with the previous token segment when adjacent. */
-                if (n && segs[n - 1].kind == AM_SEG_TOKENS) {
-                    segs[n - 1].n += (int32_t)n_piece;
-                } else {
-                    starts[n_tok] = n_ids;
-                    tok_seg[n_tok++] = n;
-                    segs[n] = (am_prompt_seg){.kind = AM_SEG_TOKENS, .n = (int32_t)n_piece};
-                    n++;
-                }
-                memcpy(ids + n_ids, piece, (size_t)n_piece * sizeof *ids);
-                n_ids += n_piece;
-            }
-        }
-        am_free(piece);
-        if (!rc && i < g->n_segs && g->segs[i].kind == AM_SEG_MEDIA) {
-            /* n = 0: a pending slot of unknown size (IMU), sized by its rows when they come. */
-            r->part_seg[part] = n;
-            segs[n] = (am_prompt_seg){.kind = AM_SEG_EMBD, .n = (int32_t)r->part_rows[part], .rows = r->early[part]};
-            n++;
-            part++;
-        }
-    }
-    for (int k = 0; k < n_tok && !rc; k++) segs[tok_seg[k]].ids = ids + starts[k];
+    id_buf ids = {0};
+    int n = 0;
+    int rc = build_segs(L, r, &ids, segs, &n);
     int64_t known_rows = 0;
     for (int k = 0; k < n && !rc; k++) known_rows += segs[k].n;
     if (!rc && !known_rows) { /* only slots of unknown size: nothing could run; held until rows come */
-        am_free(ids);
+        am_free(ids.v);
         return 0;
     }
     if (!rc && n > AM_SCHED_MAX_SEGMENTS)
         rc = am_err_set(AM_ERANGE, "the prompt has %d segments after merging text (at most %d)", n, AM_SCHED_MAX_SEGMENTS);
     if (!rc) {
         am_sched_request q = {.id = r->id, .segs = segs, .n_segs = n, .on_token = on_token, .on_done = on_done,
-                              .user = r};
-        q.params.sampling = am_sampling_default();
-        q.params.sampling.temperature = g->temperature;
-        q.params.sampling.top_k = g->top_k;
-        q.params.sampling.top_p = g->top_p;
-        q.params.sampling.repetition_penalty = g->repetition_penalty;
-        q.params.sampling.seed = g->seed;
-        q.params.max_tokens = (int32_t)g->max_tokens;
-        q.params.ignore_eos = g->ignore_eos;
-        q.params.stop = g->stop;
-        q.params.n_stop = (int)g->n_stop;
+                              .user = r, .params = gen_params(&r->gen)};
         rc = am_sched_submit(L->s, &q);
     }
-    am_free(ids);
+    am_free(ids.v);
     if (rc) {
         send_error(L, r->id, rc, am_err_msg());
         drop(L, r);

@@ -5,8 +5,9 @@
  * An am_ckpt is a list of read-only file mappings, a flat tensor table whose
  * data pointers point into those mappings, a flat metadata table, name indexes
  * for both, and an arena that owns every name and string the reader had to copy.
- * Each format reader fills these through the am__ckpt_* helpers, then
- * am__ckpt_finish() builds the indexes (rejecting duplicate names).
+ * Each format reader fills these through the am__ckpt_* helpers (ckpt_build.c),
+ * then am__ckpt_finish() builds the indexes (rejecting duplicate names). Calls
+ * run one way: ckpt.c (am_ckpt_open) -> the readers -> ckpt_build.c.
  */
 #ifndef AM_FORMATS_INTERNAL_H
 #define AM_FORMATS_INTERNAL_H
@@ -96,6 +97,7 @@ struct am_ckpt {
     am__arena arena;
 };
 
+/* ---- Table building (ckpt_build.c): used by the readers and am_ckpt_open. */
 /* Maps one more file; returns its index in c->files or a negative code. */
 int am__ckpt_add_file(am_ckpt *c, const char *path, int64_t *index);
 /* Appends a zeroed tensor slot (NULL on ENOMEM, message set). */
@@ -118,7 +120,8 @@ const char *am__shape_str(int n_dims, const int64_t *shape, char *buf, size_t ca
  * mapping and that nbytes matches dtype*shape. 0 or AM_EINTERNAL. */
 int am__ckpt_validate(const am_ckpt *c);
 
-/* ---- Format readers: fill c (files, tensors, meta) from path. ----------- */
+/* ---- Format readers: fill c (files, tensors, meta) from path; called only by
+ * am_ckpt_open (ckpt.c). -------------------------------------------------- */
 int am__safetensors_open_file(am_ckpt *c, const char *path);
 int am__safetensors_open_dir(am_ckpt *c, const char *dir);
 int am__gguf_open(am_ckpt *c, const char *path);

@@ -1,5 +1,6 @@
 /* llm_shards/tokenizer/tok_internal.h - the tokenizer's private structure and
- * the helpers shared by its source files (loaders, writers, encoder, trainer).
+ * the helpers shared by its source files (loaders, writers, encoder) and by the
+ * synthetic-vocabulary trainer (llm_shards/synthetic_vocab.c, in am_mkmodel).
  *
  * Every loader fills a builder-created am_tokenizer with pieces, then calls
  * am__tok_finish(), which applies the same validation the sentencepiece
@@ -94,7 +95,8 @@ int am__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
  * write leaves no partial file. AM_EIO. */
 int am__tok_write_file(const char *path, const void *data, size_t len);
 
-/* Format-specific loaders (data is the whole file; path only for messages). */
+/* Format-specific loaders (data is the whole file; path only for messages),
+ * called by am_tokenizer_load (load.c). */
 int am__tok_load_model_proto(const unsigned char *data, size_t len, const char *path,
                              am_tokenizer **out);
 int am__tok_load_llama2c(const unsigned char *data, size_t len, const char *path,

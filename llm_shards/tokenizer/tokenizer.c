@@ -1,5 +1,7 @@
 /* llm_shards/tokenizer/tokenizer.c - the vocabulary: construction, validation,
- * piece lookup tables, accessors, and am_tokenizer_load's format detection.
+ * piece lookup tables and accessors, used by every loader and writer. Format
+ * detection (am_tokenizer_load) is in load.c, above the loaders, so that the
+ * calls run one way: load.c -> model_proto.c / llama2c.c -> tokenizer.c.
  *
  * The validation in am__tok_finish mirrors sentencepiece's
  * ModelInterface::InitializePieces so that a vocabulary we accept is one the
@@ -9,7 +11,6 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -353,24 +354,4 @@ int am__tok_write_file(const char *path, const void *data, size_t len) {
     }
     am_free(tmp);
     return 0;
-}
-
-int am_tokenizer_load(const char *path, am_tokenizer **out) {
-    if (!path || !out) return am_err_set(AM_EINVAL, "am_tokenizer_load: NULL argument");
-    *out = NULL;
-    void *file;
-    size_t len;
-    int rc = am_read_file_limited(path, AM_TOKENIZER_MAX_FILE_BYTES, &file, &len);
-    if (rc) return rc;
-    unsigned char *data = file;
-    /* A ModelProto starts with field 1 (pieces), length-delimited: byte 0x0A.
-     * A tokenizer.bin starts with an int32 max_token_length, which is 0x0A
-     * only for a 10-byte maximum; then only a file that walks exactly as
-     * llama2.c records is taken as one. */
-    if (len > 0 && data[0] == 0x0A && !am__tok_looks_llama2c(data, len))
-        rc = am__tok_load_model_proto(data, len, path, out);
-    else
-        rc = am__tok_load_llama2c(data, len, path, out);
-    am_free(data);
-    return rc;
 }

@@ -1,4 +1,4 @@
-/* tools/shard_worker_main.c - `mpirun -np P anymal-shard-worker --coordinator EP --model PATH`:
+/* workers/shard_worker_main.c - `mpirun -np P anymal-shard-worker --coordinator EP --model PATH`:
  * a shard group serving a coordinator.
  *
  * Every rank loads its slice (llm_shards/shard_group.h). Rank 0 creates the
@@ -6,13 +6,14 @@
  * registers the group, feeds GENERATE/EMBED/CANCEL into the scheduler and
  * streams TOKEN messages; the other ranks serve its steps. SIGTERM/SIGINT on
  * the leader stop the group cleanly (followers ignore them and leave when the
- * leader stops the group). Runs without mpirun as a group of one.
+ * leader stops the group). Runs without mpirun as a group of one. Options are
+ * parsed with core/cli.h, as in every program (docs/glossary.md).
  */
+#include "core/cli.h"
+#include "core/cpu_backend.h"
 #include "core/error.h"
 #include "llm_shards/sched.h"
 #include "llm_shards/shard_group.h"
-#include "tools/cli.h"
-#include "tools/cli_compute.h"
 #include "workers/shard_leader.h"
 
 #include <signal.h>
@@ -97,7 +98,7 @@ int main(int argc, char **argv) {
     lo.reconnect_min_ms = link.reconnect_min_ms;
     lo.reconnect_max_ms = link.reconnect_max_ms;
     if (!lo.endpoint || !lo.model_path) return am_cli_fail(&cli, "--coordinator and --model are required");
-    am_cli_process_setup(go.n_threads);
+    am_cpu_blas_setup(go.n_threads);
     /* A serving group shares its cores with its link thread (and often the coordinator
      * and encoders): a rank waiting in an all-reduce yields the core instead of busy
      * polling through the others' time slices (100x slower steps on 2 cores without

@@ -1,14 +1,15 @@
-/* tools/coordinator_main.c - `anymal-coordinator`: the broker process (coordinator/coordinator.h).
+/* coordinator/coordinator_main.c - `anymal-coordinator`: the broker process (coordinator/coordinator.h).
  *
  * Binds, prints "anymal-coordinator: listening on ENDPOINT" (and writes the
  * endpoint to --endpoint-file, for scripts that bind port 0), serves until
  * SIGINT/SIGTERM, then ends every active request with an error, says
- * DISCONNECT to the workers and prints its counters as one JSON line.
+ * DISCONNECT to the workers and prints its counters as one JSON line. Options
+ * are parsed with core/cli.h, as in every program (docs/glossary.md).
  */
 #include "coordinator/coordinator.h"
+#include "core/cli.h"
 #include "core/error.h"
 #include "proto/proto.h"
-#include "tools/cli.h"
 
 #include <signal.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
-/* tools/cli.c - option parsing helpers shared by the subcommands. */
-#include "tools/cli.h"
+/* core/cli.c - option parsing helpers shared by every program (core/cli.h). */
+#include "core/cli.h"
 
 #include "core/alloc.h"
 #include "core/error.h"

@@ -1,5 +1,9 @@
-/* llm_shards/tokenizer/synthetic.c - a deterministic SentencePiece-BPE
+/* llm_shards/synthetic_vocab.c - a deterministic SentencePiece-BPE
  * vocabulary for generated demo models (am_tokenizer_synthetic).
+ *
+ * Part of am_mkmodel with mkmodel.c, not of the serving libraries: only the
+ * model-making tools and the tests train vocabularies. It builds the result
+ * through the tokenizer's builder (tok_internal.h), as the file loaders do.
  *
  * Demo checkpoints need a tokenizer whose ids behave like a real one (byte
  * fallback, '\u2581' word starts, merges ranked by score) without shipping

@@ -1,9 +1,15 @@
-/* tools/encoder_main.c - `anymal-encoder`: an encoder worker process (workers/encoder_worker.h). */
+/* workers/encoder_main.c - `anymal-encoder`: an encoder worker process (workers/encoder_worker.h).
+ *
+ * A program's main sits beside its actor (docs/glossary.md); like every
+ * program it parses its options with core/cli.h. Before any backend exists it
+ * loads OpenBLAS for the CPU's level (am_cpu_blas_setup), as the `anymal`
+ * commands that compute do.
+ */
 #include "core/backend_open.h"
+#include "core/cli.h"
+#include "core/cpu_backend.h"
 #include "core/error.h"
 #include "proto/proto.h"
-#include "tools/cli.h"
-#include "tools/cli_compute.h"
 #include "workers/encoder_worker.h"
 
 #include <signal.h>
@@ -104,7 +110,7 @@ int main(int argc, char **argv) {
                             device);
         return am_cli_error(CMD, rc);
     }
-    am_cli_process_setup(o.n_threads);
+    am_cpu_blas_setup(o.n_threads);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
