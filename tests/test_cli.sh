@@ -65,6 +65,13 @@ expect 2 "--prompt-ids wants comma-separated non-negative ids, bad at ',2'" -- "
 expect 2 "--prompt-ids wants comma-separated non-negative ids, bad at 'x'" -- "$ANYMAL" client --prompt-ids 1,x
 expect 2 "--prompt-ids has more than 4096 ids" -- "$ANYMAL" client --prompt-ids "$(seq -s, 1 4097)"
 expect 2 "--prompt-ids is empty" -- "$ANYMAL" client --prompt-ids ""
+# The KV cache sized from a memory fraction (bench batch, shard worker): out-of-range
+# fractions and two sizings at once are usage errors; a fraction too small for one block
+# is a runtime error that says so; a sensible one runs.
+expect 2 "--memory-fraction wants a number in \[0.001, 1\], got '1.5'" -- "$ANYMAL" bench batch --model "$tmp/tiny" --memory-fraction 1.5
+expect 1 "no room for one block" -- "$ANYMAL" bench batch --model "$tmp/tiny" --memory-fraction 0.001 --batch 2 --prompt-tokens 4 --gen-tokens 2
+expect 0 '"max_running":2' -- "$ANYMAL" bench batch --model "$tmp/tiny" --memory-fraction 1 --batch 2 --prompt-tokens 4 --gen-tokens 2
+expect 2 "--kv-blocks and --memory-fraction both size the KV cache" -- "$AM_BIN_DIR/anymal-shard-worker" --coordinator tcp://127.0.0.1:1 --model "$tmp/tiny" --kv-blocks 4 --memory-fraction 0.5
 # Programs sized to their role: the coordinator only routes, so it links neither the
 # engine (OpenBLAS, oneDNN, MPI, CUDA) nor the media stack.
 coord_libs=$(ldd "$AM_BIN_DIR/anymal-coordinator" 2>&1)
