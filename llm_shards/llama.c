@@ -30,6 +30,7 @@ struct am_llama_ctx {
     const am_llama_model *m;
     am_backend *be;
     am_tp_comm *comm;    /* NULL: single process */
+    am__llama_step_sender send_step; /* group leader: broadcasts each step (tp.c) */
     int32_t max_batch;   /* B: rows per step */
     int32_t n_blocks;    /* blocks in the KV pool */
     int32_t block_size;  /* positions per block */
@@ -477,6 +478,8 @@ int am__llama_check_batch(const am_llama_ctx *c, const am_llama_batch *b, int64_
     return 0;
 }
 
+void am__llama_ctx_set_step_sender(am_llama_ctx *c, am__llama_step_sender send) { c->send_step = send; }
+
 int am_llama_decode(am_llama_ctx *c, const am_llama_batch *b, float *logits) {
     int rc = am__llama_check_batch(c, b, -1);
     if (rc) return rc;
@@ -485,7 +488,9 @@ int am_llama_decode(am_llama_ctx *c, const am_llama_batch *b, float *logits) {
     if (!comm || comm->size == 1) return am__llama_forward(c, b, logits);
     if (comm->rank != 0)
         return am_err_set(AM_EINVAL, "step: rank %d of a group follows the leader's steps (am_tp_follow)", comm->rank);
-    if ((rc = am__tp_send_step(comm, b, c->m->cfg.dim)))
+    if (!c->send_step)
+        return am_err_set(AM_EINVAL, "step: a group context is made by am_llama_ctx_new_paged_tp (tp.h)");
+    if ((rc = c->send_step(comm, b, c->m->cfg.dim)))
         am_tp_fatal(comm, rc, "broadcasting a step");
     /* From here on the followers are computing this step with us. */
     if ((rc = am__llama_forward(c, b, logits))) am_tp_fatal(comm, rc, "forward step");

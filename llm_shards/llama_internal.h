@@ -7,7 +7,7 @@
 #define AM_LLAMA_INTERNAL_H
 
 #include "llm_shards/llama.h"
-#include "llm_shards/tp.h"
+#include "llm_shards/tp_comm.h"
 
 /* Logit rows per lm_head call (and per gather in a group). */
 #define AM_LLAMA_LOGITS_ROWS 64
@@ -22,7 +22,10 @@ int am__llama_check_batch(const am_llama_ctx *c, const am_llama_batch *b, int64_
 /* The forward pass of a checked step on this rank; logits (leader only, NULL elsewhere). */
 int am__llama_forward(am_llama_ctx *c, const am_llama_batch *b, float *logits);
 
-/* Leader: broadcasts a step (tp.c). */
-int am__tp_send_step(am_tp_comm *comm, const am_llama_batch *b, int64_t dim);
+/* How a group leader's context broadcasts a step before computing it (tp.c
+ * sets it on the contexts it makes: the decoder calls it without knowing the
+ * step protocol, so llama.c does not depend on tp.c). */
+typedef int (*am__llama_step_sender)(am_tp_comm *comm, const am_llama_batch *b, int64_t dim);
+void am__llama_ctx_set_step_sender(am_llama_ctx *c, am__llama_step_sender send);
 
 #endif

@@ -47,51 +47,10 @@ typedef struct am_tp_step {
 
 _Static_assert(sizeof(am_tp_step) == 256, "the step header is a fixed 256 bytes");
 
-/* ---- counting wrappers ------------------------------------------------------ */
-
-int am_tp_allreduce(am_tp_comm *c, float *x, int64_t n) {
-    if (c->size == 1) return 0;
-    double t0 = am_now_s();
-    int rc = c->ops->allreduce_sum(c, x, n, c->allreduce_dtype);
-    c->stats.allreduce_s += am_now_s() - t0;
-    c->stats.n_allreduce++;
-    c->stats.allreduce_bytes += n * (c->allreduce_dtype == AM_DTYPE_BF16 ? 2 : 4);
-    return rc;
-}
-
-int am_tp_bcast(am_tp_comm *c, void *buf, size_t bytes) {
-    if (c->size == 1) return 0;
-    c->stats.n_bcast++;
-    c->stats.bcast_bytes += (int64_t)bytes;
-    return c->ops->bcast(c, buf, bytes);
-}
-
-int am_tp_gatherv(am_tp_comm *c, const float *send, int64_t n, float *recv, const int64_t *counts) {
-    if (c->size == 1) {
-        if (recv != send) memcpy(recv, send, (size_t)n * sizeof(float));
-        return 0;
-    }
-    double t0 = am_now_s();
-    int rc = c->ops->gatherv(c, send, n, recv, counts);
-    c->stats.gather_s += am_now_s() - t0;
-    c->stats.n_gather++;
-    c->stats.gather_bytes += n * (int64_t)sizeof(float);
-    return rc;
-}
-
 static int bcast_step(am_tp_comm *c, am_tp_step *s) {
     c->stats.n_bcast++;
     c->stats.bcast_bytes += (int64_t)sizeof *s;
     return c->ops->bcast_step(c, s, sizeof *s);
-}
-
-_Noreturn void am_tp_fatal(am_tp_comm *c, int code, const char *what) {
-    const char *msg = am_err_msg();
-    fprintf(stderr, "anymal rank %d/%d: error: %s: %s; ending the shard group\n", c->rank, c->size,
-            what, msg[0] ? msg : am_strerror(code));
-    fflush(stderr);
-    c->ops->abort(c, code);
-    abort(); /* ops->abort does not return; this keeps _Noreturn honest */
 }
 
 /* ---- leader ----------------------------------------------------------------- */
@@ -129,7 +88,8 @@ static void pack_step(const am_llama_batch *b, int32_t *out) {
     memcpy(out, b->logit_rows, (size_t)b->n_logits * sizeof(int32_t));
 }
 
-int am__tp_send_step(am_tp_comm *comm, const am_llama_batch *b, int64_t dim) {
+/* Broadcasts a step to the followers: the sender a group context hands the decoder. */
+static int send_step(am_tp_comm *comm, const am_llama_batch *b, int64_t dim) {
     am_tp_step s = new_step(comm, AM_TP_OP_STEP);
     const int64_t n_ints = step_ints(b);
     int64_t n_embd = 0;
@@ -179,6 +139,7 @@ int am_llama_ctx_new_paged_tp(const am_llama_model *m, am_backend *be, am_tp_com
     am_llama_ctx *c = NULL;
     int rc = am__llama_ctx_create(m, be, comm, n_blocks, block_size, max_batch, &c);
     if (rc) return rc;
+    am__llama_ctx_set_step_sender(c, send_step);
     am_tp_step s = new_step(comm, AM_TP_OP_CTX);
     s.n_blocks = n_blocks;
     s.block_size = block_size;
