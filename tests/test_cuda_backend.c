@@ -417,11 +417,10 @@ static void test_kv_store(void) {
 
 /* Stores the rows with kv_store, then attention of every sequence, compared
  * with am_ref_attention_paged and the CPU backend. */
-static void attention_case(int H, int Hkv, int D, int64_t bs, int n_seqs, const int64_t *ms,
-                           const int64_t *pos0s, const char *what) {
+static void attention_case_padded(int H, int Hkv, int D, int64_t bs, int64_t pad, int n_seqs,
+                                  const int64_t *ms, const int64_t *pos0s, const char *what) {
     paged_case pc;
-    /* Block size 16 also pads the positions of the pool (kv_stride > Hkv * D). */
-    paged_case_init(&pc, bs, (int64_t)Hkv * D + (bs == 16 ? 8 : 0), n_seqs, ms, pos0s);
+    paged_case_init(&pc, bs, (int64_t)Hkv * D + pad, n_seqs, ms, pos0s);
     const int64_t pool = pc.n_blocks * pc.bs * pc.stride, M = pc.m_total, HD = (int64_t)H * D;
     float *k = fmalloc(pool), *v = fmalloc(pool), *kn = fmalloc(M * pc.stride),
           *vn = fmalloc(M * pc.stride);
@@ -455,6 +454,12 @@ static void attention_case(int H, int Hkv, int D, int64_t bs, int n_seqs, const 
     paged_case_fini(&pc);
 }
 
+/* Block size 16 also pads the positions of the pool (kv_stride > Hkv * D). */
+static void attention_case(int H, int Hkv, int D, int64_t bs, int n_seqs, const int64_t *ms,
+                           const int64_t *pos0s, const char *what) {
+    attention_case_padded(H, Hkv, D, bs, bs == 16 ? 8 : 0, n_seqs, ms, pos0s, what);
+}
+
 static void test_attention(void) {
     static const int heads[][3] = {{32, 4, 64}, {8, 8, 128}, {12, 3, 40}, {4, 1, 256}, {16, 2, 64}};
     static const int64_t block_sizes[] = {16, 64};
@@ -477,6 +482,11 @@ static void test_attention(void) {
     attention_case(32, 4, 64, 64, 2, sm, sp0, "uneven decode");
     const int64_t qm[] = {200}, qp0[] = {0};
     attention_case(32, 32, 128, 16, 1, qm, qp0, "7b-shape prefill");
+    /* A kv_stride that is not a multiple of 4 floats: the one-float gathers. */
+    const int64_t om[] = {1, 30}, op0[] = {500, 7};
+    attention_case_padded(8, 2, 64, 16, 3, 2, om, op0, "odd stride");
+    /* head_dim 256 with 8 query heads per kv head: the tile shrinks to fit shared memory. */
+    attention_case(16, 2, 256, 16, 2, om, op0, "D=256, 8 heads per block");
 }
 
 /* ---- the encoder ops: copy, layernorm, bias_act, add_bias, attention_dense ---- */

@@ -19,16 +19,21 @@
 #include "core/cuda/cuda_internal.cuh"
 
 #include <math.h>
+#include <type_traits>
 
 /* Query heads one block handles at most (the rest of a GQA group: more blocks). */
 #define AM_CUDA_ATTN_MAX_HEADS 8
 /* Floats of one K (or V) tile in shared memory: keys per tile = this / D. */
-#define AM_CUDA_ATTN_TILE_FLOATS 2048
+#define AM_CUDA_ATTN_TILE_FLOATS 4096
 /* Largest head_dim (shared memory bound: q, output, K and V tiles). */
 #define AM_CUDA_ATTN_MAX_HEAD_DIM 256
 /* Keys per tile at most (for small D, where TILE_FLOATS / D would be large). */
 #define AM_CUDA_ATTN_MAX_TILE 256
 #define AM_CUDA_ATTN_THREADS  128
+/* Dynamic shared memory a block may use without opting in (cudaFuncSetAttribute). */
+#define AM_CUDA_ATTN_MAX_SMEM (48 * 1024)
+/* K/V loads each thread has in flight while gathering a tile. */
+#define AM_CUDA_ATTN_GATHER_UNROLL 4
 /* Splitting the keys: fewest keys per part and most parts. 256 keys per part
  * left a batch-1 decode over 544 keys of a 32-head model with 64 blocks for
  * 132 multiprocessors (~200 us per layer on an H200). */
@@ -159,7 +164,47 @@ typedef struct {
     float scale;         /* 1 / sqrt(D) */
     float *part_o;       /* (S, R, H, D) unnormalized outputs, when S > 1 */
     float *part_ml;      /* (S, R, H, 2) their max and sum */
+    int vec;             /* K/V rows 16-byte aligned and D % 4 == 0: float4 gathers */
 } attn_args;
+
+/* Copies keys [t0, t0 + n) of kv head kvh into k_s (n, D + 1) and v_s (n, D), W
+ * floats per load (W = 4 when rows are 16-byte aligned and D % 4 == 0).
+ * AM_CUDA_ATTN_GATHER_UNROLL loads per thread are issued before any is
+ * stored: one load-then-store at a time waited a full memory latency per
+ * element, which made a batch-1 decode step's attention 80 us per layer on an
+ * H200 for 17 MB of keys and values. */
+template <int W>
+__device__ __forceinline__ void gather_tile(float *k_s, float *v_s, const attn_args &a,
+                                            const int32_t *table, int kvh, int64_t t0, int n) {
+    typedef typename std::conditional<W == 4, float4, float>::type vec_t;
+    const int D = a.head_dim, DW = D / W, total = n * DW;
+    constexpr int U = AM_CUDA_ATTN_GATHER_UNROLL;
+    for (int i0 = threadIdx.x; i0 < total; i0 += blockDim.x * U) {
+        vec_t kr[U], vr[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (i < total) {
+                const int j = i / DW, d = (i % DW) * W;
+                const int64_t off = kv_row(table, a.block_size, t0 + j) * a.stride + (int64_t)kvh * D + d;
+                kr[u] = *(const vec_t *)(a.k + off);
+                vr[u] = *(const vec_t *)(a.v + off);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const int i = i0 + u * blockDim.x;
+            if (i < total) {
+                const int j = i / DW, d = (i % DW) * W;
+                const float *kf = (const float *)&kr[u];
+#pragma unroll
+                for (int e = 0; e < W; e++)
+                    k_s[j * (D + 1) + d + e] = kf[e]; /* padded rows: not 16-byte aligned */
+                *(vec_t *)(v_s + j * D + d) = vr[u];
+            }
+        }
+    }
+}
 
 /* grid (R, Hkv * head_blocks, S), AM_CUDA_ATTN_THREADS threads. Shared memory:
  *   q_s (GB, D), o_s (GB, D), k_s (TK, D + 1), v_s (TK, D), s_s (GB, TK), ml_s (GB, 3). */
@@ -198,12 +243,10 @@ __global__ void attention_kernel(attn_args a) {
     for (int64_t t0 = k0; t0 < k1; t0 += TK) {
         const int n = (int)min((int64_t)TK, k1 - t0);
         __syncthreads(); /* the previous tile is consumed (and q_s/o_s are set) */
-        for (int i = threadIdx.x; i < n * D; i += blockDim.x) {
-            const int j = i / D, d = i % D;
-            const int64_t row = kv_row(table, a.block_size, t0 + j);
-            k_s[j * (D + 1) + d] = a.k[row * a.stride + kvh * D + d];
-            v_s[j * D + d] = a.v[row * a.stride + kvh * D + d];
-        }
+        if (a.vec)
+            gather_tile<4>(k_s, v_s, a, table, kvh, t0, n);
+        else
+            gather_tile<1>(k_s, v_s, a, table, kvh, t0, n);
         __syncthreads();
         /* s (GB, n) = q k^T (scaled: q_s carries 1/sqrt(D)): a thread per
          * (head, key) pair when there are enough pairs for every thread, else
@@ -306,6 +349,12 @@ __global__ void attention_merge_kernel(attn_args a, int64_t R) {
     }
 }
 
+/* Shared memory of attention_kernel for these arguments (see its layout). */
+static size_t attention_smem(const attn_args &a) {
+    const size_t D = (size_t)a.head_dim, GB = (size_t)a.heads_per_block, TK = (size_t)a.tile;
+    return sizeof(float) * (2 * GB * D + TK * (D + 1) + TK * D + GB * TK + GB * 3);
+}
+
 void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_pages *pages,
                         const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
                         int head_dim) {
@@ -331,8 +380,11 @@ void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_p
     a.head_blocks = (G + a.heads_per_block - 1) / a.heads_per_block;
     a.tile = AM_CUDA_ATTN_TILE_FLOATS / D;
     if (a.tile > AM_CUDA_ATTN_MAX_TILE) a.tile = AM_CUDA_ATTN_MAX_TILE; /* tiny D: bound s_s */
+    while (attention_smem(a) > AM_CUDA_ATTN_MAX_SMEM && a.tile > 1) a.tile /= 2; /* big D and GB */
     a.scale = (float)(1.0 / sqrt((double)D));
     a.part_o = a.part_ml = NULL;
+    a.vec = D % 4 == 0 && pages->kv_stride % 4 == 0 &&
+            ((uintptr_t)pages->k | (uintptr_t)pages->v) % 16 == 0;
 
     /* Split the keys when the blocks would not fill the device twice over. */
     const int64_t base = ps.n_rows * n_kv_heads * a.head_blocks;
@@ -356,10 +408,7 @@ void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_p
         a.part_o = scratch;
         a.part_ml = scratch + n_o;
     }
-    const size_t smem =
-        sizeof(float) *
-        ((size_t)2 * a.heads_per_block * D + (size_t)a.tile * (D + 1) + (size_t)a.tile * D +
-         (size_t)a.heads_per_block * a.tile + (size_t)a.heads_per_block * 3);
+    const size_t smem = attention_smem(a);
     const dim3 grid((unsigned)ps.n_rows, (unsigned)(n_kv_heads * a.head_blocks), (unsigned)S);
     attention_kernel<<<grid, AM_CUDA_ATTN_THREADS, smem, c->stream>>>(a);
     if (AM_CUDA_LAUNCHED(c, "attention")) return;
