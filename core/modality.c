@@ -1,0 +1,27 @@
+/* core/modality.c - names of the modality list (core/modality.h). */
+#include "core/modality.h"
+
+#include "core/error.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define AM__MODALITY_NAME(id, name) name,
+static const char *const names[AM_MOD_COUNT] = {AM_MODALITY_LIST(AM__MODALITY_NAME)};
+
+const char *am_modality_name(int m) { return m >= 0 && m < AM_MOD_COUNT ? names[m] : "?"; }
+
+int am_modality_parse(const char *s, am_modality *out) {
+    for (int m = 0; m < AM_MOD_COUNT; m++)
+        if (!strcmp(s, names[m])) {
+            *out = (am_modality)m;
+            return 0;
+        }
+    /* "image, video, audio or imu": the message lists what the list holds. */
+    char want[256] = "";
+    size_t at = 0;
+    for (int m = 0; m < AM_MOD_COUNT && at < sizeof want; m++)
+        at += (size_t)snprintf(want + at, sizeof want - at, "%s%s",
+                               m == 0 ? "" : m == AM_MOD_COUNT - 1 ? " or " : ", ", names[m]);
+    return am_err_set(AM_EINVAL, "unknown modality '%s' (want %s)", s, want);
+}
