@@ -76,13 +76,31 @@ int am__open_ckpt_pair(const char *dir, const char *enc_rel, const char *proj_re
                        am_ckpt **proj);
 /* Closes what am__open_ckpt_pair opened, a shared mapping once. */
 void am__close_ckpt_pair(am_ckpt **enc, am_ckpt **proj);
-/* The "projector" object pj of a pooled-vector modality (audio, IMU): keys
+/* The "projector" object pj of a modality (audio, IMU; vision adds its own keys): keys
  * type (default def_type), weights, prefix (default ""), out_dim (default
  * llm_dim), tokens_per_row (default def_tokens) and the perceiver keys as in
  * vision.h. *weights stays NULL when absent (the encoder's file then). */
 int am__json_projector(const char *file, const cJSON *pj, am_proj_type def_type, int32_t in_dim,
                        int32_t llm_dim, int32_t def_tokens, am_proj_config *pc,
                        const char **weights, const char **prefix);
+/* Sets f to copies of the strings (proj_weights may be NULL); AM_ENOMEM. */
+int am__enc_files_set(am_enc_files *f, const char *weights, const char *prefix,
+                      const char *proj_weights, const char *proj_prefix);
+void am__enc_files_fini(am_enc_files *f);
+/* The part every pooled-vector section (audio, IMU) of anymal.json shares:
+ * "weights" and "prefix" of section sec (defaults def_weights, def_prefix)
+ * and its "projector" object (am__json_projector, llm_dim from root's "llm"
+ * object) into pc and f. `what` names the section in messages. */
+int am__json_pooled_section(const char *cfg_path, const cJSON *root, const cJSON *sec,
+                            const char *what, const char *def_weights, const char *def_prefix,
+                            int32_t in_dim, am_proj_config *pc, am_enc_files *f);
+/* Opens f's checkpoints under dir (*enc_ck, *proj_ck, which may be one),
+ * runs load_enc(*enc_ck, f->prefix, user) and loads the projector; *pc
+ * becomes the loaded projector's config. On error the caller closes the
+ * pair (am__close_ckpt_pair) and destroys *proj. */
+int am__load_enc_proj(const char *dir, const am_enc_files *f,
+                      int (*load_enc)(const am_ckpt *ck, const char *prefix, void *user), void *user,
+                      am_ckpt **enc_ck, am_ckpt **proj_ck, am_proj_config *pc, am_proj **proj);
 /* L2-normalizes each of m rows (n) in place: x / max(|x|, 1e-12) (F.normalize). */
 void am__l2_normalize_rows(float *x, int64_t m, int64_t n);
 

@@ -14,9 +14,15 @@ void am_imu_model_destroy(am_imu_model **p) {
     am_imu2clip_destroy(&m->enc);
     am_proj_destroy(&m->proj);
     am__close_ckpt_pair(&m->enc_ck, &m->proj_ck);
+    am__enc_files_fini(&m->files);
     am_free(m->dir);
     am_free(m);
     *p = NULL;
+}
+
+static int load_imu2clip(const am_ckpt *ck, const char *prefix, void *user) {
+    am_imu_model *m = user;
+    return am_imu2clip_load(ck, prefix, &m->enc_cfg, &m->enc);
 }
 
 int am_imu_model_load(const char *dir, am_imu_model **out) {
@@ -31,17 +37,9 @@ int am_imu_model_load(const char *dir, am_imu_model **out) {
     const cJSON *u;
     int rc = am__config_section(dir, "imu", "IMU", cfg_path, sizeof cfg_path, &root, &u);
     if (rc) goto fail;
-    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(u, "projector");
-    const cJSON *llm = cJSON_GetObjectItemCaseSensitive(root, "llm");
-    const char *weights = "imu_encoder.safetensors", *prefix = "imu_encoder.", *proj_weights = NULL,
-               *proj_prefix = "";
-    int32_t llm_dim = 0;
     am_imu2clip_config *c = &m->enc_cfg;
     am_imu2clip_shape("imu2clip", c);
-    if ((rc = am__json_int(cfg_path, llm, "dim", 1, 65536, &llm_dim)) ||
-        (rc = am__json_str(cfg_path, u, "weights", &weights)) ||
-        (rc = am__json_str(cfg_path, u, "prefix", &prefix)) ||
-        (rc = am__json_bool(cfg_path, u, "normalize", &m->normalize)) ||
+    if ((rc = am__json_bool(cfg_path, u, "normalize", &m->normalize)) ||
         (rc = am__json_int(cfg_path, u, "in_channels", 1, 64, &c->in_channels)) ||
         (rc = am__json_int(cfg_path, u, "input_dim", 1, 4096, &c->conv_dim)) ||
         (rc = am__json_int(cfg_path, u, "size_embeddings", 1, 16384, &c->hidden)) ||
@@ -59,18 +57,11 @@ int am_imu_model_load(const char *dir, am_imu_model **out) {
         am_err_prefix(rc, "%s", cfg_path);
         goto fail;
     }
-    if (!cJSON_IsObject(pj)) {
-        rc = am_err_set(AM_ENOTFOUND, "%s: imu has no \"projector\" object", cfg_path);
+    if ((rc = am__json_pooled_section(cfg_path, root, u, "imu", "imu_encoder.safetensors",
+                                      "imu_encoder.", c->hidden, &m->proj_cfg, &m->files)) ||
+        (rc = am__load_enc_proj(dir, &m->files, load_imu2clip, m, &m->enc_ck, &m->proj_ck,
+                                &m->proj_cfg, &m->proj)))
         goto fail;
-    }
-    if ((rc = am__json_projector(cfg_path, pj, AM_PROJ_LINEAR, c->hidden, llm_dim, 8, &m->proj_cfg,
-                                 &proj_weights, &proj_prefix)))
-        goto fail;
-    if ((rc = am__open_ckpt_pair(dir, weights, proj_weights, &m->enc_ck, &m->proj_ck))) goto fail;
-    if ((rc = am_imu2clip_load(m->enc_ck, prefix, c, &m->enc)) ||
-        (rc = am_proj_load(m->proj_ck, proj_prefix, &m->proj_cfg, &m->proj)))
-        goto fail;
-    m->proj_cfg = m->proj->cfg;
     cJSON_Delete(root);
     *out = m;
     return 0;
@@ -80,7 +71,9 @@ fail:
     return rc;
 }
 
-int64_t am_imu_tokens_per_window(const am_imu_model *m) { return am_proj_n_tokens(m->proj, 1, 1); }
+int64_t am_imu_tokens_per_window(const am_imu_model *m) {
+    return am_proj_config_n_tokens(&m->proj_cfg, 1, 1);
+}
 int32_t am_imu_out_dim(const am_imu_model *m) { return m->proj_cfg.out_dim; }
 int32_t am_imu_embed_dim(const am_imu_model *m) { return m->enc_cfg.hidden; }
 

@@ -260,12 +260,16 @@ fail:
     return rc;
 }
 
-int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches) {
-    switch (p->cfg.type) {
-    case AM_PROJ_PERCEIVER: return p->cfg.n_latents;
+int64_t am_proj_config_n_tokens(const am_proj_config *c, int32_t n_frames, int32_t n_patches) {
+    switch (c->type) {
+    case AM_PROJ_PERCEIVER: return c->n_latents;
     case AM_PROJ_MLP2X_GELU: return (int64_t)n_frames * n_patches;
-    default: return (int64_t)n_frames * n_patches * p->cfg.tokens_per_row;
+    default: return (int64_t)n_frames * n_patches * c->tokens_per_row;
     }
+}
+
+int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches) {
+    return am_proj_config_n_tokens(&p->cfg, n_frames, n_patches);
 }
 
 double am_proj_flops(const am_proj *p, int32_t n_frames, int32_t n_patches) {

@@ -95,8 +95,18 @@ int am_proj_load(const am_ckpt *ck, const char *prefix, const am_proj_config *cf
 void am_proj_destroy(am_proj **p);
 
 /* Rows a media item of n_frames x n_patches gives: n_latents (perceiver),
- * n_frames*n_patches (mlp2x_gelu), n_frames*n_patches*tokens_per_row (linear). */
+ * n_frames*n_patches (mlp2x_gelu), n_frames*n_patches*tokens_per_row (linear).
+ * The config alone decides it (the shard leader sizes slots without weights). */
+int64_t am_proj_config_n_tokens(const am_proj_config *c, int32_t n_frames, int32_t n_patches);
 int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches);
+
+/* Where an encoder and its projector come from, as a model directory's
+ * config names them: paths relative to the directory, tensor-name prefixes.
+ * All owned (am_free; am__enc_files_fini in encoders/enc_internal.h). */
+typedef struct am_enc_files {
+    char *weights, *prefix;           /* the encoder's checkpoint and tensor prefix */
+    char *proj_weights, *proj_prefix; /* the projector's; proj_weights NULL: the encoder's file */
+} am_enc_files;
 
 /* The projector's weights as backend be sees them (matrices through
  * upload_matrix, vectors in one allocation of be's memory); on a host-memory

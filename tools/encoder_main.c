@@ -1,5 +1,4 @@
 /* tools/encoder_main.c - `anymal-encoder`: an encoder worker process (workers/encoder_worker.h). */
-#include "core/backend_open.h"
 #include "core/error.h"
 #include "proto/proto.h"
 #include "tools/cli.h"
@@ -20,13 +19,14 @@ static void on_signal(int sig) {
 
 static void help(void) {
     printf("usage: anymal-encoder --coordinator EP --model DIR --modality LIST [--threads N] [--max-batch N]\n"
-           "                      [--device cpu] [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
+           "                      [--device D] [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
            "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]]\n\n"
            "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token rows.\n"
            "  --modality   comma-separated: image, video, audio, imu (or all)\n"
            "  --max-batch  jobs encoded together (default %d); --batch-wait-ms: how long the first job of a\n"
            "               batch waits for more (default %d)\n"
            "  --capacity   jobs accepted at once (default 2 x --max-batch)\n"
+           "  --device     cpu (default), cuda or cuda:N: the compute backend of every modality\n"
            "  --heartbeat-ms/--liveness must match the coordinator's; --reconnect-ms: backoff bounds\n"
            "               (default 1000,32000)\n",
            AM_ENCODER_MAX_BATCH_DEFAULT, AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
@@ -93,17 +93,7 @@ int main(int argc, char **argv) {
     o.reconnect_max_ms = link.reconnect_max_ms;
     if (!o.endpoint || !o.model_dir || !o.modalities)
         return am_cli_fail(&cli, "--coordinator, --model and --modality are required");
-    if (device && strcmp(device, "cpu")) {
-        /* The worker (workers/encoder_worker.c) opens a CPU backend for every modality; until it
-         * takes a device, a GPU is refused here, after the same checks `anymal encode` makes. */
-        am_backend *be = NULL;
-        int rc = am_backend_open(device, 1, &be);
-        am_backend_destroy(&be);
-        if (!rc)
-            rc = am_err_set(AM_EUNSUPPORTED, "--device %s: the encoder worker runs on the cpu only for now",
-                            device);
-        return am_cli_error(CMD, rc);
-    }
+    o.device = device;
     am_cli_process_setup(o.n_threads);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
