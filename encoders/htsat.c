@@ -554,13 +554,7 @@ int am_htsat_forward(const am_htsat *m, am_nn *nn, const float *img, int64_t b, 
     /* 5. final LayerNorm, mean over the tokens */
     const int64_t CL = am_htsat_out_width(c), RL = G >> (c->n_stages - 1), LL = RL * RL;
     am_nn_layernorm(nn, h, x, m->norm_w, m->norm_b, b * LL, CL, AM_HTSAT_LN_DEFAULT_EPS);
-    for (int64_t bi = 0; bi < b; bi++)
-        for (int64_t e = 0; e < CL; e++) {
-            double acc = 0;
-            for (int64_t t = 0; t < LL; t++)
-                acc += h[(bi * LL + t) * CL + e];
-            pool[bi * CL + e] = (float)(acc / (double)LL);
-        }
+    nn->be->ops->mean_rows(nn->be, pool, h, b, LL, CL);
     if (pooled) memcpy(pooled, pool, (size_t)(b * CL) * sizeof(float));
     /* 6. projection, one clip per matmul (M = 1) */
     if ((rc = am_nn_linear_rows(nn, &m->proj1, pool, ph, b, 1))) return rc;
