@@ -56,22 +56,32 @@ struct am_audio_encoder {
     const am_audio_model *m;
     am_nn nn;
     int32_t max_batch;
-    float *mel;     /* (T, M) one clip */
-    float *img;     /* (max_batch, S, S) */
-    float *emb;     /* (max_batch, P) */
-    float *scratch; /* am_htsat_scratch_floats(max_batch) */
+    am_htsat *enc;  /* HTSAT as the backend sees it */
+    am_proj *proj;  /* the projector likewise */
+    float *mel;     /* host (T, M) one clip */
+    float *img;     /* host (max_batch, S, S) */
+    float *emb;     /* host (max_batch, P) */
+    float *demb;    /* backend (max_batch, P): emb itself on a host-memory backend */
+    float *scratch; /* backend am_htsat_scratch_floats(max_batch) */
 };
 
 am_nn *am_audio_encoder_nn(am_audio_encoder *e) { return &e->nn; }
 
 void am_audio_encoder_destroy(am_audio_encoder **p) {
     if (!p || !*p) return;
-    am_nn_fini(&(*p)->nn);
-    am_aligned_free((*p)->mel);
-    am_aligned_free((*p)->img);
-    am_aligned_free((*p)->emb);
-    am_aligned_free((*p)->scratch);
-    am_free(*p);
+    am_audio_encoder *e = *p;
+    am_backend *be = e->nn.be;
+    if (be) {
+        if (e->demb != e->emb) be->ops->free(be, e->demb);
+        be->ops->free(be, e->scratch);
+        am_htsat_release(&e->enc, be);
+        am_proj_release(&e->proj, be);
+    }
+    am_nn_fini(&e->nn);
+    am_aligned_free(e->mel);
+    am_aligned_free(e->img);
+    am_aligned_free(e->emb);
+    am_free(e);
     *p = NULL;
 }
 
@@ -80,10 +90,6 @@ int am_audio_encoder_new(const am_audio_model *m, am_backend *be, int n_threads,
     *out = NULL;
     if (max_batch <= 0) max_batch = AM_AUDIO_MAX_BATCH_DEFAULT;
     if (max_batch > AM_AUDIO_MAX_BATCH_LIMIT) max_batch = AM_AUDIO_MAX_BATCH_LIMIT;
-    /* Its Swin/GRU kernels (encoders/nn_ops.h) are host code: host-memory backends only. */
-    if (be && !be->host_memory)
-        return am_err_set(AM_EUNSUPPORTED, "audio encoder: runs on the cpu device only, not %s",
-                          be->name);
     am_audio_encoder *e = am_calloc(1, sizeof *e);
     if (!e) return am_err_set(AM_ENOMEM, "audio encoder: out of memory");
     e->m = m;
@@ -93,12 +99,19 @@ int am_audio_encoder_new(const am_audio_model *m, am_backend *be, int n_threads,
         am_free(e);
         return rc;
     }
+    if ((rc = am_htsat_upload(m->enc, be, &e->enc)) || (rc = am_proj_upload(m->proj, be, &e->proj))) {
+        am_audio_encoder_destroy(&e);
+        return rc;
+    }
     const int64_t S = m->enc_cfg.spec_size, T = am_melspec_frames(&m->fe);
+    const size_t emb_bytes = (size_t)(max_batch * m->enc_cfg.proj_dim) * sizeof(float);
     e->mel = am_aligned_alloc((size_t)(T * m->fe.n_mels) * sizeof(float));
     e->img = am_aligned_alloc((size_t)(max_batch * S * S) * sizeof(float));
-    e->emb = am_aligned_alloc((size_t)(max_batch * m->enc_cfg.proj_dim) * sizeof(float));
-    e->scratch = am_aligned_alloc(am_htsat_scratch_floats(&m->enc_cfg, max_batch) * sizeof(float));
-    if (!e->mel || !e->img || !e->emb || !e->scratch) {
+    e->emb = am_aligned_alloc(emb_bytes);
+    e->demb = be->host_memory ? e->emb : be->ops->alloc(be, emb_bytes);
+    e->scratch =
+        be->ops->alloc(be, am_htsat_scratch_floats(&m->enc_cfg, max_batch) * sizeof(float));
+    if (!e->mel || !e->img || !e->emb || !e->demb || !e->scratch) {
         am_audio_encoder_destroy(&e);
         return am_err_set(AM_ENOMEM, "audio encoder: cannot allocate activations for %d clips",
                           max_batch);
@@ -117,7 +130,12 @@ static int embed_chunk(am_audio_encoder *e, const am_audio_item *items, int nb, 
         int rc = am_melspec_run(m->ms, items[i].samples, items[i].n, e->nn.tp, e->mel);
         if (rc || (rc = am_htsat_prepare(m->enc, e->mel, T, e->img + i * S * S))) return rc;
     }
-    int rc = am_htsat_forward(m->enc, &e->nn, e->img, nb, pooled, e->emb, e->scratch);
+    /* The log-mel and its image are host work; HTSAT runs on the backend. */
+    am_backend *be = e->nn.be;
+    int rc = am_htsat_forward(e->enc, &e->nn, e->img, nb, pooled, e->demb, e->scratch);
+    if (!rc && e->demb != e->emb)
+        rc = be->ops->download(be, e->emb, e->demb,
+                               (size_t)(nb * m->enc_cfg.proj_dim) * sizeof(float));
     if (rc) return rc;
     if (m->normalize) am__l2_normalize_rows(e->emb, nb, m->enc_cfg.proj_dim);
     return 0;
@@ -136,24 +154,16 @@ int am_audio_embed(am_audio_encoder *e, const am_audio_item *items, int n, float
 }
 
 int am_audio_encode(am_audio_encoder *e, const am_audio_item *items, int n) {
-    const am_audio_model *m = e->m;
-    const int64_t P = m->enc_cfg.proj_dim;
     for (int i0 = 0; i0 < n; i0 += e->max_batch) {
         const int nb = n - i0 < e->max_batch ? n - i0 : e->max_batch;
         int rc = embed_chunk(e, items + i0, nb, NULL);
         if (rc) return rc;
-        if (m->proj_cfg.type == AM_PROJ_LINEAR) { /* rows in groups of 4: projector.h */
-            float *outs[AM_AUDIO_MAX_BATCH_LIMIT];
-            for (int i = 0; i < nb; i++)
-                outs[i] = items[i0 + i].out;
-            if ((rc = am_proj_linear_rows(m->proj, &e->nn, e->emb, nb, outs))) return rc;
-            continue;
-        }
-        /* Other projectors: one call per clip (M = one row), the same bits in any batch. */
-        for (int i = 0; i < nb; i++) {
-            const am_proj_item pi = {e->emb + i * P, 1, 1, items[i0 + i].out};
-            if ((rc = am_proj_forward(m->proj, &e->nn, &pi, 1))) return rc;
-        }
+        /* One row per clip: linear projectors four clips per call, others one (projector.h). */
+        int32_t rows[AM_AUDIO_MAX_BATCH_LIMIT];
+        float *outs[AM_AUDIO_MAX_BATCH_LIMIT];
+        for (int i = 0; i < nb; i++)
+            rows[i] = 1, outs[i] = items[i0 + i].out;
+        if ((rc = am_proj_pooled(e->proj, &e->nn, e->emb, rows, nb, outs))) return rc;
     }
     return 0;
 }

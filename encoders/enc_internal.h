@@ -22,6 +22,14 @@ int am__enc_vec(const am_ckpt *ck, const char *prefix, const char *name, int n_d
 /* 1 if prefix+name exists. */
 int am__enc_has(const am_ckpt *ck, const char *prefix, const char *name);
 
+/* *out = a copy of `bytes` host bytes in be's memory, for the caller to free with
+ * be->ops->free (it stays set after an upload error). AM_ENOMEM naming the backend,
+ * or the upload's error. */
+int am__enc_upload(am_backend *be, const void *host, size_t bytes, void **out);
+/* upload_matrix of from[i] into to[i] for i < n; the first error. */
+int am__enc_upload_matrices(am_backend *be, const am_matrix *const *from, am_matrix *const *to,
+                            int n);
+
 /* A bump allocator over one f32 block: plan with sizes, then hand out. */
 typedef struct {
     float *base;

@@ -63,3 +63,17 @@ int am__enc_vec(const am_ckpt *ck, const char *prefix, const char *name, int n_d
     am_dequantize_row(t->dtype, t->data, dst, n);
     return 0;
 }
+
+int am__enc_upload(am_backend *be, const void *host, size_t bytes, void **out) {
+    if (!(*out = be->ops->alloc(be, bytes)))
+        return am_err_set(AM_ENOMEM, "cannot allocate %zu bytes of %s memory", bytes, be->name);
+    return be->ops->upload(be, *out, host, bytes);
+}
+
+int am__enc_upload_matrices(am_backend *be, const am_matrix *const *from, am_matrix *const *to,
+                            int n) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++)
+        rc = be->ops->upload_matrix(be, from[i], to[i]);
+    return rc;
+}

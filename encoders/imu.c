@@ -83,18 +83,30 @@ struct am_imu_encoder {
     const am_imu_model *m;
     am_nn nn;
     int32_t max_batch;
-    float *win;     /* (max_batch, 6, T) */
-    float *scratch; /* am_imu2clip_scratch_floats(max_batch) */
+    am_imu2clip *enc; /* the encoder as the backend sees it */
+    am_proj *proj;    /* the projector likewise */
+    float *win;       /* host (max_batch, 6, T) */
+    float *dwin;      /* backend (max_batch, 6, T): win itself on a host-memory backend */
+    float *demb;      /* backend (max_batch, H) on a device, else NULL */
+    float *scratch;   /* backend am_imu2clip_scratch_floats(max_batch) */
 };
 
 am_nn *am_imu_encoder_nn(am_imu_encoder *e) { return &e->nn; }
 
 void am_imu_encoder_destroy(am_imu_encoder **p) {
     if (!p || !*p) return;
-    am_nn_fini(&(*p)->nn);
-    am_aligned_free((*p)->win);
-    am_aligned_free((*p)->scratch);
-    am_free(*p);
+    am_imu_encoder *e = *p;
+    am_backend *be = e->nn.be;
+    if (be) {
+        if (e->dwin != e->win) be->ops->free(be, e->dwin);
+        be->ops->free(be, e->demb);
+        be->ops->free(be, e->scratch);
+        am_imu2clip_release(&e->enc, be);
+        am_proj_release(&e->proj, be);
+    }
+    am_nn_fini(&e->nn);
+    am_aligned_free(e->win);
+    am_free(e);
     *p = NULL;
 }
 
@@ -102,10 +114,6 @@ int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int
                        am_imu_encoder **out) {
     *out = NULL;
     if (max_batch <= 0) max_batch = AM_IMU_MAX_BATCH_DEFAULT;
-    /* Its Swin/GRU kernels (encoders/nn_ops.h) are host code: host-memory backends only. */
-    if (be && !be->host_memory)
-        return am_err_set(AM_EUNSUPPORTED, "IMU encoder: runs on the cpu device only, not %s",
-                          be->name);
     am_imu_encoder *e = am_calloc(1, sizeof *e);
     if (!e) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
     e->m = m;
@@ -115,11 +123,19 @@ int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int
         am_free(e);
         return rc;
     }
+    if ((rc = am_imu2clip_upload(m->enc, be, &e->enc)) ||
+        (rc = am_proj_upload(m->proj, be, &e->proj))) {
+        am_imu_encoder_destroy(&e);
+        return rc;
+    }
     const int64_t WF = (int64_t)m->enc_cfg.in_channels * m->enc_cfg.window;
     e->win = am_aligned_alloc((size_t)(max_batch * WF) * sizeof(float));
+    e->dwin = be->host_memory ? e->win : be->ops->alloc(be, (size_t)(max_batch * WF) * sizeof(float));
+    if (!be->host_memory)
+        e->demb = be->ops->alloc(be, (size_t)max_batch * (size_t)m->enc_cfg.hidden * sizeof(float));
     e->scratch =
-        am_aligned_alloc(am_imu2clip_scratch_floats(&m->enc_cfg, max_batch) * sizeof(float));
-    if (!e->win || !e->scratch) {
+        be->ops->alloc(be, am_imu2clip_scratch_floats(&m->enc_cfg, max_batch) * sizeof(float));
+    if (!e->win || !e->dwin || (!be->host_memory && !e->demb) || !e->scratch) {
         am_imu_encoder_destroy(&e);
         return am_err_set(AM_ENOMEM, "IMU encoder: cannot allocate activations for %d windows",
                           max_batch);
@@ -130,6 +146,7 @@ int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int
 
 int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb) {
     const am_imu_model *m = e->m;
+    am_backend *be = e->nn.be;
     const int64_t WF = (int64_t)m->enc_cfg.in_channels * m->enc_cfg.window, H = m->enc_cfg.hidden;
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -137,7 +154,8 @@ int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb)
             return am_err_set(AM_EINVAL, "IMU encoder: request %d has no windows", i);
         total += items[i].n_windows;
     }
-    /* Windows of all requests in order, in chunks of max_batch (a chunk may span requests). */
+    /* Windows of all requests in order, in chunks of max_batch (a chunk may span requests);
+     * on a device each chunk goes up and its embeddings come down. */
     int item = 0, w_in_item = 0;
     for (int64_t w0 = 0; w0 < total; w0 += e->max_batch) {
         const int64_t b = total - w0 < e->max_batch ? total - w0 : e->max_batch;
@@ -146,7 +164,13 @@ int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb)
                    (size_t)WF * sizeof(float));
             if (++w_in_item == items[item].n_windows) item++, w_in_item = 0;
         }
-        int rc = am_imu2clip_forward(m->enc, &e->nn, e->win, b, emb + w0 * H, e->scratch);
+        float *y = e->demb ? e->demb : emb + w0 * H;
+        int rc = 0;
+        if (e->dwin != e->win)
+            rc = be->ops->upload(be, e->dwin, e->win, (size_t)(b * WF) * sizeof(float));
+        if (!rc) rc = am_imu2clip_forward(e->enc, &e->nn, e->dwin, b, y, e->scratch);
+        if (!rc && y != emb + w0 * H)
+            rc = be->ops->download(be, emb + w0 * H, y, (size_t)(b * H) * sizeof(float));
         if (rc) return rc;
     }
     if (m->normalize) am__l2_normalize_rows(emb, total, H);
@@ -154,33 +178,22 @@ int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb)
 }
 
 int am_imu_encode(am_imu_encoder *e, const am_imu_item *items, int n) {
-    const am_imu_model *m = e->m;
-    const int64_t H = m->enc_cfg.hidden;
+    const int64_t H = e->m->enc_cfg.hidden;
     int64_t total = 0;
     for (int i = 0; i < n; i++)
         total += items[i].n_windows > 0 ? items[i].n_windows : 0;
     float *emb = am_aligned_alloc((size_t)(total > 0 ? total * H : 1) * sizeof(float));
-    if (!emb) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
-    int rc = am_imu_embed(e, items, n, emb);
-    if (!rc && m->proj_cfg.type == AM_PROJ_LINEAR) {
-        /* Every window's rows, four windows per call (projector.h): the same bits in any batch. */
-        const int64_t row = am_imu_tokens_per_window(m) * m->proj_cfg.out_dim;
-        float **outs = am_malloc((size_t)(total > 0 ? total : 1) * sizeof *outs);
-        if (!outs) rc = am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
-        for (int i = 0, k = 0; !rc && i < n; i++)
-            for (int32_t w = 0; w < items[i].n_windows; w++)
-                outs[k++] = items[i].out + w * row;
-        if (!rc) rc = am_proj_linear_rows(m->proj, &e->nn, emb, total, outs);
-        am_free(outs);
-    } else {
-        /* Other projectors: one call per request (M = its windows). */
-        int64_t off = 0;
-        for (int i = 0; !rc && i < n; i++) {
-            const am_proj_item pi = {emb + off * H, items[i].n_windows, 1, items[i].out};
-            rc = am_proj_forward(m->proj, &e->nn, &pi, 1);
-            off += items[i].n_windows;
-        }
-    }
+    int32_t *rows = am_malloc((size_t)(n > 0 ? n : 1) * sizeof *rows);
+    float **outs = am_malloc((size_t)(n > 0 ? n : 1) * sizeof *outs);
+    int rc = 0;
+    if (!emb || !rows || !outs) rc = am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
+    if (!rc) rc = am_imu_embed(e, items, n, emb);
+    for (int i = 0; !rc && i < n; i++)
+        rows[i] = items[i].n_windows, outs[i] = items[i].out;
+    /* Linear: four windows per call; others: one call per request (M = its windows). */
+    if (!rc) rc = am_proj_pooled(e->proj, &e->nn, emb, rows, n, outs);
     am_aligned_free(emb);
+    am_free(rows);
+    am_free(outs);
     return rc;
 }

@@ -204,6 +204,30 @@ void am_nn_gru_gates(float *h, const float *gi, const float *gh, int64_t hidden)
     am_gru_gates_row(h, gi, gh, hidden);
 }
 
+float *am_nn_host_scratch(am_nn *nn, size_t floats) {
+    if (nn->scratch_floats < floats) {
+        float *p = am_aligned_alloc(floats * sizeof(float));
+        if (!p) return NULL;
+        am_aligned_free(nn->scratch);
+        nn->scratch = p;
+        nn->scratch_floats = floats;
+    }
+    return nn->scratch;
+}
+
+int am_nn_zero(am_nn *nn, float *p, int64_t n) {
+    am_backend *be = nn->be;
+    if (be->host_memory) {
+        memset(p, 0, (size_t)n * sizeof(float));
+        return 0;
+    }
+    /* A device has no fill op: zeros go up from the host scratch. */
+    float *z = am_nn_host_scratch(nn, (size_t)n);
+    if (!z) return am_err_set(AM_ENOMEM, "nn ops: cannot allocate %lld floats", (long long)n);
+    memset(z, 0, (size_t)n * sizeof(float));
+    return be->ops->upload(be, p, z, (size_t)n * sizeof(float));
+}
+
 /* gru_gates on `rows` rows of backend memory (gi row r at gi + r * gi_stride). */
 void am_nn_gru_rows(am_nn *nn, float *h, const float *gi, int64_t gi_stride, const float *gh,
                     int64_t rows, int64_t hidden) {

@@ -150,6 +150,11 @@ void am_nn_maxpool_time(am_nn *nn, float *out, const float *x, int64_t b, int64_
  *   with backend matmuls); r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z),
  *   n = tanh(gi_n + r * gh_n), h = (1 - z) * n + z * h. */
 void am_nn_gru_gates(float *h, const float *gi, const float *gh, int64_t hidden);
+/* The context's host scratch, at least `floats` long (NULL when out of
+ * memory); valid until the next call that uses it (am_nn_zero does). */
+float *am_nn_host_scratch(am_nn *nn, size_t floats);
+/* p (n floats of backend memory) = 0. AM_ENOMEM or the upload's error. */
+int am_nn_zero(am_nn *nn, float *p, int64_t n);
 /* The backend's gru_gates: am_nn_gru_gates on `rows` rows of h (rows, H) in
  * backend memory, gi row r at gi + r * gi_stride, gh (rows, 3H). */
 void am_nn_gru_rows(am_nn *nn, float *h, const float *gi, int64_t gi_stride, const float *gh,

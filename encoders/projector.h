@@ -143,9 +143,18 @@ double am_proj_flops(const am_proj *p, int32_t n_frames, int32_t n_patches);
  * 512 -> 8 x 4096 in f32) are read once per group, and since the backend's
  * matrix-vector kernels compute each row with the same code whatever the other
  * rows hold, a row gives the same bits in any batch. For the pooled-vector
- * modalities (audio clips, IMU windows). x and outs are host memory and the
- * backend's memory must be too (else AM_EUNSUPPORTED). AM_EINVAL unless p is
- * linear; AM_ENOMEM. */
+ * modalities (audio clips, IMU windows). x and outs are host memory; p is the
+ * backend's copy (am_proj_upload), and on a device each group goes up and its
+ * rows come down. AM_EINVAL unless p is linear; AM_ENOMEM; upload/download errors. */
 int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m, float *const *outs);
+
+/* The projector of a pooled-vector modality over n items: item i has n_rows[i]
+ * rows of x (sum n_rows, D) (an audio clip 1, an IMU request its windows) and
+ * gets outs[i] (n_rows[i] * tokens_per_row rows of out_dim for a linear
+ * projector, am_proj_n_tokens(n_rows[i], 1) otherwise). Linear: every row
+ * through am_proj_linear_rows; others: one call per item. x and outs are host
+ * memory, p the backend's copy. Results do not depend on the batch. */
+int am_proj_pooled(const am_proj *p, am_nn *nn, const float *x, const int32_t *n_rows, int n,
+                   float *const *outs);
 
 #endif
