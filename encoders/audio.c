@@ -54,33 +54,21 @@ int32_t am_audio_embed_dim(const am_audio_model *m) { return m->enc_cfg.proj_dim
 
 struct am_audio_encoder {
     const am_audio_model *m;
-    am_nn nn;
-    int32_t max_batch;
-    am_htsat *enc;  /* HTSAT as the backend sees it */
-    am_proj *proj;  /* the projector likewise */
-    float *mel;     /* host (T, M) one clip */
-    float *img;     /* host (max_batch, S, S) */
-    float *emb;     /* host (max_batch, P) */
-    float *demb;    /* backend (max_batch, P): emb itself on a host-memory backend */
-    float *scratch; /* backend am_htsat_scratch_floats(max_batch) */
+    am__pooled p;  /* op context, projector, embeddings (P), scratch */
+    am_htsat *enc; /* HTSAT as the backend sees it */
+    float *mel;    /* host (T, M) one clip */
+    float *img;    /* host (max_batch, S, S) */
 };
 
-am_nn *am_audio_encoder_nn(am_audio_encoder *e) { return &e->nn; }
+am_nn *am_audio_encoder_nn(am_audio_encoder *e) { return &e->p.nn; }
 
 void am_audio_encoder_destroy(am_audio_encoder **p) {
     if (!p || !*p) return;
     am_audio_encoder *e = *p;
-    am_backend *be = e->nn.be;
-    if (be) {
-        if (e->demb != e->emb) be->ops->free(be, e->demb);
-        be->ops->free(be, e->scratch);
-        am_htsat_release(&e->enc, be);
-        am_proj_release(&e->proj, be);
-    }
-    am_nn_fini(&e->nn);
+    if (e->p.nn.be) am_htsat_release(&e->enc, e->p.nn.be);
+    am__pooled_fini(&e->p);
     am_aligned_free(e->mel);
     am_aligned_free(e->img);
-    am_aligned_free(e->emb);
     am_free(e);
     *p = NULL;
 }
@@ -93,28 +81,17 @@ int am_audio_encoder_new(const am_audio_model *m, am_backend *be, int n_threads,
     am_audio_encoder *e = am_calloc(1, sizeof *e);
     if (!e) return am_err_set(AM_ENOMEM, "audio encoder: out of memory");
     e->m = m;
-    e->max_batch = max_batch;
-    int rc = am_nn_init(&e->nn, be, n_threads);
-    if (rc) {
-        am_free(e);
-        return rc;
-    }
-    if ((rc = am_htsat_upload(m->enc, be, &e->enc)) || (rc = am_proj_upload(m->proj, be, &e->proj))) {
-        am_audio_encoder_destroy(&e);
-        return rc;
-    }
     const int64_t S = m->enc_cfg.spec_size, T = am_melspec_frames(&m->fe);
-    const size_t emb_bytes = (size_t)(max_batch * m->enc_cfg.proj_dim) * sizeof(float);
-    e->mel = am_aligned_alloc((size_t)(T * m->fe.n_mels) * sizeof(float));
-    e->img = am_aligned_alloc((size_t)(max_batch * S * S) * sizeof(float));
-    e->emb = am_aligned_alloc(emb_bytes);
-    e->demb = be->host_memory ? e->emb : be->ops->alloc(be, emb_bytes);
-    e->scratch =
-        be->ops->alloc(be, am_htsat_scratch_floats(&m->enc_cfg, max_batch) * sizeof(float));
-    if (!e->mel || !e->img || !e->emb || !e->demb || !e->scratch) {
+    int rc = am__pooled_init(&e->p, "audio encoder", m->proj, be, n_threads, max_batch,
+                             m->enc_cfg.proj_dim, am_htsat_scratch_floats(&m->enc_cfg, max_batch));
+    if (!rc) rc = am_htsat_upload(m->enc, be, &e->enc);
+    if (!rc && (!(e->mel = am_aligned_alloc((size_t)(T * m->fe.n_mels) * sizeof(float))) ||
+                !(e->img = am_aligned_alloc((size_t)(max_batch * S * S) * sizeof(float)))))
+        rc = am_err_set(AM_ENOMEM, "audio encoder: cannot allocate activations for %d clips",
+                        max_batch);
+    if (rc) {
         am_audio_encoder_destroy(&e);
-        return am_err_set(AM_ENOMEM, "audio encoder: cannot allocate activations for %d clips",
-                          max_batch);
+        return rc;
     }
     *out = e;
     return 0;
@@ -127,35 +104,31 @@ static int embed_chunk(am_audio_encoder *e, const am_audio_item *items, int nb, 
     for (int i = 0; i < nb; i++) {
         if (!items[i].samples || items[i].n < 1)
             return am_err_set(AM_EINVAL, "audio encoder: clip %d has no samples", i);
-        int rc = am_melspec_run(m->ms, items[i].samples, items[i].n, e->nn.tp, e->mel);
+        int rc = am_melspec_run(m->ms, items[i].samples, items[i].n, e->p.nn.tp, e->mel);
         if (rc || (rc = am_htsat_prepare(m->enc, e->mel, T, e->img + i * S * S))) return rc;
     }
     /* The log-mel and its image are host work; HTSAT runs on the backend. */
-    am_backend *be = e->nn.be;
-    int rc = am_htsat_forward(e->enc, &e->nn, e->img, nb, pooled, e->demb, e->scratch);
-    if (!rc && e->demb != e->emb)
-        rc = be->ops->download(be, e->emb, e->demb,
-                               (size_t)(nb * m->enc_cfg.proj_dim) * sizeof(float));
-    if (rc) return rc;
-    if (m->normalize) am__l2_normalize_rows(e->emb, nb, m->enc_cfg.proj_dim);
+    int rc = am_htsat_forward(e->enc, &e->p.nn, e->img, nb, pooled, e->p.demb, e->p.scratch);
+    if (rc || (rc = am__pooled_down(&e->p, nb))) return rc;
+    if (m->normalize) am__l2_normalize_rows(e->p.emb, nb, m->enc_cfg.proj_dim);
     return 0;
 }
 
 int am_audio_embed(am_audio_encoder *e, const am_audio_item *items, int n, float *emb,
                    float *pooled) {
     const int64_t P = e->m->enc_cfg.proj_dim, CL = am_htsat_out_width(&e->m->enc_cfg);
-    for (int i0 = 0; i0 < n; i0 += e->max_batch) {
-        const int nb = n - i0 < e->max_batch ? n - i0 : e->max_batch;
+    for (int i0 = 0; i0 < n; i0 += e->p.max_batch) {
+        const int nb = n - i0 < e->p.max_batch ? n - i0 : e->p.max_batch;
         int rc = embed_chunk(e, items + i0, nb, pooled ? pooled + i0 * CL : NULL);
         if (rc) return rc;
-        memcpy(emb + i0 * P, e->emb, (size_t)(nb * P) * sizeof(float));
+        memcpy(emb + i0 * P, e->p.emb, (size_t)(nb * P) * sizeof(float));
     }
     return 0;
 }
 
 int am_audio_encode(am_audio_encoder *e, const am_audio_item *items, int n) {
-    for (int i0 = 0; i0 < n; i0 += e->max_batch) {
-        const int nb = n - i0 < e->max_batch ? n - i0 : e->max_batch;
+    for (int i0 = 0; i0 < n; i0 += e->p.max_batch) {
+        const int nb = n - i0 < e->p.max_batch ? n - i0 : e->p.max_batch;
         int rc = embed_chunk(e, items + i0, nb, NULL);
         if (rc) return rc;
         /* One row per clip: linear projectors four clips per call, others one (projector.h). */
@@ -163,7 +136,7 @@ int am_audio_encode(am_audio_encoder *e, const am_audio_item *items, int n) {
         float *outs[AM_AUDIO_MAX_BATCH_LIMIT];
         for (int i = 0; i < nb; i++)
             rows[i] = 1, outs[i] = items[i0 + i].out;
-        if ((rc = am_proj_pooled(e->proj, &e->nn, e->emb, rows, nb, outs))) return rc;
+        if ((rc = am_proj_pooled(e->p.proj, &e->p.nn, e->p.emb, rows, nb, outs))) return rc;
     }
     return 0;
 }

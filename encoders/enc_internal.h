@@ -30,6 +30,27 @@ int am__enc_upload(am_backend *be, const void *host, size_t bytes, void **out);
 int am__enc_upload_matrices(am_backend *be, const am_matrix *const *from, am_matrix *const *to,
                             int n);
 
+/* What the pooled-vector encoders (audio.c, imu.c) share around their towers: the op
+ * context, the projector as the backend sees it, one chunk's embeddings (host, and the
+ * backend's copy the tower writes) and the tower's scratch in backend memory. */
+typedef struct am__pooled {
+    am_nn nn;
+    int32_t max_batch;
+    int64_t width;  /* P: embedding floats */
+    am_proj *proj;  /* am_proj_upload's copy */
+    float *emb;     /* host (max_batch, P) */
+    float *demb;    /* backend (max_batch, P): emb itself on a host-memory backend */
+    float *scratch; /* backend, scratch_floats */
+} am__pooled;
+
+/* Sets up p for chunks of max_batch items on be (borrowed); `what` names the encoder in
+ * messages. AM_EINVAL, AM_ENOMEM, upload errors; am__pooled_fini cleans up after a failure too. */
+int am__pooled_init(am__pooled *p, const char *what, const am_proj *proj, am_backend *be,
+                    int n_threads, int32_t max_batch, int64_t width, size_t scratch_floats);
+void am__pooled_fini(am__pooled *p);
+/* After the tower wrote nb embeddings to p->demb: them in p->emb (a download on a device). */
+int am__pooled_down(am__pooled *p, int64_t nb);
+
 /* A bump allocator over one f32 block: plan with sizes, then hand out. */
 typedef struct {
     float *base;

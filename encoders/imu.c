@@ -81,30 +81,23 @@ int32_t am_imu_embed_dim(const am_imu_model *m) { return m->enc_cfg.hidden; }
 
 struct am_imu_encoder {
     const am_imu_model *m;
-    am_nn nn;
-    int32_t max_batch;
+    am__pooled p;     /* op context, projector, embeddings (H), scratch */
     am_imu2clip *enc; /* the encoder as the backend sees it */
-    am_proj *proj;    /* the projector likewise */
     float *win;       /* host (max_batch, 6, T) */
     float *dwin;      /* backend (max_batch, 6, T): win itself on a host-memory backend */
-    float *demb;      /* backend (max_batch, H) on a device, else NULL */
-    float *scratch;   /* backend am_imu2clip_scratch_floats(max_batch) */
 };
 
-am_nn *am_imu_encoder_nn(am_imu_encoder *e) { return &e->nn; }
+am_nn *am_imu_encoder_nn(am_imu_encoder *e) { return &e->p.nn; }
 
 void am_imu_encoder_destroy(am_imu_encoder **p) {
     if (!p || !*p) return;
     am_imu_encoder *e = *p;
-    am_backend *be = e->nn.be;
+    am_backend *be = e->p.nn.be;
     if (be) {
         if (e->dwin != e->win) be->ops->free(be, e->dwin);
-        be->ops->free(be, e->demb);
-        be->ops->free(be, e->scratch);
         am_imu2clip_release(&e->enc, be);
-        am_proj_release(&e->proj, be);
     }
-    am_nn_fini(&e->nn);
+    am__pooled_fini(&e->p);
     am_aligned_free(e->win);
     am_free(e);
     *p = NULL;
@@ -117,28 +110,21 @@ int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int
     am_imu_encoder *e = am_calloc(1, sizeof *e);
     if (!e) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
     e->m = m;
-    e->max_batch = max_batch;
-    int rc = am_nn_init(&e->nn, be, n_threads);
+    const size_t win_bytes =
+        (size_t)max_batch * (size_t)m->enc_cfg.in_channels * (size_t)m->enc_cfg.window * sizeof(float);
+    int rc = am__pooled_init(&e->p, "IMU encoder", m->proj, be, n_threads, max_batch,
+                             m->enc_cfg.hidden, am_imu2clip_scratch_floats(&m->enc_cfg, max_batch));
+    if (!rc) rc = am_imu2clip_upload(m->enc, be, &e->enc);
+    if (!rc) {
+        e->win = am_aligned_alloc(win_bytes);
+        e->dwin = be->host_memory ? e->win : be->ops->alloc(be, win_bytes);
+        if (!e->win || !e->dwin)
+            rc = am_err_set(AM_ENOMEM, "IMU encoder: cannot allocate activations for %d windows",
+                            max_batch);
+    }
     if (rc) {
-        am_free(e);
-        return rc;
-    }
-    if ((rc = am_imu2clip_upload(m->enc, be, &e->enc)) ||
-        (rc = am_proj_upload(m->proj, be, &e->proj))) {
         am_imu_encoder_destroy(&e);
         return rc;
-    }
-    const int64_t WF = (int64_t)m->enc_cfg.in_channels * m->enc_cfg.window;
-    e->win = am_aligned_alloc((size_t)(max_batch * WF) * sizeof(float));
-    e->dwin = be->host_memory ? e->win : be->ops->alloc(be, (size_t)(max_batch * WF) * sizeof(float));
-    if (!be->host_memory)
-        e->demb = be->ops->alloc(be, (size_t)max_batch * (size_t)m->enc_cfg.hidden * sizeof(float));
-    e->scratch =
-        be->ops->alloc(be, am_imu2clip_scratch_floats(&m->enc_cfg, max_batch) * sizeof(float));
-    if (!e->win || !e->dwin || (!be->host_memory && !e->demb) || !e->scratch) {
-        am_imu_encoder_destroy(&e);
-        return am_err_set(AM_ENOMEM, "IMU encoder: cannot allocate activations for %d windows",
-                          max_batch);
     }
     *out = e;
     return 0;
@@ -146,7 +132,7 @@ int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int
 
 int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb) {
     const am_imu_model *m = e->m;
-    am_backend *be = e->nn.be;
+    am_backend *be = e->p.nn.be;
     const int64_t WF = (int64_t)m->enc_cfg.in_channels * m->enc_cfg.window, H = m->enc_cfg.hidden;
     int64_t total = 0;
     for (int i = 0; i < n; i++) {
@@ -157,21 +143,20 @@ int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb)
     /* Windows of all requests in order, in chunks of max_batch (a chunk may span requests);
      * on a device each chunk goes up and its embeddings come down. */
     int item = 0, w_in_item = 0;
-    for (int64_t w0 = 0; w0 < total; w0 += e->max_batch) {
-        const int64_t b = total - w0 < e->max_batch ? total - w0 : e->max_batch;
+    for (int64_t w0 = 0; w0 < total; w0 += e->p.max_batch) {
+        const int64_t b = total - w0 < e->p.max_batch ? total - w0 : e->p.max_batch;
         for (int64_t j = 0; j < b; j++) {
             memcpy(e->win + j * WF, items[item].windows + (int64_t)w_in_item * WF,
                    (size_t)WF * sizeof(float));
             if (++w_in_item == items[item].n_windows) item++, w_in_item = 0;
         }
-        float *y = e->demb ? e->demb : emb + w0 * H;
         int rc = 0;
         if (e->dwin != e->win)
             rc = be->ops->upload(be, e->dwin, e->win, (size_t)(b * WF) * sizeof(float));
-        if (!rc) rc = am_imu2clip_forward(e->enc, &e->nn, e->dwin, b, y, e->scratch);
-        if (!rc && y != emb + w0 * H)
-            rc = be->ops->download(be, emb + w0 * H, y, (size_t)(b * H) * sizeof(float));
-        if (rc) return rc;
+        if (rc || (rc = am_imu2clip_forward(e->enc, &e->p.nn, e->dwin, b, e->p.demb, e->p.scratch)) ||
+            (rc = am__pooled_down(&e->p, b)))
+            return rc;
+        memcpy(emb + w0 * H, e->p.emb, (size_t)(b * H) * sizeof(float));
     }
     if (m->normalize) am__l2_normalize_rows(emb, total, H);
     return 0;
@@ -191,7 +176,7 @@ int am_imu_encode(am_imu_encoder *e, const am_imu_item *items, int n) {
     for (int i = 0; !rc && i < n; i++)
         rows[i] = items[i].n_windows, outs[i] = items[i].out;
     /* Linear: four windows per call; others: one call per request (M = its windows). */
-    if (!rc) rc = am_proj_pooled(e->proj, &e->nn, emb, rows, n, outs);
+    if (!rc) rc = am_proj_pooled(e->p.proj, &e->p.nn, emb, rows, n, outs);
     am_aligned_free(emb);
     am_free(rows);
     am_free(outs);
