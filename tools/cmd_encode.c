@@ -24,8 +24,9 @@
 #define AM_ENCODE_MAX_FILES 4096
 
 static void help(void) {
+    char mods[128];
     printf(
-        "usage: anymal encode --modality image|video|audio|imu --model DIR [--threads N] [--device D]\n"
+        "usage: anymal encode --modality %s --model DIR [--threads N] [--device D]\n"
         "                     [--batch N] [--print-rows N] [--frames F] [--max-pixels N]\n"
         "                     [--max-seconds S] [--imu-rate HZ] [--imu-time-unit s|ms|us|ns] "
         "FILE...\n\n"
@@ -54,7 +55,8 @@ static void help(void) {
         "  --max-seconds longest audio accepted, in seconds (default %g; clips are cut to 10 s)\n"
         "  --imu-rate    sample rate of IMU data without timestamps, Hz (default 200)\n"
         "  --imu-time-unit  unit of IMU timestamps (default s)\n",
-        (long long)AM_IMAGE_MAX_PIXELS_DEFAULT, AM_AUDIO_MAX_SECONDS_DEFAULT);
+        am_modality_list(mods, sizeof mods, "|", "|"), (long long)AM_IMAGE_MAX_PIXELS_DEFAULT,
+        AM_AUDIO_MAX_SECONDS_DEFAULT);
 }
 
 typedef struct {
@@ -264,7 +266,8 @@ int am_cmd_encode(int argc, char **argv) {
         }
     }
     if (mod == AM_MOD_COUNT) {
-        rc = am_cli_fail(&cli, "--modality is required (image, video, audio or imu)");
+        char mods[128];
+        rc = am_cli_fail(&cli, "--modality is required (%s)", am_modality_list(mods, sizeof mods, ", ", " or "));
         goto out;
     }
     if (!model) {

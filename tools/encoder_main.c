@@ -18,18 +18,20 @@ static void on_signal(int sig) {
 }
 
 static void help(void) {
+    char mods[128];
     printf("usage: anymal-encoder --coordinator EP --model DIR --modality LIST [--threads N] [--max-batch N]\n"
            "                      [--device D] [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
            "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]]\n\n"
            "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token rows.\n"
-           "  --modality   comma-separated: image, video, audio, imu (or all)\n"
+           "  --modality   comma-separated: %s (or all)\n"
            "  --max-batch  jobs encoded together (default %d); --batch-wait-ms: how long the first job of a\n"
            "               batch waits for more (default %d)\n"
            "  --capacity   jobs accepted at once (default 2 x --max-batch)\n"
            "  --device     cpu (default), cuda or cuda:N: the compute backend of every modality\n"
            "  --heartbeat-ms/--liveness must match the coordinator's; --reconnect-ms: backoff bounds\n"
            "               (default 1000,32000)\n",
-           AM_ENCODER_MAX_BATCH_DEFAULT, AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
+           am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
+           AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -62,7 +64,9 @@ int main(int argc, char **argv) {
                 if (!strcmp(t, "all")) {
                     o.modalities |= (1u << AM_MOD_COUNT) - 1;
                 } else if (am_modality_parse(t, &m)) {
-                    return am_cli_fail(&cli, "unknown modality '%s' (want image, video, audio, imu or all)", t);
+                    char mods[128];
+                    return am_cli_fail(&cli, "unknown modality '%s' (want %s or all)", t,
+                                       am_modality_list(mods, sizeof mods, ", ", ", "));
                 } else {
                     o.modalities |= 1u << m;
                 }
