@@ -247,6 +247,11 @@ int am_mod_set_open(const char *dir, uint32_t modalities, am_backend *be, int n_
         if (first < 0) first = m, s->out_dim = d;
     }
     if (!rc && !s->n_models) rc = am_err_set(AM_EINVAL, "no modality to serve");
+    /* A modality whose model is loaded anyway is served too (image and video come with
+     * the vision tower, whichever of them was asked for). */
+    for (int m = 0; m < AM_MOD_COUNT && !rc; m++)
+        for (int k = 0; k < s->n_models && s->model_of[m] < 0; k++)
+            if (table[s->first_mod[k]].open == table[m].open) s->model_of[m] = k;
     if (rc) {
         am_mod_set_destroy(&s);
         return rc;

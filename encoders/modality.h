@@ -87,8 +87,9 @@ size_t am_mod_max_bytes(int m, const am_mod_opts *o);
 typedef struct am_mod_set am_mod_set;
 
 /* Loads the encoders of the modalities in `modalities` (bit per am_modality)
- * on be (borrowed, must outlive the set) with n_threads host threads. Their
- * rows must have one width (AM_ESHAPE naming both); no modality: AM_EINVAL. */
+ * on be (borrowed, must outlive the set) with n_threads host threads; a
+ * modality whose model comes along (video with image) is served as well.
+ * Their rows must have one width (AM_ESHAPE naming both); no modality: AM_EINVAL. */
 int am_mod_set_open(const char *dir, uint32_t modalities, am_backend *be, int n_threads,
                     am_mod_set **out);
 void am_mod_set_destroy(am_mod_set **p);

@@ -166,6 +166,11 @@ static void test_set(void) {
     CHECK(am_mod_set_prepare(only_imu, AM_MOD_AUDIO, csv, len, "x.wav", &o, &bad) == AM_EINVAL);
     am_mod_input_fini(&bad);
     am_mod_set_destroy(&only_imu);
+    /* Asked for image, the vision model serves video too (the worker always did). */
+    CHECK_OK(am_mod_set_open(dir, 1u << AM_MOD_IMAGE, be, 1, &only_imu));
+    CHECK(only_imu && am_mod_set_model_of(only_imu, AM_MOD_VIDEO) == 0 &&
+          am_mod_set_model_of(only_imu, AM_MOD_AUDIO) < 0);
+    am_mod_set_destroy(&only_imu);
     CHECK(am_mod_set_open(dir, 0, be, 1, &only_imu) == AM_EINVAL && only_imu == NULL);
     am_imu_windows_fini(&w);
     am_imu_encoder_destroy(&ie);
