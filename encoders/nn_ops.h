@@ -1,4 +1,4 @@
-/* encoders/nn_ops.h - the neural-network ops the encoders need beyond the backend vtable.
+/* encoders/nn_ops.h - the encoders' op context and their neural-network ops over the backend vtable.
  *
  * The ViT and the projectors need LayerNorm with bias, exact GELU and
  * quick_gelu, bias adds, a conv patch embedding (im2col, then a GEMM) and
@@ -9,7 +9,8 @@
  *
  * Which memory: every op but am_nn_patchify is a backend op (core/backend.h:
  * layernorm, bias_act, add_bias, matmul, attention_dense, attention_short,
- * gather_rows, scatter_add, groupnorm, im2col_1d, maxpool_time, gru_gates):
+ * gather_rows, scatter_add, groupnorm, im2col_1d, maxpool_time, gru_gates;
+ * HTSAT and IMU2CLIP also call mean_rows, transpose and copy directly):
  * its pointers are backend memory, so the ViT, HTSAT, IMU2CLIP and the
  * projectors run on any backend. am_nn_patchify (the 2-D im2col) is a plain C
  * kernel on host memory split over the op context's pool (the pixels are
@@ -17,8 +18,8 @@
  * row, tests). Every GEMM goes through the backend's matmul, so the
  * BLAS/oneDNN path does the heavy work.
  *
- * Each op has a plain reference version (am_nn_ref_*) that tests use as ground
- * truth: straight loops, sums in double.
+ * Each op has a plain reference version (am_nn_ref_* here, am_ref_* in
+ * core/ref_ops.h) that tests use as ground truth: straight loops, sums in double.
  *
  * Activations are f32, row-major. Dimension letters: M rows (tokens of all
  * images in a batch), C or N features, B sequences, T positions, H heads,
