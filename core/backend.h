@@ -167,7 +167,58 @@ typedef struct am_backend_ops {
      * memory. Returns 0, AM_ENOMEM (scratch) or a matmul error. */
     int (*attention_dense)(am_backend *b, float *out, const float *q, const float *k,
                            const float *v, const am_dense_attn *a);
+
+    /* ---- the audio and IMU encoders' layers (HTSAT, IMU2CLIP) ---- */
+
+    /* attention_dense for many short sequences (Swin's 64-token windows), the
+     * same arguments and result; Tq, Tk <= AM_SHORT_ATTN_MAX_T (else
+     * AM_EINVAL). The CPU computes each (sequence, head) pair on one thread
+     * in plain C (a GEMM call costs more than a 64 x 64 x 32 product), every
+     * pair the same way whatever the batch. 0, AM_EINVAL, AM_ENOMEM. */
+    int (*attention_short)(am_backend *b, float *out, const float *q, const float *k,
+                           const float *v, const am_dense_attn *a);
+
+    /* Row permutations per block of `period` rows: row r maps to
+     * map(r) = (r / period) * period + idx[r % period]; idx (period) is backend
+     * memory. gather_rows: dst (M, C) row r = src row map(r). scatter_add:
+     * x row map(r) += y row r + bias (bias (C) may be NULL); map must be a
+     * permutation within each block. */
+    void (*gather_rows)(am_backend *b, float *dst, const float *src, const int32_t *idx,
+                        int64_t period, int64_t m, int64_t c);
+    void (*scatter_add)(am_backend *b, float *x, const float *y, const float *bias,
+                        const int32_t *idx, int64_t period, int64_t m, int64_t c);
+
+    /* GroupNorm (PyTorch nn.GroupNorm) on x (B, T, C) time-major: per sample,
+     * channels in `groups` groups of C/groups; a group's T*C/groups values are
+     * normalized (biased variance, mean and variance summed in double), then
+     * channel c gets * w[c] + bias[c]. out may equal x; groups divides C. */
+    void (*groupnorm)(am_backend *b, float *out, const float *x, const float *w,
+                      const float *bias, int64_t nb, int64_t t, int64_t c, int groups, float eps);
+    /* Conv1d im2col (kernel k, dilation dil, stride 1, no padding) on x (B, T, C):
+     * cols (B, To, C*k), To = T - dil*(k-1), row (b, t) holds x[b, t + j*dil, c]
+     * at column c*k + j (the flattened Conv1d weight's order). Nothing when To <= 0. */
+    void (*im2col_1d)(am_backend *b, float *cols, const float *x, int64_t nb, int64_t t,
+                      int64_t c, int k, int dil);
+    /* MaxPool1d(p, stride p) over time on x (B, T, C): out (B, T/p, C) (floor);
+     * a NaN wins, as in PyTorch. */
+    void (*maxpool_time)(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
+                         int64_t c, int p);
+    /* out (B, C) = the mean over T of x (B, T, C), summed in double. */
+    void (*mean_rows)(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
+                      int64_t c);
+    /* dst (B, C, T) = src (B, T, C) transposed per sample (the ranges may not overlap). */
+    void (*transpose)(am_backend *b, float *dst, const float *src, int64_t nb, int64_t t,
+                      int64_t c);
+    /* One GRU step (PyTorch nn.GRU, gate order r, z, n) for `rows` rows, in place
+     * on h (rows, H): gi row r (3H) at gi + r * gi_stride = W_ih x + b_ih,
+     * gh (rows, 3H) = W_hh h + b_hh; r = sigmoid(gi_r + gh_r), z likewise,
+     * n = tanh(gi_n + r * gh_n), h = (1 - z) * n + z * h. */
+    void (*gru_gates)(am_backend *b, float *h, const float *gi, int64_t gi_stride,
+                      const float *gh, int64_t rows, int64_t hidden);
 } am_backend_ops;
+
+/* Longest query/key sequence attention_short takes (a Swin window is 64). */
+#define AM_SHORT_ATTN_MAX_T 256
 
 struct am_backend {
     const am_backend_ops *ops;

@@ -4,6 +4,9 @@
  * image needs ~180M exponentials in softmax and quick_gelu, HTSAT's MLPs ~7.5M
  * erfs per clip. Shared by the CPU backend's encoder ops (core/cpu/cpu_nn.c)
  * and the host-side encoder kernels (encoders/nn_ops.c), so both round alike.
+ * am_gru_gates_row is the one exception: the GRU step as PyTorch writes it,
+ * with libm's expf and tanhf (a small share of IMU2CLIP's work), shared by the
+ * CPU backend's gru_gates and am_nn_gru_gates.
  */
 #ifndef AM_FAST_MATH_H
 #define AM_FAST_MATH_H
@@ -52,5 +55,16 @@ static inline float am_gelu_fast(float x) {
     return 0.5f * x * (1.0f + am_erf_fast(x * 0.70710678118654752f));
 }
 static inline float am_quick_gelu_fast(float x) { return x / (1.0f + am_exp_fast(-1.702f * x)); }
+
+/* One GRU step on one row (gate order r, z, n), in place on h (H): gi, gh (3H). */
+static inline void am_gru_gates_row(float *h, const float *gi, const float *gh, int64_t hidden) {
+    const int64_t H = hidden;
+    for (int64_t i = 0; i < H; i++) {
+        const float r = 1.0f / (1.0f + expf(-(gi[i] + gh[i])));
+        const float z = 1.0f / (1.0f + expf(-(gi[H + i] + gh[H + i])));
+        const float n = tanhf(gi[2 * H + i] + r * gh[2 * H + i]);
+        h[i] = (1.0f - z) * n + z * h[i];
+    }
+}
 
 #endif

@@ -45,5 +45,18 @@ void am_ref_bias_act(float *y, const float *bias, int64_t m, int64_t n, am_act a
 void am_ref_add_bias(float *x, const float *y, const float *bias, int64_t m, int64_t n);
 void am_ref_attention_dense(float *out, const float *q, const float *k, const float *v,
                             const am_dense_attn *a);
+/* The audio and IMU encoders' ops (attention_short's reference is am_ref_attention_dense). */
+void am_ref_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t period, int64_t m,
+                        int64_t c);
+void am_ref_scatter_add(float *x, const float *y, const float *bias, const int32_t *idx,
+                        int64_t period, int64_t m, int64_t c);
+void am_ref_groupnorm(float *out, const float *x, const float *w, const float *b, int64_t nb,
+                      int64_t t, int64_t c, int groups, float eps);
+void am_ref_im2col_1d(float *cols, const float *x, int64_t nb, int64_t t, int64_t c, int k, int dil);
+void am_ref_maxpool_time(float *out, const float *x, int64_t nb, int64_t t, int64_t c, int p);
+void am_ref_mean_rows(float *out, const float *x, int64_t nb, int64_t t, int64_t c);
+void am_ref_transpose(float *dst, const float *src, int64_t nb, int64_t t, int64_t c);
+void am_ref_gru_gates(float *h, const float *gi, int64_t gi_stride, const float *gh, int64_t rows,
+                      int64_t hidden);
 
 #endif

@@ -50,11 +50,26 @@
 #define AM_AUDIO_MAX_BATCH_DEFAULT 8
 #define AM_AUDIO_MAX_BATCH_LIMIT   64
 
+/* What the "audio" section says, without the weights. */
+#define AM__AUDIO_CONFIG_FIELDS                                                                    \
+    am_melspec_config fe;                                                                          \
+    am_htsat_config enc_cfg;                                                                       \
+    am_proj_config proj_cfg;                                                                       \
+    int normalize;                                                                                 \
+    am_enc_files files; /* HTSAT's and the projector's files */                                    \
+    char *clap_prefix;  /* CLAP's audio projection in HTSAT's file ("projection_prefix") */
+
+typedef struct am_audio_config {
+    AM__AUDIO_CONFIG_FIELDS
+} am_audio_config;
+
 typedef struct am_audio_model {
-    am_melspec_config fe;
-    am_htsat_config enc_cfg;
-    am_proj_config proj_cfg;
-    int normalize;
+    union { /* m->fe, ... or the whole m->cfg */
+        am_audio_config cfg;
+        struct {
+            AM__AUDIO_CONFIG_FIELDS
+        };
+    };
     am_melspec *ms;
     am_htsat *enc;
     am_proj *proj;
@@ -64,6 +79,15 @@ typedef struct am_audio_model {
 
 int am_audio_model_load(const char *dir, am_audio_model **out);
 void am_audio_model_destroy(am_audio_model **p);
+
+/* Reads the "audio" section alone (encoders/audio_config.c: no weights, no
+ * FFTW or audio decoders linked; the shard leader sizes audio slots with it).
+ * Same errors as am_audio_model_load's config part. c is the caller's;
+ * am_audio_config_fini frees its strings (and accepts a zeroed c). */
+int am_audio_config_load(const char *dir, am_audio_config *c);
+void am_audio_config_fini(am_audio_config *c);
+/* Output rows per clip, from the config. */
+int64_t am_audio_config_n_tokens(const am_audio_config *c);
 
 /* Output rows per clip, their width, the sample rate the encoder wants, and
  * the CLAP embedding width (projection_dim). */

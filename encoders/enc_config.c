@@ -205,6 +205,57 @@ int am__json_projector(const char *file, const cJSON *pj, am_proj_type def_type,
     return 0;
 }
 
+int am__enc_files_set(am_enc_files *f, const char *weights, const char *prefix,
+                      const char *proj_weights, const char *proj_prefix) {
+    am__enc_files_fini(f);
+    if (!(f->weights = am_strdup(weights)) || !(f->prefix = am_strdup(prefix)) ||
+        (proj_weights && !(f->proj_weights = am_strdup(proj_weights))) ||
+        !(f->proj_prefix = am_strdup(proj_prefix))) {
+        am__enc_files_fini(f);
+        return am_err_set(AM_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+void am__enc_files_fini(am_enc_files *f) {
+    am_free(f->weights);
+    am_free(f->prefix);
+    am_free(f->proj_weights);
+    am_free(f->proj_prefix);
+    *f = (am_enc_files){0};
+}
+
+int am__json_pooled_section(const char *cfg_path, const cJSON *root, const cJSON *sec,
+                            const char *what, const char *def_weights, const char *def_prefix,
+                            int32_t in_dim, am_proj_config *pc, am_enc_files *f) {
+    const cJSON *pj = cJSON_GetObjectItemCaseSensitive(sec, "projector");
+    const cJSON *llm = cJSON_GetObjectItemCaseSensitive(root, "llm");
+    const char *weights = def_weights, *prefix = def_prefix, *pw = NULL, *pp = "";
+    int32_t llm_dim = 0;
+    int rc;
+    if ((rc = am__json_int(cfg_path, llm, "dim", 1, 65536, &llm_dim)) ||
+        (rc = am__json_str(cfg_path, sec, "weights", &weights)) ||
+        (rc = am__json_str(cfg_path, sec, "prefix", &prefix)))
+        return rc;
+    if (!cJSON_IsObject(pj))
+        return am_err_set(AM_ENOTFOUND, "%s: %s has no \"projector\" object", cfg_path, what);
+    if ((rc = am__json_projector(cfg_path, pj, AM_PROJ_LINEAR, in_dim, llm_dim, 8, pc, &pw, &pp)))
+        return rc;
+    return am__enc_files_set(f, weights, prefix, pw, pp);
+}
+
+int am__load_enc_proj(const char *dir, const am_enc_files *f,
+                      int (*load_enc)(const am_ckpt *ck, const char *prefix, void *user), void *user,
+                      am_ckpt **enc_ck, am_ckpt **proj_ck, am_proj_config *pc, am_proj **proj) {
+    int rc;
+    if ((rc = am__open_ckpt_pair(dir, f->weights, f->proj_weights, enc_ck, proj_ck)) ||
+        (rc = load_enc(*enc_ck, f->prefix, user)) ||
+        (rc = am_proj_load(*proj_ck, f->proj_prefix, pc, proj)))
+        return rc;
+    *pc = (*proj)->cfg;
+    return 0;
+}
+
 void am__l2_normalize_rows(float *x, int64_t m, int64_t n) {
     for (int64_t r = 0; r < m; r++) {
         double s = 0;

@@ -22,6 +22,35 @@ int am__enc_vec(const am_ckpt *ck, const char *prefix, const char *name, int n_d
 /* 1 if prefix+name exists. */
 int am__enc_has(const am_ckpt *ck, const char *prefix, const char *name);
 
+/* *out = a copy of `bytes` host bytes in be's memory, for the caller to free with
+ * be->ops->free (it stays set after an upload error). AM_ENOMEM naming the backend,
+ * or the upload's error. */
+int am__enc_upload(am_backend *be, const void *host, size_t bytes, void **out);
+/* upload_matrix of from[i] into to[i] for i < n; the first error. */
+int am__enc_upload_matrices(am_backend *be, const am_matrix *const *from, am_matrix *const *to,
+                            int n);
+
+/* What the pooled-vector encoders (audio.c, imu.c) share around their towers: the op
+ * context, the projector as the backend sees it, one chunk's embeddings (host, and the
+ * backend's copy the tower writes) and the tower's scratch in backend memory. */
+typedef struct am__pooled {
+    am_nn nn;
+    int32_t max_batch;
+    int64_t width;  /* P: embedding floats */
+    am_proj *proj;  /* am_proj_upload's copy */
+    float *emb;     /* host (max_batch, P) */
+    float *demb;    /* backend (max_batch, P): emb itself on a host-memory backend */
+    float *scratch; /* backend, scratch_floats */
+} am__pooled;
+
+/* Sets up p for chunks of max_batch items on be (borrowed); `what` names the encoder in
+ * messages. AM_EINVAL, AM_ENOMEM, upload errors; am__pooled_fini cleans up after a failure too. */
+int am__pooled_init(am__pooled *p, const char *what, const am_proj *proj, am_backend *be,
+                    int n_threads, int32_t max_batch, int64_t width, size_t scratch_floats);
+void am__pooled_fini(am__pooled *p);
+/* After the tower wrote nb embeddings to p->demb: them in p->emb (a download on a device). */
+int am__pooled_down(am__pooled *p, int64_t nb);
+
 /* A bump allocator over one f32 block: plan with sizes, then hand out. */
 typedef struct {
     float *base;
@@ -76,13 +105,31 @@ int am__open_ckpt_pair(const char *dir, const char *enc_rel, const char *proj_re
                        am_ckpt **proj);
 /* Closes what am__open_ckpt_pair opened, a shared mapping once. */
 void am__close_ckpt_pair(am_ckpt **enc, am_ckpt **proj);
-/* The "projector" object pj of a pooled-vector modality (audio, IMU): keys
+/* The "projector" object pj of a modality (audio, IMU; vision adds its own keys): keys
  * type (default def_type), weights, prefix (default ""), out_dim (default
  * llm_dim), tokens_per_row (default def_tokens) and the perceiver keys as in
  * vision.h. *weights stays NULL when absent (the encoder's file then). */
 int am__json_projector(const char *file, const cJSON *pj, am_proj_type def_type, int32_t in_dim,
                        int32_t llm_dim, int32_t def_tokens, am_proj_config *pc,
                        const char **weights, const char **prefix);
+/* Sets f to copies of the strings (proj_weights may be NULL); AM_ENOMEM. */
+int am__enc_files_set(am_enc_files *f, const char *weights, const char *prefix,
+                      const char *proj_weights, const char *proj_prefix);
+void am__enc_files_fini(am_enc_files *f);
+/* The part every pooled-vector section (audio, IMU) of anymal.json shares:
+ * "weights" and "prefix" of section sec (defaults def_weights, def_prefix)
+ * and its "projector" object (am__json_projector, llm_dim from root's "llm"
+ * object) into pc and f. `what` names the section in messages. */
+int am__json_pooled_section(const char *cfg_path, const cJSON *root, const cJSON *sec,
+                            const char *what, const char *def_weights, const char *def_prefix,
+                            int32_t in_dim, am_proj_config *pc, am_enc_files *f);
+/* Opens f's checkpoints under dir (*enc_ck, *proj_ck, which may be one),
+ * runs load_enc(*enc_ck, f->prefix, user) and loads the projector; *pc
+ * becomes the loaded projector's config. On error the caller closes the
+ * pair (am__close_ckpt_pair) and destroys *proj. */
+int am__load_enc_proj(const char *dir, const am_enc_files *f,
+                      int (*load_enc)(const am_ckpt *ck, const char *prefix, void *user), void *user,
+                      am_ckpt **enc_ck, am_ckpt **proj_ck, am_proj_config *pc, am_proj **proj);
 /* L2-normalizes each of m rows (n) in place: x / max(|x|, 1e-12) (F.normalize). */
 void am__l2_normalize_rows(float *x, int64_t m, int64_t n);
 

@@ -222,6 +222,16 @@ static void make_perm(int32_t *perm, int32_t R, int32_t w, int32_t s) {
                 }
 }
 
+/* PatchMerging's gather: merged cell (y, x) of the R/2 grid takes rows
+ * [(2y, 2x), (2y+1, 2x), (2y, 2x+1), (2y+1, 2x+1)], as rows r*4 + q of C floats. */
+static void make_merge_perm(int32_t *perm, int32_t R) {
+    const int32_t R2 = R / 2;
+    for (int32_t y = 0; y < R2; y++)
+        for (int32_t x = 0; x < R2; x++)
+            for (int32_t q = 0; q < 4; q++)
+                perm[(y * R2 + x) * 4 + q] = (2 * y + (q & 1)) * R + 2 * x + (q >> 1);
+}
+
 /* HF get_attn_mask: cells of the shifted grid fall in 3 x 3 regions; pairs in
  * different regions get -100. mask (nW, w*w, w*w). */
 static void make_mask(float *mask, int32_t R, int32_t w, int32_t s) {
@@ -270,12 +280,13 @@ int am_htsat_load(const am_ckpt *ck, const char *enc_prefix, const am_ckpt *proj
             am_htsat_destroy(&m);
             return am_err_set(AM_ENOMEM, "audio encoder: out of memory");
         }
-        n_idx += 2 * (size_t)(G >> i) * (size_t)(G >> i);
+        n_idx += 3 * (size_t)(G >> i) * (size_t)(G >> i);
     }
     am__vec_arena a = {0};
     layout(m, &a);
     m->vecs = am_aligned_alloc(a.used * sizeof(float));
     m->idx = am_malloc(n_idx * sizeof(int32_t));
+    m->n_idx = n_idx;
     const int64_t span2 = (int64_t)(2 * w - 1) * (2 * w - 1);
     int32_t max_heads = 1;
     for (int i = 0; i < cfg->n_stages; i++)
@@ -330,7 +341,9 @@ int am_htsat_load(const am_ckpt *ck, const char *enc_prefix, const am_ckpt *proj
         s->dim = (int32_t)C, s->res = R, s->n_heads = (int32_t)H;
         s->perm0 = idx, idx += (size_t)R * R;
         s->perm_shift = idx, idx += (size_t)R * R;
+        s->perm_merge = idx, idx += (size_t)R * R;
         make_perm(s->perm0, R, w, 0);
+        make_merge_perm(s->perm_merge, R);
         make_perm(s->perm_shift, R, w, R > w ? w / 2 : 0);
         if (s->mask) make_mask(s->mask, R, w, w / 2);
         const int64_t sC[1] = {C}, sF[1] = {F}, sCC[2] = {C, C}, sFC[2] = {F, C}, sCF[2] = {C, F},
@@ -458,6 +471,71 @@ int am_htsat_prepare(const am_htsat *m, const float *mel, int64_t t, float *img)
     return 0;
 }
 
+void am_htsat_release(am_htsat **p, am_backend *be) {
+    if (!p || !*p) return;
+    am_htsat *d = *p;
+    for (int i = 0; i < AM_HTSAT_MAX_STAGES; i++)
+        am_free(d->stages[i].blocks);
+    if (d->vecs) be->ops->free(be, d->vecs);
+    if (d->idx) be->ops->free(be, d->idx);
+    am_free(d);
+    *p = NULL;
+}
+
+int am_htsat_upload(const am_htsat *m, am_backend *be, am_htsat **out) {
+    *out = NULL;
+    const am_htsat_config *c = &m->cfg;
+    am_htsat *d = am_calloc(1, sizeof *d);
+    int rc = 0;
+    if (!d) return am_err_set(AM_ENOMEM, "audio encoder: out of memory");
+    *d = *m; /* views and sizes; the blocks, vectors and permutations are replaced below */
+    d->vecs = NULL, d->idx = NULL;
+    for (int i = 0; i < AM_HTSAT_MAX_STAGES; i++)
+        d->stages[i].blocks = NULL;
+    for (int i = 0; i < c->n_stages; i++) {
+        if (!(d->stages[i].blocks = am_malloc((size_t)c->depths[i] * sizeof(am_htsat_block)))) {
+            am_htsat_release(&d, be);
+            return am_err_set(AM_ENOMEM, "audio encoder: out of memory");
+        }
+        memcpy(d->stages[i].blocks, m->stages[i].blocks,
+               (size_t)c->depths[i] * sizeof(am_htsat_block));
+    }
+    if (be->host_memory) { /* the host views as they are; vecs and idx stay NULL (not owned) */
+        *out = d;
+        return 0;
+    }
+    am__vec_arena a = {0};
+    layout(d, &a);
+    const am_matrix *from[] = {&m->patch, &m->proj1.w, &m->proj2.w};
+    am_matrix *const to[] = {&d->patch, &d->proj1.w, &d->proj2.w};
+    if ((rc = am__enc_upload(be, m->vecs, a.used * sizeof(float), (void **)&d->vecs)) ||
+        (rc = am__enc_upload(be, m->idx, m->n_idx * sizeof(int32_t), (void **)&d->idx)) ||
+        (rc = am__enc_upload_matrices(be, from, to, 3)))
+        goto fail;
+    a = (am__vec_arena){d->vecs, 0, 0};
+    layout(d, &a);
+    for (int i = 0; i < c->n_stages; i++) {
+        const am_htsat_stage *S = &m->stages[i];
+        am_htsat_stage *T = &d->stages[i];
+        T->perm0 = d->idx + (S->perm0 - m->idx);
+        T->perm_shift = d->idx + (S->perm_shift - m->idx);
+        T->perm_merge = d->idx + (S->perm_merge - m->idx);
+        if (i < c->n_stages - 1 && (rc = be->ops->upload_matrix(be, &S->merge, &T->merge))) goto fail;
+        for (int j = 0; j < c->depths[i]; j++) {
+            const am_htsat_block *F = &S->blocks[j];
+            am_htsat_block *B = &T->blocks[j];
+            const am_matrix *bf[] = {&F->q.w, &F->k.w, &F->v.w, &F->o.w, &F->fc1.w, &F->fc2.w};
+            am_matrix *const bt[] = {&B->q.w, &B->k.w, &B->v.w, &B->o.w, &B->fc1.w, &B->fc2.w};
+            if ((rc = am__enc_upload_matrices(be, bf, bt, 6))) goto fail;
+        }
+    }
+    *out = d;
+    return 0;
+fail:
+    am_htsat_release(&d, be);
+    return am_err_prefix(rc, "audio encoder: weights to the %s backend", be->name);
+}
+
 /* Floats of the largest per-clip activation among the stages: max L*C and L*F. */
 static void act_sizes(const am_htsat_config *c, int64_t *lc, int64_t *lf) {
     const int64_t G = c->spec_size / c->patch_size;
@@ -497,8 +575,16 @@ int am_htsat_forward(const am_htsat *m, am_nn *nn, const float *img, int64_t b, 
     float *pool = f + b * lf;  /* (B, C_last) */
     float *ph = pool + b * am_htsat_out_width(c); /* (B, P) */
     int rc;
-    /* 3. patch embedding */
-    am_nn_patchify(nn, img, f, b, 1, (int)S, (int)p);
+    /* 3. patch embedding: im2col on the host, then up (f itself on the CPU) */
+    am_backend *be = nn->be;
+    if (be->host_memory) {
+        am_nn_patchify(nn, img, f, b, 1, (int)S, (int)p);
+    } else {
+        float *cols = am_nn_host_scratch(nn, (size_t)(b * L0 * p * p));
+        if (!cols) return am_err_set(AM_ENOMEM, "audio encoder: out of memory for the patches");
+        am_nn_patchify(nn, img, cols, b, 1, (int)S, (int)p);
+        if ((rc = be->ops->upload(be, f, cols, (size_t)(b * L0 * p * p) * sizeof(float)))) return rc;
+    }
     if ((rc = am_nn_matmul_rows(nn, &m->patch, f, x, b * L0, L0))) return rc;
     am_nn_bias_act(nn, x, m->patch_b, b * L0, c->embed_dim, AM_ACT_NONE);
     if (c->patch_norm)
@@ -532,21 +618,10 @@ int am_htsat_forward(const am_htsat *m, am_nn *nn, const float *img, int64_t b, 
             am_nn_residual(nn, x, tmp, B->fc2.b, M, C);
         }
         if (i == c->n_stages - 1) break;
-        /* PatchMerging: [x(2i,2j), x(2i+1,2j), x(2i,2j+1), x(2i+1,2j+1)] -> LN -> Linear. */
+        /* PatchMerging: [x(2i,2j), x(2i+1,2j), x(2i,2j+1), x(2i+1,2j+1)] -> LN -> Linear,
+         * the concatenation a gather of C-wide rows (period L per clip). */
         const int64_t R2 = R / 2, L2 = R2 * R2;
-        for (int64_t bi = 0; bi < b; bi++)
-            for (int64_t y = 0; y < R2; y++)
-                for (int64_t xx = 0; xx < R2; xx++) {
-                    float *dst = mrg + (bi * L2 + y * R2 + xx) * 4 * C;
-                    const float *src = x + bi * L * C;
-                    memcpy(dst, src + ((2 * y) * R + 2 * xx) * C, (size_t)C * sizeof(float));
-                    memcpy(dst + C, src + ((2 * y + 1) * R + 2 * xx) * C,
-                           (size_t)C * sizeof(float));
-                    memcpy(dst + 2 * C, src + ((2 * y) * R + 2 * xx + 1) * C,
-                           (size_t)C * sizeof(float));
-                    memcpy(dst + 3 * C, src + ((2 * y + 1) * R + 2 * xx + 1) * C,
-                           (size_t)C * sizeof(float));
-                }
+        am_nn_gather_rows(nn, mrg, x, s->perm_merge, L, M, C);
         am_nn_layernorm(nn, mrg, mrg, s->merge_ln_w, s->merge_ln_b, b * L2, 4 * C,
                         AM_HTSAT_LN_DEFAULT_EPS);
         if ((rc = am_nn_matmul_rows(nn, &s->merge, mrg, x, b * L2, L2))) return rc;
@@ -554,14 +629,9 @@ int am_htsat_forward(const am_htsat *m, am_nn *nn, const float *img, int64_t b, 
     /* 5. final LayerNorm, mean over the tokens */
     const int64_t CL = am_htsat_out_width(c), RL = G >> (c->n_stages - 1), LL = RL * RL;
     am_nn_layernorm(nn, h, x, m->norm_w, m->norm_b, b * LL, CL, AM_HTSAT_LN_DEFAULT_EPS);
-    for (int64_t bi = 0; bi < b; bi++)
-        for (int64_t e = 0; e < CL; e++) {
-            double acc = 0;
-            for (int64_t t = 0; t < LL; t++)
-                acc += h[(bi * LL + t) * CL + e];
-            pool[bi * CL + e] = (float)(acc / (double)LL);
-        }
-    if (pooled) memcpy(pooled, pool, (size_t)(b * CL) * sizeof(float));
+    nn->be->ops->mean_rows(nn->be, pool, h, b, LL, CL);
+    if (pooled && (rc = be->ops->download(be, pooled, pool, (size_t)(b * CL) * sizeof(float))))
+        return rc;
     /* 6. projection, one clip per matmul (M = 1) */
     if ((rc = am_nn_linear_rows(nn, &m->proj1, pool, ph, b, 1))) return rc;
     am_nn_bias_act(nn, ph, NULL, b, c->proj_dim, c->proj_act);

@@ -107,6 +107,7 @@ typedef struct am_htsat_stage {
     am_htsat_block *blocks;
     float *mask;                    /* (nW, w*w, w*w) cyclic-shift mask; NULL if no block shifts */
     int32_t *perm0, *perm_shift;    /* (R*R) window order -> grid row, without / with the shift */
+    int32_t *perm_merge;            /* (R*R) merged row r*4 + q -> its q-th neighbour's grid row */
     float *merge_ln_w, *merge_ln_b; /* (4C), all but the last stage */
     am_matrix merge;                /* (2C, 4C) */
 } am_htsat_stage;
@@ -124,6 +125,7 @@ typedef struct am_htsat {
     am_linear proj2;        /* (P, P) + (P) */
     float *vecs;            /* owns the f32 vectors */
     int32_t *idx;           /* owns the permutations */
+    size_t n_idx;           /* ints at idx */
 } am_htsat;
 
 /* Resolves the encoder from ck under enc_prefix and the projection from
@@ -133,6 +135,13 @@ int am_htsat_load(const am_ckpt *ck, const char *enc_prefix, const am_ckpt *proj
                   const char *proj_prefix, const am_htsat_config *cfg, am_htsat **out);
 void am_htsat_destroy(am_htsat **p);
 
+/* The encoder's weights as backend be sees them (matrices through
+ * upload_matrix, vectors and permutations in one allocation each of be's
+ * memory); on a host-memory backend views of m's own. m must outlive it;
+ * release with am_htsat_release on the same backend. AM_ENOMEM or upload errors. */
+int am_htsat_upload(const am_htsat *m, am_backend *be, am_htsat **out);
+void am_htsat_release(am_htsat **p, am_backend *be);
+
 /* Steps 1-2 for one clip: log-mel (T, M) -> img (S, S). AM_ERANGE when T is 0
  * or more than am_htsat_max_frames. */
 int am_htsat_prepare(const am_htsat *m, const float *mel, int64_t t, float *img);
@@ -140,9 +149,12 @@ int am_htsat_prepare(const am_htsat *m, const float *mel, int64_t t, float *img)
 /* Scratch floats am_htsat_forward needs for b clips. */
 size_t am_htsat_scratch_floats(const am_htsat_config *c, int64_t b);
 
-/* Steps 3-6 for b images (B, S, S): pooled (B, C_last) (may be NULL) and
- * embeds (B, P). GEMMs run per clip (M = one clip's rows), so a batch gives
- * the same bits as one clip at a time. Errors from the backend's matmul. */
+/* Steps 3-6 for b images (B, S, S) in host memory (patchified on the host,
+ * then uploaded): pooled (B, C_last) in host memory (may be NULL) and embeds
+ * (B, P) and scratch in the backend's; m is am_htsat_upload's copy on a
+ * device. GEMMs run per clip (M = one clip's rows), so a batch gives the same
+ * bits as one clip at a time. AM_ENOMEM, errors from the backend's matmul and
+ * copies. */
 int am_htsat_forward(const am_htsat *m, am_nn *nn, const float *img, int64_t b, float *pooled,
                      float *embeds, float *scratch);
 

@@ -38,6 +38,7 @@ typedef struct am_imu_model {
     am_imu2clip_config enc_cfg;
     am_proj_config proj_cfg;
     int normalize;
+    am_enc_files files; /* the encoder's and the projector's files */
     am_imu2clip *enc;
     am_proj *proj;
     am_ckpt *enc_ck, *proj_ck; /* proj_ck may equal enc_ck */

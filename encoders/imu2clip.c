@@ -80,6 +80,17 @@ double am_imu2clip_flops(const am_imu2clip_config *c) {
     return f + 2.0 * D * 3 * H * D + 2.0 * (D - 1) * 3 * H * H;
 }
 
+/* The f32 vectors over one block (a pass with a = {0} sizes it). */
+static void layout(am_imu2clip *m, am__vec_arena *a) {
+    const int64_t C0 = m->cfg.in_channels, D = m->cfg.conv_dim, H = m->cfg.hidden;
+    m->gn0_w = am__arena_take(a, C0);
+    m->gn0_b = am__arena_take(a, C0);
+    m->gn1_w = am__arena_take(a, D);
+    m->gn1_b = am__arena_take(a, D);
+    m->ih.b = am__arena_take(a, 3 * H);
+    m->hh.b = am__arena_take(a, 3 * H);
+}
+
 void am_imu2clip_destroy(am_imu2clip **p) {
     if (!p || !*p) return;
     am_aligned_free((*p)->vecs);
@@ -96,23 +107,15 @@ int am_imu2clip_load(const am_ckpt *ck, const char *prefix, const am_imu2clip_co
     am_imu2clip *m = am_calloc(1, sizeof *m);
     if (!m) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
     const int64_t C0 = cfg->in_channels, D = cfg->conv_dim, H = cfg->hidden;
-    am__vec_arena a = {0};
-    for (int pass = 0; pass < 2; pass++) {
-        m->gn0_w = am__arena_take(&a, C0);
-        m->gn0_b = am__arena_take(&a, C0);
-        m->gn1_w = am__arena_take(&a, D);
-        m->gn1_b = am__arena_take(&a, D);
-        m->ih.b = am__arena_take(&a, 3 * H);
-        m->hh.b = am__arena_take(&a, 3 * H);
-        if (pass == 0) {
-            if (!(m->vecs = am_aligned_alloc(a.used * sizeof(float)))) {
-                am_imu2clip_destroy(&m);
-                return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
-            }
-            a = (am__vec_arena){m->vecs, 0, 0};
-        }
-    }
     m->cfg = *cfg;
+    am__vec_arena a = {0};
+    layout(m, &a);
+    if (!(m->vecs = am_aligned_alloc(a.used * sizeof(float)))) {
+        am_imu2clip_destroy(&m);
+        return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
+    }
+    a = (am__vec_arena){m->vecs, 0, 0};
+    layout(m, &a);
     const int64_t sC0[1] = {C0}, sD[1] = {D}, s3H[1] = {3 * H}, sIH[2] = {3 * H, D},
                   sHH[2] = {3 * H, H};
     if ((rc = am__enc_vec(ck, prefix, "net.0.weight", 1, sC0, m->gn0_w)) ||
@@ -136,6 +139,39 @@ int am_imu2clip_load(const am_ckpt *ck, const char *prefix, const am_imu2clip_co
 fail:
     am_imu2clip_destroy(&m);
     return rc;
+}
+
+void am_imu2clip_release(am_imu2clip **p, am_backend *be) {
+    if (!p || !*p) return;
+    if ((*p)->vecs) be->ops->free(be, (*p)->vecs);
+    am_free(*p);
+    *p = NULL;
+}
+
+int am_imu2clip_upload(const am_imu2clip *m, am_backend *be, am_imu2clip **out) {
+    *out = NULL;
+    am_imu2clip *d = am_calloc(1, sizeof *d);
+    if (!d) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
+    if (be->host_memory) { /* the host views as they are; d->vecs stays NULL (not owned) */
+        *d = *m;
+        d->vecs = NULL;
+        *out = d;
+        return 0;
+    }
+    d->cfg = m->cfg;
+    am__vec_arena a = {0};
+    layout(d, &a);
+    const am_matrix *from[] = {&m->conv[0], &m->conv[1], &m->conv[2], &m->ih.w, &m->hh.w};
+    am_matrix *const to[] = {&d->conv[0], &d->conv[1], &d->conv[2], &d->ih.w, &d->hh.w};
+    int rc = am__enc_upload(be, m->vecs, a.used * sizeof(float), (void **)&d->vecs);
+    if (rc || (rc = am__enc_upload_matrices(be, from, to, 5))) goto fail;
+    a = (am__vec_arena){d->vecs, 0, 0};
+    layout(d, &a);
+    *out = d;
+    return 0;
+fail:
+    am_imu2clip_release(&d, be);
+    return am_err_prefix(rc, "IMU encoder: weights to the %s backend", be->name);
 }
 
 /* Largest per-window im2col and conv-output sizes. */
@@ -174,10 +210,9 @@ int am_imu2clip_forward(const am_imu2clip *m, am_nn *nn, const float *x, int64_t
     float *gh = gi + b * D * 3 * H;                /* (G, 3H) recurrent gates */
     float *hg = gh + AM_IMU2CLIP_GRU_ROWS * 3 * H; /* (G, H) hidden states of a group */
     int rc;
-    for (int64_t bi = 0; bi < b; bi++)
-        for (int64_t ch = 0; ch < C0; ch++)
-            for (int64_t t = 0; t < T; t++)
-                x0[(bi * T + t) * C0 + ch] = x[(bi * C0 + ch) * T + t];
+    am_backend *be = nn->be;
+    /* Channel-major windows to time-major: (B, C0, T) -> (B, T, C0). */
+    be->ops->transpose(be, x0, x, b, C0, T);
     am_nn_groupnorm(nn, x0, x0, m->gn0_w, m->gn0_b, b, T, C0, c->in_groups, c->eps);
     const float *cur = x0;
     int64_t L = T, cin = C0;
@@ -196,28 +231,24 @@ int am_imu2clip_forward(const am_imu2clip *m, am_nn *nn, const float *x, int64_t
     float *pooled = (float *)cur; /* (B, D positions, D channels) */
     am_nn_groupnorm(nn, pooled, pooled, m->gn1_w, m->gn1_b, b, L, D, c->conv_groups, c->eps);
     /* The quirk: the GRU's sequence is the channel axis, its features the time axis. */
-    for (int64_t bi = 0; bi < b; bi++)
-        for (int64_t t = 0; t < L; t++)
-            for (int64_t ch = 0; ch < D; ch++)
-                gin[(bi * D + ch) * L + t] = pooled[(bi * L + t) * D + ch];
+    be->ops->transpose(be, gin, pooled, b, L, D);
     if ((rc = am_nn_linear_rows(nn, &m->ih, gin, gi, b * D, D))) return rc;
     /* The recurrence, AM_IMU2CLIP_GRU_ROWS windows at a time: h (G, H), zero rows pad the
      * last group so that every call has the same M (see imu2clip.h). */
     const int64_t G = AM_IMU2CLIP_GRU_ROWS;
     for (int64_t g0 = 0; g0 < b; g0 += G) {
         const int64_t ng = b - g0 < G ? b - g0 : G;
-        memset(hg, 0, (size_t)(G * H) * sizeof(float));
+        if ((rc = am_nn_zero(nn, hg, G * H))) return rc;
         for (int64_t st = 0; st < D; st++) {
             if (st == 0) { /* h = 0: W_hh h + b_hh is exactly b_hh */
                 for (int64_t r = 0; r < G; r++)
-                    memcpy(gh + r * 3 * H, m->hh.b, (size_t)(3 * H) * sizeof(float));
+                    be->ops->copy(be, gh + r * 3 * H, m->hh.b, (size_t)(3 * H) * sizeof(float));
             } else if ((rc = am_nn_linear(nn, &m->hh, hg, gh, G))) {
                 return rc;
             }
-            for (int64_t r = 0; r < ng; r++)
-                am_nn_gru_gates(hg + r * H, gi + ((g0 + r) * D + st) * 3 * H, gh + r * 3 * H, H);
+            am_nn_gru_rows(nn, hg, gi + (g0 * D + st) * 3 * H, D * 3 * H, gh, ng, H);
         }
-        memcpy(out + g0 * H, hg, (size_t)(ng * H) * sizeof(float));
+        be->ops->copy(be, out + g0 * H, hg, (size_t)(ng * H) * sizeof(float));
     }
     return 0;
 }

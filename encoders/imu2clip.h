@@ -76,8 +76,16 @@ int am_imu2clip_load(const am_ckpt *ck, const char *prefix, const am_imu2clip_co
                      am_imu2clip **out);
 void am_imu2clip_destroy(am_imu2clip **p);
 
+/* The encoder's weights as backend be sees them (matrices through
+ * upload_matrix, vectors in one allocation of be's memory); on a host-memory
+ * backend views of m's own. m must outlive it; release with
+ * am_imu2clip_release on the same backend. AM_ENOMEM or upload errors. */
+int am_imu2clip_upload(const am_imu2clip *m, am_backend *be, am_imu2clip **out);
+void am_imu2clip_release(am_imu2clip **p, am_backend *be);
+
 size_t am_imu2clip_scratch_floats(const am_imu2clip_config *c, int64_t b);
-/* out (B, H) = the encoder over b windows x (B, C_in, T). Errors from the
+/* out (B, H) = the encoder over b windows x (B, C_in, T); m (am_imu2clip_upload's
+ * copy on a device), x, out and scratch in the backend's memory. Errors from the
  * backend's matmul. */
 int am_imu2clip_forward(const am_imu2clip *m, am_nn *nn, const float *x, int64_t b, float *out,
                         float *scratch);

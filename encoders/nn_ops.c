@@ -1,10 +1,9 @@
-/* encoders/nn_ops.c - the encoders' ops: LayerNorm, bias + activation, residual and
- * attention as backend ops; im2col, Swin's short-window attention and row permutations,
- * GroupNorm, Conv1d/MaxPool1d helpers and GRU gates as host kernels.
+/* encoders/nn_ops.c - the encoders' ops: LayerNorm, bias + activation, residual,
+ * attention (dense and short), row permutations, GroupNorm, Conv1d im2col, MaxPool1d and
+ * GRU gates as backend ops (core/backend.h); the 2-D patch im2col as a host kernel.
  *
- * The host kernels split rows over the op context's thread pool; the loops
- * are written so that the compiler vectorizes them (-O2 with restrict-free but
- * simple bodies). GEMMs go to the backend's matmul.
+ * The host kernel splits rows over the op context's thread pool. GEMMs go to
+ * the backend's matmul.
  */
 #include "encoders/nn_ops.h"
 
@@ -15,15 +14,6 @@
 
 #include <math.h>
 #include <string.h>
-
-/* The row kernels are compiled twice, for x86-64-v3 (AVX2 + FMA) and the
- * baseline, and picked at load time (GCC target_clones / ifunc): the project
- * builds for the baseline ISA, and these loops are where vector width pays. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define AM_NN_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define AM_NN_CLONES
-#endif
 
 /* Below this many elements an element-wise op runs on the calling thread:
  * waking the pool costs more than the work. */
@@ -62,18 +52,6 @@ void am_nn_fini(am_nn *nn) {
     am_threadpool_destroy(&nn->tp);
     am_aligned_free(nn->scratch);
     memset(nn, 0, sizeof *nn);
-}
-
-static int scratch_reserve(am_nn *nn, size_t floats) {
-    if (nn->scratch_floats >= floats) return 0;
-    float *p = am_aligned_alloc(floats * sizeof(float));
-    if (!p)
-        return am_err_set(AM_ENOMEM, "nn ops: cannot allocate %zu bytes of scratch",
-                          floats * sizeof(float));
-    am_aligned_free(nn->scratch);
-    nn->scratch = p;
-    nn->scratch_floats = floats;
-    return 0;
 }
 
 /* ---- row-parallel driver ---- */
@@ -184,319 +162,76 @@ int am_nn_attention_ex(am_nn *nn, float *out, int64_t o_stride, const float *q, 
     return nn->be->ops->attention_dense(nn->be, out, q, k, v, &a);
 }
 
-/* ---- row permutations (Swin windows) ---- */
-
-typedef struct {
-    float *dst;
-    const float *src, *bias;
-    const int32_t *idx;
-    int64_t period, c;
-} perm_ctx;
-
-static inline int64_t perm_row(const perm_ctx *a, int64_t r) {
-    return r / a->period * a->period + a->idx[r % a->period];
-}
-
-static void gather_task(void *p, int64_t r0, int64_t r1) {
-    const perm_ctx *a = p;
-    for (int64_t r = r0; r < r1; r++)
-        memcpy(a->dst + r * a->c, a->src + perm_row(a, r) * a->c, (size_t)a->c * sizeof(float));
-}
+/* ---- row permutations (Swin windows), short attention: backend ops ---- */
 
 void am_nn_gather_rows(am_nn *nn, float *dst, const float *src, const int32_t *idx, int64_t period,
                        int64_t m, int64_t c) {
-    perm_ctx a = {dst, src, NULL, idx, period, c};
-    parallel_rows(nn, m, c, gather_task, &a);
-}
-
-AM_NN_CLONES static void scatter_task(void *p, int64_t r0, int64_t r1) {
-    const perm_ctx *a = p;
-    const int64_t C = a->c;
-    for (int64_t r = r0; r < r1; r++) {
-        float *x = a->dst + perm_row(a, r) * C; /* (C) residual row in grid order */
-        const float *y = a->src + r * C;        /* (C) branch row in window order */
-        if (a->bias)
-            for (int64_t i = 0; i < C; i++)
-                x[i] += y[i] + a->bias[i];
-        else
-            for (int64_t i = 0; i < C; i++)
-                x[i] += y[i];
-    }
+    nn->be->ops->gather_rows(nn->be, dst, src, idx, period, m, c);
 }
 
 void am_nn_scatter_residual(am_nn *nn, float *x, const float *y, const float *bias,
                             const int32_t *idx, int64_t period, int64_t m, int64_t c) {
-    perm_ctx a = {x, y, bias, idx, period, c};
-    parallel_rows(nn, m, c, scatter_task, &a);
-}
-
-/* ---- fused attention over short sequences ---- */
-
-typedef struct {
-    float *out;
-    const float *q, *k, *v, *bias, *mask;
-    int64_t o_stride, q_stride, kv_stride, tq, tk, n_mask, pairs;
-    int heads, d;
-    float scale;
-    float *scr; /* per thread: kt (D, Tk) + s (SR, Tk) + qs (SR, D) */
-    size_t scr_stride;
-} sattn_ctx;
-
-/* Rows of queries per tile and floats per vector step: a 4 x 8 tile of
- * accumulators stays in four AVX registers, so each step loads one vector of
- * K (or V) and broadcasts four scalars. The tile functions are written for
- * SATTN_R = 4. */
-#define SATTN_R 4
-#define SATTN_V 8
-
-/* GCC/Clang vector extensions: one AVX register in the x86-64-v3 clone, two
- * SSE registers in the baseline one. */
-typedef float sattn_v8 __attribute__((vector_size(SATTN_V * sizeof(float))));
-
-/* s (SR, Tk) = qs (SR, D) . kt (D, Tk) over columns [j0, j0 + SATTN_V). The four
- * accumulators are named variables so that they stay in registers. */
-static inline void sattn_scores_tile(float *s, const float *qs, const float *kt, int64_t D,
-                                     int64_t TK, int64_t j0) {
-    sattn_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (int64_t e = 0; e < D; e++) {
-        sattn_v8 ke;
-        memcpy(&ke, kt + e * TK + j0, sizeof ke);
-        a0 += qs[e] * ke;
-        a1 += qs[D + e] * ke;
-        a2 += qs[2 * D + e] * ke;
-        a3 += qs[3 * D + e] * ke;
-    }
-    memcpy(s + j0, &a0, sizeof a0);
-    memcpy(s + TK + j0, &a1, sizeof a1);
-    memcpy(s + 2 * TK + j0, &a2, sizeof a2);
-    memcpy(s + 3 * TK + j0, &a3, sizeof a3);
-}
-
-/* o (SR, D) = p (SR, Tk) . v over columns [e0, e0 + SATTN_V). */
-static inline void sattn_pv_tile(float *o, int64_t os, const float *p, const float *v, int64_t vs,
-                                 int64_t TK, int64_t e0) {
-    sattn_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (int64_t j = 0; j < TK; j++) {
-        sattn_v8 vj;
-        memcpy(&vj, v + j * vs + e0, sizeof vj);
-        a0 += p[j] * vj;
-        a1 += p[TK + j] * vj;
-        a2 += p[2 * TK + j] * vj;
-        a3 += p[3 * TK + j] * vj;
-    }
-    memcpy(o + e0, &a0, sizeof a0);
-    memcpy(o + os + e0, &a1, sizeof a1);
-    memcpy(o + 2 * os + e0, &a2, sizeof a2);
-    memcpy(o + 3 * os + e0, &a3, sizeof a3);
-}
-
-/* One (sequence, head) pair, SATTN_R query rows at a time (the last tile
- * repeats rows to stay full; only real rows are stored). */
-AM_NN_CLONES static void sattn_pair(const sattn_ctx *a, int64_t pair, float *kt, float *s,
-                                    float *qs) {
-    const int64_t bi = pair / a->heads, h = pair % a->heads, D = a->d, TK = a->tk, TQ = a->tq;
-    const float *qb = a->q + bi * TQ * a->q_stride + h * D;
-    const float *kb = a->k + bi * TK * a->kv_stride + h * D;
-    const float *vb = a->v + bi * TK * a->kv_stride + h * D;
-    const float *bias = a->bias ? a->bias + h * TQ * TK : NULL;
-    const float *mask = a->mask && a->n_mask > 0 ? a->mask + (bi % a->n_mask) * TQ * TK : NULL;
-    const int64_t tk_v = TK / SATTN_V * SATTN_V, d_v = D / SATTN_V * SATTN_V;
-    for (int64_t j = 0; j < TK; j++)
-        for (int64_t e = 0; e < D; e++)
-            kt[e * TK + j] = kb[j * a->kv_stride + e];
-    for (int64_t i0 = 0; i0 < TQ; i0 += SATTN_R) {
-        int64_t rows[SATTN_R];
-        for (int r = 0; r < SATTN_R; r++) {
-            rows[r] = i0 + r < TQ ? i0 + r : TQ - 1;
-            for (int64_t e = 0; e < D; e++)
-                qs[r * D + e] = qb[rows[r] * a->q_stride + e] * a->scale;
-        }
-        for (int64_t j0 = 0; j0 < tk_v; j0 += SATTN_V)
-            sattn_scores_tile(s, qs, kt, D, TK, j0);
-        for (int r = 0; r < SATTN_R; r++) {
-            float *sr = s + r * TK;
-            for (int64_t j = tk_v; j < TK; j++) {
-                float acc = 0.0f;
-                for (int64_t e = 0; e < D; e++)
-                    acc += qs[r * D + e] * kt[e * TK + j];
-                sr[j] = acc;
-            }
-            if (bias)
-                for (int64_t j = 0; j < TK; j++)
-                    sr[j] += bias[rows[r] * TK + j];
-            if (mask)
-                for (int64_t j = 0; j < TK; j++)
-                    sr[j] += mask[rows[r] * TK + j];
-            float mx = sr[0];
-            for (int64_t j = 1; j < TK; j++)
-                mx = sr[j] > mx ? sr[j] : mx;
-            float sum = 0.0f;
-            for (int64_t j = 0; j < TK; j++)
-                sr[j] = am_exp_fast(sr[j] - mx);
-            for (int64_t j = 0; j < TK; j++)
-                sum += sr[j];
-            const float inv = 1.0f / sum;
-            for (int64_t j = 0; j < TK; j++)
-                sr[j] *= inv;
-        }
-        /* The output tile goes to qs (now free), then to the real rows. */
-        for (int64_t e0 = 0; e0 < d_v; e0 += SATTN_V)
-            sattn_pv_tile(qs, D, s, vb, a->kv_stride, TK, e0);
-        for (int r = 0; r < SATTN_R; r++)
-            for (int64_t e = d_v; e < D; e++) {
-                float acc = 0.0f;
-                for (int64_t j = 0; j < TK; j++)
-                    acc += s[r * TK + j] * vb[j * a->kv_stride + e];
-                qs[r * D + e] = acc;
-            }
-        for (int r = 0; r < SATTN_R && i0 + r < TQ; r++)
-            memcpy(a->out + (bi * TQ + i0 + r) * a->o_stride + h * D, qs + r * D,
-                   (size_t)D * sizeof(float));
-    }
-}
-
-static void sattn_task(void *arg, int ith, int nth) {
-    const sattn_ctx *a = arg;
-    int64_t p0, p1;
-    am_split_range(a->pairs, 1, ith, nth, &p0, &p1);
-    float *kt = a->scr + (size_t)ith * a->scr_stride, *s = kt + a->d * a->tk;
-    float *qs = s + SATTN_R * a->tk;
-    for (int64_t p = p0; p < p1; p++)
-        sattn_pair(a, p, kt, s, qs);
+    nn->be->ops->scatter_add(nn->be, x, y, bias, idx, period, m, c);
 }
 
 int am_nn_attention_short(am_nn *nn, float *out, int64_t o_stride, const float *q, int64_t q_stride,
                           const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
                           int64_t tk, int n_heads, int head_dim, float scale, const float *bias,
                           const float *mask, int64_t n_mask) {
-    if (tq < 1 || tk < 1 || tq > AM_NN_SHORT_ATTN_MAX_T || tk > AM_NN_SHORT_ATTN_MAX_T)
-        return am_err_set(AM_EINVAL, "attention_short: sequences of %lld x %lld (at most %d)",
-                          (long long)tq, (long long)tk, AM_NN_SHORT_ATTN_MAX_T);
-    const int nth = am_threadpool_size(nn->tp);
-    const size_t stride =
-        ((size_t)(head_dim + SATTN_R) * (size_t)tk + (size_t)SATTN_R * (size_t)head_dim + 15) / 16 *
-        16;
-    int rc = scratch_reserve(nn, stride * (size_t)nth);
-    if (rc) return rc;
-    sattn_ctx a = {out,         q,        k,         v,     bias,        mask,
-                   o_stride,    q_stride, kv_stride, tq,    tk,          n_mask,
-                   b * n_heads, n_heads,  head_dim,  scale, nn->scratch, stride};
-    if (nth == 1 || a.pairs < 2)
-        sattn_task(&a, 0, 1);
-    else
-        am_threadpool_run(nn->tp, sattn_task, &a);
-    return 0;
+    const am_dense_attn a = {b,     tq,   tk,   n_heads, head_dim, q_stride, kv_stride, o_stride,
+                             scale, bias, mask, n_mask};
+    return nn->be->ops->attention_short(nn->be, out, q, k, v, &a);
 }
 
-/* ---- GroupNorm, Conv1d im2col, MaxPool1d, GRU gates (IMU2CLIP) ---- */
-
-typedef struct {
-    float *out;
-    const float *x, *w, *b;
-    int64_t t, c, cg; /* cg: channels per group */
-    int groups;
-    float eps;
-} gn_ctx;
-
-/* Row r = sample * groups + group. */
-static void gn_rows(void *p, int64_t r0, int64_t r1) {
-    const gn_ctx *a = p;
-    const int64_t T = a->t, C = a->c, G = a->cg;
-    for (int64_t r = r0; r < r1; r++) {
-        const int64_t bi = r / a->groups, c0 = (r % a->groups) * G;
-        const float *x = a->x + bi * T * C; /* (T, C) */
-        float *o = a->out + bi * T * C;     /* (T, C) */
-        double s = 0, v = 0;
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t c = c0; c < c0 + G; c++)
-                s += x[t * C + c];
-        const double mean = s / (double)(T * G);
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t c = c0; c < c0 + G; c++) {
-                const double d = x[t * C + c] - mean;
-                v += d * d;
-            }
-        const float rstd = (float)(1.0 / sqrt(v / (double)(T * G) + a->eps)), fm = (float)mean;
-        for (int64_t t = 0; t < T; t++)
-            for (int64_t c = c0; c < c0 + G; c++)
-                o[t * C + c] = (x[t * C + c] - fm) * rstd * a->w[c] + a->b[c];
-    }
-}
+/* ---- GroupNorm, Conv1d im2col, MaxPool1d, mean, transpose, GRU gates: backend ops ---- */
 
 void am_nn_groupnorm(am_nn *nn, float *out, const float *x, const float *w, const float *b,
                      int64_t nb, int64_t t, int64_t c, int groups, float eps) {
-    gn_ctx a = {out, x, w, b, t, c, c / groups, groups, eps};
-    parallel_rows(nn, nb * groups, t * (c / groups), gn_rows, &a);
-}
-
-typedef struct {
-    const float *x;
-    float *cols;
-    int64_t t, c, to;
-    int k, dil;
-} i2c_ctx;
-
-/* Row r = sample * To + t. */
-static void im2col_rows(void *p, int64_t r0, int64_t r1) {
-    const i2c_ctx *a = p;
-    const int64_t C = a->c, K = a->k;
-    for (int64_t r = r0; r < r1; r++) {
-        const int64_t bi = r / a->to, t = r % a->to;
-        const float *x = a->x + (bi * a->t + t) * C; /* row t of sample bi, (C) */
-        float *dst = a->cols + r * C * K;            /* (C, k) */
-        for (int64_t j = 0; j < K; j++) {
-            const float *xj = x + j * a->dil * C;
-            for (int64_t c = 0; c < C; c++)
-                dst[c * K + j] = xj[c];
-        }
-    }
+    nn->be->ops->groupnorm(nn->be, out, x, w, b, nb, t, c, groups, eps);
 }
 
 void am_nn_im2col_1d(am_nn *nn, const float *x, float *cols, int64_t b, int64_t t, int64_t c, int k,
                      int dil) {
-    const int64_t to = t - (int64_t)dil * (k - 1);
-    if (to <= 0) return;
-    i2c_ctx a = {x, cols, t, c, to, k, dil};
-    parallel_rows(nn, b * to, c * k, im2col_rows, &a);
-}
-
-typedef struct {
-    float *out;
-    const float *x;
-    int64_t t, c, to;
-    int p;
-} mp_ctx;
-
-static void maxpool_rows(void *arg, int64_t r0, int64_t r1) {
-    const mp_ctx *a = arg;
-    const int64_t C = a->c;
-    for (int64_t r = r0; r < r1; r++) { /* r = sample * To + i */
-        const int64_t bi = r / a->to, i = r % a->to;
-        const float *x = a->x + (bi * a->t + i * a->p) * C; /* (p, C) */
-        float *o = a->out + r * C;
-        memcpy(o, x, (size_t)C * sizeof(float));
-        for (int j = 1; j < a->p; j++)
-            for (int64_t c = 0; c < C; c++)
-                o[c] = x[j * C + c] > o[c] || x[j * C + c] != x[j * C + c] ? x[j * C + c] : o[c];
-    }
+    nn->be->ops->im2col_1d(nn->be, cols, x, b, t, c, k, dil);
 }
 
 void am_nn_maxpool_time(am_nn *nn, float *out, const float *x, int64_t b, int64_t t, int64_t c,
                         int p) {
-    mp_ctx a = {out, x, t, c, t / p, p};
-    parallel_rows(nn, b * (t / p), c * p, maxpool_rows, &a);
+    nn->be->ops->maxpool_time(nn->be, out, x, b, t, c, p);
 }
 
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 void am_nn_gru_gates(float *h, const float *gi, const float *gh, int64_t hidden) {
-    const int64_t H = hidden;
-    for (int64_t i = 0; i < H; i++) {
-        const float r = sigmoid_f(gi[i] + gh[i]);
-        const float z = sigmoid_f(gi[H + i] + gh[H + i]);
-        const float n = tanhf(gi[2 * H + i] + r * gh[2 * H + i]);
-        h[i] = (1.0f - z) * n + z * h[i];
+    am_gru_gates_row(h, gi, gh, hidden);
+}
+
+float *am_nn_host_scratch(am_nn *nn, size_t floats) {
+    if (nn->scratch_floats < floats) {
+        float *p = am_aligned_alloc(floats * sizeof(float));
+        if (!p) return NULL;
+        am_aligned_free(nn->scratch);
+        nn->scratch = p;
+        nn->scratch_floats = floats;
     }
+    return nn->scratch;
+}
+
+int am_nn_zero(am_nn *nn, float *p, int64_t n) {
+    am_backend *be = nn->be;
+    if (be->host_memory) {
+        memset(p, 0, (size_t)n * sizeof(float));
+        return 0;
+    }
+    /* A device has no fill op: zeros go up from the host scratch. */
+    float *z = am_nn_host_scratch(nn, (size_t)n);
+    if (!z) return am_err_set(AM_ENOMEM, "nn ops: cannot allocate %lld floats", (long long)n);
+    memset(z, 0, (size_t)n * sizeof(float));
+    return be->ops->upload(be, p, z, (size_t)n * sizeof(float));
+}
+
+/* gru_gates on `rows` rows of backend memory (gi row r at gi + r * gi_stride). */
+void am_nn_gru_rows(am_nn *nn, float *h, const float *gi, int64_t gi_stride, const float *gh,
+                    int64_t rows, int64_t hidden) {
+    nn->be->ops->gru_gates(nn->be, h, gi, gi_stride, gh, rows, hidden);
 }
 
 /* ---- reference versions ---- */
@@ -536,23 +271,7 @@ void am_nn_ref_attention_ex(float *out, int64_t o_stride, const float *q, int64_
 
 void am_nn_ref_groupnorm(float *out, const float *x, const float *w, const float *b, int64_t nb,
                          int64_t t, int64_t c, int groups, float eps) {
-    const int64_t G = c / groups;
-    for (int64_t bi = 0; bi < nb; bi++)
-        for (int g = 0; g < groups; g++) {
-            double s = 0, v = 0;
-            for (int64_t i = 0; i < t; i++)
-                for (int64_t j = g * G; j < (g + 1) * G; j++)
-                    s += x[(bi * t + i) * c + j];
-            const double mean = s / (double)(t * G);
-            for (int64_t i = 0; i < t; i++)
-                for (int64_t j = g * G; j < (g + 1) * G; j++)
-                    v += (x[(bi * t + i) * c + j] - mean) * (x[(bi * t + i) * c + j] - mean);
-            const double rstd = 1.0 / sqrt(v / (double)(t * G) + eps);
-            for (int64_t i = 0; i < t; i++)
-                for (int64_t j = g * G; j < (g + 1) * G; j++)
-                    out[(bi * t + i) * c + j] =
-                        (float)((x[(bi * t + i) * c + j] - mean) * rstd * w[j] + b[j]);
-        }
+    am_ref_groupnorm(out, x, w, b, nb, t, c, groups, eps);
 }
 
 void am_nn_ref_gru(float *h_out, const float *x, const float *w_ih, const float *w_hh,

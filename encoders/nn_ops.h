@@ -1,4 +1,4 @@
-/* encoders/nn_ops.h - the neural-network ops the encoders need beyond the backend vtable.
+/* encoders/nn_ops.h - the encoders' op context and their neural-network ops over the backend vtable.
  *
  * The ViT and the projectors need LayerNorm with bias, exact GELU and
  * quick_gelu, bias adds, a conv patch embedding (im2col, then a GEMM) and
@@ -7,18 +7,19 @@
  * relative-position bias and a shift mask; the IMU encoder (IMU2CLIP) needs
  * GroupNorm, dilated Conv1d (im2col, then a GEMM), MaxPool1d and a GRU.
  *
- * Which memory: am_nn_layernorm, am_nn_bias_act, am_nn_residual, am_nn_linear*,
- * am_nn_matmul_rows and am_nn_attention* are backend ops (core/backend.h:
- * layernorm, bias_act, add_bias, matmul, attention_dense): their pointers are
- * backend memory, so the ViT and the projectors run on any backend. The rest
- * (am_nn_patchify, am_nn_attention_short, the row permutations, GroupNorm,
- * im2col_1d, maxpool, GRU gates) are plain C kernels on host memory split
- * over the op context's pool: the audio and IMU encoders that use them run
- * on a backend whose memory is host memory (the CPU backend) only. Every GEMM
- * goes through the backend's matmul, so the BLAS/oneDNN path does the heavy work.
+ * Which memory: every op but am_nn_patchify is a backend op (core/backend.h:
+ * layernorm, bias_act, add_bias, matmul, attention_dense, attention_short,
+ * gather_rows, scatter_add, groupnorm, im2col_1d, maxpool_time, gru_gates;
+ * HTSAT and IMU2CLIP also call mean_rows, transpose and copy directly):
+ * its pointers are backend memory, so the ViT, HTSAT, IMU2CLIP and the
+ * projectors run on any backend. am_nn_patchify (the 2-D im2col) is a plain C
+ * kernel on host memory split over the op context's pool (the pixels are
+ * patchified on the host before they go up), and so is am_nn_gru_gates (one
+ * row, tests). Every GEMM goes through the backend's matmul, so the
+ * BLAS/oneDNN path does the heavy work.
  *
- * Each op has a plain reference version (am_nn_ref_*) that tests use as ground
- * truth: straight loops, sums in double.
+ * Each op has a plain reference version (am_nn_ref_* here, am_ref_* in
+ * core/ref_ops.h) that tests use as ground truth: straight loops, sums in double.
  *
  * Activations are f32, row-major. Dimension letters: M rows (tokens of all
  * images in a batch), C or N features, B sequences, T positions, H heads,
@@ -47,7 +48,7 @@ typedef struct am_linear {
 } am_linear;
 
 /* The op context: a borrowed backend, an owned thread pool and a growable
- * scratch buffer for the host kernels (the backend ops use the backend's own).
+ * scratch buffer for host kernels (the backend ops use the backend's own).
  * One thread uses it at a time. */
 typedef struct am_nn {
     am_backend *be;
@@ -108,13 +109,13 @@ int am_nn_attention_ex(am_nn *nn, float *out, int64_t o_stride, const float *q, 
                        const float *mask, int64_t n_mask);
 
 /* Longest query/key sequence am_nn_attention_short takes (a Swin window is 64). */
-#define AM_NN_SHORT_ATTN_MAX_T 256
-/* am_nn_attention_ex for many short sequences (Swin's 64-token windows), fused:
- * the (sequence, head) pairs are split over the pool and each is computed on
- * one thread in plain C (scores, bias and mask, softmax, weighted sum). A
+#define AM_NN_SHORT_ATTN_MAX_T AM_SHORT_ATTN_MAX_T
+/* am_nn_attention_ex for many short sequences (Swin's 64-token windows): the
+ * backend's attention_short (on the CPU fused: the (sequence, head) pairs are
+ * split over the pool and each is computed on one thread in plain C, since a
  * backend GEMM call costs more than a 64 x 64 x 32 product, and these products
  * are ~4% of HTSAT's FLOPs; every pair is computed the same way whatever the
- * batch. tq, tk <= AM_NN_SHORT_ATTN_MAX_T (else AM_EINVAL); AM_ENOMEM. */
+ * batch). tq, tk <= AM_NN_SHORT_ATTN_MAX_T (else AM_EINVAL); AM_ENOMEM. */
 int am_nn_attention_short(am_nn *nn, float *out, int64_t o_stride, const float *q, int64_t q_stride,
                           const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
                           int64_t tk, int n_heads, int head_dim, float scale, const float *bias,
@@ -150,6 +151,15 @@ void am_nn_maxpool_time(am_nn *nn, float *out, const float *x, int64_t b, int64_
  *   with backend matmuls); r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z),
  *   n = tanh(gi_n + r * gh_n), h = (1 - z) * n + z * h. */
 void am_nn_gru_gates(float *h, const float *gi, const float *gh, int64_t hidden);
+/* The context's host scratch, at least `floats` long (NULL when out of
+ * memory); valid until the next call that uses it (am_nn_zero does). */
+float *am_nn_host_scratch(am_nn *nn, size_t floats);
+/* p (n floats of backend memory) = 0. AM_ENOMEM or the upload's error. */
+int am_nn_zero(am_nn *nn, float *p, int64_t n);
+/* The backend's gru_gates: am_nn_gru_gates on `rows` rows of h (rows, H) in
+ * backend memory, gi row r at gi + r * gi_stride, gh (rows, 3H). */
+void am_nn_gru_rows(am_nn *nn, float *h, const float *gi, int64_t gi_stride, const float *gh,
+                    int64_t rows, int64_t hidden);
 
 /* ---- reference versions (tests) ---- */
 void am_nn_ref_layernorm(float *out, const float *x, const float *w, const float *b, int64_t m,

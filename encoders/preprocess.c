@@ -10,16 +10,6 @@
 /* Pillow's fixed point: 8 bits of result, 2 spare bits for the negative lobes. */
 #define PIL_PRECISION_BITS (32 - 8 - 2)
 
-am_clip_preprocess am_clip_preprocess_default(int32_t image_size) {
-    return (am_clip_preprocess){
-        .resize_to = image_size,
-        .crop_h = image_size,
-        .crop_w = image_size,
-        .mean = {0.48145466f, 0.4578275f, 0.40821073f},
-        .std = {0.26862954f, 0.26130258f, 0.27577711f},
-    };
-}
-
 static double bicubic(double x) {
     const double a = -0.5;
     if (x < 0.0) x = -x;

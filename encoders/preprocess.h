@@ -30,8 +30,17 @@ typedef struct am_clip_preprocess {
 } am_clip_preprocess;
 
 /* ViT-style defaults for an image size S: resize_to = crop = S, OpenAI CLIP mean/std, no padding.
- */
-am_clip_preprocess am_clip_preprocess_default(int32_t image_size);
+ * Inline: the config-only reader (vision_config.c) uses it without linking the
+ * image code (and its libjpeg/libpng/libwebp). */
+static inline am_clip_preprocess am_clip_preprocess_default(int32_t image_size) {
+    return (am_clip_preprocess){
+        .resize_to = image_size,
+        .crop_h = image_size,
+        .crop_w = image_size,
+        .mean = {0.48145466f, 0.4578275f, 0.40821073f},
+        .std = {0.26862954f, 0.26130258f, 0.27577711f},
+    };
+}
 
 /* pixels (3, crop_h, crop_w) from img. AM_ENOMEM; AM_EINVAL for a bad config. */
 int am_clip_preprocess_run(const am_clip_preprocess *pp, const am_image *img, float *pixels);

@@ -260,12 +260,16 @@ fail:
     return rc;
 }
 
-int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches) {
-    switch (p->cfg.type) {
-    case AM_PROJ_PERCEIVER: return p->cfg.n_latents;
+int64_t am_proj_config_n_tokens(const am_proj_config *c, int32_t n_frames, int32_t n_patches) {
+    switch (c->type) {
+    case AM_PROJ_PERCEIVER: return c->n_latents;
     case AM_PROJ_MLP2X_GELU: return (int64_t)n_frames * n_patches;
-    default: return (int64_t)n_frames * n_patches * p->cfg.tokens_per_row;
+    default: return (int64_t)n_frames * n_patches * c->tokens_per_row;
     }
+}
+
+int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches) {
+    return am_proj_config_n_tokens(&p->cfg, n_frames, n_patches);
 }
 
 double am_proj_flops(const am_proj *p, int32_t n_frames, int32_t n_patches) {
@@ -409,25 +413,72 @@ int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m,
     if (p->cfg.type != AM_PROJ_LINEAR)
         return am_err_set(AM_EINVAL, "projector: %s is not a linear projector",
                           am_proj_type_name(p->cfg.type));
-    if (!nn->be->host_memory)
-        return am_err_set(AM_EUNSUPPORTED,
-                          "projector: linear rows run on a host-memory backend, not %s",
-                          nn->be->name);
+    am_backend *be = nn->be;
     const int64_t G = AM_PROJ_ROW_GROUP, D = p->cfg.in_dim,
                   N = (int64_t)p->cfg.out_dim * p->cfg.tokens_per_row;
     float *xg = am_aligned_alloc((size_t)(G * D) * sizeof(float)); /* (G, D) */
     float *yg = am_aligned_alloc((size_t)(G * N) * sizeof(float)); /* (G, N) */
+    /* On a device the group goes up and its rows come down; on the host these are xg, yg. */
+    float *dx = be->host_memory ? xg : be->ops->alloc(be, (size_t)(G * D) * sizeof(float));
+    float *dy = be->host_memory ? yg : be->ops->alloc(be, (size_t)(G * N) * sizeof(float));
     int rc = 0;
-    if (!xg || !yg) rc = am_err_set(AM_ENOMEM, "projector: out of memory");
+    if (!xg || !yg || !dx || !dy) rc = am_err_set(AM_ENOMEM, "projector: out of memory");
     for (int64_t r0 = 0; !rc && r0 < m; r0 += G) {
         const int64_t ng = m - r0 < G ? m - r0 : G;
         memcpy(xg, x + r0 * D, (size_t)(ng * D) * sizeof(float));
         memset(xg + ng * D, 0, (size_t)((G - ng) * D) * sizeof(float));
-        if ((rc = am_nn_linear(nn, &p->l1, xg, yg, G))) break;
+        if (dx != xg && (rc = be->ops->upload(be, dx, xg, (size_t)(G * D) * sizeof(float)))) break;
+        if ((rc = am_nn_linear(nn, &p->l1, dx, dy, G))) break;
+        if (dy != yg && (rc = be->ops->download(be, yg, dy, (size_t)(ng * N) * sizeof(float)))) break;
         for (int64_t r = 0; r < ng; r++)
             memcpy(outs[r0 + r], yg + r * N, (size_t)N * sizeof(float));
     }
+    if (dx != xg) be->ops->free(be, dx);
+    if (dy != yg) be->ops->free(be, dy);
     am_aligned_free(xg);
     am_aligned_free(yg);
+    return rc;
+}
+
+int am_proj_pooled(const am_proj *p, am_nn *nn, const float *x, const int32_t *n_rows, int n,
+                   float *const *outs) {
+    am_backend *be = nn->be;
+    const int64_t D = p->cfg.in_dim, O = p->cfg.out_dim;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += n_rows[i];
+    int rc = 0;
+    if (p->cfg.type == AM_PROJ_LINEAR) { /* every row on its own, in groups of 4 */
+        const int64_t row = (int64_t)p->cfg.tokens_per_row * O;
+        float **ro = am_malloc((size_t)(total > 0 ? total : 1) * sizeof *ro);
+        if (!ro) return am_err_set(AM_ENOMEM, "projector: out of memory");
+        for (int i = 0, k = 0; i < n; i++)
+            for (int32_t w = 0; w < n_rows[i]; w++)
+                ro[k++] = outs[i] + w * row;
+        rc = am_proj_linear_rows(p, nn, x, total, ro);
+        am_free(ro);
+        return rc;
+    }
+    /* Other projectors: one call per item (M = its rows), the same bits in any batch; on a
+     * device its rows go up and its tokens come down. */
+    int64_t off = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        const int64_t nt = am_proj_n_tokens(p, n_rows[i], 1);
+        float *dx = (float *)(x + off * D), *dy = outs[i];
+        if (!be->host_memory) {
+            dx = be->ops->alloc(be, (size_t)(n_rows[i] * D) * sizeof(float));
+            dy = be->ops->alloc(be, (size_t)(nt * O) * sizeof(float));
+            if (!dx || !dy) rc = am_err_set(AM_ENOMEM, "projector: out of %s memory", be->name);
+            if (!rc) rc = be->ops->upload(be, dx, x + off * D, (size_t)(n_rows[i] * D) * sizeof(float));
+        }
+        const am_proj_item pi = {dx, n_rows[i], 1, dy};
+        if (!rc) rc = am_proj_forward(p, nn, &pi, 1);
+        if (!rc && dy != outs[i]) rc = be->ops->download(be, outs[i], dy, (size_t)(nt * O) * sizeof(float));
+        if (!be->host_memory) {
+            be->ops->free(be, dx);
+            be->ops->free(be, dy);
+        }
+        off += n_rows[i];
+    }
     return rc;
 }

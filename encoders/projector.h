@@ -95,8 +95,18 @@ int am_proj_load(const am_ckpt *ck, const char *prefix, const am_proj_config *cf
 void am_proj_destroy(am_proj **p);
 
 /* Rows a media item of n_frames x n_patches gives: n_latents (perceiver),
- * n_frames*n_patches (mlp2x_gelu), n_frames*n_patches*tokens_per_row (linear). */
+ * n_frames*n_patches (mlp2x_gelu), n_frames*n_patches*tokens_per_row (linear).
+ * The config alone decides it (the shard leader sizes slots without weights). */
+int64_t am_proj_config_n_tokens(const am_proj_config *c, int32_t n_frames, int32_t n_patches);
 int64_t am_proj_n_tokens(const am_proj *p, int32_t n_frames, int32_t n_patches);
+
+/* Where an encoder and its projector come from, as a model directory's
+ * config names them: paths relative to the directory, tensor-name prefixes.
+ * All owned (am_free; am__enc_files_fini in encoders/enc_internal.h). */
+typedef struct am_enc_files {
+    char *weights, *prefix;           /* the encoder's checkpoint and tensor prefix */
+    char *proj_weights, *proj_prefix; /* the projector's; proj_weights NULL: the encoder's file */
+} am_enc_files;
 
 /* The projector's weights as backend be sees them (matrices through
  * upload_matrix, vectors in one allocation of be's memory); on a host-memory
@@ -133,9 +143,18 @@ double am_proj_flops(const am_proj *p, int32_t n_frames, int32_t n_patches);
  * 512 -> 8 x 4096 in f32) are read once per group, and since the backend's
  * matrix-vector kernels compute each row with the same code whatever the other
  * rows hold, a row gives the same bits in any batch. For the pooled-vector
- * modalities (audio clips, IMU windows). x and outs are host memory and the
- * backend's memory must be too (else AM_EUNSUPPORTED). AM_EINVAL unless p is
- * linear; AM_ENOMEM. */
+ * modalities (audio clips, IMU windows). x and outs are host memory; p is the
+ * backend's copy (am_proj_upload), and on a device each group goes up and its
+ * rows come down. AM_EINVAL unless p is linear; AM_ENOMEM; upload/download errors. */
 int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m, float *const *outs);
+
+/* The projector of a pooled-vector modality over n items: item i has n_rows[i]
+ * rows of x (sum n_rows, D) (an audio clip 1, an IMU request its windows) and
+ * gets outs[i] (n_rows[i] * tokens_per_row rows of out_dim for a linear
+ * projector, am_proj_n_tokens(n_rows[i], 1) otherwise). Linear: every row
+ * through am_proj_linear_rows; others: one call per item. x and outs are host
+ * memory, p the backend's copy. Results do not depend on the batch. */
+int am_proj_pooled(const am_proj *p, am_nn *nn, const float *x, const int32_t *n_rows, int n,
+                   float *const *outs);
 
 #endif

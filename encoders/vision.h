@@ -52,23 +52,46 @@
  * activation memory: ViT-L/14-336 needs ~24 MB per frame). */
 #define AM_VISION_MAX_BATCH_FRAMES_DEFAULT 8
 
+/* What the directory's config says, without the weights. */
+#define AM__VISION_CONFIG_FIELDS                                                                   \
+    am_vit_config vit_cfg;                                                                         \
+    am_proj_config proj_cfg; /* llava-hf: out_dim 0 until the weights are read */                 \
+    am_clip_preprocess pp;                                                                         \
+    int32_t feature_layer; /* -2 */                                                                \
+    int feature_keep_cls;  /* 0: patches only */                                                   \
+    int32_t video_frames;  /* default frames sampled from a video */                               \
+    int32_t n_run;         /* ViT blocks to run for feature_layer */                               \
+    const char *layout;    /* "anymal" or "llava-hf" */                                            \
+    am_enc_files files;    /* anymal: the tower's and projector's files (llava-hf: the directory) */
+
+typedef struct am_vision_config {
+    AM__VISION_CONFIG_FIELDS
+} am_vision_config;
+
 typedef struct am_vision_model {
-    am_vit_config vit_cfg;
-    am_proj_config proj_cfg;
-    am_clip_preprocess pp;
-    int32_t feature_layer; /* -2 */
-    int feature_keep_cls;  /* 0: patches only */
-    int32_t video_frames;  /* default frames sampled from a video */
-    int32_t n_run;         /* ViT blocks to run for feature_layer */
+    union { /* m->vit_cfg, ... or the whole m->cfg */
+        am_vision_config cfg;
+        struct {
+            AM__VISION_CONFIG_FIELDS
+        };
+    };
     am_vit *vit;
     am_proj *proj;
     am_ckpt *vit_ck, *proj_ck; /* proj_ck may equal vit_ck */
     char *dir;
-    const char *layout; /* "anymal" or "llava-hf" */
 } am_vision_model;
 
 int am_vision_model_load(const char *dir, am_vision_model **out);
 void am_vision_model_destroy(am_vision_model **p);
+
+/* Reads the config alone (encoders/vision_config.c: no weights opened, no
+ * media libraries linked; the shard leader sizes image and video slots with
+ * it). Same errors as am_vision_model_load's config part. c is the caller's;
+ * am_vision_config_fini frees its strings (and accepts a zeroed c). */
+int am_vision_config_load(const char *dir, am_vision_config *c);
+void am_vision_config_fini(am_vision_config *c);
+/* Output rows for a media item of n_frames frames (am_vision_n_tokens from the config). */
+int64_t am_vision_config_n_tokens(const am_vision_config *c, int32_t n_frames);
 
 /* Patch rows per frame the projector sees (P, or P + 1 with CLS). */
 int32_t am_vision_rows_per_frame(const am_vision_model *m);

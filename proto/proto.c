@@ -28,20 +28,6 @@ const char *am_cmd_name(int cmd) {
     return cmd >= 1 && cmd <= AM_CMD_MAX ? n[cmd] : "?";
 }
 
-const char *am_modality_name(int m) {
-    static const char *const n[] = {"image", "video", "audio", "imu"};
-    return m >= 0 && m < AM_MOD_COUNT ? n[m] : "?";
-}
-
-int am_modality_parse(const char *s, am_modality *out) {
-    for (int m = 0; m < AM_MOD_COUNT; m++)
-        if (!strcmp(s, am_modality_name(m))) {
-            *out = (am_modality)m;
-            return 0;
-        }
-    return am_err_set(AM_EINVAL, "unknown modality '%s' (want image, video, audio or imu)", s);
-}
-
 const char *am_role_name(int r) { return r == AM_ROLE_ENCODER ? "encoder" : r == AM_ROLE_SHARD ? "shard" : "?"; }
 
 const char *am_fin_name(int f) {

@@ -26,6 +26,8 @@
 #ifndef AM_PROTO_H
 #define AM_PROTO_H
 
+#include "core/modality.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +50,7 @@
 #define AM_PROTO_MAX_STOP 16
 #define AM_PROTO_MAX_STOP_BYTES 256
 #define AM_PROTO_MAX_MODALITIES 4
+_Static_assert(AM_MOD_COUNT <= AM_PROTO_MAX_MODALITIES, "READY lists every modality a worker serves");
 #define AM_PROTO_MAX_CAPACITY 65536
 #define AM_PROTO_MAX_ROWS (1 << 20)          /* embedding rows of one item */
 #define AM_PROTO_MAX_DIM 65536
@@ -72,9 +75,7 @@ typedef enum {
 
 const char *am_cmd_name(int cmd); /* "READY"...; "?" for unknown */
 
-typedef enum { AM_MOD_IMAGE = 0, AM_MOD_VIDEO, AM_MOD_AUDIO, AM_MOD_IMU, AM_MOD_COUNT } am_modality;
-const char *am_modality_name(int m);              /* "image", "video", "audio", "imu" */
-int am_modality_parse(const char *s, am_modality *out); /* AM_EINVAL naming s */
+/* am_modality, am_modality_name and am_modality_parse: the one list, core/modality.h. */
 
 typedef enum { AM_ROLE_ENCODER = 0, AM_ROLE_SHARD = 1 } am_role;
 const char *am_role_name(int r); /* "encoder", "shard" */

@@ -13,3 +13,8 @@ if(AM_SANITIZE AND AM_CUDA)
     "ASAN_OPTIONS=protect_shadow_gap=0:detect_leaks=1:abort_on_error=1"
     "LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_SOURCE_DIR}/lsan_cuda.supp:print_suppressions=0")
 endif()
+# `anymal encode --device cuda` for image, audio and IMU against the CPU (label gpu; exits 77
+# without CUDA or a GPU, like test_cuda_backend).
+add_test(NAME test_encode_cuda COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_encode_cuda.sh)
+set_tests_properties(test_encode_cuda PROPERTIES LABELS "gpu" TIMEOUT 300 SKIP_RETURN_CODE 77
+  ENVIRONMENT "AM_BIN_DIR=${CMAKE_BINARY_DIR}/bin;AM_SOURCE_DIR=${CMAKE_SOURCE_DIR}")

@@ -31,3 +31,10 @@ if(TARGET anymal-shard)
       ENVIRONMENT "${AM_MPI_TEST_ENV}")
   endif()
 endif()
+if(TARGET anymal-shard-worker)
+  # What each actor program links (ldd): the shard worker no media library, the encoder worker
+  # the media stack.
+  add_test(NAME test_role_links COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_role_links.sh)
+  set_tests_properties(test_role_links PROPERTIES LABELS "integration" TIMEOUT 60
+    ENVIRONMENT "AM_BIN_DIR=${CMAKE_BINARY_DIR}/bin")
+endif()

@@ -297,19 +297,102 @@ static size_t span(int64_t rows, int64_t stride, int64_t row_floats) {
     return rows <= 0 ? 0 : F32((rows - 1) * stride + row_floats);
 }
 
+/* The pointers of an attention_dense / attention_short call. */
+static void sd_need_attn(am_backend *b, const char *op, float *out, const float *q, const float *k,
+                         const float *v, const am_dense_attn *a) {
+    const int64_t HD = (int64_t)a->n_heads * a->head_dim;
+    sd_host(b, op, "a", a, sizeof *a);
+    sd_need(b, op, "q", q, span(a->n_seqs * a->tq, a->q_stride, HD));
+    sd_need(b, op, "k", k, span(a->n_seqs * a->tk, a->kv_stride, HD));
+    sd_need(b, op, "v", v, span(a->n_seqs * a->tk, a->kv_stride, HD));
+    sd_need(b, op, "out", out, span(a->n_seqs * a->tq, a->o_stride, HD));
+    if (a->bias) sd_need(b, op, "bias", a->bias, F32(a->n_heads * a->tq * a->tk));
+    if (a->mask && a->n_mask > 0) sd_need(b, op, "mask", a->mask, F32(a->n_mask * a->tq * a->tk));
+    COUNT(b);
+}
+
 static int sd_attention_dense(am_backend *b, float *out, const float *q, const float *k,
                               const float *v, const am_dense_attn *a) {
-    const int64_t HD = (int64_t)a->n_heads * a->head_dim;
-    sd_host(b, "attention_dense", "a", a, sizeof *a);
-    sd_need(b, "attention_dense", "q", q, span(a->n_seqs * a->tq, a->q_stride, HD));
-    sd_need(b, "attention_dense", "k", k, span(a->n_seqs * a->tk, a->kv_stride, HD));
-    sd_need(b, "attention_dense", "v", v, span(a->n_seqs * a->tk, a->kv_stride, HD));
-    sd_need(b, "attention_dense", "out", out, span(a->n_seqs * a->tq, a->o_stride, HD));
-    if (a->bias) sd_need(b, "attention_dense", "bias", a->bias, F32(a->n_heads * a->tq * a->tk));
-    if (a->mask && a->n_mask > 0)
-        sd_need(b, "attention_dense", "mask", a->mask, F32(a->n_mask * a->tq * a->tk));
-    COUNT(b);
+    sd_need_attn(b, "attention_dense", out, q, k, v, a);
     return CPU(b)->ops->attention_dense(CPU(b), out, q, k, v, a);
+}
+
+static int sd_attention_short(am_backend *b, float *out, const float *q, const float *k,
+                              const float *v, const am_dense_attn *a) {
+    sd_need_attn(b, "attention_short", out, q, k, v, a);
+    return CPU(b)->ops->attention_short(CPU(b), out, q, k, v, a);
+}
+
+static void sd_gather_rows(am_backend *b, float *dst, const float *src, const int32_t *idx,
+                           int64_t period, int64_t m, int64_t c) {
+    sd_need(b, "gather_rows", "dst", dst, F32(m * c));
+    sd_need(b, "gather_rows", "src", src, F32(m * c));
+    sd_need(b, "gather_rows", "idx", idx, (size_t)period * sizeof(int32_t));
+    COUNT(b);
+    CPU(b)->ops->gather_rows(CPU(b), dst, src, idx, period, m, c);
+}
+
+static void sd_scatter_add(am_backend *b, float *x, const float *y, const float *bias,
+                           const int32_t *idx, int64_t period, int64_t m, int64_t c) {
+    sd_need(b, "scatter_add", "x", x, F32(m * c));
+    sd_need(b, "scatter_add", "y", y, F32(m * c));
+    if (bias) sd_need(b, "scatter_add", "bias", bias, F32(c));
+    sd_need(b, "scatter_add", "idx", idx, (size_t)period * sizeof(int32_t));
+    COUNT(b);
+    CPU(b)->ops->scatter_add(CPU(b), x, y, bias, idx, period, m, c);
+}
+
+static void sd_groupnorm(am_backend *b, float *out, const float *x, const float *w,
+                         const float *bias, int64_t nb, int64_t t, int64_t c, int groups,
+                         float eps) {
+    sd_need(b, "groupnorm", "out", out, F32(nb * t * c));
+    sd_need(b, "groupnorm", "x", x, F32(nb * t * c));
+    sd_need(b, "groupnorm", "w", w, F32(c));
+    sd_need(b, "groupnorm", "bias", bias, F32(c));
+    COUNT(b);
+    CPU(b)->ops->groupnorm(CPU(b), out, x, w, bias, nb, t, c, groups, eps);
+}
+
+static void sd_im2col_1d(am_backend *b, float *cols, const float *x, int64_t nb, int64_t t,
+                         int64_t c, int k, int dil) {
+    const int64_t to = t - (int64_t)dil * (k - 1);
+    sd_need(b, "im2col_1d", "x", x, F32(nb * t * c));
+    if (to > 0) sd_need(b, "im2col_1d", "cols", cols, F32(nb * to * c * k));
+    COUNT(b);
+    CPU(b)->ops->im2col_1d(CPU(b), cols, x, nb, t, c, k, dil);
+}
+
+static void sd_maxpool_time(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
+                            int64_t c, int p) {
+    sd_need(b, "maxpool_time", "x", x, F32(nb * t * c));
+    sd_need(b, "maxpool_time", "out", out, F32(nb * (t / p) * c));
+    COUNT(b);
+    CPU(b)->ops->maxpool_time(CPU(b), out, x, nb, t, c, p);
+}
+
+static void sd_mean_rows(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
+                         int64_t c) {
+    sd_need(b, "mean_rows", "x", x, F32(nb * t * c));
+    sd_need(b, "mean_rows", "out", out, F32(nb * c));
+    COUNT(b);
+    CPU(b)->ops->mean_rows(CPU(b), out, x, nb, t, c);
+}
+
+static void sd_transpose(am_backend *b, float *dst, const float *src, int64_t nb, int64_t t,
+                         int64_t c) {
+    sd_need(b, "transpose", "src", src, F32(nb * t * c));
+    sd_need(b, "transpose", "dst", dst, F32(nb * t * c));
+    COUNT(b);
+    CPU(b)->ops->transpose(CPU(b), dst, src, nb, t, c);
+}
+
+static void sd_gru_gates(am_backend *b, float *h, const float *gi, int64_t gi_stride,
+                         const float *gh, int64_t rows, int64_t hidden) {
+    sd_need(b, "gru_gates", "h", h, F32(rows * hidden));
+    sd_need(b, "gru_gates", "gi", gi, span(rows, gi_stride, 3 * hidden));
+    sd_need(b, "gru_gates", "gh", gh, F32(rows * 3 * hidden));
+    COUNT(b);
+    CPU(b)->ops->gru_gates(CPU(b), h, gi, gi_stride, gh, rows, hidden);
 }
 
 static void sd_destroy(am_backend *b) {
@@ -347,6 +430,15 @@ static const am_backend_ops sd_ops = {
     .bias_act = sd_bias_act,
     .add_bias = sd_add_bias,
     .attention_dense = sd_attention_dense,
+    .attention_short = sd_attention_short,
+    .gather_rows = sd_gather_rows,
+    .scatter_add = sd_scatter_add,
+    .groupnorm = sd_groupnorm,
+    .im2col_1d = sd_im2col_1d,
+    .maxpool_time = sd_maxpool_time,
+    .mean_rows = sd_mean_rows,
+    .transpose = sd_transpose,
+    .gru_gates = sd_gru_gates,
 };
 
 int am_strict_device_new(int n_threads, am_backend **out) {

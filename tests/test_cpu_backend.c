@@ -846,8 +846,59 @@ static void test_attention_dense(void) {
                 am_ref_attention_dense(ref, qkv, qkv + HD, qkv + 2 * HD, &a);
                 CHECK_OK(backends[bi].b->ops->attention_dense(backends[bi].b, out, qkv, qkv + HD, qkv + 2 * HD, &a));
                 CHECK_EQ_INT(compare_elems(out, ref, B * TQ * os, 1e-4, 1e-5, backends[bi].b->name), 0);
+                /* attention_short (Swin's fused per-pair kernel) computes the same thing. */
+                memset(out, 0, (size_t)(B * TQ * os) * sizeof(float));
+                CHECK_OK(backends[bi].b->ops->attention_short(backends[bi].b, out, qkv, qkv + HD, qkv + 2 * HD, &a));
+                CHECK_EQ_INT(compare_elems(out, ref, B * TQ * os, 1e-4, 1e-5, backends[bi].b->name), 0);
                 free(qkv), free(out), free(ref), free(bias), free(mask);
             }
+}
+
+/* HTSAT's and IMU2CLIP's ops against the reference: copies and max exact, GroupNorm and the
+ * mean (double sums) and the GRU gates (libm) within a few ulps. */
+static void test_audio_imu_ops(void) {
+    setup_backends();
+    const int64_t B = 3, T = 101, C = 12, P = 8, n = B * T * C;
+    int32_t idx[8] = {3, 0, 7, 1, 6, 2, 5, 4};
+    float *x = fmalloc(n), *y = fmalloc(n), *w = fmalloc(C), *bias = fmalloc(C);
+    float *out = fmalloc(n * 5), *ref = fmalloc(n * 5);
+    fill(x, n, 2.0), fill(y, n, 1.0), fill(w, C, 1.0), fill(bias, C, 0.5);
+    for (int bi = 0; bi < n_backends; bi++) {
+        am_backend *be = backends[bi].b;
+        const int64_t rows = B * T * C / C / P * P; /* whole blocks of P rows */
+        be->ops->gather_rows(be, out, x, idx, P, rows, C);
+        am_ref_gather_rows(ref, x, idx, P, rows, C);
+        CHECK(memcmp(out, ref, (size_t)(rows * C) * sizeof(float)) == 0);
+        memcpy(out, x, (size_t)n * sizeof(float));
+        memcpy(ref, x, (size_t)n * sizeof(float));
+        be->ops->scatter_add(be, out, y, bias, idx, P, rows, C);
+        am_ref_scatter_add(ref, y, bias, idx, P, rows, C);
+        CHECK_EQ_INT(compare_elems(out, ref, n, 1e-6, 1e-6, be->name), 0);
+        be->ops->groupnorm(be, out, x, w, bias, B, T, C, 4, 1e-5f);
+        am_ref_groupnorm(ref, x, w, bias, B, T, C, 4, 1e-5f);
+        CHECK_EQ_INT(compare_elems(out, ref, n, 1e-5, 1e-5, be->name), 0);
+        be->ops->im2col_1d(be, out, x, B, T, C, 5, 2);
+        am_ref_im2col_1d(ref, x, B, T, C, 5, 2);
+        CHECK(memcmp(out, ref, (size_t)(B * (T - 8) * C * 5) * sizeof(float)) == 0);
+        be->ops->maxpool_time(be, out, x, B, T, C, 3);
+        am_ref_maxpool_time(ref, x, B, T, C, 3);
+        CHECK(memcmp(out, ref, (size_t)(B * (T / 3) * C) * sizeof(float)) == 0);
+        be->ops->mean_rows(be, out, x, B, T, C);
+        am_ref_mean_rows(ref, x, B, T, C);
+        CHECK_EQ_INT(compare_elems(out, ref, B * C, 1e-6, 1e-6, be->name), 0);
+        be->ops->transpose(be, out, x, B, T, C);
+        am_ref_transpose(ref, x, B, T, C);
+        CHECK(memcmp(out, ref, (size_t)n * sizeof(float)) == 0);
+        /* GRU gates: 3 rows of H = 12 with gi rows 5 * 3H apart. */
+        memcpy(out, w, (size_t)C * sizeof(float));
+        memcpy(out + C, bias, (size_t)C * sizeof(float));
+        memcpy(out + 2 * C, w, (size_t)C * sizeof(float));
+        memcpy(ref, out, (size_t)(3 * C) * sizeof(float));
+        be->ops->gru_gates(be, out, x, 5 * 3 * C, y, 3, C);
+        am_ref_gru_gates(ref, x, 5 * 3 * C, y, 3, C);
+        CHECK_EQ_INT(compare_elems(out, ref, 3 * C, 1e-5, 1e-6, be->name), 0);
+    }
+    free(x), free(y), free(w), free(bias), free(out), free(ref);
 }
 
 static void test_copy(void) {
@@ -877,4 +928,4 @@ AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
              AM_TEST(test_attention_threads), AM_TEST(test_kv_store), AM_TEST(test_attention_batched),
              AM_TEST(test_softmax), AM_TEST(test_silu_mul), AM_TEST(test_add),
              AM_TEST(test_layernorm), AM_TEST(test_bias_act), AM_TEST(test_add_bias),
-             AM_TEST(test_attention_dense), AM_TEST(test_copy), AM_TEST(test_teardown))
+             AM_TEST(test_attention_dense), AM_TEST(test_audio_imu_ops), AM_TEST(test_copy), AM_TEST(test_teardown))

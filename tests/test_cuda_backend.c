@@ -567,6 +567,165 @@ static void test_encoder_ops(void) {
 }
 
 
+/* ---- the audio and IMU encoders' ops: attention_short, gather_rows, scatter_add,
+ * groupnorm, im2col_1d, maxpool_time, mean_rows, transpose, gru_gates ---- */
+
+/* Runs op on the GPU over device copies and checks it against the reference (tol; 0: bit
+ * for bit) and the CPU backend's result (the same tolerance). */
+#define DEV(p, n) float *d_##p = to_dev(p, (size_t)(n) * 4)
+
+static void check_three(const float *g, const float *c, const float *r, int64_t n, double tol,
+                        const char *what) {
+    if (tol == 0) {
+        CHECK(memcmp(g, r, (size_t)n * 4) == 0);
+        CHECK(memcmp(c, r, (size_t)n * 4) == 0);
+        if (memcmp(g, r, (size_t)n * 4)) fprintf(stderr, "  %s: gpu differs from the reference\n", what);
+    } else {
+        CHECK_REL(g, r, n, tol, "%s (gpu)", what);
+        CHECK_REL(c, r, n, tol, "%s (cpu)", what);
+    }
+}
+
+static void test_audio_imu_ops(void) {
+    /* gather_rows / scatter_add: Swin's window permutation, 3 clips of 64 rows. */
+    const int64_t P = 64, M = 3 * P, C = 96;
+    int32_t idx[64];
+    for (int i = 0; i < P; i++) idx[i] = i;
+    for (int i = (int)P - 1; i > 0; i--) {
+        const int j = (int)rnd_int(i + 1), t = idx[i];
+        idx[i] = idx[j], idx[j] = t;
+    }
+    float *x = fmalloc(M * C), *y = fmalloc(M * C), *bias = fmalloc(C);
+    float *g = fmalloc(M * C), *c = fmalloc(M * C), *r = fmalloc(M * C);
+    fill(x, M * C, 2.0), fill(y, M * C, 1.0), fill(bias, C, 0.5);
+    int32_t *d_idx = to_dev(idx, sizeof idx);
+    DEV(x, M * C);
+    DEV(y, M * C);
+    DEV(bias, C);
+    float *d_o = to_dev(g, (size_t)(M * C) * 4);
+    gpu->ops->gather_rows(gpu, d_o, d_x, d_idx, P, M, C);
+    to_host(g, d_o, (size_t)(M * C) * 4);
+    cpu->ops->gather_rows(cpu, c, x, idx, P, M, C);
+    am_ref_gather_rows(r, x, idx, P, M, C);
+    check_three(g, c, r, M * C, 0, "gather_rows");
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        memcpy(c, x, (size_t)(M * C) * 4);
+        memcpy(r, x, (size_t)(M * C) * 4);
+        CHECK_OK(gpu->ops->upload(gpu, d_o, x, (size_t)(M * C) * 4));
+        gpu->ops->scatter_add(gpu, d_o, d_y, with_bias ? d_bias : NULL, d_idx, P, M, C);
+        to_host(g, d_o, (size_t)(M * C) * 4);
+        cpu->ops->scatter_add(cpu, c, y, with_bias ? bias : NULL, idx, P, M, C);
+        am_ref_scatter_add(r, y, with_bias ? bias : NULL, idx, P, M, C);
+        check_three(g, c, r, M * C, 1e-6, with_bias ? "scatter_add bias" : "scatter_add");
+    }
+    dev_free(d_idx), dev_free(d_x), dev_free(d_y), dev_free(d_bias), dev_free(d_o);
+    free(x), free(y), free(bias), free(g), free(c), free(r);
+
+    /* attention_short: 8 windows of 64 tokens (n_mask 4), 3 heads of 32, fused qkv rows,
+     * with and without the relative-position bias and the shift mask; and a ragged 5 x 7. */
+    const struct { int64_t b, tq, tk; int h, d; } sh[] = {{8, 64, 64, 3, 32}, {2, 5, 7, 2, 12}};
+    for (int si = 0; si < 2; si++)
+        for (int extra = 0; extra < 2; extra++) {
+            const int64_t B = sh[si].b, TQ = sh[si].tq, TK = sh[si].tk, H = sh[si].h, D = sh[si].d;
+            const int64_t HD = H * D, qs = 3 * HD, rows = B * (TQ > TK ? TQ : TK), n_out = B * TQ * HD;
+            float *qkv = fmalloc(rows * qs), *bb = fmalloc(H * TQ * TK), *mk = fmalloc(4 * TQ * TK);
+            float *og = fmalloc(n_out), *oc = fmalloc(n_out), *orf = fmalloc(n_out);
+            fill(qkv, rows * qs, 1.0), fill(bb, H * TQ * TK, 2.0);
+            for (int64_t i = 0; i < 4 * TQ * TK; i++) mk[i] = rnd() < 0 ? -100.0f : 0.0f;
+            float *d_qkv = to_dev(qkv, (size_t)(rows * qs) * 4), *d_bb = to_dev(bb, (size_t)(H * TQ * TK) * 4);
+            float *d_mk = to_dev(mk, (size_t)(4 * TQ * TK) * 4), *d_out = to_dev(og, (size_t)n_out * 4);
+            am_dense_attn a = {.n_seqs = B, .tq = TQ, .tk = TK, .n_heads = (int)H, .head_dim = (int)D,
+                               .q_stride = qs, .kv_stride = qs, .o_stride = HD, .scale = 1.0f / sqrtf((float)D),
+                               .bias = extra ? bb : NULL, .mask = extra ? mk : NULL, .n_mask = extra ? 4 : 0};
+            am_ref_attention_dense(orf, qkv, qkv + HD, qkv + 2 * HD, &a);
+            CHECK_OK(cpu->ops->attention_short(cpu, oc, qkv, qkv + HD, qkv + 2 * HD, &a));
+            a.bias = extra ? d_bb : NULL, a.mask = extra ? d_mk : NULL;
+            CHECK_OK(gpu->ops->attention_short(gpu, d_out, d_qkv, d_qkv + HD, d_qkv + 2 * HD, &a));
+            to_host(og, d_out, (size_t)n_out * 4);
+            check_three(og, oc, orf, n_out, TOL_F32, extra ? "attention_short bias+mask" : "attention_short");
+            dev_free(d_qkv), dev_free(d_bb), dev_free(d_mk), dev_free(d_out);
+            free(qkv), free(bb), free(mk), free(og), free(oc), free(orf);
+        }
+    {
+        am_dense_attn a = {.n_seqs = 1, .tq = AM_SHORT_ATTN_MAX_T + 1, .tk = 4, .n_heads = 1, .head_dim = 8};
+        CHECK(gpu->ops->attention_short(gpu, NULL, NULL, NULL, NULL, &a) == AM_EINVAL);
+    }
+
+    /* groupnorm (IMU2CLIP's two: 6 channels in 2 groups over 1000 steps, 32 in 4 over 111),
+     * in place on the GPU. */
+    const struct { int64_t b, t, c; int g; } gs[] = {{3, 1000, 6, 2}, {5, 111, 32, 4}};
+    for (int si = 0; si < 2; si++) {
+        const int64_t B = gs[si].b, T = gs[si].t, CC = gs[si].c, n = B * T * CC;
+        float *gx = fmalloc(n), *gw = fmalloc(CC), *gb = fmalloc(CC);
+        float *og = fmalloc(n), *oc = fmalloc(n), *orf = fmalloc(n);
+        fill(gx, n, 3.0), fill(gw, CC, 1.0), fill(gb, CC, 0.5);
+        for (int64_t i = 0; i < n; i++) gx[i] += 2.0f; /* a mean far from 0 */
+        float *d_gx = to_dev(gx, (size_t)n * 4), *d_gw = to_dev(gw, (size_t)CC * 4), *d_gb = to_dev(gb, (size_t)CC * 4);
+        gpu->ops->groupnorm(gpu, d_gx, d_gx, d_gw, d_gb, B, T, CC, gs[si].g, 1e-5f);
+        to_host(og, d_gx, (size_t)n * 4);
+        cpu->ops->groupnorm(cpu, oc, gx, gw, gb, B, T, CC, gs[si].g, 1e-5f);
+        am_ref_groupnorm(orf, gx, gw, gb, B, T, CC, gs[si].g, 1e-5f);
+        check_three(og, oc, orf, n, TOL_F32, "groupnorm");
+        dev_free(d_gx), dev_free(d_gw), dev_free(d_gb);
+        free(gx), free(gw), free(gb), free(og), free(oc), free(orf);
+    }
+
+    /* im2col_1d (kernel 5, dilation 2), maxpool_time (pool 3 over an odd length, with a
+     * NaN), transpose, mean_rows: copies and compares, exact everywhere but the mean. */
+    {
+        const int64_t B = 2, T = 997, CC = 6, K = 5, DIL = 2, TO = T - DIL * (K - 1);
+        const int64_t n = B * T * CC, nc = B * TO * CC * K, np = B * (T / 3) * CC, nm = B * CC;
+        float *ix = fmalloc(n), *cg = fmalloc(nc), *cc = fmalloc(nc), *cr = fmalloc(nc);
+        fill(ix, n, 1.0);
+        ix[CC * 10 + 1] = NAN;
+        float *d_ix = to_dev(ix, (size_t)n * 4), *d_cols = to_dev(cg, (size_t)nc * 4);
+        gpu->ops->im2col_1d(gpu, d_cols, d_ix, B, T, CC, (int)K, (int)DIL);
+        to_host(cg, d_cols, (size_t)nc * 4);
+        cpu->ops->im2col_1d(cpu, cc, ix, B, T, CC, (int)K, (int)DIL);
+        am_ref_im2col_1d(cr, ix, B, T, CC, (int)K, (int)DIL);
+        CHECK(memcmp(cg, cr, (size_t)nc * 4) == 0 && memcmp(cc, cr, (size_t)nc * 4) == 0);
+        gpu->ops->maxpool_time(gpu, d_cols, d_ix, B, T, CC, 3);
+        to_host(cg, d_cols, (size_t)np * 4);
+        cpu->ops->maxpool_time(cpu, cc, ix, B, T, CC, 3);
+        am_ref_maxpool_time(cr, ix, B, T, CC, 3);
+        CHECK(memcmp(cg, cr, (size_t)np * 4) == 0 && memcmp(cc, cr, (size_t)np * 4) == 0);
+        CHECK(isnan(cg[CC * 3 + 1]));
+        gpu->ops->transpose(gpu, d_cols, d_ix, B, T, CC);
+        to_host(cg, d_cols, (size_t)n * 4);
+        cpu->ops->transpose(cpu, cc, ix, B, T, CC);
+        am_ref_transpose(cr, ix, B, T, CC);
+        CHECK(memcmp(cg, cr, (size_t)n * 4) == 0 && memcmp(cc, cr, (size_t)n * 4) == 0);
+        ix[CC * 10 + 1] = 0.25f;
+        CHECK_OK(gpu->ops->upload(gpu, d_ix, ix, (size_t)n * 4));
+        gpu->ops->mean_rows(gpu, d_cols, d_ix, B, T, CC);
+        to_host(cg, d_cols, (size_t)nm * 4);
+        cpu->ops->mean_rows(cpu, cc, ix, B, T, CC);
+        am_ref_mean_rows(cr, ix, B, T, CC);
+        check_three(cg, cc, cr, nm, 1e-6, "mean_rows");
+        dev_free(d_ix), dev_free(d_cols);
+        free(ix), free(cg), free(cc), free(cr);
+    }
+
+    /* gru_gates: 5 rows of H 48, gi rows strided as IMU2CLIP's (D steps of 3H apart). */
+    {
+        const int64_t R = 5, H = 48, GS = 7 * 3 * H;
+        float *gi = fmalloc(R * GS), *gh = fmalloc(R * 3 * H), *h = fmalloc(R * H);
+        float *hg = fmalloc(R * H), *hc = fmalloc(R * H), *hr = fmalloc(R * H);
+        fill(gi, R * GS, 2.0), fill(gh, R * 3 * H, 2.0), fill(h, R * H, 1.0);
+        float *d_gi = to_dev(gi, (size_t)(R * GS) * 4), *d_gh = to_dev(gh, (size_t)(R * 3 * H) * 4);
+        float *d_h = to_dev(h, (size_t)(R * H) * 4);
+        gpu->ops->gru_gates(gpu, d_h, d_gi, GS, d_gh, R, H);
+        to_host(hg, d_h, (size_t)(R * H) * 4);
+        memcpy(hc, h, (size_t)(R * H) * 4);
+        memcpy(hr, h, (size_t)(R * H) * 4);
+        cpu->ops->gru_gates(cpu, hc, gi, GS, gh, R, H);
+        am_ref_gru_gates(hr, gi, GS, gh, R, H);
+        check_three(hg, hc, hr, R * H, TOL_F32, "gru_gates");
+        dev_free(d_gi), dev_free(d_gh), dev_free(d_h);
+        free(gi), free(gh), free(h), free(hg), free(hc), free(hr);
+    }
+}
+
 /* ---- sampling ---- */
 
 #ifdef AM_HAVE_CUDA
@@ -727,8 +886,8 @@ static void test_profile_and_memory(void) {
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_memory), AM_TEST(test_matmul), AM_TEST(test_get_rows),
              AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_softmax),
              AM_TEST(test_silu_mul_add), AM_TEST(test_kv_store), AM_TEST(test_attention),
-             AM_TEST(test_encoder_ops), AM_TEST(test_sampling), AM_TEST(test_profile_and_memory),
-             AM_TEST(teardown))
+             AM_TEST(test_encoder_ops), AM_TEST(test_audio_imu_ops), AM_TEST(test_sampling),
+             AM_TEST(test_profile_and_memory), AM_TEST(teardown))
 #undef main
 
 int main(int argc, char **argv) {

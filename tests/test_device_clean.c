@@ -1,4 +1,4 @@
-/* tests/test_device_clean.c - the decoder, a tensor-parallel group and the vision encoder on a
+/* tests/test_device_clean.c - the decoder, a tensor-parallel group and the encoders on a
  * backend that behaves like a device (tests/strict_device.h), against the CPU backend.
  *
  * The strict device runs the CPU backend's arithmetic but hands out only its
@@ -17,12 +17,16 @@
  *   - a 2-rank tensor-parallel group of threads (host-staged all-reduce and
  *     logits gather), eval and greedy decode, against the same group on CPU;
  *   - the vision encoder (ViT + perceiver / mlp2x_gelu / linear projectors),
- *     images and a multi-frame item, and am_vision_features.
+ *     images and a multi-frame item, and am_vision_features;
+ *   - the audio (HTSAT) and IMU (IMU2CLIP) encoders with linear projectors,
+ *     batches in chunks that span items.
  * Afterwards every allocation the contexts made has been freed.
  */
 #include "core/alloc.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "encoders/audio.h"
+#include "encoders/imu.h"
 #include "encoders/mkencoders.h"
 #include "encoders/vision.h"
 #include "llm_shards/llama.h"
@@ -499,6 +503,66 @@ static void test_vision(void) {
     }
 }
 
+/* ---- the audio and IMU encoders ---- */
+
+/* HTSAT (tiny) with its linear projector over 3 clips in chunks of 2, and IMU2CLIP (tiny) over
+ * requests of 2 and 3 windows in chunks of 4: bit-identical on the strict device and the CPU. */
+static void test_audio_imu(void) {
+    char dir[400];
+    snprintf(dir, sizeof dir, "%s/enc_audio_imu", tmpdir);
+    mkdir(dir, 0755);
+    am_mkencoders_opts o = {.dir = dir, .projector = AM_PROJ_LINEAR, .dtype = AM_DTYPE_F32, .seed = 5,
+                            .llm_dim = DIM, .llm_path = ".", .audio_shape = "tiny", .imu_shape = "tiny"};
+    CHECK_OK(am_mkencoders_write(&o));
+    am_audio_model *am = NULL;
+    am_imu_model *im = NULL;
+    CHECK_OK(am_audio_model_load(dir, &am));
+    CHECK_OK(am_imu_model_load(dir, &im));
+    if (!am || !im) return;
+    const int64_t NS = 48000 * 3, AT = am_audio_n_tokens(am), AO = am_audio_out_dim(am);
+    const int64_t WF = AM_IMU_CHANNELS * AM_IMU_WINDOW_SAMPLES, IT = am_imu_tokens_per_window(im),
+                  IO = am_imu_out_dim(im);
+    float *wav = am_aligned_alloc((size_t)(3 * NS) * sizeof(float));
+    float *win = am_aligned_alloc((size_t)(5 * WF) * sizeof(float));
+    for (int64_t i = 0; i < 3 * NS; i++)
+        wav[i] = rnd_f() * 0.5f;
+    for (int64_t i = 0; i < 5 * WF; i++)
+        win[i] = rnd_f() * 2.0f;
+    float *aout[2], *iout[2];
+    for (int k = 0; k < 2; k++) {
+        am_backend *be = k == 0 ? cpu : dev;
+        aout[k] = am_aligned_alloc((size_t)(3 * AT * AO) * sizeof(float));
+        iout[k] = am_aligned_alloc((size_t)(5 * IT * IO) * sizeof(float));
+        am_audio_encoder *ae = NULL;
+        am_imu_encoder *ie = NULL;
+        CHECK_OK(am_audio_encoder_new(am, be, 2, 2, &ae));
+        CHECK_OK(am_imu_encoder_new(im, be, 2, 4, &ie));
+        if (ae) {
+            am_audio_item items[3];
+            for (int i = 0; i < 3; i++)
+                items[i] = (am_audio_item){wav + i * NS, NS - i * 1000, aout[k] + i * AT * AO};
+            CHECK_OK(am_audio_encode(ae, items, 3));
+        }
+        if (ie) {
+            const am_imu_item items[2] = {{win, 2, iout[k]}, {win + 2 * WF, 3, iout[k] + 2 * IT * IO}};
+            CHECK_OK(am_imu_encode(ie, items, 2));
+        }
+        am_audio_encoder_destroy(&ae);
+        am_imu_encoder_destroy(&ie);
+    }
+    CHECK(same_floats(aout[0], aout[1], (size_t)(3 * AT * AO), "audio encode"));
+    CHECK(same_floats(iout[0], iout[1], (size_t)(5 * IT * IO), "imu encode"));
+    CHECK_EQ_INT(am_strict_device_live(dev), 0);
+    for (int k = 0; k < 2; k++) {
+        am_aligned_free(aout[k]);
+        am_aligned_free(iout[k]);
+    }
+    am_aligned_free(wav);
+    am_aligned_free(win);
+    am_audio_model_destroy(&am);
+    am_imu_model_destroy(&im);
+}
+
 static void teardown(void) {
     am_llama_destroy(&model);
     am_backend_destroy(&cpu);
@@ -509,4 +573,5 @@ static void teardown(void) {
 }
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_strict), AM_TEST(test_eval), AM_TEST(test_decode),
-             AM_TEST(test_sched), AM_TEST(test_group), AM_TEST(test_vision), AM_TEST(teardown))
+             AM_TEST(test_sched), AM_TEST(test_group), AM_TEST(test_vision), AM_TEST(test_audio_imu),
+             AM_TEST(teardown))

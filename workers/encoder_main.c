@@ -5,7 +5,6 @@
  * loads OpenBLAS for the CPU's level (am_cpu_blas_setup), as the `anymal`
  * commands that compute do.
  */
-#include "core/backend_open.h"
 #include "core/cli.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
@@ -25,17 +24,20 @@ static void on_signal(int sig) {
 }
 
 static void help(void) {
+    char mods[128];
     printf("usage: anymal-encoder --coordinator EP --model DIR --modality LIST [--threads N] [--max-batch N]\n"
-           "                      [--device cpu] [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
+           "                      [--device D] [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
            "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]]\n\n"
            "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token rows.\n"
-           "  --modality   comma-separated: image, video, audio, imu (or all)\n"
+           "  --modality   comma-separated: %s (or all)\n"
            "  --max-batch  jobs encoded together (default %d); --batch-wait-ms: how long the first job of a\n"
            "               batch waits for more (default %d)\n"
            "  --capacity   jobs accepted at once (default 2 x --max-batch)\n"
+           "  --device     cpu (default), cuda or cuda:N: the compute backend of every modality\n"
            "  --heartbeat-ms/--liveness must match the coordinator's; --reconnect-ms: backoff bounds\n"
            "               (default 1000,32000)\n",
-           AM_ENCODER_MAX_BATCH_DEFAULT, AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
+           am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
+           AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -68,7 +70,9 @@ int main(int argc, char **argv) {
                 if (!strcmp(t, "all")) {
                     o.modalities |= (1u << AM_MOD_COUNT) - 1;
                 } else if (am_modality_parse(t, &m)) {
-                    return am_cli_fail(&cli, "unknown modality '%s' (want image, video, audio, imu or all)", t);
+                    char mods[128];
+                    return am_cli_fail(&cli, "unknown modality '%s' (want %s or all)", t,
+                                       am_modality_list(mods, sizeof mods, ", ", ", "));
                 } else {
                     o.modalities |= 1u << m;
                 }
@@ -99,17 +103,7 @@ int main(int argc, char **argv) {
     o.reconnect_max_ms = link.reconnect_max_ms;
     if (!o.endpoint || !o.model_dir || !o.modalities)
         return am_cli_fail(&cli, "--coordinator, --model and --modality are required");
-    if (device && strcmp(device, "cpu")) {
-        /* The worker (workers/encoder_worker.c) opens a CPU backend for every modality; until it
-         * takes a device, a GPU is refused here, after the same checks `anymal encode` makes. */
-        am_backend *be = NULL;
-        int rc = am_backend_open(device, 1, &be);
-        am_backend_destroy(&be);
-        if (!rc)
-            rc = am_err_set(AM_EUNSUPPORTED, "--device %s: the encoder worker runs on the cpu only for now",
-                            device);
-        return am_cli_error(CMD, rc);
-    }
+    o.device = device;
     am_cpu_blas_setup(o.n_threads);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);

@@ -1,14 +1,15 @@
-/* workers/encoder_worker.c - batching ENCODE jobs across requests and running the encoders. */
+/* workers/encoder_worker.c - batching ENCODE jobs across requests and running the encoders.
+ *
+ * Nothing here knows a modality: decoding, row counts and encoding go through
+ * the table of encoders/modality.h. */
 #include "workers/encoder_worker.h"
 
 #include "core/alloc.h"
+#include "core/backend_open.h"
 #include "core/clock.h"
-#include "core/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "encoders/audio.h"
-#include "encoders/imu.h"
-#include "encoders/vision.h"
+#include "encoders/modality.h"
 #include "proto/transport.h"
 #include "workers/model_identity.h"
 #include "workers/worker_link.h"
@@ -20,15 +21,14 @@
 #include <time.h>
 #include <unistd.h>
 
+_Static_assert(AM_ENCODER_MAX_CAPACITY <= AM_MOD_MAX_BATCH, "a batch is at most the worker's capacity");
+
 typedef struct job {
     am_wire_in in;
     am_msg m; /* ENCODE; payloads point into in */
     int64_t t_ms;
     /* while a batch runs */
-    float *pixels; /* vision */
-    int32_t n_frames;
-    am_audio audio;
-    am_imu_windows imu;
+    am_mod_input input; /* decoded and preprocessed media */
     float *out;
     int64_t n_rows;
     int failed;
@@ -38,12 +38,7 @@ typedef struct ew {
     const am_encoder_worker_opts *o;
     void *pipe;
     am_backend *be;
-    am_vision_model *vm;
-    am_vision_encoder *ve;
-    am_audio_model *amod;
-    am_audio_encoder *ae;
-    am_imu_model *im;
-    am_imu_encoder *ie;
+    am_mod_set *enc; /* every served modality's encoder (encoders/modality.h) */
     int32_t out_dim;
     int n_threads;
     job *jobs;
@@ -57,10 +52,8 @@ static void free_rows(void *data, void *hint) {
 }
 
 static void job_clear(job *j) {
-    am_aligned_free(j->pixels);
+    am_mod_input_fini(&j->input);
     am_aligned_free(j->out);
-    am_audio_fini(&j->audio);
-    am_imu_windows_fini(&j->imu);
     am_msg_fini(&j->m);
     am_wire_in_close(&j->in);
     memset(j, 0, sizeof *j);
@@ -81,37 +74,14 @@ static void reply_error(ew *w, const am_msg *req, int32_t code, const char *what
 /* Decodes and preprocesses one job's media; on failure replies ERROR (am_wire_code). */
 static void prepare(ew *w, job *j) {
     const am_msg *m = &j->m;
-    const void *data = m->payloads[0].data;
-    size_t len = m->payloads[0].len;
     char name[64];
     snprintf(name, sizeof name, "request %llu part %u", (unsigned long long)m->id, m->part);
-    int rc = 0;
-    if (m->modality == AM_MOD_IMAGE) {
-        am_image_limits lim = am_image_default_limits();
-        am_image img;
-        if (!(rc = am_image_decode(data, len, name, &lim, &img))) {
-            j->n_frames = 1;
-            if (!(j->pixels = am_aligned_alloc((size_t)am_vision_frame_floats(w->vm) * sizeof(float))))
-                rc = am_err_set(AM_ENOMEM, "%s: out of memory", name);
-            else
-                rc = am_vision_preprocess(w->vm, &img, j->pixels);
-            am_image_fini(&img);
-        }
-        if (!rc) j->n_rows = am_vision_n_tokens(w->vm, 1);
-    } else if (m->modality == AM_MOD_VIDEO) {
-        am_video_limits vl = am_video_default_limits();
-        j->n_frames = m->frames ? (int32_t)m->frames : w->vm->video_frames;
-        rc = am_vision_video_pixels(w->vm, data, len, name, j->n_frames, w->n_threads, &vl, &j->pixels);
-        if (!rc) j->n_rows = am_vision_n_tokens(w->vm, j->n_frames);
-    } else if (m->modality == AM_MOD_AUDIO) {
-        am_audio_limits al = am_audio_default_limits();
-        rc = am_audio_decode(data, len, name, &al, am_audio_sample_rate(w->amod), &j->audio);
-        if (!rc) j->n_rows = am_audio_n_tokens(w->amod);
-    } else {
-        am_imu_opts io = am_imu_default_opts();
-        rc = am_imu_prepare(data, len, name, AM_IMU_AUTO, &io, &j->imu);
-        if (!rc) j->n_rows = (int64_t)j->imu.n_windows * am_imu_tokens_per_window(w->im);
-    }
+    am_mod_opts o = am_mod_default_opts();
+    o.frames = (int32_t)m->frames;
+    o.n_threads = w->n_threads;
+    int rc = am_mod_set_prepare(w->enc, m->modality, m->payloads[0].data, m->payloads[0].len, name, &o,
+                                &j->input);
+    if (!rc) j->n_rows = j->input.n_rows;
     if (!rc && !(j->out = am_aligned_alloc((size_t)j->n_rows * (size_t)w->out_dim * sizeof(float))))
         rc = am_err_set(AM_ENOMEM, "%s: out of memory for %lld rows", name, (long long)j->n_rows);
     if (rc) {
@@ -141,35 +111,27 @@ static void send_embed(ew *w, job *j, uint32_t encode_us) {
         AM_LOGW("encoder worker: EMBED of request %llu not sent: %s", (unsigned long long)m.id, am_err_msg());
 }
 
-/* Runs every waiting job: one batched encoder call per encoder. */
+/* Runs every waiting job: one batched encoder call per model (image and video share one). */
 static void run_batch(ew *w) {
     int n = w->n_jobs;
     for (int i = 0; i < n; i++) prepare(w, &w->jobs[i]);
-    am_vision_item vit[AM_ENCODER_MAX_CAPACITY];
-    am_audio_item ait[AM_ENCODER_MAX_CAPACITY];
-    am_imu_item iit[AM_ENCODER_MAX_CAPACITY];
-    int nv = 0, na = 0, ni = 0;
-    for (int i = 0; i < n; i++) {
-        job *j = &w->jobs[i];
-        if (j->failed) continue;
-        if (j->m.modality == AM_MOD_IMAGE || j->m.modality == AM_MOD_VIDEO)
-            vit[nv++] = (am_vision_item){j->pixels, j->n_frames, j->out};
-        else if (j->m.modality == AM_MOD_AUDIO)
-            ait[na++] = (am_audio_item){j->audio.samples, j->audio.n, j->out};
-        else
-            iit[ni++] = (am_imu_item){j->imu.x, j->imu.n_windows, j->out};
-    }
-    for (int kind = 0; kind < 3; kind++) {
-        int cnt = kind == 0 ? nv : kind == 1 ? na : ni;
+    const am_mod_input *in[AM_ENCODER_MAX_CAPACITY];
+    float *out[AM_ENCODER_MAX_CAPACITY];
+    for (int model = 0; model < am_mod_set_n_models(w->enc); model++) {
+        int cnt = 0;
+        for (int i = 0; i < n; i++) {
+            job *j = &w->jobs[i];
+            if (j->failed || am_mod_set_model_of(w->enc, j->m.modality) != model) continue;
+            in[cnt] = &j->input;
+            out[cnt++] = j->out;
+        }
         if (!cnt) continue;
         const int64_t t0 = am_now_us();
-        int rc = kind == 0 ? am_vision_encode(w->ve, vit, cnt) : kind == 1 ? am_audio_encode(w->ae, ait, cnt)
-                                                                           : am_imu_encode(w->ie, iit, cnt);
+        int rc = am_mod_set_encode(w->enc, model, in, out, cnt);
         uint32_t us = (uint32_t)(am_now_us() - t0);
         for (int i = 0; i < n; i++) {
             job *j = &w->jobs[i];
-            int mk = j->m.modality == AM_MOD_AUDIO ? 1 : j->m.modality == AM_MOD_IMU ? 2 : 0;
-            if (j->failed || mk != kind) continue;
+            if (j->failed || am_mod_set_model_of(w->enc, j->m.modality) != model) continue;
             if (rc) reply_error(w, &j->m, AM_WERR_INTERNAL, am_err_msg());
             else send_embed(w, j, us);
         }
@@ -202,10 +164,7 @@ static void on_pipe(ew *w) {
             continue;
         }
         if (m->cmd == AM_CMD_ENCODE) {
-            int served = (m->modality == AM_MOD_IMAGE || m->modality == AM_MOD_VIDEO) ? w->vm != NULL
-                         : m->modality == AM_MOD_AUDIO                                ? w->amod != NULL
-                                                                                      : w->im != NULL;
-            if (!served) {
+            if (am_mod_set_model_of(w->enc, m->modality) < 0) {
                 char msg[96];
                 snprintf(msg, sizeof msg, "this worker does not serve %s", am_modality_name(m->modality));
                 reply_error(w, m, AM_WERR_NOT_FOUND, msg);
@@ -224,33 +183,11 @@ static void on_pipe(ew *w) {
 static int load(ew *w) {
     const am_encoder_worker_opts *o = w->o;
     w->n_threads = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    int rc = am_cpu_backend_new(w->n_threads, &w->be);
-    if (rc) return rc;
-    if (o->modalities & ((1u << AM_MOD_IMAGE) | (1u << AM_MOD_VIDEO))) {
-        if ((rc = am_vision_model_load(o->model_dir, &w->vm)) ||
-            (rc = am_vision_encoder_new(w->vm, w->be, w->n_threads, 0, &w->ve)))
-            return rc;
-        w->out_dim = am_vision_out_dim(w->vm);
-    }
-    if (o->modalities & (1u << AM_MOD_AUDIO)) {
-        if ((rc = am_audio_model_load(o->model_dir, &w->amod)) ||
-            (rc = am_audio_encoder_new(w->amod, w->be, w->n_threads, 0, &w->ae)))
-            return rc;
-        if (w->out_dim && w->out_dim != am_audio_out_dim(w->amod))
-            return am_err_set(AM_ESHAPE, "%s: audio rows are %d wide, vision rows %d", o->model_dir,
-                              am_audio_out_dim(w->amod), w->out_dim);
-        w->out_dim = am_audio_out_dim(w->amod);
-    }
-    if (o->modalities & (1u << AM_MOD_IMU)) {
-        if ((rc = am_imu_model_load(o->model_dir, &w->im)) ||
-            (rc = am_imu_encoder_new(w->im, w->be, w->n_threads, 0, &w->ie)))
-            return rc;
-        if (w->out_dim && w->out_dim != am_imu_out_dim(w->im))
-            return am_err_set(AM_ESHAPE, "%s: IMU rows are %d wide, other rows %d", o->model_dir,
-                              am_imu_out_dim(w->im), w->out_dim);
-        w->out_dim = am_imu_out_dim(w->im);
-    }
-    if (!w->out_dim) return am_err_set(AM_EINVAL, "no modality to serve");
+    int rc;
+    if ((rc = am_backend_open(o->device, w->n_threads, &w->be)) ||
+        (rc = am_mod_set_open(o->model_dir, o->modalities, w->be, w->n_threads, &w->enc)))
+        return rc;
+    w->out_dim = am_mod_set_out_dim(w->enc);
     return 0;
 }
 
@@ -298,12 +235,7 @@ done:
     if (w.jobs)
         for (int i = 0; i < w.n_jobs; i++) job_clear(&w.jobs[i]);
     am_free(w.jobs);
-    am_vision_encoder_destroy(&w.ve);
-    am_audio_encoder_destroy(&w.ae);
-    am_imu_encoder_destroy(&w.ie);
-    am_vision_model_destroy(&w.vm);
-    am_audio_model_destroy(&w.amod);
-    am_imu_model_destroy(&w.im);
+    am_mod_set_destroy(&w.enc);
     am_backend_destroy(&w.be);
     return rc;
 }

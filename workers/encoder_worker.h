@@ -28,6 +28,7 @@ typedef struct am_encoder_worker_opts {
     const char *name;       /* worker name in logs and READY (NULL: "encoder-<pid>") */
     const char *model_name; /* NULL: the directory's base name */
     uint32_t modalities;    /* bit per am_modality */
+    const char *device;     /* compute backend: "cpu", "cuda", "cuda:N" (NULL: cpu; core/backend_open.h) */
     int n_threads;          /* compute threads (0: online CPUs) */
     int max_batch;          /* 0 = AM_ENCODER_MAX_BATCH_DEFAULT */
     int batch_wait_ms;      /* < 0 = AM_ENCODER_BATCH_WAIT_MS_DEFAULT */

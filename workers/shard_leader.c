@@ -5,8 +5,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
-#include "encoders/audio.h"
-#include "encoders/vision.h"
+#include "encoders/modality.h"
 #include "llm_shards/sched.h"
 #include "proto/transport.h"
 #include "workers/model_identity.h"
@@ -41,8 +40,7 @@ typedef struct leader {
     int32_t dim;
     lreq **reqs;
     int n_reqs, cap;
-    am_vision_model *vm; /* only for slot sizes */
-    am_audio_model *amod;
+    am_mod_config *mods; /* the encoders' configs, for slot sizes (no weights) */
     am_shard_leader_stats st;
     double stream_s; /* a request's tokens go out together at most this often */
     int n_pending;   /* requests with unsent tokens */
@@ -259,12 +257,7 @@ static void on_done(void *user, uint64_t id, const am_gen_result *res, int err) 
 
 /* Rows a media slot will have, when the model directory says (0 = not known before encoding). */
 static uint32_t slot_rows(leader *L, const am_msg_seg *s) {
-    if ((s->modality == AM_MOD_IMAGE || s->modality == AM_MOD_VIDEO) && L->vm)
-        return (uint32_t)am_vision_n_tokens(L->vm, s->modality == AM_MOD_IMAGE ? 1
-                                                   : s->frames                ? (int32_t)s->frames
-                                                                              : L->vm->video_frames);
-    if (s->modality == AM_MOD_AUDIO && L->amod) return (uint32_t)am_audio_n_tokens(L->amod);
-    return 0;
+    return (uint32_t)am_mod_config_rows(L->mods, s->modality, s->frames);
 }
 
 /* Builds the scheduler's segments and submits; 0, or an error already reported to the coordinator. */
@@ -440,9 +433,8 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
     int rc = am_model_identity(o->model_path, mname, sizeof mname, fp);
     if (!rc) rc = am_sched_new(ctx, tok, o->max_batch, &L.s);
     if (rc) goto done;
-    /* Slot sizes of image/video/audio come from the encoder configs (mapped, not read). */
-    if (am_vision_model_load(o->model_path, &L.vm)) L.vm = NULL;
-    if (am_audio_model_load(o->model_path, &L.amod)) L.amod = NULL;
+    /* Slot sizes come from the encoder configs alone (encoders/modality.h). */
+    if ((rc = am_mod_config_load(o->model_path, &L.mods))) goto done;
     am_err_clear();
     snprintf(name, sizeof name, "shard-%d", (int)getpid());
     am_link_opts lo = {.endpoint = o->endpoint, .heartbeat_ms = o->heartbeat_ms, .liveness = o->liveness,
@@ -490,8 +482,7 @@ done:
     while (L.n_reqs) drop(&L, L.reqs[L.n_reqs - 1]);
     am_free(L.reqs);
     am_link_destroy(&link);
-    am_vision_model_destroy(&L.vm);
-    am_audio_model_destroy(&L.amod);
+    am_mod_config_destroy(&L.mods);
     if (st) *st = L.st;
     return rc;
 }

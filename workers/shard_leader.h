@@ -9,7 +9,8 @@
  *    own), adjacent text/id segments merged, media slots become pending
  *    embedding slots, so the text before the first slot is prefilled at once
  *    while the encoders work (pipelining). A slot's size is known up front for
- *    image, video and audio (from the model directory's encoder configs); a
+ *    image, video and audio (from the model directory's encoder configs alone,
+ *    encoders/modality.h's am_mod_config: no weights read, no media library); a
  *    slot of unknown size (IMU: it depends on the signal's length) is a
  *    pending slot of size 0 that its rows size when they come (a prompt that
  *    no longer fits then ends with ERROR 413). Only a request whose every row

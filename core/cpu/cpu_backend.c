@@ -547,6 +547,15 @@ static const am_backend_ops cpu_ops = {
     .bias_act = am__cpu_bias_act,
     .add_bias = am__cpu_add_bias,
     .attention_dense = am__cpu_attention_dense,
+    .attention_short = am__cpu_attention_short,
+    .gather_rows = am__cpu_gather_rows,
+    .scatter_add = am__cpu_scatter_add,
+    .groupnorm = am__cpu_groupnorm,
+    .im2col_1d = am__cpu_im2col_1d,
+    .maxpool_time = am__cpu_maxpool_time,
+    .mean_rows = am__cpu_mean_rows,
+    .transpose = am__cpu_transpose,
+    .gru_gates = am__cpu_gru_gates,
 };
 
 /* ---- creation ---- */

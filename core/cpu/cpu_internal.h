@@ -182,6 +182,23 @@ void am__cpu_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int
 void am__cpu_add_bias(am_backend *b, float *x, const float *y, const float *bias, int64_t m, int64_t n);
 int am__cpu_attention_dense(am_backend *b, float *out, const float *q, const float *k, const float *v,
                             const am_dense_attn *a);
+int am__cpu_attention_short(am_backend *b, float *out, const float *q, const float *k,
+                            const float *v, const am_dense_attn *a);
+void am__cpu_gather_rows(am_backend *b, float *dst, const float *src, const int32_t *idx,
+                         int64_t period, int64_t m, int64_t c);
+void am__cpu_scatter_add(am_backend *b, float *x, const float *y, const float *bias,
+                         const int32_t *idx, int64_t period, int64_t m, int64_t c);
+void am__cpu_groupnorm(am_backend *be, float *out, const float *x, const float *w, const float *b,
+                       int64_t nb, int64_t t, int64_t c, int groups, float eps);
+void am__cpu_im2col_1d(am_backend *be, float *cols, const float *x, int64_t b, int64_t t, int64_t c,
+                       int k, int dil);
+void am__cpu_maxpool_time(am_backend *be, float *out, const float *x, int64_t b, int64_t t,
+                          int64_t c, int p);
+void am__cpu_mean_rows(am_backend *b, float *out, const float *x, int64_t nb, int64_t t, int64_t c);
+void am__cpu_transpose(am_backend *b, float *dst, const float *src, int64_t nb, int64_t t,
+                       int64_t c);
+void am__cpu_gru_gates(am_backend *b, float *h, const float *gi, int64_t gi_stride,
+                       const float *gh, int64_t rows, int64_t hidden);
 
 /* Makes c->scratch at least `bytes` long (contents not kept); 0 or AM_ENOMEM. */
 int am__cpu_scratch_reserve(am__cpu_ctx *c, size_t bytes);

@@ -244,3 +244,98 @@ void am_ref_attention_dense(float *out, const float *q, const float *k, const fl
             }
     am_free(s);
 }
+
+void am_ref_groupnorm(float *out, const float *x, const float *w, const float *b, int64_t nb,
+                      int64_t t, int64_t c, int groups, float eps) {
+    const int64_t G = c / groups;
+    for (int64_t bi = 0; bi < nb; bi++)
+        for (int g = 0; g < groups; g++) {
+            double s = 0, v = 0;
+            for (int64_t i = 0; i < t; i++)
+                for (int64_t j = g * G; j < (g + 1) * G; j++)
+                    s += x[(bi * t + i) * c + j];
+            const double mean = s / (double)(t * G);
+            for (int64_t i = 0; i < t; i++)
+                for (int64_t j = g * G; j < (g + 1) * G; j++)
+                    v += (x[(bi * t + i) * c + j] - mean) * (x[(bi * t + i) * c + j] - mean);
+            const double rstd = 1.0 / sqrt(v / (double)(t * G) + eps);
+            for (int64_t i = 0; i < t; i++)
+                for (int64_t j = g * G; j < (g + 1) * G; j++)
+                    out[(bi * t + i) * c + j] =
+                        (float)((x[(bi * t + i) * c + j] - mean) * rstd * w[j] + b[j]);
+        }
+}
+
+static int64_t ref_perm_row(const int32_t *idx, int64_t period, int64_t r) {
+    return r / period * period + idx[r % period];
+}
+
+void am_ref_gather_rows(float *dst, const float *src, const int32_t *idx, int64_t period, int64_t m,
+                        int64_t c) {
+    for (int64_t r = 0; r < m; r++)
+        for (int64_t e = 0; e < c; e++)
+            dst[r * c + e] = src[ref_perm_row(idx, period, r) * c + e];
+}
+
+void am_ref_scatter_add(float *x, const float *y, const float *bias, const int32_t *idx,
+                        int64_t period, int64_t m, int64_t c) {
+    for (int64_t r = 0; r < m; r++) {
+        float *xr = x + ref_perm_row(idx, period, r) * c;
+        for (int64_t e = 0; e < c; e++)
+            xr[e] = (float)((double)xr[e] + y[r * c + e] + (bias ? bias[e] : 0.0));
+    }
+}
+
+void am_ref_im2col_1d(float *cols, const float *x, int64_t nb, int64_t t, int64_t c, int k,
+                      int dil) {
+    const int64_t to = t - (int64_t)dil * (k - 1);
+    for (int64_t s = 0; s < nb; s++)
+        for (int64_t i = 0; i < to; i++)
+            for (int64_t ch = 0; ch < c; ch++)
+                for (int j = 0; j < k; j++)
+                    cols[((s * to + i) * c + ch) * k + j] = x[(s * t + i + (int64_t)j * dil) * c + ch];
+}
+
+void am_ref_maxpool_time(float *out, const float *x, int64_t nb, int64_t t, int64_t c, int p) {
+    const int64_t to = t / p;
+    for (int64_t s = 0; s < nb; s++)
+        for (int64_t i = 0; i < to; i++)
+            for (int64_t ch = 0; ch < c; ch++) {
+                float m = x[(s * t + i * p) * c + ch];
+                for (int j = 1; j < p; j++) {
+                    const float v = x[(s * t + i * p + j) * c + ch];
+                    if (v > m || isnan(v)) m = v;
+                }
+                out[(s * to + i) * c + ch] = m;
+            }
+}
+
+void am_ref_mean_rows(float *out, const float *x, int64_t nb, int64_t t, int64_t c) {
+    for (int64_t s = 0; s < nb; s++)
+        for (int64_t e = 0; e < c; e++) {
+            double acc = 0;
+            for (int64_t i = 0; i < t; i++)
+                acc += x[(s * t + i) * c + e];
+            out[s * c + e] = (float)(acc / (double)t);
+        }
+}
+
+void am_ref_transpose(float *dst, const float *src, int64_t nb, int64_t t, int64_t c) {
+    for (int64_t s = 0; s < nb; s++)
+        for (int64_t i = 0; i < t; i++)
+            for (int64_t ch = 0; ch < c; ch++)
+                dst[(s * c + ch) * t + i] = src[(s * t + i) * c + ch];
+}
+
+void am_ref_gru_gates(float *h, const float *gi, int64_t gi_stride, const float *gh, int64_t rows,
+                      int64_t hidden) {
+    const int64_t H = hidden;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < H; i++) {
+            const float *g = gi + r * gi_stride, *u = gh + r * 3 * H;
+            const double rg = 1.0 / (1.0 + exp(-((double)g[i] + u[i])));
+            const double z = 1.0 / (1.0 + exp(-((double)g[H + i] + u[H + i])));
+            const double n = tanh((double)g[2 * H + i] + rg * u[2 * H + i]);
+            h[r * H + i] = (float)((1.0 - z) * n + z * h[r * H + i]);
+        }
+}

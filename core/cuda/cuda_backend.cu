@@ -313,6 +313,15 @@ static const am_backend_ops cuda_ops = {
     .bias_act = am__cuda_bias_act,
     .add_bias = am__cuda_add_bias,
     .attention_dense = am__cuda_attention_dense,
+    .attention_short = am__cuda_attention_short,
+    .gather_rows = am__cuda_gather_rows,
+    .scatter_add = am__cuda_scatter_add,
+    .groupnorm = am__cuda_groupnorm,
+    .im2col_1d = am__cuda_im2col_1d,
+    .maxpool_time = am__cuda_maxpool_time,
+    .mean_rows = am__cuda_mean_rows,
+    .transpose = am__cuda_transpose,
+    .gru_gates = am__cuda_gru_gates,
 };
 
 int am_cuda_device_count(void) {

@@ -182,6 +182,24 @@ void am__cuda_add_bias(am_backend *b, float *x, const float *y, const float *bia
                        int64_t n);
 int am__cuda_attention_dense(am_backend *b, float *out, const float *q, const float *k,
                              const float *v, const am_dense_attn *a);
+int am__cuda_attention_short(am_backend *b, float *out, const float *q, const float *k,
+                             const float *v, const am_dense_attn *a);
+void am__cuda_gather_rows(am_backend *b, float *dst, const float *src, const int32_t *idx,
+                          int64_t period, int64_t m, int64_t c);
+void am__cuda_scatter_add(am_backend *b, float *x, const float *y, const float *bias,
+                          const int32_t *idx, int64_t period, int64_t m, int64_t c);
+void am__cuda_groupnorm(am_backend *b, float *out, const float *x, const float *w,
+                        const float *bias, int64_t nb, int64_t t, int64_t c, int groups, float eps);
+void am__cuda_im2col_1d(am_backend *b, float *cols, const float *x, int64_t nb, int64_t t,
+                        int64_t c, int k, int dil);
+void am__cuda_maxpool_time(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
+                           int64_t c, int p);
+void am__cuda_mean_rows(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
+                        int64_t c);
+void am__cuda_transpose(am_backend *b, float *dst, const float *src, int64_t nb, int64_t t,
+                        int64_t c);
+void am__cuda_gru_gates(am_backend *b, float *h, const float *gi, int64_t gi_stride,
+                        const float *gh, int64_t rows, int64_t hidden);
 
 /* ---- device helpers ---- */
 
