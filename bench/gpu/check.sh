@@ -15,8 +15,8 @@
 # (default native), PYTHON (default python3), SKIP_HF=1 to leave out the baseline.
 # BUNDLE=DIR: a GPU machine without our Debian packages: DIR is an unpacked
 # ../shared/tools/gpu-bundle archive of anymal, the gpu-labelled test programs and
-# hbm_peak, built elsewhere; stages 1-2 then run its bin/test_* programs instead of
-# building and ctest. PROFILE=1 adds a batch-1 and a batch-64 run with
+# hbm_peak, built elsewhere; stages 1-2 then run its bin/test_* programs and
+# tests/test_encode_cuda.sh instead of building and ctest. PROFILE=1 adds a batch-1 and a batch-64 run with
 # AM_CUDA_PROFILE=1 (per-op device and host times, core/cuda/cuda_profile.cu).
 # EXTRA_RUNS="B:N:M:FRACTION ..." adds runs with --memory-fraction FRACTION.
 set -euo pipefail
@@ -48,10 +48,11 @@ if [ -n "${BUNDLE:-}" ]; then
   mkdir -p "$OUT"
   step "gpu tests from the bundle ($BUNDLE)"
   : >"$OUT/ctest-gpu.log"
-  for t in "$BIN"/test_*; do
+  # The gpu-labelled tests (tests/cuda.cmake): the bundled test programs and the scripts.
+  for t in "$BIN"/test_* tests/test_encode_cuda.sh; do
     rc=0
-    AM_SOURCE_DIR=$PWD AM_SHARED_DIR=$PWD/../shared AM_BIN_DIR=$BIN timeout "$TEST_TIMEOUT_S" "$t" \
-      >"$OUT/$(basename "$t").log" 2>&1 || rc=$?
+    AM_SOURCE_DIR=$PWD AM_SHARED_DIR=$PWD/../shared AM_BIN_DIR=$BIN timeout "$TEST_TIMEOUT_S" bash -c \
+      'case $1 in *.sh) exec bash "$1" ;; *) exec "$1" ;; esac' _ "$t" >"$OUT/$(basename "$t").log" 2>&1 || rc=$?
     tail -5 "$OUT/$(basename "$t").log"
     case $rc in
       0) echo "$(basename "$t"): Passed" | tee -a "$OUT/ctest-gpu.log" ;;
