@@ -48,15 +48,20 @@ int main(int argc, char **argv) {
     int n = argc > 3 ? atoi(argv[3]) : 2000, conc = argc > 4 ? atoi(argv[4]) : 64;
     void *data = NULL;
     size_t len = 0;
-    if (am_read_file_limited(argv[2], 1 << 24, &data, &len)) return fprintf(stderr, "%s\n", am_err_msg()), 1;
+    if (am_read_file_limited(argv[2], 1 << 24, &data, &len))
+        return fprintf(stderr, "%s\n", am_err_msg()), 1;
     am_coord *c = NULL;
     am_coord_opts co = {.endpoint = "tcp://127.0.0.1:*", .max_requests = 4096};
     if (am_coord_new(&co, &c)) return fprintf(stderr, "%s\n", am_err_msg()), 1;
     pthread_t tc, tw;
     pthread_create(&tc, NULL, coord_main, c);
-    wopts = (am_encoder_worker_opts){.endpoint = am_coord_endpoint(c), .model_dir = argv[1],
-                                     .modalities = 1u << AM_MOD_IMU, .n_threads = 1, .batch_wait_ms = 0,
-                                     .max_batch = 16, .capacity = 256};
+    wopts = (am_encoder_worker_opts){.endpoint = am_coord_endpoint(c),
+                                     .model_dir = argv[1],
+                                     .modalities = 1u << AM_MOD_IMU,
+                                     .n_threads = 1,
+                                     .batch_wait_ms = 0,
+                                     .max_batch = 16,
+                                     .capacity = 256};
     pthread_create(&tw, NULL, worker_main, NULL);
     am_client *cl = NULL;
     am_client_new(am_coord_endpoint(c), &cl);
@@ -102,12 +107,15 @@ int main(int argc, char **argv) {
     }
     double secs = ((double)am_now_us() - t0) / 1e6;
     am_coord_stats s1 = am_coord_get_stats(c);
-    printf("{\"bench\": \"coordinator\", \"worker\": \"imu encoder, 1 thread, tiny model\", \"serial_requests\": %d, "
+    printf("{\"bench\": \"coordinator\", \"worker\": \"imu encoder, 1 thread, tiny model\", "
+           "\"serial_requests\": %d, "
            "\"rtt_us_p50\": %.1f, \"rtt_us_p99\": %.1f, \"overhead_us_per_hop_p50\": %.1f, "
-           "\"overhead_us_per_hop_p99\": %.1f, \"concurrency\": %d, \"requests\": %d, \"requests_per_s\": %.0f, "
+           "\"overhead_us_per_hop_p99\": %.1f, \"concurrency\": %d, \"requests\": %d, "
+           "\"requests_per_s\": %.0f, "
            "\"broker_msgs_per_s\": %.0f}\n",
-           n_lat, lat[n_lat / 2], lat[n_lat * 99 / 100], over[n_lat / 2] / 4, over[n_lat * 99 / 100] / 4, conc, done,
-           done / secs, (double)((s1.msgs_in - s0.msgs_in) + (s1.msgs_out - s0.msgs_out)) / secs);
+           n_lat, lat[n_lat / 2], lat[n_lat * 99 / 100], over[n_lat / 2] / 4,
+           over[n_lat * 99 / 100] / 4, conc, done, done / secs,
+           (double)((s1.msgs_in - s0.msgs_in) + (s1.msgs_out - s0.msgs_out)) / secs);
     am_client_destroy(&cl);
     worker_stop = 1;
     pthread_join(tw, NULL);

@@ -34,7 +34,7 @@
 #include <time.h>
 
 #define BENCH_STREAM_FLOATS (48ll << 20) /* 192 MiB per array */
-#define BENCH_REPEATS 5
+#define BENCH_REPEATS       5
 
 static void *xalloc(size_t n) {
     void *p = am_aligned_alloc(n);
@@ -57,14 +57,16 @@ static void triad_task(void *p, int ith, int nth) {
     stream_job *j = p;
     int64_t b, e;
     am_split_range(j->n, 1024, ith, nth, &b, &e);
-    for (int64_t i = b; i < e; i++) j->a[i] = j->b[i] + 3.0f * j->c[i];
+    for (int64_t i = b; i < e; i++)
+        j->a[i] = j->b[i] + 3.0f * j->c[i];
 }
 
 static void init_task(void *p, int ith, int nth) {
     stream_job *j = p;
     int64_t b, e;
     am_split_range(j->n, 1024, ith, nth, &b, &e);
-    for (int64_t i = b; i < e; i++) j->a[i] = 1.0f, j->b[i] = 2.0f, j->c[i] = (float)(i & 7);
+    for (int64_t i = b; i < e; i++)
+        j->a[i] = 1.0f, j->b[i] = 2.0f, j->c[i] = (float)(i & 7);
 }
 
 static void read_task(void *p, int ith, int nth) {
@@ -73,9 +75,11 @@ static void read_task(void *p, int ith, int nth) {
     am_split_range(j->n, 1024, ith, nth, &b, &e);
     float s[16] = {0};
     for (int64_t i = b; i + 16 <= e; i += 16)
-        for (int l = 0; l < 16; l++) s[l] += j->c[i + l];
+        for (int l = 0; l < 16; l++)
+            s[l] += j->c[i + l];
     double t = 0;
-    for (int l = 0; l < 16; l++) t += s[l];
+    for (int l = 0; l < 16; l++)
+        t += s[l];
     j->partial[ith] = t;
 }
 
@@ -128,14 +132,16 @@ static void bw_sample(bw_ctx *bw, double *triad, double *read) {
 
 static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t working_set) {
     float *x = xalloc(4 * (size_t)K * 4), *y = xalloc(4 * (size_t)N * 4);
-    for (int64_t i = 0; i < 4 * K; i++) x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    for (int64_t i = 0; i < 4 * K; i++)
+        x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
         size_t bytes;
         void *proto = make_weights(dtypes[d], N, K, &bytes);
         int copies = (int)((working_set + bytes - 1) / bytes);
         copies = copies < 2 ? 2 : copies;
         char *all = xalloc(bytes * (size_t)copies); /* distinct copies: nothing stays cached */
-        for (int c = 0; c < copies; c++) memcpy(all + (size_t)c * bytes, proto, bytes);
+        for (int c = 0; c < copies; c++)
+            memcpy(all + (size_t)c * bytes, proto, bytes);
         am_aligned_free(proto);
         for (int64_t m = 1; m <= 4; m += 3) {
             double best = 1e9, triad = 0, read = 0;
@@ -156,11 +162,12 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
                 }
             }
             double gbs = bytes / best / 1e9;
-            printf("matvec %-5s M=%lld %5lldx%-5lld %6.1f MiB x%-3d %8.1f us %6.1f GB/s | triad %5.1f "
-                   "read %5.1f GB/s | %5.1f%% of triad %5.1f%% of read\n",
-                   am_dtype_name(dtypes[d]), (long long)m, (long long)N, (long long)K,
-                   bytes / 1048576.0, copies, best * 1e6, gbs, triad, read, 100 * gbs / triad,
-                   100 * gbs / read);
+            printf(
+                "matvec %-5s M=%lld %5lldx%-5lld %6.1f MiB x%-3d %8.1f us %6.1f GB/s | triad %5.1f "
+                "read %5.1f GB/s | %5.1f%% of triad %5.1f%% of read\n",
+                am_dtype_name(dtypes[d]), (long long)m, (long long)N, (long long)K,
+                bytes / 1048576.0, copies, best * 1e6, gbs, triad, read, 100 * gbs / triad,
+                100 * gbs / read);
             fflush(stdout);
         }
         am_aligned_free(all);
@@ -174,7 +181,8 @@ static void bench_gemm(am_backend *b, const char *path) {
     const int64_t K = 2048, N = 5632, ms[] = {8, 16, 32, 64, 128, 512};
     const int n_ms = (int)(sizeof ms / sizeof ms[0]);
     float *x = xalloc(512 * (size_t)K * 4), *y = xalloc(512 * (size_t)N * 4);
-    for (int64_t i = 0; i < 512 * K; i++) x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    for (int64_t i = 0; i < 512 * K; i++)
+        x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
         size_t bytes;
         void *wd = make_weights(dtypes[d], N, K, &bytes);
@@ -189,7 +197,8 @@ static void bench_gemm(am_backend *b, const char *path) {
                 t = am_now_s() - t;
                 best = t < best ? t : best;
             }
-            printf("  M=%-3lld %6.1f GFLOP/s", (long long)ms[mi], 2.0 * ms[mi] * N * K / best / 1e9);
+            printf("  M=%-3lld %6.1f GFLOP/s", (long long)ms[mi],
+                   2.0 * ms[mi] * N * K / best / 1e9);
         }
         printf("\n");
         am_aligned_free(wd);
@@ -209,9 +218,11 @@ static void bench_attention_case(am_backend *b, int64_t m, int64_t T, int H, int
     float *q = xalloc((size_t)m * H * D * 4), *out = xalloc((size_t)m * H * D * 4);
     /* copies x (K (T, Hkv, D), V (T, Hkv, D)) */
     float *kv = xalloc(2 * cache_bytes * (size_t)copies);
-    for (int64_t i = 0; i < m * H * D; i++) q[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    for (int64_t i = 0; i < m * H * D; i++)
+        q[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     const int64_t nkv = 2 * T * stride * copies;
-    for (int64_t i = 0; i < nkv; i++) kv[i] = (float)((i * 5) % 17) / 17.0f - 0.5f;
+    for (int64_t i = 0; i < nkv; i++)
+        kv[i] = (float)((i * 5) % 17) / 17.0f - 0.5f;
     double best[2] = {1e9, 1e9}; /* hot, cold: seconds per call */
     for (int round = 0; round < 3; round++) {
         for (int cold = 0; cold < (m == 1 ? 2 : 1); cold++) { /* prefill: compute bound, hot only */
@@ -270,12 +281,16 @@ static am_backend *new_backend(int n_threads, const char *bf16) {
 static void bench_matvec_all(am_backend *b, int n_threads, size_t working_set) {
     am_threadpool *tp = NULL;
     if (am_threadpool_new(n_threads, &tp) != 0) exit(1);
-    stream_job sj = {xalloc(BENCH_STREAM_FLOATS * 4), xalloc(BENCH_STREAM_FLOATS * 4),
-                     xalloc(BENCH_STREAM_FLOATS * 4), BENCH_STREAM_FLOATS, {0}};
+    stream_job sj = {xalloc(BENCH_STREAM_FLOATS * 4),
+                     xalloc(BENCH_STREAM_FLOATS * 4),
+                     xalloc(BENCH_STREAM_FLOATS * 4),
+                     BENCH_STREAM_FLOATS,
+                     {0}};
     am_threadpool_run(tp, init_task, &sj); /* first touch from the threads that use it */
     bw_ctx bw = {tp, &sj};
     double triad = 0, read = 0;
-    for (int r = 0; r < BENCH_REPEATS; r++) bw_sample(&bw, &triad, &read);
+    for (int r = 0; r < BENCH_REPEATS; r++)
+        bw_sample(&bw, &triad, &read);
     printf("bandwidth at start: triad %.1f GB/s, read-only %.1f GB/s (best of %d)\n", triad, read,
            2 * BENCH_REPEATS);
 

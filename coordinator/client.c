@@ -47,8 +47,8 @@ void am_client_destroy(am_client **p) {
     *p = NULL;
 }
 
-int am_client_submit(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p,
-                     uint64_t *rid) {
+int am_client_submit(am_client *c, const am_client_part *parts, int n_parts,
+                     const am_client_params *p, uint64_t *rid) {
     if (n_parts < 1 || n_parts > AM_PROTO_MAX_SEGMENTS)
         return am_err_set(AM_ERANGE, "%d parts (want 1..%d)", n_parts, AM_PROTO_MAX_SEGMENTS);
     am_msg_seg *segs = am_calloc((size_t)n_parts, sizeof *segs);
@@ -62,8 +62,8 @@ int am_client_submit(am_client *c, const am_client_part *parts, int n_parts, con
         s->payload = UINT32_MAX;
         if (q->kind == AM_SEG_TEXT) {
             if (q->text_len > AM_PROTO_MAX_TEXT_BYTES) {
-                rc = am_err_set(AM_ERANGE, "part %d: text of %zu bytes (at most %zu)", i, q->text_len,
-                                AM_PROTO_MAX_TEXT_BYTES);
+                rc = am_err_set(AM_ERANGE, "part %d: text of %zu bytes (at most %zu)", i,
+                                q->text_len, AM_PROTO_MAX_TEXT_BYTES);
                 goto done;
             }
             s->text = q->text;
@@ -74,8 +74,10 @@ int am_client_submit(am_client *c, const am_client_part *parts, int n_parts, con
         } else if (q->kind == AM_SEG_MEDIA) {
             if (n_pay == AM_PROTO_MAX_PAYLOADS || !q->len || q->len > AM_PROTO_MAX_PAYLOAD_BYTES ||
                 q->modality >= AM_MOD_COUNT) {
-                rc = am_err_set(AM_ERANGE, "part %d: media item %d of %zu bytes (at most %d items of 1..%zu bytes)", i,
-                                n_pay, q->len, AM_PROTO_MAX_PAYLOADS, AM_PROTO_MAX_PAYLOAD_BYTES);
+                rc = am_err_set(
+                    AM_ERANGE,
+                    "part %d: media item %d of %zu bytes (at most %d items of 1..%zu bytes)", i,
+                    n_pay, q->len, AM_PROTO_MAX_PAYLOADS, AM_PROTO_MAX_PAYLOAD_BYTES);
                 goto done;
             }
             s->modality = q->modality;
@@ -102,7 +104,8 @@ int am_client_submit(am_client *c, const am_client_part *parts, int n_parts, con
         rc = am_err_set(AM_ERANGE, "%u stop strings (at most %d)", p->n_stop, AM_PROTO_MAX_STOP);
         goto done;
     }
-    for (uint32_t i = 0; i < p->n_stop; i++) m.stop[i] = p->stop[i];
+    for (uint32_t i = 0; i < p->n_stop; i++)
+        m.stop[i] = p->stop[i];
     m.n_stop = p->n_stop;
     m.deadline_ms = p->deadline_ms;
     m.add_bos = p->no_bos ? 0 : 1;
@@ -188,7 +191,8 @@ void am_client_result_fini(am_client_result *r) {
 static int append(void **buf, size_t *len, size_t *cap, const void *src, size_t n, size_t extra) {
     if (*len + n + extra > *cap) {
         size_t nc = *cap ? *cap : 256;
-        while (nc < *len + n + extra) nc *= 2;
+        while (nc < *len + n + extra)
+            nc *= 2;
         void *d = am_realloc(*buf, nc);
         if (!d) return AM_ENOMEM;
         *buf = d;
@@ -199,8 +203,9 @@ static int append(void **buf, size_t *len, size_t *cap, const void *src, size_t 
     return 0;
 }
 
-int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p,
-                       am_client_piece_fn cb, void *user, int timeout_ms, am_client_result *out) {
+int am_client_generate(am_client *c, const am_client_part *parts, int n_parts,
+                       const am_client_params *p, am_client_piece_fn cb, void *user, int timeout_ms,
+                       am_client_result *out) {
     memset(out, 0, sizeof *out);
     uint64_t rid;
     int rc = am_client_submit(c, parts, n_parts, p, &rid);
@@ -229,7 +234,8 @@ int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, c
                 am_client_event_fini(&ev);
                 break;
             }
-            if (cb && (m->text_len || m->n_ids) && cb(user, m->text ? m->text : "", m->text_len, m->ids, m->n_ids))
+            if (cb && (m->text_len || m->n_ids) &&
+                cb(user, m->text ? m->text : "", m->text_len, m->ids, m->n_ids))
                 (void)am_client_cancel(c, rid);
             if (m->finish != AM_FIN_NONE) {
                 out->finish = m->finish;
@@ -241,7 +247,8 @@ int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, c
             }
         } else if (ev.cmd == AM_CMD_ERROR || ev.cmd == AM_CMD_DISCONNECT) {
             out->err_code = ev.msg.code;
-            rc = am_err_set(AM_EIO, "coordinator: %d %s", ev.msg.code, ev.msg.message ? ev.msg.message : "disconnected");
+            rc = am_err_set(AM_EIO, "coordinator: %d %s", ev.msg.code,
+                            ev.msg.message ? ev.msg.message : "disconnected");
             am_client_event_fini(&ev);
             break;
         }
@@ -273,7 +280,8 @@ int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_cli
         am_client_event ev;
         int left = end < 0 ? -1 : (int)(end - am_now_ms());
         rc = am_client_next(c, end < 0 ? -1 : (left > 0 ? left : 0), &ev);
-        if (rc == AM_EAGAIN) return am_err_set(AM_EAGAIN, "no HEALTH answer within %d ms", timeout_ms);
+        if (rc == AM_EAGAIN)
+            return am_err_set(AM_EAGAIN, "no HEALTH answer within %d ms", timeout_ms);
         if (rc) return rc;
         int mine = ev.cmd == AM_CMD_HEALTH && ev.rid == m.id;
         if (mine) {

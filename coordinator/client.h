@@ -24,20 +24,20 @@
 typedef struct am_client am_client;
 
 typedef struct am_client_part {
-    uint8_t kind;        /* AM_SEG_TEXT, AM_SEG_IDS or AM_SEG_MEDIA */
-    const char *text;    /* TEXT */
+    uint8_t kind;     /* AM_SEG_TEXT, AM_SEG_IDS or AM_SEG_MEDIA */
+    const char *text; /* TEXT */
     size_t text_len;
-    const int32_t *ids;  /* IDS */
+    const int32_t *ids; /* IDS */
     uint32_t n_ids;
-    uint8_t modality;    /* MEDIA: am_modality */
-    const void *data;    /* MEDIA: the file's bytes (copied into the message) */
+    uint8_t modality; /* MEDIA: am_modality */
+    const void *data; /* MEDIA: the file's bytes (copied into the message) */
     size_t len;
-    uint32_t frames;     /* MEDIA video: frames to sample (0 = the model's default) */
+    uint32_t frames; /* MEDIA video: frames to sample (0 = the model's default) */
 } am_client_part;
 
 typedef struct am_client_params {
-    uint32_t max_tokens;  /* >= 1 */
-    float temperature;    /* 0 = greedy */
+    uint32_t max_tokens; /* >= 1 */
+    float temperature;   /* 0 = greedy */
     int32_t top_k;
     float top_p, repetition_penalty; /* 0 = off (1) */
     uint64_t seed;
@@ -60,8 +60,8 @@ int am_client_new(const char *endpoint, am_client **out);
 void am_client_destroy(am_client **p);
 
 /* Sends a GENERATE; *rid identifies its events. */
-int am_client_submit(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p,
-                     uint64_t *rid);
+int am_client_submit(am_client *c, const am_client_part *parts, int n_parts,
+                     const am_client_params *p, uint64_t *rid);
 /* Sends an ENCODE of one media item; it ends with one EMBED (or ERROR) event. */
 int am_client_encode(am_client *c, const am_client_part *media, uint64_t *rid);
 int am_client_cancel(am_client *c, uint64_t rid);
@@ -77,7 +77,8 @@ int am_client_event_final(const am_client_event *ev);
 /* Blocking: submits one request and collects its answer; cb (may be NULL)
  * sees each streamed piece. On an ERROR event returns AM_EIO with the
  * coordinator's code in out->err_code and its message in am_err_msg(). */
-typedef int (*am_client_piece_fn)(void *user, const char *text, size_t len, const int32_t *ids, uint32_t n_ids);
+typedef int (*am_client_piece_fn)(void *user, const char *text, size_t len, const int32_t *ids,
+                                  uint32_t n_ids);
 typedef struct am_client_result {
     char *text; /* NUL-terminated (am_free via am_client_result_fini) */
     size_t text_len;
@@ -87,15 +88,16 @@ typedef struct am_client_result {
     uint32_t prompt_tokens, completion_tokens;
     int32_t err_code;
 } am_client_result;
-int am_client_generate(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p,
-                       am_client_piece_fn cb, void *user, int timeout_ms, am_client_result *out);
+int am_client_generate(am_client *c, const am_client_part *parts, int n_parts,
+                       const am_client_params *p, am_client_piece_fn cb, void *user, int timeout_ms,
+                       am_client_result *out);
 void am_client_result_fini(am_client_result *r);
 
 /* Blocking: asks the coordinator's health (model NULL/"" = any model). Events
  * of other requests that arrive meanwhile are dropped: use a client with
  * nothing else in flight. AM_EAGAIN when no answer came within timeout_ms. */
 typedef struct am_client_health {
-    int healthy;                      /* a live shard group serves the model */
+    int healthy;                       /* a live shard group serves the model */
     uint32_t shards, encoders, active; /* live shard groups (of the model), encoders, requests */
 } am_client_health;
 int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out);

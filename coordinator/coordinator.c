@@ -30,7 +30,8 @@ typedef struct worker {
     size_t ident_len;
     uint8_t role;
     uint32_t mods; /* bit per am_modality */
-    char name[AM_PROTO_MAX_NAME_BYTES + 1], model[AM_PROTO_MAX_NAME_BYTES + 1], fp[AM_PROTO_MAX_NAME_BYTES + 1];
+    char name[AM_PROTO_MAX_NAME_BYTES + 1], model[AM_PROTO_MAX_NAME_BYTES + 1],
+        fp[AM_PROTO_MAX_NAME_BYTES + 1];
     uint32_t capacity, out_dim, tp_size, in_flight;
     int64_t expiry_ms, last_sent_ms;
 } worker;
@@ -55,7 +56,7 @@ typedef struct request {
     size_t client_len;
     uint64_t client_rid;
     am_msg gen; /* GENERATE as decoded (its segments; payload pointers unused) */
-    int leader;  /* worker index, -1 until dispatched */
+    int leader; /* worker index, -1 until dispatched */
     int n_parts;
     part parts[AM_PROTO_MAX_PAYLOADS];
     int64_t deadline_ms;
@@ -93,7 +94,8 @@ static int q_push(queue *q, uint64_t id, uint32_t p, int front) {
         size_t cap = q->cap ? 2 * q->cap : 64;
         qent *e = am_malloc(cap * sizeof *e);
         if (!e) return AM_ENOMEM;
-        for (size_t i = 0; i < q->tail; i++) e[i] = q->e[(q->head + i) % q->cap];
+        for (size_t i = 0; i < q->tail; i++)
+            e[i] = q->e[(q->head + i) % q->cap];
         am_free(q->e);
         q->e = e, q->cap = cap, q->head = 0;
     }
@@ -126,11 +128,14 @@ static request *req_get(am_coord *c, uint64_t id) {
 
 static int worker_find(am_coord *c, const void *ident, size_t len) {
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++)
-        if (c->workers[i].used && c->workers[i].ident_len == len && !memcmp(c->workers[i].ident, ident, len)) return i;
+        if (c->workers[i].used && c->workers[i].ident_len == len &&
+            !memcmp(c->workers[i].ident, ident, len))
+            return i;
     return -1;
 }
 
-static int send_to(am_coord *c, const void *ident, size_t len, const am_msg *m, zmq_msg_t *pay, int n_pay) {
+static int send_to(am_coord *c, const void *ident, size_t len, const am_msg *m, zmq_msg_t *pay,
+                   int n_pay) {
     int rc = am_wire_send(c->sock, ident, len, m, pay, n_pay, ZMQ_DONTWAIT);
     if (!rc) c->st.msgs_out++;
     return rc;
@@ -143,8 +148,8 @@ static int send_worker(am_coord *c, int w, const am_msg *m, zmq_msg_t *pay, int 
     return rc;
 }
 
-static void send_simple(am_coord *c, const void *ident, size_t len, int cmd, uint64_t id, int32_t code,
-                        const char *message) {
+static void send_simple(am_coord *c, const void *ident, size_t len, int cmd, uint64_t id,
+                        int32_t code, const char *message) {
     am_msg m;
     am_msg_init(&m, cmd);
     m.id = id;
@@ -181,7 +186,8 @@ static void req_free(am_coord *c, request *r) {
 }
 
 /* Ends r with an ERROR to its client (and a CANCEL to its leader). */
-static void req_fail(am_coord *c, request *r, int32_t code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void req_fail(am_coord *c, request *r, int32_t code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void req_fail(am_coord *c, request *r, int32_t code, const char *fmt, ...) {
     char msg[512];
     va_list ap;
@@ -205,12 +211,15 @@ static void req_fail(am_coord *c, request *r, int32_t code, const char *fmt, ...
 static void client_send_failed(am_coord *c, request *r, int rc) {
     if (rc == AM_EAGAIN) {
         c->st.client_too_slow++;
-        AM_LOGW("coordinator: client of request %llu is at its high-water mark: the request ends with an error",
+        AM_LOGW("coordinator: client of request %llu is at its high-water mark: the request ends "
+                "with an error",
                 (unsigned long long)r->client_rid);
-        req_fail(c, r, AM_WERR_OVERLOADED, "client too slow: its queue reached the high-water mark");
+        req_fail(c, r, AM_WERR_OVERLOADED,
+                 "client too slow: its queue reached the high-water mark");
     } else {
         c->st.client_gone++;
-        AM_LOGI("coordinator: client of request %llu is gone; cancelling", (unsigned long long)r->client_rid);
+        AM_LOGI("coordinator: client of request %llu is gone; cancelling",
+                (unsigned long long)r->client_rid);
         req_fail(c, r, AM_WERR_UNAVAILABLE, "client disconnected");
     }
 }
@@ -310,16 +319,19 @@ static void dispatch(am_coord *c) {
         for (int i = 0; i < r->n_parts; i++)
             if (r->parts[i].has_embed) flush_embed(c, r, i);
     }
-    while (q_pop(&keep, &e)) (void)q_push(&c->genq, e.id, 0, 0);
+    while (q_pop(&keep, &e))
+        (void)q_push(&c->genq, e.id, 0, 0);
     am_free(keep.e);
 
     for (int mod = 0; mod < AM_MOD_COUNT; mod++) {
         while (q_pop(&c->encq[mod], &e)) {
             request *r = req_get(c, e.id);
-            if (!r || e.part >= (uint32_t)r->n_parts || r->parts[e.part].state != P_QUEUED) continue;
+            if (!r || e.part >= (uint32_t)r->n_parts || r->parts[e.part].state != P_QUEUED)
+                continue;
             int w = pick(c, AM_ROLE_ENCODER, mod, r);
             if (w < 0) {
-                (void)q_push(&c->encq[mod], e.id, e.part, 1); /* head of line until a worker frees up */
+                (void)q_push(&c->encq[mod], e.id, e.part,
+                             1); /* head of line until a worker frees up */
                 break;
             }
             int rc = send_encode(c, r, (int)e.part, w);
@@ -346,7 +358,8 @@ static void dispatch(am_coord *c) {
 static void worker_remove(am_coord *c, int w, const char *why) {
     worker *k = &c->workers[w];
     if (!k->used) return;
-    AM_LOGW("coordinator: %s worker '%s' (%s) removed: %s", am_role_name(k->role), k->name, k->model, why);
+    AM_LOGW("coordinator: %s worker '%s' (%s) removed: %s", am_role_name(k->role), k->name,
+            k->model, why);
     k->used = 0; /* first, so nothing below dispatches to it */
     c->st.n_workers--;
     for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
@@ -362,7 +375,8 @@ static void worker_remove(am_coord *c, int w, const char *why) {
             if (p->state != P_ASSIGNED || p->worker != w) continue;
             p->worker = -1;
             if (p->attempt + 1 >= (uint32_t)c->o.encode_max_attempts) {
-                req_fail(c, r, AM_WERR_UNAVAILABLE, "encoding part %d failed on %u workers (last: '%s': %s)", i,
+                req_fail(c, r, AM_WERR_UNAVAILABLE,
+                         "encoding part %d failed on %u workers (last: '%s': %s)", i,
                          p->attempt + 1, k->name, why);
                 break;
             }
@@ -388,8 +402,8 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
         worker *k = &c->workers[i];
         if (k->used && !strcmp(k->model, m->model) && strcmp(k->fp, m->fingerprint)) {
             char msg[700];
-            snprintf(msg, sizeof msg, "model '%s' fingerprint %s differs from worker '%s' (%s)", m->model,
-                     m->fingerprint, k->name, k->fp);
+            snprintf(msg, sizeof msg, "model '%s' fingerprint %s differs from worker '%s' (%s)",
+                     m->model, m->fingerprint, k->name, k->fp);
             AM_LOGW("coordinator: refused worker '%s': %s", m->name, msg);
             send_simple(c, id, len, AM_CMD_ERROR, 0, AM_WERR_BAD_REQUEST, msg);
             send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, msg);
@@ -404,7 +418,8 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
         memcpy(k->ident, id, len);
         k->ident_len = len;
         k->role = m->role;
-        for (uint32_t j = 0; j < m->n_modalities; j++) k->mods |= 1u << m->modalities[j];
+        for (uint32_t j = 0; j < m->n_modalities; j++)
+            k->mods |= 1u << m->modalities[j];
         snprintf(k->name, sizeof k->name, "%s", m->name);
         snprintf(k->model, sizeof k->model, "%s", m->model);
         snprintf(k->fp, sizeof k->fp, "%s", m->fingerprint);
@@ -415,8 +430,8 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
         k->last_sent_ms = 0; /* heartbeat at once: the worker learns it is registered */
         c->st.n_workers++;
         c->st.workers_registered++;
-        AM_LOGI("coordinator: %s worker '%s' registered (model %s, capacity %u, out_dim %u)", am_role_name(k->role),
-                k->name, k->model, k->capacity, k->out_dim);
+        AM_LOGI("coordinator: %s worker '%s' registered (model %s, capacity %u, out_dim %u)",
+                am_role_name(k->role), k->name, k->model, k->capacity, k->out_dim);
         return;
     }
     send_simple(c, id, len, AM_CMD_ERROR, 0, AM_WERR_OVERLOADED, "the worker table is full");
@@ -426,8 +441,8 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
 static void flush_embed(am_coord *c, request *r, int pi) {
     part *p = &r->parts[pi];
     if (p->dim != c->workers[r->leader].out_dim) {
-        req_fail(c, r, AM_WERR_INTERNAL, "part %d has rows of width %u, the model's is %u", pi, p->dim,
-                 c->workers[r->leader].out_dim);
+        req_fail(c, r, AM_WERR_INTERNAL, "part %d has rows of width %u, the model's is %u", pi,
+                 p->dim, c->workers[r->leader].out_dim);
         return;
     }
     am_msg m;
@@ -441,8 +456,11 @@ static void flush_embed(am_coord *c, request *r, int pi) {
     int rc = send_worker(c, r->leader, &m, &p->embed, 1); /* moves the rows: no copy */
     if (rc) {
         int w = r->leader;
-        if (rc == AM_EUNREACH) worker_remove(c, w, "not connected");
-        else req_fail(c, r, AM_WERR_OVERLOADED, "shard group '%s' is at its high-water mark", c->workers[w].name);
+        if (rc == AM_EUNREACH)
+            worker_remove(c, w, "not connected");
+        else
+            req_fail(c, r, AM_WERR_OVERLOADED, "shard group '%s' is at its high-water mark",
+                     c->workers[w].name);
     }
 }
 
@@ -481,8 +499,9 @@ static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
         return;
     }
     if (r->leader >= 0 && c->workers[r->leader].out_dim != m->dim) {
-        req_fail(c, r, AM_WERR_INTERNAL, "encoder '%s' returned rows of width %u, the model's is %u",
-                 c->workers[w].name, m->dim, c->workers[r->leader].out_dim);
+        req_fail(c, r, AM_WERR_INTERNAL,
+                 "encoder '%s' returned rows of width %u, the model's is %u", c->workers[w].name,
+                 m->dim, c->workers[r->leader].out_dim);
         return;
     }
     zmq_msg_init(&p->embed);
@@ -507,8 +526,10 @@ static void on_token(am_coord *c, int w, const am_msg *m) {
         return;
     }
     if (m->finish != AM_FIN_NONE) {
-        if (m->finish == AM_FIN_CANCELLED) c->st.requests_cancelled++;
-        else c->st.requests_done++;
+        if (m->finish == AM_FIN_CANCELLED)
+            c->st.requests_cancelled++;
+        else
+            c->st.requests_done++;
         req_free(c, r);
     }
 }
@@ -517,7 +538,9 @@ static void on_worker_error(am_coord *c, int w, const am_msg *m) {
     request *r = req_get(c, m->id);
     if (!r) {
         c->st.stale_replies++;
-        if (!m->id) AM_LOGW("coordinator: worker '%s' reports: %d %s", c->workers[w].name, m->code, m->message);
+        if (!m->id)
+            AM_LOGW("coordinator: worker '%s' reports: %d %s", c->workers[w].name, m->code,
+                    m->message);
         return;
     }
     if (r->leader == w) {
@@ -532,7 +555,8 @@ static void on_worker_error(am_coord *c, int w, const am_msg *m) {
         part *p = &r->parts[i];
         if (p->state == P_ASSIGNED && p->worker == w) {
             /* The media itself was bad (the worker is fine): not retried. */
-            req_fail(c, r, m->code, "part %d (%s): %s", i, am_modality_name(p->modality), m->message);
+            req_fail(c, r, m->code, "part %d (%s): %s", i, am_modality_name(p->modality),
+                     m->message);
             return;
         }
     }
@@ -565,7 +589,8 @@ static request *req_by_client(am_coord *c, const zmq_msg_t *rt, uint64_t rid) {
     const void *id = zmq_msg_data((zmq_msg_t *)rt);
     for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
         request *r = &c->reqs[s];
-        if (r->id && r->client_rid == rid && r->client_len == len && !memcmp(r->client, id, len)) return r;
+        if (r->id && r->client_rid == rid && r->client_len == len && !memcmp(r->client, id, len))
+            return r;
     }
     return NULL;
 }
@@ -574,21 +599,25 @@ static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
     const void *cid = zmq_msg_data(&in->routing);
     size_t clen = zmq_msg_size(&in->routing);
     if (req_by_client(c, &in->routing, m->id)) {
-        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_BAD_REQUEST, "request id already in use");
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_BAD_REQUEST,
+                    "request id already in use");
         c->st.requests_rejected++;
         return;
     }
     request *r = req_new(c, &in->routing, m->id);
     if (!r) {
         char msg[128];
-        snprintf(msg, sizeof msg, "overloaded: %d requests in flight; retry later", c->o.max_requests);
+        snprintf(msg, sizeof msg, "overloaded: %d requests in flight; retry later",
+                 c->o.max_requests);
         send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_OVERLOADED, msg);
         c->st.requests_rejected++;
         return;
     }
     int64_t now = am_now_ms();
     r->kind = m->cmd == AM_CMD_GENERATE ? R_GENERATE : R_ENCODE;
-    r->deadline_ms = now + (m->cmd == AM_CMD_GENERATE && m->deadline_ms ? (int64_t)m->deadline_ms : (int64_t)c->o.deadline_default_ms);
+    r->deadline_ms =
+        now + (m->cmd == AM_CMD_GENERATE && m->deadline_ms ? (int64_t)m->deadline_ms
+                                                           : (int64_t)c->o.deadline_default_ms);
     if (r->kind == R_ENCODE) {
         part *p = &r->parts[0];
         r->n_parts = 1;
@@ -605,7 +634,8 @@ static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
             am_msg_seg *s = &m->segs[i];
             if (s->kind != AM_SEG_MEDIA) continue;
             if (s->payload == UINT32_MAX) {
-                req_fail(c, r, AM_WERR_BAD_REQUEST, "segments[%u]: a client's media segment needs a payload", i);
+                req_fail(c, r, AM_WERR_BAD_REQUEST,
+                         "segments[%u]: a client's media segment needs a payload", i);
                 am_msg_fini(m);
                 return;
             }
@@ -665,8 +695,10 @@ static void on_health(am_coord *c, am_wire_in *in, const am_msg *m) {
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         const worker *k = &c->workers[i];
         if (!k->used || (m->model && m->model[0] && strcmp(m->model, k->model))) continue;
-        if (k->role == AM_ROLE_SHARD) h.n_shards++;
-        else h.n_encoders++;
+        if (k->role == AM_ROLE_SHARD)
+            h.n_shards++;
+        else
+            h.n_encoders++;
     }
     h.healthy = h.n_shards > 0;
     h.n_active = (uint32_t)c->st.n_active;
@@ -684,20 +716,20 @@ static void on_message(am_coord *c, am_wire_in *in) {
     int rc = am_wire_decode(in, &m);
     if (rc) {
         c->st.bad_msgs++;
-        AM_LOGI("coordinator: bad message from %s: %s", w >= 0 ? c->workers[w].name : "a client", am_err_msg());
-        send_simple(c, pid, plen, AM_CMD_ERROR, 0, rc == AM_ERANGE ? AM_WERR_TOO_LARGE : AM_WERR_BAD_REQUEST,
-                    am_err_msg());
+        AM_LOGI("coordinator: bad message from %s: %s", w >= 0 ? c->workers[w].name : "a client",
+                am_err_msg());
+        send_simple(c, pid, plen, AM_CMD_ERROR, 0,
+                    rc == AM_ERANGE ? AM_WERR_TOO_LARGE : AM_WERR_BAD_REQUEST, am_err_msg());
         /* A wrong header or version drops the session; a bad body costs only the message. */
-        if (rc == AM_EUNSUPPORTED || w >= 0 || (in->n_frames > 0 && zmq_msg_size(&in->frames[0]) != AM_PROTO_HEADER_BYTES))
+        if (rc == AM_EUNSUPPORTED || w >= 0 ||
+            (in->n_frames > 0 && zmq_msg_size(&in->frames[0]) != AM_PROTO_HEADER_BYTES))
             send_simple(c, pid, plen, AM_CMD_DISCONNECT, 0, 0, "protocol error");
         if (w >= 0) worker_remove(c, w, "sent a malformed message");
         return;
     }
     if (w >= 0) c->workers[w].expiry_ms = am_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
     switch (m.cmd) {
-    case AM_CMD_READY:
-        on_ready(c, &in->routing, &m);
-        break;
+    case AM_CMD_READY: on_ready(c, &in->routing, &m); break;
     case AM_CMD_HEARTBEAT:
     case AM_CMD_EMBED:
     case AM_CMD_TOKEN:
@@ -735,8 +767,7 @@ static void on_message(am_coord *c, am_wire_in *in) {
     case AM_CMD_HEALTH:
         if (w < 0) on_health(c, in, &m);
         break;
-    default:
-        break;
+    default: break;
     }
     am_msg_fini(&m);
 }
@@ -781,9 +812,11 @@ int am_coord_new(const am_coord_opts *o, am_coord **out) {
     int rc = 0;
     if (c->o.heartbeat_ms < 10 || c->o.liveness < 1 || c->o.max_requests < 1 ||
         c->o.max_requests > AM_COORD_MAX_REQUESTS_LIMIT || c->o.encode_max_attempts < 1) {
-        rc = am_err_set(AM_EINVAL, "coordinator options out of range (heartbeat %d ms >= 10, liveness %d >= 1, "
-                        "max requests %d in 1..%d)", c->o.heartbeat_ms, c->o.liveness, c->o.max_requests,
-                        AM_COORD_MAX_REQUESTS_LIMIT);
+        rc = am_err_set(
+            AM_EINVAL,
+            "coordinator options out of range (heartbeat %d ms >= 10, liveness %d >= 1, "
+            "max requests %d in 1..%d)",
+            c->o.heartbeat_ms, c->o.liveness, c->o.max_requests, AM_COORD_MAX_REQUESTS_LIMIT);
         goto fail;
     }
     c->reqs = am_calloc((size_t)c->o.max_requests, sizeof *c->reqs);
@@ -791,11 +824,13 @@ int am_coord_new(const am_coord_opts *o, am_coord **out) {
         rc = AM_ENOMEM;
         goto fail;
     }
-    for (int i = 0; i < c->o.max_requests; i++) c->reqs[i].leader = -1;
+    for (int i = 0; i < c->o.max_requests; i++)
+        c->reqs[i].leader = -1;
     c->zctx = zmq_ctx_new();
     c->sock = c->zctx ? zmq_socket(c->zctx, ZMQ_ROUTER) : NULL;
     if (!c->sock) {
-        rc = am_err_set(AM_EIO, "cannot create a ZeroMQ ROUTER socket: %s", zmq_strerror(zmq_errno()));
+        rc = am_err_set(AM_EIO, "cannot create a ZeroMQ ROUTER socket: %s",
+                        zmq_strerror(zmq_errno()));
         goto fail;
     }
     if ((rc = am_wire_setup(c->sock, 1, c->o.hwm, c->o.max_msg_bytes))) goto fail;
@@ -819,7 +854,8 @@ am_coord_stats am_coord_get_stats(const am_coord *c) { return c->st; }
 int am_coord_run(am_coord *c) {
     while (!atomic_load(&c->stop)) {
         zmq_pollitem_t pi = {c->sock, 0, ZMQ_POLLIN, 0};
-        int timeout = c->o.heartbeat_ms / 4 < AM_COORD_TICK_MS ? c->o.heartbeat_ms / 4 : AM_COORD_TICK_MS;
+        int timeout =
+            c->o.heartbeat_ms / 4 < AM_COORD_TICK_MS ? c->o.heartbeat_ms / 4 : AM_COORD_TICK_MS;
         int n = zmq_poll(&pi, 1, timeout);
         if (n < 0) {
             if (zmq_errno() == EINTR) continue;
@@ -849,13 +885,15 @@ void am_coord_destroy(am_coord **p) {
     if (!c) return;
     if (c->reqs)
         for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++)
-            if (c->reqs[s].id) req_fail(c, &c->reqs[s], AM_WERR_UNAVAILABLE, "coordinator shutting down");
+            if (c->reqs[s].id)
+                req_fail(c, &c->reqs[s], AM_WERR_UNAVAILABLE, "coordinator shutting down");
     if (c->sock)
         for (int i = 0; i < AM_COORD_MAX_WORKERS; i++)
             if (c->workers[i].used)
-                send_simple(c, c->workers[i].ident, c->workers[i].ident_len, AM_CMD_DISCONNECT, 0, 0,
-                            "coordinator shutting down");
-    for (int i = 0; i < AM_MOD_COUNT; i++) am_free(c->encq[i].e);
+                send_simple(c, c->workers[i].ident, c->workers[i].ident_len, AM_CMD_DISCONNECT, 0,
+                            0, "coordinator shutting down");
+    for (int i = 0; i < AM_MOD_COUNT; i++)
+        am_free(c->encq[i].e);
     am_free(c->genq.e);
     am_free(c->reqs);
     if (c->sock) zmq_close(c->sock);

@@ -1,4 +1,5 @@
-/* coordinator/coordinator.h - the broker: workers register, clients submit, every request ends once.
+/* coordinator/coordinator.h - the broker: workers register, clients submit, every request ends
+ * once.
  *
  * One ROUTER socket (ZMQ_ROUTER_MANDATORY on, explicit HWMs and
  * ZMQ_MAXMSGSIZE) and one single-threaded zmq_poll loop. Peers:
@@ -33,27 +34,28 @@
 
 #include <stdint.h>
 
-#define AM_COORD_MAX_WORKERS 256
+#define AM_COORD_MAX_WORKERS          256
 #define AM_COORD_MAX_REQUESTS_DEFAULT 1024 /* admitted at once; more get 429 */
-#define AM_COORD_MAX_REQUESTS_LIMIT 65535
-#define AM_COORD_DEADLINE_DEFAULT_MS 120000
-#define AM_COORD_ENCODE_MAX_ATTEMPTS 3
-#define AM_COORD_TICK_MS 50               /* longest poll wait: deadlines are checked this often */
+#define AM_COORD_MAX_REQUESTS_LIMIT   65535
+#define AM_COORD_DEADLINE_DEFAULT_MS  120000
+#define AM_COORD_ENCODE_MAX_ATTEMPTS  3
+#define AM_COORD_TICK_MS              50 /* longest poll wait: deadlines are checked this often */
 
 typedef struct am_coord_opts {
-    const char *endpoint;     /* e.g. "tcp://127.0.0.1:5555", or "tcp://127.0.0.1:*" for any port */
-    int heartbeat_ms;         /* 0 = AM_HEARTBEAT_MS */
-    int liveness;             /* 0 = AM_HEARTBEAT_LIVENESS */
-    int hwm;                  /* 0 = AM_WIRE_HWM_MSGS */
-    int64_t max_msg_bytes;    /* ZMQ_MAXMSGSIZE; 0 = AM_WIRE_MAX_MSG_BYTES */
-    int max_requests;         /* 0 = AM_COORD_MAX_REQUESTS_DEFAULT */
-    int deadline_default_ms;  /* 0 = AM_COORD_DEADLINE_DEFAULT_MS */
-    int encode_max_attempts;  /* 0 = AM_COORD_ENCODE_MAX_ATTEMPTS */
+    const char *endpoint;    /* e.g. "tcp://127.0.0.1:5555", or "tcp://127.0.0.1:*" for any port */
+    int heartbeat_ms;        /* 0 = AM_HEARTBEAT_MS */
+    int liveness;            /* 0 = AM_HEARTBEAT_LIVENESS */
+    int hwm;                 /* 0 = AM_WIRE_HWM_MSGS */
+    int64_t max_msg_bytes;   /* ZMQ_MAXMSGSIZE; 0 = AM_WIRE_MAX_MSG_BYTES */
+    int max_requests;        /* 0 = AM_COORD_MAX_REQUESTS_DEFAULT */
+    int deadline_default_ms; /* 0 = AM_COORD_DEADLINE_DEFAULT_MS */
+    int encode_max_attempts; /* 0 = AM_COORD_ENCODE_MAX_ATTEMPTS */
 } am_coord_opts;
 
 typedef struct am_coord_stats {
     int64_t msgs_in, msgs_out, bad_msgs;
-    int64_t requests_admitted, requests_done, requests_failed, requests_cancelled, requests_rejected;
+    int64_t requests_admitted, requests_done, requests_failed, requests_cancelled,
+        requests_rejected;
     int64_t encode_jobs, encode_retries, stale_replies, unknown_peer_msgs;
     int64_t workers_registered, workers_expired, workers_disconnected;
     int64_t hwm_requeues, client_gone, client_too_slow, deadlines;

@@ -1,4 +1,5 @@
-/* coordinator/coordinator_main.c - `anymal-coordinator`: the broker process (coordinator/coordinator.h).
+/* coordinator/coordinator_main.c - `anymal-coordinator`: the broker process
+ * (coordinator/coordinator.h).
  *
  * Binds, prints "anymal-coordinator: listening on ENDPOINT" (and writes the
  * endpoint to --endpoint-file, for scripts that bind port 0), serves until
@@ -24,18 +25,24 @@ static void on_signal(int sig) {
 }
 
 static void help(void) {
-    printf("usage: anymal-coordinator [--bind EP] [--endpoint-file PATH] [--heartbeat-ms N] [--liveness N]\n"
-           "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n\n"
-           "  --bind           ZeroMQ endpoint (default tcp://127.0.0.1:5555; tcp://127.0.0.1:* = any free port)\n"
-           "  --endpoint-file  write the bound endpoint there once listening\n"
-           "  --heartbeat-ms   heartbeat interval (default %d); a worker is dead after --liveness (default %d)\n"
-           "                   silent intervals\n"
-           "  --max-requests   requests admitted at once; more are refused with 429 (default %d)\n"
-           "  --deadline-ms    deadline of requests that give none (default %d)\n"
-           "  --max-msg-bytes  largest frame accepted (ZMQ_MAXMSGSIZE); a bigger one disconnects its peer\n"
-           "  --encode-attempts  workers an ENCODE job may try before its request fails (default %d)\n",
-           AM_HEARTBEAT_MS, AM_HEARTBEAT_LIVENESS, AM_COORD_MAX_REQUESTS_DEFAULT, AM_COORD_DEADLINE_DEFAULT_MS,
-           AM_COORD_ENCODE_MAX_ATTEMPTS);
+    printf(
+        "usage: anymal-coordinator [--bind EP] [--endpoint-file PATH] [--heartbeat-ms N] "
+        "[--liveness N]\n"
+        "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n\n"
+        "  --bind           ZeroMQ endpoint (default tcp://127.0.0.1:5555; tcp://127.0.0.1:* = any "
+        "free port)\n"
+        "  --endpoint-file  write the bound endpoint there once listening\n"
+        "  --heartbeat-ms   heartbeat interval (default %d); a worker is dead after --liveness "
+        "(default %d)\n"
+        "                   silent intervals\n"
+        "  --max-requests   requests admitted at once; more are refused with 429 (default %d)\n"
+        "  --deadline-ms    deadline of requests that give none (default %d)\n"
+        "  --max-msg-bytes  largest frame accepted (ZMQ_MAXMSGSIZE); a bigger one disconnects its "
+        "peer\n"
+        "  --encode-attempts  workers an ENCODE job may try before its request fails (default "
+        "%d)\n",
+        AM_HEARTBEAT_MS, AM_HEARTBEAT_LIVENESS, AM_COORD_MAX_REQUESTS_DEFAULT,
+        AM_COORD_DEADLINE_DEFAULT_MS, AM_COORD_ENCODE_MAX_ATTEMPTS);
 }
 
 int main(int argc, char **argv) {
@@ -61,7 +68,8 @@ int main(int argc, char **argv) {
             if (am_cli_int(&cli, 1, 86400000, &v)) return AM_EXIT_USAGE;
             o.deadline_default_ms = (int)v;
         } else if (!strcmp(opt, "--max-msg-bytes")) {
-            if (am_cli_int(&cli, 1024, (int64_t)AM_PROTO_MAX_PAYLOAD_BYTES + 4096, &v)) return AM_EXIT_USAGE;
+            if (am_cli_int(&cli, 1024, (int64_t)AM_PROTO_MAX_PAYLOAD_BYTES + 4096, &v))
+                return AM_EXIT_USAGE;
             o.max_msg_bytes = v;
         } else if (!strcmp(opt, "--encode-attempts")) {
             if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
@@ -85,9 +93,11 @@ int main(int argc, char **argv) {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.tmp", endpoint_file);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%s\n", am_coord_endpoint(g_coord)) < 0 || fclose(f) || rename(tmp, endpoint_file)) {
+        if (!f || fprintf(f, "%s\n", am_coord_endpoint(g_coord)) < 0 || fclose(f) ||
+            rename(tmp, endpoint_file)) {
             am_coord_destroy(&g_coord);
-            return am_cli_error(CMD, am_err_set(AM_EIO, "--endpoint-file %s: cannot write it", endpoint_file));
+            return am_cli_error(
+                CMD, am_err_set(AM_EIO, "--endpoint-file %s: cannot write it", endpoint_file));
         }
     }
     rc = am_coord_run(g_coord);
@@ -96,14 +106,19 @@ int main(int argc, char **argv) {
     g_coord = NULL;
     am_coord_destroy(&c);
     fprintf(stderr,
-            "{\"coordinator\": {\"msgs_in\": %lld, \"msgs_out\": %lld, \"bad_msgs\": %lld, \"admitted\": %lld, "
-            "\"done\": %lld, \"failed\": %lld, \"cancelled\": %lld, \"rejected\": %lld, \"encode_jobs\": %lld, "
+            "{\"coordinator\": {\"msgs_in\": %lld, \"msgs_out\": %lld, \"bad_msgs\": %lld, "
+            "\"admitted\": %lld, "
+            "\"done\": %lld, \"failed\": %lld, \"cancelled\": %lld, \"rejected\": %lld, "
+            "\"encode_jobs\": %lld, "
             "\"encode_retries\": %lld, \"stale_replies\": %lld, \"workers_registered\": %lld, "
-            "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, \"deadlines\": %lld}}\n",
-            (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs, (long long)s.requests_admitted,
-            (long long)s.requests_done, (long long)s.requests_failed, (long long)s.requests_cancelled,
+            "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, "
+            "\"deadlines\": %lld}}\n",
+            (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs,
+            (long long)s.requests_admitted, (long long)s.requests_done,
+            (long long)s.requests_failed, (long long)s.requests_cancelled,
             (long long)s.requests_rejected, (long long)s.encode_jobs, (long long)s.encode_retries,
-            (long long)s.stale_replies, (long long)s.workers_registered, (long long)s.workers_expired,
-            (long long)s.hwm_requeues, (long long)s.client_gone, (long long)s.deadlines);
+            (long long)s.stale_replies, (long long)s.workers_registered,
+            (long long)s.workers_expired, (long long)s.hwm_requeues, (long long)s.client_gone,
+            (long long)s.deadlines);
     return rc ? am_cli_error(CMD, rc) : 0;
 }

@@ -148,8 +148,8 @@ typedef struct am_backend_ops {
     /* out (M, C) = (x - mean) / sqrt(var + eps) * w + bias per row, the
      * variance biased (PyTorch LayerNorm); mean and variance are summed in
      * double. bias (C) may be NULL; out may equal x. */
-    void (*layernorm)(am_backend *b, float *out, const float *x, const float *w,
-                      const float *bias, int64_t m, int64_t c, float eps);
+    void (*layernorm)(am_backend *b, float *out, const float *x, const float *w, const float *bias,
+                      int64_t m, int64_t c, float eps);
 
     /* In place on y (M, N): y = act(y + bias) per row; bias (N) may be NULL. */
     void (*bias_act)(am_backend *b, float *y, const float *bias, int64_t m, int64_t n, am_act act);
@@ -192,20 +192,19 @@ typedef struct am_backend_ops {
      * channels in `groups` groups of C/groups; a group's T*C/groups values are
      * normalized (biased variance, mean and variance summed in double), then
      * channel c gets * w[c] + bias[c]. out may equal x; groups divides C. */
-    void (*groupnorm)(am_backend *b, float *out, const float *x, const float *w,
-                      const float *bias, int64_t nb, int64_t t, int64_t c, int groups, float eps);
+    void (*groupnorm)(am_backend *b, float *out, const float *x, const float *w, const float *bias,
+                      int64_t nb, int64_t t, int64_t c, int groups, float eps);
     /* Conv1d im2col (kernel k, dilation dil, stride 1, no padding) on x (B, T, C):
      * cols (B, To, C*k), To = T - dil*(k-1), row (b, t) holds x[b, t + j*dil, c]
      * at column c*k + j (the flattened Conv1d weight's order). Nothing when To <= 0. */
-    void (*im2col_1d)(am_backend *b, float *cols, const float *x, int64_t nb, int64_t t,
-                      int64_t c, int k, int dil);
+    void (*im2col_1d)(am_backend *b, float *cols, const float *x, int64_t nb, int64_t t, int64_t c,
+                      int k, int dil);
     /* MaxPool1d(p, stride p) over time on x (B, T, C): out (B, T/p, C) (floor);
      * a NaN wins, as in PyTorch. */
     void (*maxpool_time)(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
                          int64_t c, int p);
     /* out (B, C) = the mean over T of x (B, T, C), summed in double. */
-    void (*mean_rows)(am_backend *b, float *out, const float *x, int64_t nb, int64_t t,
-                      int64_t c);
+    void (*mean_rows)(am_backend *b, float *out, const float *x, int64_t nb, int64_t t, int64_t c);
     /* dst (B, C, T) = src (B, T, C) transposed per sample (the ranges may not overlap). */
     void (*transpose)(am_backend *b, float *dst, const float *src, int64_t nb, int64_t t,
                       int64_t c);
@@ -213,8 +212,8 @@ typedef struct am_backend_ops {
      * on h (rows, H): gi row r (3H) at gi + r * gi_stride = W_ih x + b_ih,
      * gh (rows, 3H) = W_hh h + b_hh; r = sigmoid(gi_r + gh_r), z likewise,
      * n = tanh(gi_n + r * gh_n), h = (1 - z) * n + z * h. */
-    void (*gru_gates)(am_backend *b, float *h, const float *gi, int64_t gi_stride,
-                      const float *gh, int64_t rows, int64_t hidden);
+    void (*gru_gates)(am_backend *b, float *h, const float *gi, int64_t gi_stride, const float *gh,
+                      int64_t rows, int64_t hidden);
 } am_backend_ops;
 
 /* Longest query/key sequence attention_short takes (a Swin window is 64). */
@@ -224,8 +223,8 @@ struct am_backend {
     const am_backend_ops *ops;
     const char *name; /* "cpu-avx512", "cpu-generic", ... */
     int n_threads;
-    int host_memory;  /* 1: backend memory is host memory (the CPU backend), so
-                       * callers may skip upload/download staging */
+    int host_memory; /* 1: backend memory is host memory (the CPU backend), so
+                      * callers may skip upload/download staging */
     void *ctx;
 };
 

@@ -52,8 +52,10 @@ static int host_memory(size_t *free_bytes, size_t *total_bytes) {
     char line[256];
     unsigned long long avail = 0, total = 0, kb;
     while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) avail = kb;
-        else if (sscanf(line, "MemTotal: %llu kB", &kb) == 1) total = kb;
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            avail = kb;
+        else if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            total = kb;
     }
     fclose(f);
     if (!avail || !total) return am_err_set(AM_EIO, "/proc/meminfo has no MemAvailable/MemTotal");

@@ -62,10 +62,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AM_MAX_DIMS 4
+#define AM_MAX_DIMS                     4
 #define AM_SAFETENSORS_MAX_HEADER_BYTES (100u * 1024 * 1024)
-#define AM_CKPT_MAX_TENSORS 1000000
-#define AM_CKPT_MAX_NAME_BYTES 512
+#define AM_CKPT_MAX_TENSORS             1000000
+#define AM_CKPT_MAX_NAME_BYTES          512
 
 typedef enum { AM_CKPT_SAFETENSORS, AM_CKPT_GGUF, AM_CKPT_LLAMA2C } am_ckpt_format;
 
@@ -76,7 +76,7 @@ typedef struct am_ckpt_tensor {
     int64_t shape[AM_MAX_DIMS]; /* outermost first; unused dims are 1 */
     const void *data;           /* into the mapping */
     size_t nbytes;
-    const char *file;           /* path of the file that holds it */
+    const char *file; /* path of the file that holds it */
 } am_ckpt_tensor;
 
 typedef struct am_ckpt am_ckpt;
@@ -113,9 +113,19 @@ int am_ckpt_meta_str(const am_ckpt *c, const char *key, const char **s, size_t *
 
 /* GGUF arrays. elem_type is one of the am_gguf types below. */
 typedef enum {
-    AM_GGUF_U8 = 0, AM_GGUF_I8 = 1, AM_GGUF_U16 = 2, AM_GGUF_I16 = 3, AM_GGUF_U32 = 4,
-    AM_GGUF_I32 = 5, AM_GGUF_F32 = 6, AM_GGUF_BOOL = 7, AM_GGUF_STRING = 8,
-    AM_GGUF_ARRAY = 9, AM_GGUF_U64 = 10, AM_GGUF_I64 = 11, AM_GGUF_F64 = 12
+    AM_GGUF_U8 = 0,
+    AM_GGUF_I8 = 1,
+    AM_GGUF_U16 = 2,
+    AM_GGUF_I16 = 3,
+    AM_GGUF_U32 = 4,
+    AM_GGUF_I32 = 5,
+    AM_GGUF_F32 = 6,
+    AM_GGUF_BOOL = 7,
+    AM_GGUF_STRING = 8,
+    AM_GGUF_ARRAY = 9,
+    AM_GGUF_U64 = 10,
+    AM_GGUF_I64 = 11,
+    AM_GGUF_F64 = 12
 } am_gguf_type;
 
 typedef struct am_ckpt_array {

@@ -57,8 +57,8 @@ int am_cli_int(am_cli *c, int64_t min, int64_t max, int64_t *out) {
     errno = 0;
     long long x = strtoll(v, &end, 10);
     if (errno || end == v || *end || x < min || x > max)
-        return am_cli_fail(c, "%s wants an integer in [%lld, %lld], got '%s'", c->name, (long long)min,
-                           (long long)max, v);
+        return am_cli_fail(c, "%s wants an integer in [%lld, %lld], got '%s'", c->name,
+                           (long long)min, (long long)max, v);
     *out = x;
     return 0;
 }
@@ -106,7 +106,8 @@ int am_cli_parse_ids(const char *cmd, const char *opt, const char *s, int64_t ma
         long x = strtol(p, &end, 10);
         if (end == p || errno || x < 0 || x > INT32_MAX || (*end && *end != ',')) {
             am_free(v);
-            return am_cli_fail(&cli, "%s wants comma-separated non-negative ids, bad at '%s'", opt, p);
+            return am_cli_fail(&cli, "%s wants comma-separated non-negative ids, bad at '%s'", opt,
+                               p);
         }
         if (count == max) {
             am_free(v);
@@ -116,8 +117,8 @@ int am_cli_parse_ids(const char *cmd, const char *opt, const char *s, int64_t ma
             int32_t *nv = am_realloc(v, (size_t)(cap *= 2) * sizeof *v);
             if (!nv) {
                 am_free(v);
-                return am_cli_error(cmd, am_err_set(AM_ENOMEM, "%s: out of memory for %lld ids", opt,
-                                                    (long long)cap));
+                return am_cli_error(cmd, am_err_set(AM_ENOMEM, "%s: out of memory for %lld ids",
+                                                    opt, (long long)cap));
             }
             v = nv;
         }

@@ -63,16 +63,19 @@ void am_dequantize_row(am_dtype t, const void *src, float *dst, int64_t n) {
     switch (t) {
     case AM_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case AM_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = am_f16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = am_f16_to_f32(((const uint16_t *)src)[i]);
         break;
     case AM_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) dst[i] = am_bf16_to_f32(((const uint16_t *)src)[i]);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = am_bf16_to_f32(((const uint16_t *)src)[i]);
         break;
     case AM_DTYPE_Q8_0: {
         const am_block_q8_0 *b = src;
         for (int64_t i = 0; i < n / AM_QK; i++) {
             float d = am_f16_to_f32(b[i].d);
-            for (int j = 0; j < AM_QK; j++) dst[i * AM_QK + j] = d * (float)b[i].qs[j];
+            for (int j = 0; j < AM_QK; j++)
+                dst[i * AM_QK + j] = d * (float)b[i].qs[j];
         }
         break;
     }
@@ -95,21 +98,25 @@ void am_quantize_row(am_dtype t, const float *src, void *dst, int64_t n) {
     switch (t) {
     case AM_DTYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case AM_DTYPE_F16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = am_f32_to_f16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = am_f32_to_f16(src[i]);
         break;
     case AM_DTYPE_BF16:
-        for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = am_f32_to_bf16(src[i]);
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = am_f32_to_bf16(src[i]);
         break;
     case AM_DTYPE_Q8_0: {
         am_block_q8_0 *b = dst;
         for (int64_t i = 0; i < n / AM_QK; i++) {
             const float *x = src + i * AM_QK;
             float amax = 0.0f;
-            for (int j = 0; j < AM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+            for (int j = 0; j < AM_QK; j++)
+                amax = fmaxf(amax, fabsf(x[j]));
             float d = amax / 127.0f;
             float id = d ? 1.0f / d : 0.0f;
             b[i].d = am_f32_to_f16(d);
-            for (int j = 0; j < AM_QK; j++) b[i].qs[j] = (int8_t)roundf(x[j] * id);
+            for (int j = 0; j < AM_QK; j++)
+                b[i].qs[j] = (int8_t)roundf(x[j] * id);
         }
         break;
     }
@@ -142,10 +149,15 @@ void am_quantize_row(am_dtype t, const float *src, void *dst, int64_t n) {
 }
 
 int am_precision_parse(const char *name, am_precision *out) {
-    if (name && strcasecmp(name, "f32") == 0) *out = AM_PRECISION_F32;
-    else if (name && strcasecmp(name, "bf16") == 0) *out = AM_PRECISION_BF16;
-    else return am_err_set(AM_EINVAL, "precision mode '%s': expected f32 or bf16", name ? name : "");
+    if (name && strcasecmp(name, "f32") == 0)
+        *out = AM_PRECISION_F32;
+    else if (name && strcasecmp(name, "bf16") == 0)
+        *out = AM_PRECISION_BF16;
+    else
+        return am_err_set(AM_EINVAL, "precision mode '%s': expected f32 or bf16", name ? name : "");
     return 0;
 }
 
-const char *am_precision_name(am_precision mode) { return mode == AM_PRECISION_BF16 ? "bf16" : "f32"; }
+const char *am_precision_name(am_precision mode) {
+    return mode == AM_PRECISION_BF16 ? "bf16" : "f32";
+}

@@ -32,8 +32,14 @@ typedef enum {
 
 #define AM_QK 32
 
-typedef struct { uint16_t d; int8_t qs[AM_QK]; } am_block_q8_0;      /* 34 bytes */
-typedef struct { uint16_t d; uint8_t qs[AM_QK / 2]; } am_block_q4_0; /* 18 bytes */
+typedef struct {
+    uint16_t d;
+    int8_t qs[AM_QK];
+} am_block_q8_0; /* 34 bytes */
+typedef struct {
+    uint16_t d;
+    uint8_t qs[AM_QK / 2];
+} am_block_q4_0; /* 18 bytes */
 
 /* "f32", "f16", "bf16", "q8_0", "q4_0", "f64", "i64", ... */
 const char *am_dtype_name(am_dtype t);
@@ -131,7 +137,8 @@ static inline float am_quantize_x_block(const float *x, int8_t *q) {
         amax = a > amax ? a : amax;
     }
     const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int j = 0; j < AM_QK; j++) q[j] = (int8_t)__builtin_nearbyintf(x[j] * id);
+    for (int j = 0; j < AM_QK; j++)
+        q[j] = (int8_t)__builtin_nearbyintf(x[j] * id);
     return d;
 }
 

@@ -14,19 +14,19 @@
 
 enum {
     AM_OK = 0,
-    AM_EINVAL = -1000,      /* bad argument or bad user input */
-    AM_ENOMEM = -1001,      /* allocation failed */
-    AM_EIO = -1002,         /* open/read/write/mmap failed (errno in message) */
-    AM_EFORMAT = -1003,     /* a file or message is malformed */
-    AM_ERANGE = -1004,      /* a value is outside an allowed range or limit */
-    AM_ENOTFOUND = -1005,   /* a named thing (tensor, key, file) is missing */
-    AM_EUNSUPPORTED = -1006,/* valid but not supported (dtype, version, ...) */
-    AM_ESHAPE = -1007,      /* tensor shape does not match what is expected */
-    AM_EINTERNAL = -1008,   /* a bug: an invariant did not hold */
+    AM_EINVAL = -1000,       /* bad argument or bad user input */
+    AM_ENOMEM = -1001,       /* allocation failed */
+    AM_EIO = -1002,          /* open/read/write/mmap failed (errno in message) */
+    AM_EFORMAT = -1003,      /* a file or message is malformed */
+    AM_ERANGE = -1004,       /* a value is outside an allowed range or limit */
+    AM_ENOTFOUND = -1005,    /* a named thing (tensor, key, file) is missing */
+    AM_EUNSUPPORTED = -1006, /* valid but not supported (dtype, version, ...) */
+    AM_ESHAPE = -1007,       /* tensor shape does not match what is expected */
+    AM_EINTERNAL = -1008,    /* a bug: an invariant did not hold */
     /* Messaging (proto/transport.h). */
-    AM_EAGAIN = -1100,      /* send would block at the high-water mark: nothing sent */
-    AM_EUNREACH = -1101,    /* ROUTER: the addressed peer is not connected */
-    AM_ETERM = -1102,       /* the ZeroMQ context is being terminated */
+    AM_EAGAIN = -1100,   /* send would block at the high-water mark: nothing sent */
+    AM_EUNREACH = -1101, /* ROUTER: the addressed peer is not connected */
+    AM_ETERM = -1102,    /* the ZeroMQ context is being terminated */
 };
 
 /* Static description of an error code; never NULL. */
@@ -49,9 +49,9 @@ void am_err_clear(void);
 
 /* AM_ASSERT is for programmer errors only (never for input from a file, a
  * socket or a user); it stays on in release builds. */
-#define AM_ASSERT(cond)                                                         \
-    do {                                                                        \
-        if (!(cond)) am__assert_fail(#cond, __FILE__, __LINE__);                \
+#define AM_ASSERT(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond)) am__assert_fail(#cond, __FILE__, __LINE__);                                   \
     } while (0)
 __attribute__((noreturn)) void am__assert_fail(const char *expr, const char *file, int line);
 

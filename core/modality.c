@@ -16,7 +16,10 @@ const char *am_modality_list(char *buf, size_t cap, const char *sep, const char 
     if (cap) buf[0] = 0;
     for (int m = 0; m < AM_MOD_COUNT && at < cap; m++)
         at += (size_t)snprintf(buf + at, cap - at, "%s%s",
-                               m == 0 ? "" : m == AM_MOD_COUNT - 1 ? last_sep : sep, names[m]);
+                               m == 0                  ? ""
+                               : m == AM_MOD_COUNT - 1 ? last_sep
+                                                       : sep,
+                               names[m]);
     return buf;
 }
 

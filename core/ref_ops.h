@@ -20,7 +20,8 @@ void am_ref_matmul(const am_matrix *w, am_precision mode, const float *x, float 
 /* out (K) = one row x (K) as a matmul by a W of dtype w sees it in this mode, in double (exact). */
 void am_ref_matmul_x(am_dtype w, am_precision mode, const float *x, double *out, int64_t k);
 void am_ref_get_rows(const am_matrix *w, const int32_t *ids, int64_t m, float *out);
-void am_ref_rmsnorm(float *out, const float *x, const float *weight, int64_t m, int64_t k, float eps);
+void am_ref_rmsnorm(float *out, const float *x, const float *weight, int64_t m, int64_t k,
+                    float eps);
 void am_ref_rope(float *x, const int32_t *pos, int64_t m, int n_heads, int head_dim, float theta,
                  am_rope_layout layout);
 void am_ref_attention(float *out, const float *q, const float *k_cache, const float *v_cache,
@@ -52,7 +53,8 @@ void am_ref_scatter_add(float *x, const float *y, const float *bias, const int32
                         int64_t period, int64_t m, int64_t c);
 void am_ref_groupnorm(float *out, const float *x, const float *w, const float *b, int64_t nb,
                       int64_t t, int64_t c, int groups, float eps);
-void am_ref_im2col_1d(float *cols, const float *x, int64_t nb, int64_t t, int64_t c, int k, int dil);
+void am_ref_im2col_1d(float *cols, const float *x, int64_t nb, int64_t t, int64_t c, int k,
+                      int dil);
 void am_ref_maxpool_time(float *out, const float *x, int64_t nb, int64_t t, int64_t c, int p);
 void am_ref_mean_rows(float *out, const float *x, int64_t nb, int64_t t, int64_t c);
 void am_ref_transpose(float *dst, const float *src, int64_t nb, int64_t t, int64_t c);

@@ -23,7 +23,8 @@ static int rehash(am_strmap *m, size_t cap) {
         const am_strmap_slot *s = &m->slots[i];
         if (!s->key) continue;
         size_t j = (size_t)hash_bytes(s->key, s->len) & (cap - 1);
-        while (slots[j].key) j = (j + 1) & (cap - 1);
+        while (slots[j].key)
+            j = (j + 1) & (cap - 1);
         slots[j] = *s;
     }
     am_free(m->slots);

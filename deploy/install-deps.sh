@@ -9,6 +9,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   cppcheck          # static analysis step of deploy/test.sh
+  clang-format      # its formatting check (Debian 12: clang-format 14, as .clang-format expects)
   libopenblas-dev   # BLAS GEMM (loaded at run time with the right core type)
   libdnnl-dev       # oneDNN: bf16 GEMM on AMX
   libcjson-dev      # JSON: safetensors headers, HF config.json

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # deploy/test.sh - the README's test command: install deps, build, run every test.
 #
-# 0. cppcheck (warning class) over every C source.
+# 0. cppcheck (warning class) over every C source; clang-format --dry-run -Werror over
+#    every C/CUDA source (.clang-format).
 # 1. A release build in build/ and its whole ctest suite.
 # 2. An ASan+UBSan build (AM_SANITIZE=ON) in build-asan/ and the same suite
 #    (set AM_SKIP_SANITIZE=1 to skip it locally).
@@ -15,6 +16,10 @@ jobs=$(nproc)
 cppcheck --quiet --enable=warning --std=c11 -I . -I tests -D_GNU_SOURCE -j "$jobs" \
   --suppress=missingIncludeSystem --error-exitcode=1 core llm_shards encoders proto coordinator workers tools tests bench
 echo "cppcheck: clean"
+# Formatting: every C/CUDA source as the repository's .clang-format (clang-format 14) has it.
+find core llm_shards encoders proto coordinator workers tools tests bench \
+  \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) -print0 | xargs -0 clang-format --dry-run -Werror
+echo "clang-format: clean"
 
 echo "test.sh: stage 1, the release suite (build/)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DAM_WERROR=ON

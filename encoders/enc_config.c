@@ -245,8 +245,9 @@ int am__json_pooled_section(const char *cfg_path, const cJSON *root, const cJSON
 }
 
 int am__load_enc_proj(const char *dir, const am_enc_files *f,
-                      int (*load_enc)(const am_ckpt *ck, const char *prefix, void *user), void *user,
-                      am_ckpt **enc_ck, am_ckpt **proj_ck, am_proj_config *pc, am_proj **proj) {
+                      int (*load_enc)(const am_ckpt *ck, const char *prefix, void *user),
+                      void *user, am_ckpt **enc_ck, am_ckpt **proj_ck, am_proj_config *pc,
+                      am_proj **proj) {
     int rc;
     if ((rc = am__open_ckpt_pair(dir, f->weights, f->proj_weights, enc_ck, proj_ck)) ||
         (rc = load_enc(*enc_ck, f->prefix, user)) ||

@@ -128,8 +128,9 @@ int am__json_pooled_section(const char *cfg_path, const cJSON *root, const cJSON
  * becomes the loaded projector's config. On error the caller closes the
  * pair (am__close_ckpt_pair) and destroys *proj. */
 int am__load_enc_proj(const char *dir, const am_enc_files *f,
-                      int (*load_enc)(const am_ckpt *ck, const char *prefix, void *user), void *user,
-                      am_ckpt **enc_ck, am_ckpt **proj_ck, am_proj_config *pc, am_proj **proj);
+                      int (*load_enc)(const am_ckpt *ck, const char *prefix, void *user),
+                      void *user, am_ckpt **enc_ck, am_ckpt **proj_ck, am_proj_config *pc,
+                      am_proj **proj);
 /* L2-normalizes each of m rows (n) in place: x / max(|x|, 1e-12) (F.normalize). */
 void am__l2_normalize_rows(float *x, int64_t m, int64_t n);
 

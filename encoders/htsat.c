@@ -520,7 +520,8 @@ int am_htsat_upload(const am_htsat *m, am_backend *be, am_htsat **out) {
         T->perm0 = d->idx + (S->perm0 - m->idx);
         T->perm_shift = d->idx + (S->perm_shift - m->idx);
         T->perm_merge = d->idx + (S->perm_merge - m->idx);
-        if (i < c->n_stages - 1 && (rc = be->ops->upload_matrix(be, &S->merge, &T->merge))) goto fail;
+        if (i < c->n_stages - 1 && (rc = be->ops->upload_matrix(be, &S->merge, &T->merge)))
+            goto fail;
         for (int j = 0; j < c->depths[i]; j++) {
             const am_htsat_block *F = &S->blocks[j];
             am_htsat_block *B = &T->blocks[j];
@@ -583,7 +584,8 @@ int am_htsat_forward(const am_htsat *m, am_nn *nn, const float *img, int64_t b, 
         float *cols = am_nn_host_scratch(nn, (size_t)(b * L0 * p * p));
         if (!cols) return am_err_set(AM_ENOMEM, "audio encoder: out of memory for the patches");
         am_nn_patchify(nn, img, cols, b, 1, (int)S, (int)p);
-        if ((rc = be->ops->upload(be, f, cols, (size_t)(b * L0 * p * p) * sizeof(float)))) return rc;
+        if ((rc = be->ops->upload(be, f, cols, (size_t)(b * L0 * p * p) * sizeof(float))))
+            return rc;
     }
     if ((rc = am_nn_matmul_rows(nn, &m->patch, f, x, b * L0, L0))) return rc;
     am_nn_bias_act(nn, x, m->patch_b, b * L0, c->embed_dim, AM_ACT_NONE);

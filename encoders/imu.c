@@ -110,8 +110,8 @@ int am_imu_encoder_new(const am_imu_model *m, am_backend *be, int n_threads, int
     am_imu_encoder *e = am_calloc(1, sizeof *e);
     if (!e) return am_err_set(AM_ENOMEM, "IMU encoder: out of memory");
     e->m = m;
-    const size_t win_bytes =
-        (size_t)max_batch * (size_t)m->enc_cfg.in_channels * (size_t)m->enc_cfg.window * sizeof(float);
+    const size_t win_bytes = (size_t)max_batch * (size_t)m->enc_cfg.in_channels *
+                             (size_t)m->enc_cfg.window * sizeof(float);
     int rc = am__pooled_init(&e->p, "IMU encoder", m->proj, be, n_threads, max_batch,
                              m->enc_cfg.hidden, am_imu2clip_scratch_floats(&m->enc_cfg, max_batch));
     if (!rc) rc = am_imu2clip_upload(m->enc, be, &e->enc);
@@ -153,7 +153,8 @@ int am_imu_embed(am_imu_encoder *e, const am_imu_item *items, int n, float *emb)
         int rc = 0;
         if (e->dwin != e->win)
             rc = be->ops->upload(be, e->dwin, e->win, (size_t)(b * WF) * sizeof(float));
-        if (rc || (rc = am_imu2clip_forward(e->enc, &e->p.nn, e->dwin, b, e->p.demb, e->p.scratch)) ||
+        if (rc ||
+            (rc = am_imu2clip_forward(e->enc, &e->p.nn, e->dwin, b, e->p.demb, e->p.scratch)) ||
             (rc = am__pooled_down(&e->p, b)))
             return rc;
         memcpy(emb + w0 * H, e->p.emb, (size_t)(b * H) * sizeof(float));

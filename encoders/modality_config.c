@@ -22,8 +22,10 @@ typedef struct cfg_ops {
         am_##mod##_config *c = am_calloc(1, sizeof *c);                                            \
         if (!c) return am_err_set(AM_ENOMEM, "out of memory");                                     \
         int rc = am_##mod##_config_load(dir, c);                                                   \
-        if (rc) am_free(c);                                                                        \
-        else *cfg = c;                                                                             \
+        if (rc)                                                                                    \
+            am_free(c);                                                                            \
+        else                                                                                       \
+            *cfg = c;                                                                              \
         return rc;                                                                                 \
     }                                                                                              \
     static void mod##_free(void *cfg) {                                                            \
@@ -72,8 +74,10 @@ int am_mod_config_load(const char *dir, am_mod_config **out) {
             if (table[k].load == table[m].load) c->cfg[m] = c->cfg[k];
         if (c->cfg[m]) continue;
         /* Absent or broken: no rows from the config (see the header). */
-        if (!table[m].load(dir, &c->cfg[m])) c->owns[m] = 1;
-        else c->cfg[m] = NULL;
+        if (!table[m].load(dir, &c->cfg[m]))
+            c->owns[m] = 1;
+        else
+            c->cfg[m] = NULL;
         am_err_clear();
     }
     *out = c;

@@ -178,8 +178,8 @@ int am_nn_attention_short(am_nn *nn, float *out, int64_t o_stride, const float *
                           const float *k, const float *v, int64_t kv_stride, int64_t b, int64_t tq,
                           int64_t tk, int n_heads, int head_dim, float scale, const float *bias,
                           const float *mask, int64_t n_mask) {
-    const am_dense_attn a = {b,     tq,   tk,   n_heads, head_dim, q_stride, kv_stride, o_stride,
-                             scale, bias, mask, n_mask};
+    const am_dense_attn a = {b,         tq,       tk,    n_heads, head_dim, q_stride,
+                             kv_stride, o_stride, scale, bias,    mask,     n_mask};
     return nn->be->ops->attention_short(nn->be, out, q, k, v, &a);
 }
 

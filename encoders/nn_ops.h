@@ -1,4 +1,5 @@
-/* encoders/nn_ops.h - the encoders' op context and their neural-network ops over the backend vtable.
+/* encoders/nn_ops.h - the encoders' op context and their neural-network ops over the backend
+ * vtable.
  *
  * The ViT and the projectors need LayerNorm with bias, exact GELU and
  * quick_gelu, bias adds, a conv patch embedding (im2col, then a GEMM) and

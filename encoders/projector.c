@@ -429,7 +429,8 @@ int am_proj_linear_rows(const am_proj *p, am_nn *nn, const float *x, int64_t m,
         memset(xg + ng * D, 0, (size_t)((G - ng) * D) * sizeof(float));
         if (dx != xg && (rc = be->ops->upload(be, dx, xg, (size_t)(G * D) * sizeof(float)))) break;
         if ((rc = am_nn_linear(nn, &p->l1, dx, dy, G))) break;
-        if (dy != yg && (rc = be->ops->download(be, yg, dy, (size_t)(ng * N) * sizeof(float)))) break;
+        if (dy != yg && (rc = be->ops->download(be, yg, dy, (size_t)(ng * N) * sizeof(float))))
+            break;
         for (int64_t r = 0; r < ng; r++)
             memcpy(outs[r0 + r], yg + r * N, (size_t)N * sizeof(float));
     }
@@ -469,11 +470,13 @@ int am_proj_pooled(const am_proj *p, am_nn *nn, const float *x, const int32_t *n
             dx = be->ops->alloc(be, (size_t)(n_rows[i] * D) * sizeof(float));
             dy = be->ops->alloc(be, (size_t)(nt * O) * sizeof(float));
             if (!dx || !dy) rc = am_err_set(AM_ENOMEM, "projector: out of %s memory", be->name);
-            if (!rc) rc = be->ops->upload(be, dx, x + off * D, (size_t)(n_rows[i] * D) * sizeof(float));
+            if (!rc)
+                rc = be->ops->upload(be, dx, x + off * D, (size_t)(n_rows[i] * D) * sizeof(float));
         }
         const am_proj_item pi = {dx, n_rows[i], 1, dy};
         if (!rc) rc = am_proj_forward(p, nn, &pi, 1);
-        if (!rc && dy != outs[i]) rc = be->ops->download(be, outs[i], dy, (size_t)(nt * O) * sizeof(float));
+        if (!rc && dy != outs[i])
+            rc = be->ops->download(be, outs[i], dy, (size_t)(nt * O) * sizeof(float));
         if (!be->host_memory) {
             be->ops->free(be, dx);
             be->ops->free(be, dy);

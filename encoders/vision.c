@@ -52,8 +52,8 @@ static int load_llava(am_vision_model *m, const char *dir) {
     snprintf(nm, sizeof nm, "%slinear_1.weight", pp);
     const am_ckpt_tensor *l1 = am_ckpt_find(m->vit_ck, nm);
     if (!l1) {
-        return am_err_set(AM_ENOTFOUND, "%s: tensor '%s' not found (not a LLaVA checkpoint?)",
-                          dir, nm);
+        return am_err_set(AM_ENOTFOUND, "%s: tensor '%s' not found (not a LLaVA checkpoint?)", dir,
+                          nm);
     }
     m->proj_cfg.out_dim = (int32_t)l1->shape[0];
     if ((rc = am_vit_load(m->vit_ck, vp, &m->vit_cfg, &m->vit)) ||

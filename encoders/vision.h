@@ -55,7 +55,7 @@
 /* What the directory's config says, without the weights. */
 #define AM__VISION_CONFIG_FIELDS                                                                   \
     am_vit_config vit_cfg;                                                                         \
-    am_proj_config proj_cfg; /* llava-hf: out_dim 0 until the weights are read */                 \
+    am_proj_config proj_cfg; /* llava-hf: out_dim 0 until the weights are read */                  \
     am_clip_preprocess pp;                                                                         \
     int32_t feature_layer; /* -2 */                                                                \
     int feature_keep_cls;  /* 0: patches only */                                                   \

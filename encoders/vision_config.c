@@ -165,10 +165,8 @@ static int llava_config(am_vision_config *m, const char *dir, const char *cfg_pa
         m->pp.resize_to = sh;
     }
     /* The projector's width comes from linear_1's shape (vision.c, with the weights). */
-    m->proj_cfg = (am_proj_config){.type = AM_PROJ_MLP2X_GELU,
-                                   .in_dim = m->vit_cfg.width,
-                                   .out_dim = 0,
-                                   .tokens_per_row = 1};
+    m->proj_cfg = (am_proj_config){
+        .type = AM_PROJ_MLP2X_GELU, .in_dim = m->vit_cfg.width, .out_dim = 0, .tokens_per_row = 1};
     m->layout = "llava-hf";
 done:
     cJSON_Delete(root);
@@ -207,7 +205,8 @@ void am_vision_config_fini(am_vision_config *c) { am__enc_files_fini(&c->files);
 
 int64_t am_vision_config_n_tokens(const am_vision_config *c, int32_t n_frames) {
     return am_proj_config_n_tokens(&c->proj_cfg, n_frames,
-                                   (int32_t)am_vit_n_patches(&c->vit_cfg) + (c->feature_keep_cls ? 1 : 0));
+                                   (int32_t)am_vit_n_patches(&c->vit_cfg) +
+                                       (c->feature_keep_cls ? 1 : 0));
 }
 
 int32_t am_vision_rows_per_frame(const am_vision_model *m) {

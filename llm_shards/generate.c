@@ -22,7 +22,8 @@ void am_gen_result_fini(am_gen_result *r) {
 static int text_append(am_gen_stream *s, const char *src, size_t n) {
     if (s->text_len + n + 1 > s->text_cap) {
         size_t cap = s->text_cap ? s->text_cap : 256;
-        while (cap < s->text_len + n + 1) cap *= 2;
+        while (cap < s->text_len + n + 1)
+            cap *= 2;
         char *d = am_realloc(s->text, cap);
         if (!d) return AM_ENOMEM;
         s->text = d;
@@ -67,13 +68,16 @@ static size_t held_back(const am_gen_params *p, const char *text, size_t len) {
 int am_gen_params_check(const am_gen_params *p) {
     int rc = am_sampling_check(&p->sampling);
     if (rc) return rc;
-    if (p->max_tokens < 1) return am_err_set(AM_ERANGE, "max_tokens %d must be >= 1", p->max_tokens);
+    if (p->max_tokens < 1)
+        return am_err_set(AM_ERANGE, "max_tokens %d must be >= 1", p->max_tokens);
     if (p->n_stop < 0 || p->n_stop > AM_MAX_STOP_STRINGS)
-        return am_err_set(AM_ERANGE, "%d stop strings (at most %d)", p->n_stop, AM_MAX_STOP_STRINGS);
+        return am_err_set(AM_ERANGE, "%d stop strings (at most %d)", p->n_stop,
+                          AM_MAX_STOP_STRINGS);
     for (int i = 0; i < p->n_stop; i++) {
         size_t sl = p->stop[i] ? strlen(p->stop[i]) : 0;
         if (sl == 0 || sl > AM_MAX_STOP_BYTES)
-            return am_err_set(AM_ERANGE, "stop string %d has %zu bytes (want 1..%d)", i, sl, AM_MAX_STOP_BYTES);
+            return am_err_set(AM_ERANGE, "stop string %d has %zu bytes (want 1..%d)", i, sl,
+                              AM_MAX_STOP_BYTES);
     }
     return 0;
 }
@@ -119,9 +123,10 @@ int am_gen_stream_push(am_gen_stream *s, int32_t id, am_token_cb cb, void *user)
         if (rc) return rc;
     }
     s->prev = id;
-    long stop_at = p->n_stop ? find_stop(p, s->text, s->text_len,
-                                         before > AM_MAX_STOP_BYTES ? before - AM_MAX_STOP_BYTES : 0)
-                             : -1;
+    long stop_at = p->n_stop
+                       ? find_stop(p, s->text, s->text_len,
+                                   before > AM_MAX_STOP_BYTES ? before - AM_MAX_STOP_BYTES : 0)
+                       : -1;
     size_t safe = s->text_len;
     if (stop_at >= 0) {
         s->text_len = (size_t)stop_at;
@@ -145,7 +150,8 @@ int am_gen_stream_push(am_gen_stream *s, int32_t id, am_token_cb cb, void *user)
 int am_gen_stream_result(am_gen_stream *s, am_token_cb cb, void *user, am_gen_result *out) {
     memset(out, 0, sizeof *out);
     /* Bytes held back for a stop string that never came belong to the output. */
-    if (cb && s->emitted < s->text_len) cb(user, -1, s->text + s->emitted, s->text_len - s->emitted);
+    if (cb && s->emitted < s->text_len)
+        cb(user, -1, s->text + s->emitted, s->text_len - s->emitted);
     s->emitted = s->text_len;
     out->ids = am_malloc((size_t)(s->n_ids ? s->n_ids : 1) * sizeof(int32_t));
     out->text = am_malloc(s->text_len + 1);
@@ -172,7 +178,8 @@ int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *promp
      * request fail before any compute. */
     const am_llama_model *m = am_llama_ctx_model(ctx);
     if (n_prompt + p->max_tokens > am_llama_ctx_size(ctx))
-        return am_err_set(AM_ERANGE, "prompt (%lld tokens) + max_tokens (%d) exceeds the context of %d",
+        return am_err_set(AM_ERANGE,
+                          "prompt (%lld tokens) + max_tokens (%d) exceeds the context of %d",
                           (long long)n_prompt, p->max_tokens, am_llama_ctx_size(ctx));
     const int32_t V = m->cfg.vocab_size;
 

@@ -16,21 +16,26 @@
 #include <stdint.h>
 
 #define AM_MAX_STOP_STRINGS 16
-#define AM_MAX_STOP_BYTES 256
+#define AM_MAX_STOP_BYTES   256
 
 typedef struct am_gen_params {
     am_sampling_params sampling;
-    int32_t max_tokens;        /* >= 1 */
-    const char *const *stop;   /* n_stop stop strings (not copied) */
+    int32_t max_tokens;      /* >= 1 */
+    const char *const *stop; /* n_stop stop strings (not copied) */
     int n_stop;
-    int ignore_eos;            /* keep going past EOS (benchmarks) */
+    int ignore_eos; /* keep going past EOS (benchmarks) */
     /* Optional: sees the logits (n_vocab) of every forward pass, before the
      * sampler modifies them: the prompt's last position, then each step. */
     void (*on_logits)(void *user, const float *logits, int32_t n_vocab);
     void *logits_user;
 } am_gen_params;
 
-typedef enum { AM_FINISH_LENGTH = 0, AM_FINISH_EOS, AM_FINISH_STOP, AM_FINISH_CANCELLED } am_finish_reason;
+typedef enum {
+    AM_FINISH_LENGTH = 0,
+    AM_FINISH_EOS,
+    AM_FINISH_STOP,
+    AM_FINISH_CANCELLED
+} am_finish_reason;
 const char *am_finish_reason_name(am_finish_reason r); /* "length", "eos", "stop", "cancelled" */
 
 /* Called with each new piece of output text (may be empty when the token's
@@ -38,14 +43,14 @@ const char *am_finish_reason_name(am_finish_reason r); /* "length", "eos", "stop
 typedef int (*am_token_cb)(void *user, int32_t id, const char *text, size_t len);
 
 typedef struct am_gen_result {
-    int32_t *ids;      /* generated ids, EOS excluded (owned; am_free) */
+    int32_t *ids; /* generated ids, EOS excluded (owned; am_free) */
     int64_t n_ids;
-    char *text;        /* generated text, NUL-terminated, cut at a stop string (owned) */
+    char *text; /* generated text, NUL-terminated, cut at a stop string (owned) */
     size_t text_len;
     am_finish_reason finish;
     int64_t n_prompt;
-    double prefill_s;  /* wall time of the prompt's forward pass */
-    double decode_s;   /* wall time of all later steps */
+    double prefill_s; /* wall time of the prompt's forward pass */
+    double decode_s;  /* wall time of all later steps */
 } am_gen_result;
 
 void am_gen_result_fini(am_gen_result *r);
@@ -58,15 +63,15 @@ int am_gen_params_check(const am_gen_params *p);
  * (EOS, max_tokens, a stop string, or the callback asking to cancel), builds
  * the text and streams it, holding back bytes that may begin a stop string. */
 typedef struct am_gen_stream {
-    const am_gen_params *p;   /* borrowed */
-    const am_tokenizer *tok;  /* borrowed; may be NULL */
+    const am_gen_params *p;  /* borrowed */
+    const am_tokenizer *tok; /* borrowed; may be NULL */
     int32_t eos;
-    int32_t prev;             /* the previous id (for the tokenizer's leading-space rule) */
-    int32_t *ids;             /* (max_tokens) generated ids, EOS excluded */
+    int32_t prev; /* the previous id (for the tokenizer's leading-space rule) */
+    int32_t *ids; /* (max_tokens) generated ids, EOS excluded */
     int64_t n_ids;
-    char *text;               /* generated text, NUL-terminated */
+    char *text; /* generated text, NUL-terminated */
     size_t text_len, text_cap;
-    size_t emitted;           /* bytes of text given to the callback */
+    size_t emitted; /* bytes of text given to the callback */
     int finished;
     am_finish_reason finish;
 } am_gen_stream;
@@ -85,8 +90,8 @@ int am_gen_stream_result(am_gen_stream *s, am_token_cb cb, void *user, am_gen_re
 
 /* Resets ctx and generates. The tokenizer may be NULL (no text, no stop
  * strings: ids only). ctx may be a tensor-parallel group context on its
- * leader (tp.h): the whole group then runs every step. Errors: AM_EINVAL for bad parameters, AM_ERANGE when
- * prompt + max_tokens exceeds the context (checked before any compute). */
+ * leader (tp.h): the whole group then runs every step. Errors: AM_EINVAL for bad parameters,
+ * AM_ERANGE when prompt + max_tokens exceeds the context (checked before any compute). */
 int am_generate(am_llama_ctx *ctx, const am_tokenizer *tok, const int32_t *prompt, int64_t n_prompt,
                 const am_gen_params *p, am_token_cb cb, void *user, am_gen_result *out);
 

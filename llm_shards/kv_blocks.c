@@ -25,7 +25,8 @@ int am_kv_blocks_new(int32_t n_blocks, am_kv_blocks **out) {
     }
     b->n_total = b->n_free = n_blocks;
     /* Block 0 on top: a fresh pool hands out ids in increasing order. */
-    for (int32_t i = 0; i < n_blocks; i++) b->free_ids[i] = n_blocks - 1 - i;
+    for (int32_t i = 0; i < n_blocks; i++)
+        b->free_ids[i] = n_blocks - 1 - i;
     *out = b;
     return 0;
 }

@@ -29,18 +29,18 @@
 struct am_llama_ctx {
     const am_llama_model *m;
     am_backend *be;
-    am_tp_comm *comm;    /* NULL: single process */
+    am_tp_comm *comm;                /* NULL: single process */
     am__llama_step_sender send_step; /* group leader: broadcasts each step (tp.c) */
-    int32_t max_batch;   /* B: rows per step */
-    int32_t n_blocks;    /* blocks in the KV pool */
-    int32_t block_size;  /* positions per block */
-    int32_t n_past;      /* contiguous (one block): positions filled */
-    int32_t table0[1];   /* contiguous: the block table {0} */
+    int32_t max_batch;               /* B: rows per step */
+    int32_t n_blocks;                /* blocks in the KV pool */
+    int32_t block_size;              /* positions per block */
+    int32_t n_past;                  /* contiguous (one block): positions filled */
+    int32_t table0[1];               /* contiguous: the block table {0} */
     /* The weights as the backend sees them (the host views on the CPU). */
-    am_llama_layer *layers;  /* (L) matrices via upload_matrix; norms in backend memory */
+    am_llama_layer *layers; /* (L) matrices via upload_matrix; norms in backend memory */
     am_matrix tok_embeddings, output;
-    float *norm;             /* (C) */
-    int uploaded;            /* norms were copied to backend memory (free them) */
+    float *norm;  /* (C) */
+    int uploaded; /* norms were copied to backend memory (free them) */
     /* Backend memory. */
     float *k_pool;     /* (L, n_blocks, block_size, Hkv_l*D) */
     float *v_pool;     /* (L, n_blocks, block_size, Hkv_l*D) */
@@ -57,16 +57,16 @@ struct am_llama_ctx {
     int32_t *ids_dev;  /* (B) token ids of the step's rows */
     float *logits_dev; /* (AM_LLAMA_LOGITS_ROWS, V_l) this rank's logits of a block of rows */
     /* Host memory. */
-    int32_t *pos;      /* (B) */
-    int32_t *ids;      /* (B) contiguous eval: the chunk's ids */
-    int32_t *rows;     /* (B) contiguous eval: the chunk's logit rows */
-    float *stage;      /* (B, C) host staging of all-reduces when backend memory is not host memory */
-    float *logits_h;   /* (AM_LLAMA_LOGITS_ROWS, V_l) staging of logits_dev, likewise */
+    int32_t *pos;    /* (B) */
+    int32_t *ids;    /* (B) contiguous eval: the chunk's ids */
+    int32_t *rows;   /* (B) contiguous eval: the chunk's logit rows */
+    float *stage;    /* (B, C) host staging of all-reduces when backend memory is not host memory */
+    float *logits_h; /* (AM_LLAMA_LOGITS_ROWS, V_l) staging of logits_dev, likewise */
     /* Groups only (P > 1): the vocab-split lm_head. */
-    float *gathered;   /* (AM_LLAMA_LOGITS_ROWS, V) leader: rank-major gathered rows */
-    int64_t *vocab_n;  /* (P) V_l of every rank */
-    int64_t *vocab0;   /* (P) first vocab row of every rank */
-    int64_t *counts;   /* (P) scratch for gatherv counts */
+    float *gathered;  /* (AM_LLAMA_LOGITS_ROWS, V) leader: rank-major gathered rows */
+    int64_t *vocab_n; /* (P) V_l of every rank */
+    int64_t *vocab0;  /* (P) first vocab row of every rank */
+    int64_t *counts;  /* (P) scratch for gatherv counts */
 };
 
 /* Copies the weights the forward pass reads into backend memory (a no-op view
@@ -83,9 +83,11 @@ static int upload_weights(am_llama_ctx *c) {
     for (int l = 0; !rc && l < L; l++) {
         const am_llama_layer *src = &m->layers[l];
         am_llama_layer *dst = &c->layers[l];
-        const am_matrix *from[] = {&src->wq, &src->wk, &src->wv, &src->wo, &src->w1, &src->w2, &src->w3};
+        const am_matrix *from[] = {&src->wq, &src->wk, &src->wv, &src->wo,
+                                   &src->w1, &src->w2, &src->w3};
         am_matrix *to[] = {&dst->wq, &dst->wk, &dst->wv, &dst->wo, &dst->w1, &dst->w2, &dst->w3};
-        for (int i = 0; !rc && i < 7; i++) rc = be->ops->upload_matrix(be, from[i], to[i]);
+        for (int i = 0; !rc && i < 7; i++)
+            rc = be->ops->upload_matrix(be, from[i], to[i]);
         dst->attn_norm = src->attn_norm;
         dst->ffn_norm = src->ffn_norm;
     }
@@ -114,53 +116,67 @@ int am_llama_kv_blocks_fit(const am_llama_model *m, am_backend *be, double fract
     if (!(fraction > 0.0 && fraction <= 1.0))
         return am_err_set(AM_EINVAL, "memory fraction %g is outside (0, 1]", fraction);
     if (block_size <= 0 || max_batch <= 0)
-        return am_err_set(AM_EINVAL, "block size %d, max_batch %d: both must be positive", block_size, max_batch);
+        return am_err_set(AM_EINVAL, "block size %d, max_batch %d: both must be positive",
+                          block_size, max_batch);
     size_t free_b = 0, total_b = 0;
     int rc = am_backend_memory(be, &free_b, &total_b);
     if (rc) return rc;
     const am_llama_config *cfg = &m->cfg;
     const am_llama_shard *sh = &m->shard;
-    const double B = max_batch, C = cfg->dim, F = sh->ffn_dim, QD = (double)sh->n_heads * cfg->head_dim,
+    const double B = max_batch, C = cfg->dim, F = sh->ffn_dim,
+                 QD = (double)sh->n_heads * cfg->head_dim,
                  KD = (double)sh->n_kv_heads * cfg->head_dim;
     /* The buffers am__llama_ctx_create allocates besides the pools (x, xb, proj; q, att;
      * k_new, v_new; hb, hb2; logits rows), in floats. */
-    const double act = B * (3 * C + 2 * QD + 2 * KD + 2 * F) + (double)AM_LLAMA_LOGITS_ROWS * sh->n_vocab;
-    const double weights = be->host_memory ? 0.0
-                                           : (double)am_llama_weight_bytes(m) +
-                                                 (double)m->tok_embeddings.rows * (double)m->tok_embeddings.row_bytes;
+    const double act =
+        B * (3 * C + 2 * QD + 2 * KD + 2 * F) + (double)AM_LLAMA_LOGITS_ROWS * sh->n_vocab;
+    const double weights =
+        be->host_memory ? 0.0
+                        : (double)am_llama_weight_bytes(m) +
+                              (double)m->tok_embeddings.rows * (double)m->tok_embeddings.row_bytes;
     const double used = (double)(total_b - free_b);
-    const double budget = fraction * (double)total_b - used - weights - 4.0 * act - (double)AM_LLAMA_KV_RESERVE_BYTES;
-    const double per_block = 2.0 * cfg->n_layers * (double)block_size * KD * sizeof(float); /* K and V */
+    const double budget =
+        fraction * (double)total_b - used - weights - 4.0 * act - (double)AM_LLAMA_KV_RESERVE_BYTES;
+    const double per_block =
+        2.0 * cfg->n_layers * (double)block_size * KD * sizeof(float); /* K and V */
     const double fit = budget / per_block;
     if (fit < 1.0)
-        return am_err_set(AM_ENOMEM,
-                          "KV cache: %g of %.1f GiB is %.1f GiB, but %.1f GiB is in use, the weights take "
-                          "%.1f GiB and the activations of %d rows %.2f GiB: no room for one block of %d positions "
-                          "(%.1f MiB)",
-                          fraction, total_b / 1073741824.0, fraction * total_b / 1073741824.0, used / 1073741824.0,
-                          weights / 1073741824.0, max_batch, 4.0 * act / 1073741824.0, block_size,
-                          per_block / 1048576.0);
+        return am_err_set(
+            AM_ENOMEM,
+            "KV cache: %g of %.1f GiB is %.1f GiB, but %.1f GiB is in use, the weights take "
+            "%.1f GiB and the activations of %d rows %.2f GiB: no room for one block of %d "
+            "positions "
+            "(%.1f MiB)",
+            fraction, total_b / 1073741824.0, fraction * total_b / 1073741824.0,
+            used / 1073741824.0, weights / 1073741824.0, max_batch, 4.0 * act / 1073741824.0,
+            block_size, per_block / 1048576.0);
     *n_blocks = fit > AM_LLAMA_MAX_KV_BLOCKS ? AM_LLAMA_MAX_KV_BLOCKS : (int32_t)fit;
-    AM_LOGI("KV cache: %d blocks of %d positions (%.1f GiB) in %.2f of %s's %.1f GiB", *n_blocks, block_size,
-            *n_blocks * per_block / 1073741824.0, fraction, be->name, total_b / 1073741824.0);
+    AM_LOGI("KV cache: %d blocks of %d positions (%.1f GiB) in %.2f of %s's %.1f GiB", *n_blocks,
+            block_size, *n_blocks * per_block / 1073741824.0, fraction, be->name,
+            total_b / 1073741824.0);
     return 0;
 }
 
-int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *comm, int32_t n_blocks,
-                         int32_t block_size, int32_t max_batch, am_llama_ctx **out) {
+int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *comm,
+                         int32_t n_blocks, int32_t block_size, int32_t max_batch,
+                         am_llama_ctx **out) {
     *out = NULL;
     const am_llama_config *cfg = &m->cfg;
     const am_llama_shard *sh = &m->shard;
     if (block_size <= 0 || block_size > cfg->max_seq_len)
-        return am_err_set(AM_ERANGE, "KV block size %d is outside [1, %d] (the model's max_seq_len)",
+        return am_err_set(AM_ERANGE,
+                          "KV block size %d is outside [1, %d] (the model's max_seq_len)",
                           block_size, cfg->max_seq_len);
     if (n_blocks <= 0 || n_blocks > AM_LLAMA_MAX_KV_BLOCKS)
-        return am_err_set(AM_ERANGE, "KV blocks %d is outside [1, %d]", n_blocks, AM_LLAMA_MAX_KV_BLOCKS);
+        return am_err_set(AM_ERANGE, "KV blocks %d is outside [1, %d]", n_blocks,
+                          AM_LLAMA_MAX_KV_BLOCKS);
     if (max_batch <= 0 || max_batch > AM_LLAMA_MAX_BATCH)
-        return am_err_set(AM_ERANGE, "max_batch %d is outside [1, %d]", max_batch, AM_LLAMA_MAX_BATCH);
+        return am_err_set(AM_ERANGE, "max_batch %d is outside [1, %d]", max_batch,
+                          AM_LLAMA_MAX_BATCH);
     int32_t P = comm ? comm->size : 1;
     if (sh->size != P || (comm && sh->rank != comm->rank))
-        return am_err_set(AM_EINVAL, "the model is slice %d of %d but the context is for rank %d of %d%s",
+        return am_err_set(AM_EINVAL,
+                          "the model is slice %d of %d but the context is for rank %d of %d%s",
                           sh->rank, sh->size, comm ? comm->rank : 0, P,
                           comm ? "" : " (a sharded model needs a group context, see tp.h)");
     am_llama_ctx *c = am_calloc(1, sizeof *c);
@@ -211,7 +227,8 @@ int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *co
         c->vocab_n = am_calloc((size_t)P, sizeof(int64_t));
         c->vocab0 = am_calloc((size_t)P, sizeof(int64_t));
         c->counts = am_calloc((size_t)P, sizeof(int64_t));
-        if (sh->rank == 0) c->gathered = am_aligned_alloc(R * (size_t)cfg->vocab_size * sizeof(float));
+        if (sh->rank == 0)
+            c->gathered = am_aligned_alloc(R * (size_t)cfg->vocab_size * sizeof(float));
         ok = c->vocab_n && c->vocab0 && c->counts && (sh->rank != 0 || c->gathered);
         for (int32_t r = 0; ok && r < P; r++) {
             am_llama_shard other;
@@ -225,7 +242,8 @@ int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *co
     }
     if (!ok) {
         am_llama_ctx_destroy(&c);
-        return am_err_set(AM_ENOMEM, "cannot allocate a context of %d x %d positions (KV cache %zu MiB)",
+        return am_err_set(AM_ENOMEM,
+                          "cannot allocate a context of %d x %d positions (KV cache %zu MiB)",
                           n_blocks, block_size, 2 * pool_floats * sizeof(float) >> 20);
     }
     *out = c;
@@ -235,8 +253,9 @@ int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *co
 int am_llama_ctx_new(const am_llama_model *m, am_backend *be, int32_t n_ctx, int32_t max_batch,
                      am_llama_ctx **out) {
     if (n_ctx <= 0 || n_ctx > m->cfg.max_seq_len)
-        return am_err_set(AM_ERANGE, "context length %d is outside [1, %d] (the model's max_seq_len)",
-                          n_ctx, m->cfg.max_seq_len);
+        return am_err_set(AM_ERANGE,
+                          "context length %d is outside [1, %d] (the model's max_seq_len)", n_ctx,
+                          m->cfg.max_seq_len);
     return am__llama_ctx_create(m, be, NULL, 1, n_ctx, max_batch, out);
 }
 
@@ -249,9 +268,10 @@ void am_llama_ctx_destroy(am_llama_ctx **p) {
     if (!p || !*p) return;
     am_llama_ctx *c = *p;
     am_backend *be = c->be;
-    void *dev[] = {c->k_pool, c->v_pool, c->x, c->xb, c->q, c->k_new, c->v_new, c->att, c->proj,
-                   c->hb, c->hb2, c->pos_dev, c->ids_dev, c->logits_dev};
-    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) be->ops->free(be, dev[i]);
+    void *dev[] = {c->k_pool, c->v_pool, c->x,  c->xb,  c->q,       c->k_new,   c->v_new,
+                   c->att,    c->proj,   c->hb, c->hb2, c->pos_dev, c->ids_dev, c->logits_dev};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        be->ops->free(be, dev[i]);
     if (c->uploaded && c->layers) be->ops->free(be, c->layers[0].attn_norm);
     am_free(c->layers);
     am_aligned_free(c->stage);
@@ -303,12 +323,15 @@ static int embed_rows(am_llama_ctx *c, const am_llama_batch *b) {
     for (int32_t r = 0; !rc && r < b->n_rows;) {
         const int is_embd = b->ids[r] == AM_LLAMA_EMBD_ROW;
         int32_t end = r + 1;
-        while (end < b->n_rows && (b->ids[end] == AM_LLAMA_EMBD_ROW) == is_embd) end++;
+        while (end < b->n_rows && (b->ids[end] == AM_LLAMA_EMBD_ROW) == is_embd)
+            end++;
         if (is_embd) {
-            rc = be->ops->upload(be, c->x + (size_t)r * C, e, (size_t)(end - r) * C * sizeof(float));
+            rc =
+                be->ops->upload(be, c->x + (size_t)r * C, e, (size_t)(end - r) * C * sizeof(float));
             e += (size_t)(end - r) * C;
         } else {
-            be->ops->get_rows(be, &c->tok_embeddings, c->ids_dev + r, end - r, c->x + (size_t)r * C);
+            be->ops->get_rows(be, &c->tok_embeddings, c->ids_dev + r, end - r,
+                              c->x + (size_t)r * C);
         }
         r = end;
     }
@@ -328,30 +351,38 @@ static int forward_layers(am_llama_ctx *c, const am_llama_batch *b) {
     size_t layer_floats = (size_t)c->n_blocks * (size_t)c->block_size * (size_t)KD;
     int rc;
     for (int32_t s = 0; s < b->n_seqs; s++)
-        for (int64_t i = 0; i < b->seqs[s].m; i++) c->pos[b->seqs[s].row0 + i] = (int32_t)(b->seqs[s].pos0 + i);
+        for (int64_t i = 0; i < b->seqs[s].m; i++)
+            c->pos[b->seqs[s].row0 + i] = (int32_t)(b->seqs[s].pos0 + i);
     if ((rc = op->upload(be, c->pos_dev, c->pos, (size_t)n * sizeof(int32_t)))) return rc;
 
     for (int l = 0; l < cfg->n_layers; l++) {
         const am_llama_layer *ly = &c->layers[l];
-        am_kv_pages pages = {.k = c->k_pool + l * layer_floats, .v = c->v_pool + l * layer_floats,
-                             .block_size = c->block_size, .kv_stride = KD};
+        am_kv_pages pages = {.k = c->k_pool + l * layer_floats,
+                             .v = c->v_pool + l * layer_floats,
+                             .block_size = c->block_size,
+                             .kv_stride = KD};
 
         /* Attention sub-block. */
         op->rmsnorm(be, c->xb, c->x, ly->attn_norm, n, C, cfg->norm_eps);
-        if ((rc = op->matmul(be, &ly->wq, c->xb, c->q, n)) || (rc = op->matmul(be, &ly->wk, c->xb, c->k_new, n)) ||
+        if ((rc = op->matmul(be, &ly->wq, c->xb, c->q, n)) ||
+            (rc = op->matmul(be, &ly->wk, c->xb, c->k_new, n)) ||
             (rc = op->matmul(be, &ly->wv, c->xb, c->v_new, n)))
             return rc;
-        op->rope(be, c->q, c->pos_dev, n, sh->n_heads, cfg->head_dim, cfg->rope_theta, m->rope_layout);
-        op->rope(be, c->k_new, c->pos_dev, n, sh->n_kv_heads, cfg->head_dim, cfg->rope_theta, m->rope_layout);
+        op->rope(be, c->q, c->pos_dev, n, sh->n_heads, cfg->head_dim, cfg->rope_theta,
+                 m->rope_layout);
+        op->rope(be, c->k_new, c->pos_dev, n, sh->n_kv_heads, cfg->head_dim, cfg->rope_theta,
+                 m->rope_layout);
         op->kv_store(be, &pages, c->k_new, c->v_new, b->seqs, b->n_seqs);
-        op->attention(be, c->att, c->q, &pages, b->seqs, b->n_seqs, sh->n_heads, sh->n_kv_heads, cfg->head_dim);
+        op->attention(be, c->att, c->q, &pages, b->seqs, b->n_seqs, sh->n_heads, sh->n_kv_heads,
+                      cfg->head_dim);
         if ((rc = op->matmul(be, &ly->wo, c->att, c->proj, n))) return rc;
         if ((rc = group_sum(c, c->proj, n * C))) return rc; /* sum of the heads' parts */
         op->add(be, c->x, c->proj, n * C);
 
         /* SwiGLU feed-forward sub-block. */
         op->rmsnorm(be, c->xb, c->x, ly->ffn_norm, n, C, cfg->norm_eps);
-        if ((rc = op->matmul(be, &ly->w1, c->xb, c->hb, n)) || (rc = op->matmul(be, &ly->w3, c->xb, c->hb2, n)))
+        if ((rc = op->matmul(be, &ly->w1, c->xb, c->hb, n)) ||
+            (rc = op->matmul(be, &ly->w3, c->xb, c->hb2, n)))
             return rc;
         op->silu_mul(be, c->hb, c->hb2, n * F);
         if ((rc = op->matmul(be, &ly->w2, c->hb, c->proj, n))) return rc;
@@ -375,10 +406,12 @@ static int lm_head(am_llama_ctx *c, const float *h, int32_t rows, float *dst) {
     float *mine = be->host_memory ? c->logits_dev : c->logits_h;
     if (single && be->host_memory) return be->ops->matmul(be, &c->output, h, dst, rows);
     int rc = be->ops->matmul(be, &c->output, h, c->logits_dev, rows);
-    if (!rc && !be->host_memory) rc = be->ops->download(be, single ? dst : c->logits_h, c->logits_dev, bytes);
+    if (!rc && !be->host_memory)
+        rc = be->ops->download(be, single ? dst : c->logits_h, c->logits_dev, bytes);
     if (rc || single) return rc;
     int32_t P = c->comm->size, leader = c->comm->rank == 0;
-    for (int32_t k = 0; k < P; k++) c->counts[k] = c->vocab_n[k] * rows;
+    for (int32_t k = 0; k < P; k++)
+        c->counts[k] = c->vocab_n[k] * rows;
     /* One row: rank order is vocab order, so gather straight into dst. */
     float *recv = rows == 1 && leader ? dst : c->gathered;
     if ((rc = am_tp_gatherv(c->comm, mine, VL * rows, recv, c->counts))) return rc;
@@ -401,11 +434,13 @@ static int step_logits(am_llama_ctx *c, const am_llama_batch *b, float *logits) 
     am_backend *be = c->be;
     const int64_t C = m->cfg.dim, V = m->cfg.vocab_size;
     for (int32_t done = 0; done < b->n_logits; done += AM_LLAMA_LOGITS_ROWS) {
-        int32_t rows = b->n_logits - done < AM_LLAMA_LOGITS_ROWS ? b->n_logits - done : AM_LLAMA_LOGITS_ROWS;
+        int32_t rows =
+            b->n_logits - done < AM_LLAMA_LOGITS_ROWS ? b->n_logits - done : AM_LLAMA_LOGITS_ROWS;
         /* Runs of consecutive rows are normalised by one call. */
         for (int32_t i = 0; i < rows;) {
             int32_t r0 = b->logit_rows[done + i], run = 1;
-            while (i + run < rows && b->logit_rows[done + i + run] == r0 + run) run++;
+            while (i + run < rows && b->logit_rows[done + i + run] == r0 + run)
+                run++;
             be->ops->rmsnorm(be, c->xb + (size_t)i * C, c->x + (size_t)r0 * C, c->norm, run, C,
                              m->cfg.norm_eps);
             i += run;
@@ -438,60 +473,72 @@ int am__llama_check_batch(const am_llama_ctx *c, const am_llama_batch *b, int64_
     for (int32_t s = 0; s < b->n_seqs; s++) {
         const am_attn_seq *sq = &b->seqs[s];
         if (sq->row0 != next || sq->m < 1 || sq->row0 + sq->m > b->n_rows)
-            return am_err_set(AM_EINVAL, "step: sequence %d has rows [%lld, %lld) but the sequences "
-                              "must tile [0, %d) in order", s, (long long)sq->row0,
-                              (long long)(sq->row0 + sq->m), b->n_rows);
+            return am_err_set(AM_EINVAL,
+                              "step: sequence %d has rows [%lld, %lld) but the sequences "
+                              "must tile [0, %d) in order",
+                              s, (long long)sq->row0, (long long)(sq->row0 + sq->m), b->n_rows);
         next = sq->row0 + sq->m;
         if (sq->pos0 < 0 || sq->pos0 + sq->m > cfg->max_seq_len)
-            return am_err_set(AM_ERANGE, "step: sequence %d positions [%lld, %lld) exceed the model's "
-                              "max_seq_len %d", s, (long long)sq->pos0, (long long)(sq->pos0 + sq->m),
+            return am_err_set(AM_ERANGE,
+                              "step: sequence %d positions [%lld, %lld) exceed the model's "
+                              "max_seq_len %d",
+                              s, (long long)sq->pos0, (long long)(sq->pos0 + sq->m),
                               cfg->max_seq_len);
         const int64_t need = (sq->pos0 + sq->m + bs - 1) / bs;
         if (b->n_blocks[s] < need)
-            return am_err_set(AM_EINVAL, "step: sequence %d needs %lld blocks for %lld positions but "
-                              "its table has %d", s, (long long)need, (long long)(sq->pos0 + sq->m),
-                              b->n_blocks[s]);
+            return am_err_set(AM_EINVAL,
+                              "step: sequence %d needs %lld blocks for %lld positions but "
+                              "its table has %d",
+                              s, (long long)need, (long long)(sq->pos0 + sq->m), b->n_blocks[s]);
         for (int64_t k = 0; k < need; k++)
             if (sq->blocks[k] < 0 || sq->blocks[k] >= c->n_blocks)
-                return am_err_set(AM_EINVAL, "step: sequence %d block %lld is %d, outside [0, %d)", s,
-                                  (long long)k, sq->blocks[k], c->n_blocks);
+                return am_err_set(AM_EINVAL, "step: sequence %d block %lld is %d, outside [0, %d)",
+                                  s, (long long)k, sq->blocks[k], c->n_blocks);
     }
     if (next != b->n_rows)
-        return am_err_set(AM_EINVAL, "step: the sequences cover %lld of %d rows", (long long)next, b->n_rows);
+        return am_err_set(AM_EINVAL, "step: the sequences cover %lld of %d rows", (long long)next,
+                          b->n_rows);
     for (int32_t r = 0; r < b->n_rows; r++) {
         if (b->ids[r] == AM_LLAMA_EMBD_ROW) {
             n_embd++;
         } else if (b->ids[r] < 0 || b->ids[r] >= V) {
-            return am_err_set(AM_EINVAL, "step: token id %d at row %d is outside [0, %lld)", b->ids[r], r,
-                              (long long)V);
+            return am_err_set(AM_EINVAL, "step: token id %d at row %d is outside [0, %lld)",
+                              b->ids[r], r, (long long)V);
         }
     }
-    if (n_embd > 0 && !b->embd) return am_err_set(AM_EINVAL, "step: %lld embedding rows but no embd", (long long)n_embd);
+    if (n_embd > 0 && !b->embd)
+        return am_err_set(AM_EINVAL, "step: %lld embedding rows but no embd", (long long)n_embd);
     if (n_embd_rows >= 0 && n_embd != n_embd_rows)
-        return am_err_set(AM_EINVAL, "step: %lld embedding rows marked, %lld sent", (long long)n_embd,
-                          (long long)n_embd_rows);
+        return am_err_set(AM_EINVAL, "step: %lld embedding rows marked, %lld sent",
+                          (long long)n_embd, (long long)n_embd_rows);
     for (int32_t i = 0; i < b->n_logits; i++)
         if (b->logit_rows[i] < 0 || b->logit_rows[i] >= b->n_rows ||
             (i > 0 && b->logit_rows[i] <= b->logit_rows[i - 1]))
-            return am_err_set(AM_EINVAL, "step: logit row %d (entry %d) is out of range or not ascending",
+            return am_err_set(AM_EINVAL,
+                              "step: logit row %d (entry %d) is out of range or not ascending",
                               b->logit_rows[i], i);
     return 0;
 }
 
-void am__llama_ctx_set_step_sender(am_llama_ctx *c, am__llama_step_sender send) { c->send_step = send; }
+void am__llama_ctx_set_step_sender(am_llama_ctx *c, am__llama_step_sender send) {
+    c->send_step = send;
+}
 
 int am_llama_decode(am_llama_ctx *c, const am_llama_batch *b, float *logits) {
     int rc = am__llama_check_batch(c, b, -1);
     if (rc) return rc;
-    if (b->n_logits > 0 && !logits) return am_err_set(AM_EINVAL, "step: logits wanted but no buffer");
+    if (b->n_logits > 0 && !logits)
+        return am_err_set(AM_EINVAL, "step: logits wanted but no buffer");
     am_tp_comm *comm = c->comm;
     if (!comm || comm->size == 1) return am__llama_forward(c, b, logits);
     if (comm->rank != 0)
-        return am_err_set(AM_EINVAL, "step: rank %d of a group follows the leader's steps (am_tp_follow)", comm->rank);
+        return am_err_set(AM_EINVAL,
+                          "step: rank %d of a group follows the leader's steps (am_tp_follow)",
+                          comm->rank);
     if (!c->send_step)
-        return am_err_set(AM_EINVAL, "step: a group context is made by am_llama_ctx_new_paged_tp (tp.h)");
-    if ((rc = c->send_step(comm, b, c->m->cfg.dim)))
-        am_tp_fatal(comm, rc, "broadcasting a step");
+        return am_err_set(AM_EINVAL,
+                          "step: a group context is made by am_llama_ctx_new_paged_tp (tp.h)");
+    if ((rc = c->send_step(comm, b, c->m->cfg.dim))) am_tp_fatal(comm, rc, "broadcasting a step");
     /* From here on the followers are computing this step with us. */
     if ((rc = am__llama_forward(c, b, logits))) am_tp_fatal(comm, rc, "forward step");
     return 0;
@@ -503,18 +550,22 @@ int am_llama_eval(am_llama_ctx *c, const int32_t *ids, const float *embd, int32_
                   int all_logits) {
     const int64_t C = c->m->cfg.dim, V = c->m->cfg.vocab_size;
     /* A contiguous context is one block holding the one sequence. */
-    if (c->n_blocks != 1) return am_err_set(AM_EINVAL, "eval: a paged context runs steps (am_llama_decode)");
+    if (c->n_blocks != 1)
+        return am_err_set(AM_EINVAL, "eval: a paged context runs steps (am_llama_decode)");
     if (n <= 0) return am_err_set(AM_EINVAL, "eval: no input rows");
-    if ((ids == NULL) == (embd == NULL)) return am_err_set(AM_EINVAL, "eval: give token ids or embedding rows");
+    if ((ids == NULL) == (embd == NULL))
+        return am_err_set(AM_EINVAL, "eval: give token ids or embedding rows");
     if ((int64_t)c->n_past + n > am_llama_ctx_size(c))
-        return am_err_set(AM_ERANGE, "eval: %d positions in the cache + %d new exceed the context of %d",
+        return am_err_set(AM_ERANGE,
+                          "eval: %d positions in the cache + %d new exceed the context of %d",
                           c->n_past, n, am_llama_ctx_size(c));
     /* Checked over the whole input before the first chunk runs (each step checks its own
      * rows again), so a bad id late in a long prompt leaves the cache unchanged. */
     if (ids) {
         for (int32_t i = 0; i < n; i++)
             if (ids[i] < 0 || ids[i] >= V)
-                return am_err_set(AM_EINVAL, "eval: token id %d at input position %d is outside [0, %lld)",
+                return am_err_set(AM_EINVAL,
+                                  "eval: token id %d at input position %d is outside [0, %lld)",
                                   ids[i], i, (long long)V);
     }
     /* Chunks of max_batch rows, each one step of the one sequence. */
@@ -524,10 +575,17 @@ int am_llama_eval(am_llama_ctx *c, const int32_t *ids, const float *embd, int32_
         am_attn_seq seq = {.row0 = 0, .m = chunk, .pos0 = c->n_past, .blocks = c->table0};
         int32_t n_blocks = 1;
         int32_t wanted = !logits ? 0 : all_logits ? chunk : last_chunk ? 1 : 0;
-        for (int32_t i = 0; i < chunk; i++) c->ids[i] = ids ? ids[done + i] : AM_LLAMA_EMBD_ROW;
-        for (int32_t i = 0; i < wanted; i++) c->rows[i] = all_logits ? i : chunk - 1;
-        am_llama_batch b = {.n_rows = chunk, .ids = c->ids, .embd = embd ? embd + (size_t)done * C : NULL,
-                            .n_seqs = 1, .seqs = &seq, .n_blocks = &n_blocks, .n_logits = wanted,
+        for (int32_t i = 0; i < chunk; i++)
+            c->ids[i] = ids ? ids[done + i] : AM_LLAMA_EMBD_ROW;
+        for (int32_t i = 0; i < wanted; i++)
+            c->rows[i] = all_logits ? i : chunk - 1;
+        am_llama_batch b = {.n_rows = chunk,
+                            .ids = c->ids,
+                            .embd = embd ? embd + (size_t)done * C : NULL,
+                            .n_seqs = 1,
+                            .seqs = &seq,
+                            .n_blocks = &n_blocks,
+                            .n_logits = wanted,
                             .logit_rows = c->rows};
         float *dst = wanted ? logits + (all_logits ? (size_t)done * V : 0) : NULL;
         int rc = am_llama_decode(c, &b, dst);

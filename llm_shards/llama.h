@@ -43,11 +43,11 @@
 
 #include <stdint.h>
 
-#define AM_LLAMA_BOS 1
-#define AM_LLAMA_EOS 2
+#define AM_LLAMA_BOS        1
+#define AM_LLAMA_EOS        2
 #define AM_LLAMA_MAX_LAYERS 1024
 /* Bounds on a context's rows per step and KV blocks. */
-#define AM_LLAMA_MAX_BATCH 65536
+#define AM_LLAMA_MAX_BATCH     65536
 #define AM_LLAMA_MAX_KV_BLOCKS (1 << 24)
 
 typedef struct am_llama_config {
@@ -66,8 +66,19 @@ typedef struct am_llama_config {
 /* The weight tensors of a decoder, and their names in each naming scheme. */
 typedef enum { AM_NAMES_HF, AM_NAMES_META, AM_NAMES_GGUF } am_llama_naming;
 typedef enum {
-    AM_W_TOK, AM_W_NORM, AM_W_OUTPUT, AM_W_ATTN_NORM, AM_W_Q, AM_W_K, AM_W_V, AM_W_O,
-    AM_W_FFN_NORM, AM_W_GATE, AM_W_DOWN, AM_W_UP, AM_W_COUNT
+    AM_W_TOK,
+    AM_W_NORM,
+    AM_W_OUTPUT,
+    AM_W_ATTN_NORM,
+    AM_W_Q,
+    AM_W_K,
+    AM_W_V,
+    AM_W_O,
+    AM_W_FFN_NORM,
+    AM_W_GATE,
+    AM_W_DOWN,
+    AM_W_UP,
+    AM_W_COUNT
 } am_llama_weight;
 /* printf format of a weight's name; per-layer names hold one %d for the layer. */
 const char *am_llama_weight_name(am_llama_naming naming, am_llama_weight w);
@@ -76,11 +87,12 @@ const char *am_llama_weight_name(am_llama_naming naming, am_llama_weight w);
  * A single process is rank 0 of 1 and holds everything. Local sizes carry the
  * suffix _l in shape comments (H_l, Hkv_l, F_l, V_l). */
 typedef struct am_llama_shard {
-    int32_t rank, size;          /* this rank, P */
-    int32_t n_heads, head0;      /* H_l = H / P query heads: [head0, head0 + H_l) */
-    int32_t n_kv_heads, kv_head0;/* Hkv_l kv heads: Hkv / P, or 1 (replicated) when P > Hkv */
-    int32_t ffn_dim, ffn0;       /* F_l = F / P SwiGLU features: [ffn0, ffn0 + F_l) */
-    int32_t n_vocab, vocab0;     /* V_l lm_head rows [vocab0, vocab0 + V_l): V split as evenly as possible */
+    int32_t rank, size;           /* this rank, P */
+    int32_t n_heads, head0;       /* H_l = H / P query heads: [head0, head0 + H_l) */
+    int32_t n_kv_heads, kv_head0; /* Hkv_l kv heads: Hkv / P, or 1 (replicated) when P > Hkv */
+    int32_t ffn_dim, ffn0;        /* F_l = F / P SwiGLU features: [ffn0, ffn0 + F_l) */
+    int32_t n_vocab,
+        vocab0; /* V_l lm_head rows [vocab0, vocab0 + V_l): V split as evenly as possible */
 } am_llama_shard;
 
 #define AM_TP_MAX_RANKS 256
@@ -91,7 +103,8 @@ typedef struct am_llama_shard {
  * n_kv_heads divides P (kv heads replicated). Returns 0 or AM_EINVAL/AM_ERANGE.
  * Block-quantized weights also need the o/down column splits (H_l*D, F_l) to
  * be multiples of 32; am_llama_load_shard checks that once it sees the dtype. */
-int am_llama_shard_plan(const am_llama_config *cfg, int32_t rank, int32_t size, am_llama_shard *out);
+int am_llama_shard_plan(const am_llama_config *cfg, int32_t rank, int32_t size,
+                        am_llama_shard *out);
 
 typedef struct am_llama_layer {
     float *attn_norm; /* (C) f32 copy */
@@ -106,15 +119,15 @@ typedef struct am_llama_layer {
 } am_llama_layer;
 
 typedef struct am_llama_model {
-    am_llama_config cfg;      /* the whole model's config (global sizes) */
-    am_llama_shard shard;     /* the part this process holds */
+    am_llama_config cfg;  /* the whole model's config (global sizes) */
+    am_llama_shard shard; /* the part this process holds */
     am_rope_layout rope_layout;
     am_matrix tok_embeddings; /* (V, C) replicated */
     float *norm;              /* (C) final RMSNorm, f32 copy */
     am_matrix output;         /* (V_l, C) lm_head rows (may alias tok_embeddings when tied) */
     am_llama_layer *layers;   /* (L) */
     am_ckpt *ckpt;            /* owns the mappings the matrices point into */
-    void *slices;             /* owned copies of the row-parallel wo/w2 slices (P > 1), one allocation */
+    void *slices; /* owned copies of the row-parallel wo/w2 slices (P > 1), one allocation */
     size_t slices_bytes;
     char *path;
 } am_llama_model;
@@ -212,7 +225,7 @@ int am_llama_decode(am_llama_ctx *c, const am_llama_batch *b, float *logits);
  * group's step: it is broadcast to the followers (tp.h) after the checks
  * above, and the full logits are gathered here. A failure after the
  * broadcast cannot be undone on the other ranks, so it ends the group. */
-int am_llama_eval(am_llama_ctx *c, const int32_t *ids, const float *embd, int32_t n,
-                  float *logits, int all_logits);
+int am_llama_eval(am_llama_ctx *c, const int32_t *ids, const float *embd, int32_t n, float *logits,
+                  int all_logits);
 
 #endif

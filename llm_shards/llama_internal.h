@@ -14,8 +14,9 @@
 
 /* A context of n_blocks x block_size KV positions with an optional group
  * (comm NULL = single process). Not collective. */
-int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *comm, int32_t n_blocks,
-                         int32_t block_size, int32_t max_batch, am_llama_ctx **out);
+int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *comm,
+                         int32_t n_blocks, int32_t block_size, int32_t max_batch,
+                         am_llama_ctx **out);
 /* The checks am_llama_decode makes before any compute (or broadcast);
  * n_embd_rows >= 0 also checks the count of embedding rows sent. */
 int am__llama_check_batch(const am_llama_ctx *c, const am_llama_batch *b, int64_t n_embd_rows);

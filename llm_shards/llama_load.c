@@ -20,22 +20,25 @@
 
 static const char *const weight_names[3][AM_W_COUNT] = {
     [AM_NAMES_HF] = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
-                  "model.layers.%d.input_layernorm.weight", "model.layers.%d.self_attn.q_proj.weight",
-                  "model.layers.%d.self_attn.k_proj.weight", "model.layers.%d.self_attn.v_proj.weight",
-                  "model.layers.%d.self_attn.o_proj.weight",
-                  "model.layers.%d.post_attention_layernorm.weight",
-                  "model.layers.%d.mlp.gate_proj.weight", "model.layers.%d.mlp.down_proj.weight",
-                  "model.layers.%d.mlp.up_proj.weight"},
+                     "model.layers.%d.input_layernorm.weight",
+                     "model.layers.%d.self_attn.q_proj.weight",
+                     "model.layers.%d.self_attn.k_proj.weight",
+                     "model.layers.%d.self_attn.v_proj.weight",
+                     "model.layers.%d.self_attn.o_proj.weight",
+                     "model.layers.%d.post_attention_layernorm.weight",
+                     "model.layers.%d.mlp.gate_proj.weight", "model.layers.%d.mlp.down_proj.weight",
+                     "model.layers.%d.mlp.up_proj.weight"},
     [AM_NAMES_META] = {"tok_embeddings.weight", "norm.weight", "output.weight",
-                    "layers.%d.attention_norm.weight", "layers.%d.attention.wq.weight",
-                    "layers.%d.attention.wk.weight", "layers.%d.attention.wv.weight",
-                    "layers.%d.attention.wo.weight", "layers.%d.ffn_norm.weight",
-                    "layers.%d.feed_forward.w1.weight", "layers.%d.feed_forward.w2.weight",
-                    "layers.%d.feed_forward.w3.weight"},
+                       "layers.%d.attention_norm.weight", "layers.%d.attention.wq.weight",
+                       "layers.%d.attention.wk.weight", "layers.%d.attention.wv.weight",
+                       "layers.%d.attention.wo.weight", "layers.%d.ffn_norm.weight",
+                       "layers.%d.feed_forward.w1.weight", "layers.%d.feed_forward.w2.weight",
+                       "layers.%d.feed_forward.w3.weight"},
     [AM_NAMES_GGUF] = {"token_embd.weight", "output_norm.weight", "output.weight",
-                    "blk.%d.attn_norm.weight", "blk.%d.attn_q.weight", "blk.%d.attn_k.weight",
-                    "blk.%d.attn_v.weight", "blk.%d.attn_output.weight", "blk.%d.ffn_norm.weight",
-                    "blk.%d.ffn_gate.weight", "blk.%d.ffn_down.weight", "blk.%d.ffn_up.weight"},
+                       "blk.%d.attn_norm.weight", "blk.%d.attn_q.weight", "blk.%d.attn_k.weight",
+                       "blk.%d.attn_v.weight", "blk.%d.attn_output.weight",
+                       "blk.%d.ffn_norm.weight", "blk.%d.ffn_gate.weight", "blk.%d.ffn_down.weight",
+                       "blk.%d.ffn_up.weight"},
 };
 
 const char *am_llama_weight_name(am_llama_naming naming, am_llama_weight w) {
@@ -43,20 +46,26 @@ const char *am_llama_weight_name(am_llama_naming naming, am_llama_weight w) {
 }
 
 int am_llama_config_check(const am_llama_config *cfg) {
-    const struct { const char *name; int64_t v, max; } fields[] = {
-        {"dim", cfg->dim, 1 << 16},           {"n_layers", cfg->n_layers, AM_LLAMA_MAX_LAYERS},
-        {"n_heads", cfg->n_heads, 1024},      {"n_kv_heads", cfg->n_kv_heads, 1024},
-        {"ffn_dim", cfg->ffn_dim, 1 << 20},   {"vocab_size", cfg->vocab_size, 1 << 24},
+    const struct {
+        const char *name;
+        int64_t v, max;
+    } fields[] = {
+        {"dim", cfg->dim, 1 << 16},
+        {"n_layers", cfg->n_layers, AM_LLAMA_MAX_LAYERS},
+        {"n_heads", cfg->n_heads, 1024},
+        {"n_kv_heads", cfg->n_kv_heads, 1024},
+        {"ffn_dim", cfg->ffn_dim, 1 << 20},
+        {"vocab_size", cfg->vocab_size, 1 << 24},
         {"max_seq_len", cfg->max_seq_len, 1 << 20},
     };
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         if (fields[i].v <= 0 || fields[i].v > fields[i].max)
-            return am_err_set(AM_ERANGE, "model config: %s = %lld is outside [1, %lld]", fields[i].name,
-                              (long long)fields[i].v, (long long)fields[i].max);
+            return am_err_set(AM_ERANGE, "model config: %s = %lld is outside [1, %lld]",
+                              fields[i].name, (long long)fields[i].v, (long long)fields[i].max);
     }
     if (cfg->dim % cfg->n_heads)
-        return am_err_set(AM_EINVAL, "model config: dim %d is not a multiple of n_heads %d", cfg->dim,
-                          cfg->n_heads);
+        return am_err_set(AM_EINVAL, "model config: dim %d is not a multiple of n_heads %d",
+                          cfg->dim, cfg->n_heads);
     if (cfg->n_heads % cfg->n_kv_heads)
         return am_err_set(AM_EINVAL, "model config: n_heads %d is not a multiple of n_kv_heads %d",
                           cfg->n_heads, cfg->n_kv_heads);
@@ -70,20 +79,25 @@ int am_llama_config_check(const am_llama_config *cfg) {
     return 0;
 }
 
-int am_llama_shard_plan(const am_llama_config *cfg, int32_t rank, int32_t size, am_llama_shard *out) {
+int am_llama_shard_plan(const am_llama_config *cfg, int32_t rank, int32_t size,
+                        am_llama_shard *out) {
     if (size < 1 || size > AM_TP_MAX_RANKS)
-        return am_err_set(AM_ERANGE, "tensor-parallel group size %d is outside [1, %d]", size, AM_TP_MAX_RANKS);
+        return am_err_set(AM_ERANGE, "tensor-parallel group size %d is outside [1, %d]", size,
+                          AM_TP_MAX_RANKS);
     if (rank < 0 || rank >= size)
         return am_err_set(AM_ERANGE, "rank %d is outside [0, %d)", rank, size);
     if (cfg->n_heads % size)
-        return am_err_set(AM_EINVAL, "model config: n_heads %d is not a multiple of the %d tensor-parallel ranks",
-                          cfg->n_heads, size);
+        return am_err_set(
+            AM_EINVAL, "model config: n_heads %d is not a multiple of the %d tensor-parallel ranks",
+            cfg->n_heads, size);
     if (cfg->ffn_dim % size)
-        return am_err_set(AM_EINVAL, "model config: ffn_dim %d is not a multiple of the %d tensor-parallel ranks",
-                          cfg->ffn_dim, size);
+        return am_err_set(
+            AM_EINVAL, "model config: ffn_dim %d is not a multiple of the %d tensor-parallel ranks",
+            cfg->ffn_dim, size);
     if (cfg->n_kv_heads % size && size % cfg->n_kv_heads)
         return am_err_set(AM_EINVAL,
-                          "model config: n_kv_heads %d and the %d tensor-parallel ranks: one must divide the other "
+                          "model config: n_kv_heads %d and the %d tensor-parallel ranks: one must "
+                          "divide the other "
                           "(kv heads are split, or replicated when there are fewer than ranks)",
                           cfg->n_kv_heads, size);
     am_llama_shard s = {.rank = rank, .size = size};
@@ -104,15 +118,17 @@ int am_llama_shard_plan(const am_llama_config *cfg, int32_t rank, int32_t size, 
     s.n_vocab = base + (rank < rem);
     s.vocab0 = rank * base + (rank < rem ? rank : rem);
     if (s.n_vocab < 1)
-        return am_err_set(AM_EINVAL, "model config: vocab_size %d is smaller than the %d tensor-parallel ranks",
-                          cfg->vocab_size, size);
+        return am_err_set(
+            AM_EINVAL, "model config: vocab_size %d is smaller than the %d tensor-parallel ranks",
+            cfg->vocab_size, size);
     *out = s;
     return 0;
 }
 
 /* ---- config sources ------------------------------------------------------ */
 
-static int json_int(const cJSON *root, const char *file, const char *key, int required, int32_t *out) {
+static int json_int(const cJSON *root, const char *file, const char *key, int required,
+                    int32_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) {
         if (required) return am_err_set(AM_ENOTFOUND, "%s: missing field \"%s\"", file, key);
@@ -128,7 +144,8 @@ static int json_int(const cJSON *root, const char *file, const char *key, int re
 static int json_float(const cJSON *root, const char *file, const char *key, float *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) return 0;
-    if (!cJSON_IsNumber(v)) return am_err_set(AM_EFORMAT, "%s: field \"%s\" must be a number", file, key);
+    if (!cJSON_IsNumber(v))
+        return am_err_set(AM_EFORMAT, "%s: field \"%s\" must be a number", file, key);
     *out = (float)v->valuedouble;
     return 0;
 }
@@ -138,7 +155,9 @@ static int json_float(const cJSON *root, const char *file, const char *key, floa
 /* Reads HF config.json: LlamaConfig fields. *tied is set from tie_word_embeddings. */
 static int config_from_hf_json(const char *file, am_llama_config *cfg, int *tied) {
     FILE *f = fopen(file, "rb");
-    if (!f) return am_err_set(AM_EIO, "%s: cannot open the model config (needed for safetensors weights)", file);
+    if (!f)
+        return am_err_set(
+            AM_EIO, "%s: cannot open the model config (needed for safetensors weights)", file);
     char *buf = am_malloc(AM_CONFIG_JSON_MAX_BYTES + 1);
     if (!buf) {
         fclose(f);
@@ -166,8 +185,13 @@ static int config_from_hf_json(const char *file, am_llama_config *cfg, int *tied
     int nested = cJSON_IsObject(text);
     if (nested) {
         root = (cJSON *)text;
-        *cfg = (am_llama_config){.dim = 4096, .n_layers = 32, .n_heads = 32, .ffn_dim = 11008,
-                                 .vocab_size = 32000, .max_seq_len = 2048, .norm_eps = 1e-6f,
+        *cfg = (am_llama_config){.dim = 4096,
+                                 .n_layers = 32,
+                                 .n_heads = 32,
+                                 .ffn_dim = 11008,
+                                 .vocab_size = 32000,
+                                 .max_seq_len = 2048,
+                                 .norm_eps = 1e-6f,
                                  .rope_theta = 10000.0f};
     } else {
         cfg->max_seq_len = 4096;
@@ -195,22 +219,25 @@ static int config_from_hf_json(const char *file, am_llama_config *cfg, int *tied
     if (cJSON_IsObject(rp)) {
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
         if (type && !(cJSON_IsString(type) && strcmp(type->valuestring, "default") == 0)) {
-            rc = am_err_set(AM_EUNSUPPORTED, "%s: rope_parameters.rope_type must be \"default\"", file);
+            rc = am_err_set(AM_EUNSUPPORTED, "%s: rope_parameters.rope_type must be \"default\"",
+                            file);
             goto done;
         }
         if ((rc = json_float(rp, file, "rope_theta", &cfg->rope_theta))) goto done;
     }
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (rs && !cJSON_IsNull(rs)) {
-        rc = am_err_set(AM_EUNSUPPORTED, "%s: rope_scaling is not supported (LLaMA-2 uses none)", file);
+        rc = am_err_set(AM_EUNSUPPORTED, "%s: rope_scaling is not supported (LLaMA-2 uses none)",
+                        file);
         goto done;
     }
     if (cfg->n_heads > 0) cfg->head_dim = cfg->dim / cfg->n_heads;
     int32_t head_dim = cfg->head_dim;
     if ((rc = json_int(root, file, "head_dim", 0, &head_dim))) goto done;
     if (head_dim != cfg->head_dim)
-        rc = am_err_set(AM_EUNSUPPORTED, "%s: head_dim %d differs from hidden_size / num_attention_heads = %d",
-                        file, head_dim, cfg->head_dim);
+        rc = am_err_set(AM_EUNSUPPORTED,
+                        "%s: head_dim %d differs from hidden_size / num_attention_heads = %d", file,
+                        head_dim, cfg->head_dim);
 done:
     cJSON_Delete((cJSON *)all);
     return rc;
@@ -222,7 +249,9 @@ static int gguf_int(const am_ckpt *c, const char *key, int required, int32_t *ou
     if (rc == AM_ENOTFOUND && !required) return 0;
     if (rc == AM_ENOTFOUND) return am_err_set(rc, "%s: missing GGUF key %s", am_ckpt_path(c), key);
     if (rc) return rc;
-    if (v < 0 || v > INT32_MAX) return am_err_set(AM_ERANGE, "%s: GGUF key %s = %lld out of range", am_ckpt_path(c), key, (long long)v);
+    if (v < 0 || v > INT32_MAX)
+        return am_err_set(AM_ERANGE, "%s: GGUF key %s = %lld out of range", am_ckpt_path(c), key,
+                          (long long)v);
     *out = (int32_t)v;
     return 0;
 }
@@ -240,7 +269,8 @@ static int config_from_gguf(const am_ckpt *c, am_llama_config *cfg) {
     size_t arch_len;
     if (am_ckpt_meta_str(c, "general.architecture", &arch, &arch_len) != 0 || arch_len != 5 ||
         memcmp(arch, "llama", 5) != 0)
-        return am_err_set(AM_EUNSUPPORTED, "%s: general.architecture is not \"llama\"", am_ckpt_path(c));
+        return am_err_set(AM_EUNSUPPORTED, "%s: general.architecture is not \"llama\"",
+                          am_ckpt_path(c));
     int rc;
     cfg->n_kv_heads = 0;
     cfg->vocab_size = 0;
@@ -267,11 +297,11 @@ static int config_from_gguf(const am_ckpt *c, am_llama_config *cfg) {
 }
 
 static int config_from_llama2c(const am_ckpt *c, am_llama_config *cfg) {
-    static const char *const keys[] = {"llama2c.dim", "llama2c.hidden_dim", "llama2c.n_layers",
-                                       "llama2c.n_heads", "llama2c.n_kv_heads", "llama2c.vocab_size",
-                                       "llama2c.seq_len"};
-    int32_t *dst[] = {&cfg->dim, &cfg->ffn_dim, &cfg->n_layers, &cfg->n_heads, &cfg->n_kv_heads,
-                      &cfg->vocab_size, &cfg->max_seq_len};
+    static const char *const keys[] = {
+        "llama2c.dim",        "llama2c.hidden_dim", "llama2c.n_layers", "llama2c.n_heads",
+        "llama2c.n_kv_heads", "llama2c.vocab_size", "llama2c.seq_len"};
+    int32_t *dst[] = {&cfg->dim,        &cfg->ffn_dim,    &cfg->n_layers,   &cfg->n_heads,
+                      &cfg->n_kv_heads, &cfg->vocab_size, &cfg->max_seq_len};
     for (int i = 0; i < 7; i++) {
         int rc = gguf_int(c, keys[i], 1, dst[i]);
         if (rc) return rc;
@@ -284,22 +314,31 @@ static int config_from_llama2c(const am_ckpt *c, am_llama_config *cfg) {
 
 /* ---- tensors ------------------------------------------------------------- */
 
-static int get_matrix(const am_ckpt *c, const char *name, int64_t rows, int64_t cols, am_matrix *out) {
+static int get_matrix(const am_ckpt *c, const char *name, int64_t rows, int64_t cols,
+                      am_matrix *out) {
     const am_ckpt_tensor *t;
     int64_t shape[2] = {rows, cols};
     int rc = am_ckpt_get(c, name, 2, shape, &t);
     if (rc) return rc;
     switch (t->dtype) {
-    case AM_DTYPE_F32: case AM_DTYPE_F16: case AM_DTYPE_BF16: case AM_DTYPE_Q8_0: case AM_DTYPE_Q4_0: break;
+    case AM_DTYPE_F32:
+    case AM_DTYPE_F16:
+    case AM_DTYPE_BF16:
+    case AM_DTYPE_Q8_0:
+    case AM_DTYPE_Q4_0: break;
     default:
-        return am_err_set(AM_EUNSUPPORTED, "%s: tensor %s has dtype %s (want f32, f16, bf16, q8_0 or q4_0)",
-                          t->file, name, am_dtype_name(t->dtype));
+        return am_err_set(AM_EUNSUPPORTED,
+                          "%s: tensor %s has dtype %s (want f32, f16, bf16, q8_0 or q4_0)", t->file,
+                          name, am_dtype_name(t->dtype));
     }
-    *out = (am_matrix){.dtype = t->dtype, .rows = rows, .cols = cols, .data = t->data,
+    *out = (am_matrix){.dtype = t->dtype,
+                       .rows = rows,
+                       .cols = cols,
+                       .data = t->data,
                        .row_bytes = am_dtype_row_bytes(t->dtype, cols)};
     if (!out->row_bytes)
-        return am_err_set(AM_ESHAPE, "%s: tensor %s: %lld columns do not fit dtype %s", t->file, name,
-                          (long long)cols, am_dtype_name(t->dtype));
+        return am_err_set(AM_ESHAPE, "%s: tensor %s: %lld columns do not fit dtype %s", t->file,
+                          name, (long long)cols, am_dtype_name(t->dtype));
     return 0;
 }
 
@@ -308,8 +347,8 @@ static int get_vector_f32(const am_ckpt *c, const char *name, int64_t n, float *
     int rc = am_ckpt_get(c, name, 1, &n, &t);
     if (rc) return rc;
     if (t->dtype != AM_DTYPE_F32 && t->dtype != AM_DTYPE_F16 && t->dtype != AM_DTYPE_BF16)
-        return am_err_set(AM_EUNSUPPORTED, "%s: tensor %s has dtype %s (want f32, f16 or bf16)", t->file,
-                          name, am_dtype_name(t->dtype));
+        return am_err_set(AM_EUNSUPPORTED, "%s: tensor %s has dtype %s (want f32, f16 or bf16)",
+                          t->file, name, am_dtype_name(t->dtype));
     float *v = am_aligned_alloc((size_t)n * sizeof(float));
     if (!v) return AM_ENOMEM;
     am_dequantize_row(t->dtype, t->data, v, n);
@@ -339,15 +378,16 @@ static am_matrix row_range(const am_matrix *w, int64_t r0, int64_t n) {
 }
 
 /* Row-parallel slices are column ranges; block types cannot be cut inside a block. */
-static int check_column_split(const am_ckpt *c, const char *name, const am_matrix *w, int64_t col0, int64_t ncols,
-                              int32_t size) {
+static int check_column_split(const am_ckpt *c, const char *name, const am_matrix *w, int64_t col0,
+                              int64_t ncols, int32_t size) {
     int64_t be = am_dtype_block_elems(w->dtype);
     if (col0 % be || ncols % be)
         return am_err_set(AM_EUNSUPPORTED,
-                          "%s: tensor %s is %s: its split over %d tensor-parallel ranks (%lld columns from column %lld) "
+                          "%s: tensor %s is %s: its split over %d tensor-parallel ranks (%lld "
+                          "columns from column %lld) "
                           "does not fall on %lld-element blocks",
-                          am_ckpt_path(c), name, am_dtype_name(w->dtype), size, (long long)ncols, (long long)col0,
-                          (long long)be);
+                          am_ckpt_path(c), name, am_dtype_name(w->dtype), size, (long long)ncols,
+                          (long long)col0, (long long)be);
     return 0;
 }
 
@@ -372,7 +412,8 @@ static uintptr_t release_pages(uintptr_t from, uintptr_t to) {
 }
 
 static size_t slice_bytes(const am_matrix *w, int64_t ncols) {
-    return (am_dtype_row_bytes(w->dtype, ncols) * (size_t)w->rows + AM_ALIGN_BYTES - 1) / AM_ALIGN_BYTES * AM_ALIGN_BYTES;
+    return (am_dtype_row_bytes(w->dtype, ncols) * (size_t)w->rows + AM_ALIGN_BYTES - 1) /
+           AM_ALIGN_BYTES * AM_ALIGN_BYTES;
 }
 
 /* Copies columns [col0, col0 + ncols) of every row of w to dst (row-parallel
@@ -392,7 +433,8 @@ static void copy_columns(am_matrix *w, int64_t col0, int64_t ncols, char *dst) {
         }
     }
     release_pages(released, (uintptr_t)(src + (size_t)w->rows * w->row_bytes));
-    *w = (am_matrix){.dtype = w->dtype, .rows = w->rows, .cols = ncols, .data = dst, .row_bytes = rb};
+    *w = (am_matrix){
+        .dtype = w->dtype, .rows = w->rows, .cols = ncols, .data = dst, .row_bytes = rb};
 }
 
 static int load_weights(am_llama_model *m, am_llama_naming names, const char *prefix, int tied) {
@@ -411,7 +453,8 @@ static int load_weights(am_llama_model *m, am_llama_naming names, const char *pr
     layer_name(name, sizeof name, prefix, nm[AM_W_OUTPUT], 0);
     if (tied || !am_ckpt_find(c, name)) {
         if (!tied && names == AM_NAMES_HF)
-            return am_err_set(AM_ENOTFOUND, "%s: missing tensor %s (and tie_word_embeddings is false)",
+            return am_err_set(AM_ENOTFOUND,
+                              "%s: missing tensor %s (and tie_word_embeddings is false)",
                               am_ckpt_path(c), name);
         m->output = m->tok_embeddings; /* GGUF omits output.weight when tied */
     } else if ((rc = get_matrix(c, name, V, C, &m->output))) {
@@ -420,17 +463,23 @@ static int load_weights(am_llama_model *m, am_llama_naming names, const char *pr
     m->output = row_range(&m->output, sh->vocab0, sh->n_vocab);
     m->layers = am_calloc((size_t)cfg->n_layers, sizeof *m->layers);
     if (!m->layers) return AM_ENOMEM;
-    /* Column-parallel matrices: (first row, rows) of this rank; row-parallel: (first column, columns). */
+    /* Column-parallel matrices: (first row, rows) of this rank; row-parallel: (first column,
+     * columns). */
     const int64_t q0 = (int64_t)sh->head0 * D, nq = (int64_t)sh->n_heads * D;
     const int64_t k0 = (int64_t)sh->kv_head0 * D, nk = (int64_t)sh->n_kv_heads * D;
     const int64_t f0 = sh->ffn0, nf = sh->ffn_dim;
     size_t total_slices = 0;
     for (int l = 0; l < cfg->n_layers; l++) {
         am_llama_layer *ly = &m->layers[l];
-        const struct { int role; am_matrix *dst; int64_t rows, cols, first, n; int row_parallel; } mats[] = {
-            {AM_W_Q, &ly->wq, QD, C, q0, nq, 0},    {AM_W_K, &ly->wk, KD, C, k0, nk, 0},
-            {AM_W_V, &ly->wv, KD, C, k0, nk, 0},    {AM_W_O, &ly->wo, C, QD, q0, nq, 1},
-            {AM_W_GATE, &ly->w1, F, C, f0, nf, 0},  {AM_W_DOWN, &ly->w2, C, F, f0, nf, 1},
+        const struct {
+            int role;
+            am_matrix *dst;
+            int64_t rows, cols, first, n;
+            int row_parallel;
+        } mats[] = {
+            {AM_W_Q, &ly->wq, QD, C, q0, nq, 0},   {AM_W_K, &ly->wk, KD, C, k0, nk, 0},
+            {AM_W_V, &ly->wv, KD, C, k0, nk, 0},   {AM_W_O, &ly->wo, C, QD, q0, nq, 1},
+            {AM_W_GATE, &ly->w1, F, C, f0, nf, 0}, {AM_W_DOWN, &ly->w2, C, F, f0, nf, 1},
             {AM_W_UP, &ly->w3, F, C, f0, nf, 0},
         };
         for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
@@ -440,7 +489,9 @@ static int load_weights(am_llama_model *m, am_llama_naming names, const char *pr
                 *mats[i].dst = row_range(mats[i].dst, mats[i].first, mats[i].n);
             } else if (sh->size > 1) {
                 /* Copied below, once every shape and dtype has been checked. */
-                if ((rc = check_column_split(c, name, mats[i].dst, mats[i].first, mats[i].n, sh->size))) return rc;
+                if ((rc = check_column_split(c, name, mats[i].dst, mats[i].first, mats[i].n,
+                                             sh->size)))
+                    return rc;
                 total_slices += slice_bytes(mats[i].dst, mats[i].n);
             }
         }
@@ -452,8 +503,8 @@ static int load_weights(am_llama_model *m, am_llama_naming names, const char *pr
     /* A layer past n_layers means the config and the weights disagree. */
     layer_name(name, sizeof name, prefix, nm[AM_W_Q], cfg->n_layers);
     if (am_ckpt_find(c, name))
-        return am_err_set(AM_ESHAPE, "%s: has tensor %s but the config says %d layers", am_ckpt_path(c),
-                          name, cfg->n_layers);
+        return am_err_set(AM_ESHAPE, "%s: has tensor %s but the config says %d layers",
+                          am_ckpt_path(c), name, cfg->n_layers);
     if (sh->size > 1) {
         /* Row-parallel slices: one allocation, filled layer by layer. The
          * kernels want contiguous rows, so a strided view would not do. */
@@ -492,7 +543,9 @@ static void hf_config_path(const char *path, char *buf, size_t cap) {
         snprintf(buf, cap, "config.json");
 }
 
-int am_llama_load(const char *path, am_llama_model **out) { return am_llama_load_shard(path, 0, 1, out); }
+int am_llama_load(const char *path, am_llama_model **out) {
+    return am_llama_load_shard(path, 0, 1, out);
+}
 
 int am_llama_load_shard(const char *path, int32_t rank, int32_t size, am_llama_model **out) {
     am_llama_model *m = am_calloc(1, sizeof *m);
@@ -515,8 +568,10 @@ int am_llama_load_shard(const char *path, int32_t rank, int32_t size, am_llama_m
     default: {
         char cfg_path[4096];
         hf_config_path(path, cfg_path, sizeof cfg_path);
-        names = am_ckpt_find(m->ckpt, weight_names[AM_NAMES_META][AM_W_TOK]) ? AM_NAMES_META : AM_NAMES_HF;
-        if (names == AM_NAMES_HF && am_ckpt_find(m->ckpt, AM_LLAVA_PREFIX "model.embed_tokens.weight"))
+        names = am_ckpt_find(m->ckpt, weight_names[AM_NAMES_META][AM_W_TOK]) ? AM_NAMES_META
+                                                                             : AM_NAMES_HF;
+        if (names == AM_NAMES_HF &&
+            am_ckpt_find(m->ckpt, AM_LLAVA_PREFIX "model.embed_tokens.weight"))
             prefix = AM_LLAVA_PREFIX;
         rc = config_from_hf_json(cfg_path, &m->cfg, &tied);
         break;
@@ -564,7 +619,8 @@ static int64_t sum_matrices(const am_llama_model *m, int elements) {
     for (int l = 0; l < m->cfg.n_layers; l++) {
         const am_llama_layer *ly = &m->layers[l];
         const am_matrix *mats[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w1, &ly->w2, &ly->w3};
-        for (int i = 0; i < 7; i++) total += matrix_size(mats[i], elements);
+        for (int i = 0; i < 7; i++)
+            total += matrix_size(mats[i], elements);
     }
     return total;
 }

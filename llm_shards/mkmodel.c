@@ -67,20 +67,24 @@ static float unit_uniform(uint64_t stream, uint64_t i) {
 }
 
 static uint64_t stream_of(uint64_t seed, int role, int layer) {
-    return mix64(seed * 0x100000001b3ull + (uint64_t)role * 0x10001ull + (uint64_t)(layer + 1) * 0x1000193ull);
+    return mix64(seed * 0x100000001b3ull + (uint64_t)role * 0x10001ull +
+                 (uint64_t)(layer + 1) * 0x1000193ull);
 }
 
 /* Fills (rows, cols) f32 in Meta layout for a role. */
-static void fill_tensor(float *dst, int64_t rows, int64_t cols, uint64_t seed, int role, int layer) {
+static void fill_tensor(float *dst, int64_t rows, int64_t cols, uint64_t seed, int role,
+                        int layer) {
     uint64_t st = stream_of(seed, role, layer);
     int64_t n = rows * cols;
     if (role == AM_W_NORM || role == AM_W_ATTN_NORM || role == AM_W_FFN_NORM) {
-        for (int64_t i = 0; i < n; i++) dst[i] = 1.0f + 0.1f * unit_uniform(st, (uint64_t)i);
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = 1.0f + 0.1f * unit_uniform(st, (uint64_t)i);
         return;
     }
     /* Uniform(-a, a) has variance a^2/3: a = sqrt(3/fan_in) gives variance 1/fan_in. */
     float a = role == AM_W_TOK ? sqrtf(3.0f) : sqrtf(3.0f / (float)cols);
-    for (int64_t i = 0; i < n; i++) dst[i] = a * unit_uniform(st, (uint64_t)i);
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = a * unit_uniform(st, (uint64_t)i);
 }
 
 /* HF stores q/k rows permuted so that rotate_half pairs (i, i + D/2) are Meta's
@@ -91,7 +95,8 @@ static void permute_for_hf(const float *meta, float *hf, int n_heads, int head_d
         for (int j = 0; j < 2; j++)
             for (int i = 0; i < half; i++)
                 memcpy(hf + ((int64_t)h * head_dim + j * half + i) * cols,
-                       meta + ((int64_t)h * head_dim + 2 * i + j) * cols, (size_t)cols * sizeof(float));
+                       meta + ((int64_t)h * head_dim + 2 * i + j) * cols,
+                       (size_t)cols * sizeof(float));
 }
 
 /* ---- the tensor list ----------------------------------------------------- */
@@ -117,8 +122,9 @@ static void tensor_list_free(tensor_list *l) {
 
 /* Generates one tensor (rows, cols) for role/layer, converts it to dtype and
  * appends it under name. n_dims 1 for vectors. hf_heads > 0 permutes rows. */
-static int add_tensor(tensor_list *l, const char *name, int role, int layer, int64_t rows, int64_t cols,
-                      int n_dims, am_dtype dtype, uint64_t seed, int hf_heads, int head_dim) {
+static int add_tensor(tensor_list *l, const char *name, int role, int layer, int64_t rows,
+                      int64_t cols, int n_dims, am_dtype dtype, uint64_t seed, int hf_heads,
+                      int head_dim) {
     if (l->n == l->cap) {
         int64_t cap = l->cap ? 2 * l->cap : 64;
         out_tensor *t = am_realloc(l->t, (size_t)cap * sizeof *t);
@@ -128,8 +134,9 @@ static int add_tensor(tensor_list *l, const char *name, int role, int layer, int
     }
     size_t row_bytes = am_dtype_row_bytes(dtype, cols);
     if (!row_bytes)
-        return am_err_set(AM_EINVAL, "tensor %s: %lld columns are not a multiple of %lld (needed by %s)", name,
-                          (long long)cols, (long long)am_dtype_block_elems(dtype), am_dtype_name(dtype));
+        return am_err_set(
+            AM_EINVAL, "tensor %s: %lld columns are not a multiple of %lld (needed by %s)", name,
+            (long long)cols, (long long)am_dtype_block_elems(dtype), am_dtype_name(dtype));
     float *f = am_aligned_alloc((size_t)(rows * cols) * sizeof(float));
     void *data = dtype == AM_DTYPE_F32 ? NULL : am_aligned_alloc(row_bytes * (size_t)rows);
     char *nm = am_strdup(name);
@@ -137,8 +144,8 @@ static int add_tensor(tensor_list *l, const char *name, int role, int layer, int
         am_aligned_free(f);
         am_aligned_free(data);
         am_free(nm);
-        return am_err_set(AM_ENOMEM, "tensor %s: cannot allocate %lld x %lld", name, (long long)rows,
-                          (long long)cols);
+        return am_err_set(AM_ENOMEM, "tensor %s: cannot allocate %lld x %lld", name,
+                          (long long)rows, (long long)cols);
     }
     fill_tensor(f, rows, cols, seed, role, layer);
     if (hf_heads > 0) {
@@ -154,14 +161,18 @@ static int add_tensor(tensor_list *l, const char *name, int role, int layer, int
         f = perm;
     }
     if (dtype != AM_DTYPE_F32) {
-        for (int64_t r = 0; r < rows; r++) am_quantize_row(dtype, f + r * cols, (char *)data + (size_t)r * row_bytes, cols);
+        for (int64_t r = 0; r < rows; r++)
+            am_quantize_row(dtype, f + r * cols, (char *)data + (size_t)r * row_bytes, cols);
         am_aligned_free(f);
     } else {
         data = f;
     }
     out_tensor *t = &l->t[l->n++];
     t->owned = data;
-    t->src = (am_tensor_src){.name = nm, .dtype = dtype, .n_dims = n_dims, .data = data,
+    t->src = (am_tensor_src){.name = nm,
+                             .dtype = dtype,
+                             .n_dims = n_dims,
+                             .data = data,
                              .nbytes = row_bytes * (size_t)rows};
     if (n_dims == 1) {
         t->src.shape[0] = cols;
@@ -182,23 +193,38 @@ static int build_tensors(const am_llama_config *cfg, const am_mkmodel_opts *o, t
     int64_t QD = (int64_t)cfg->n_heads * D, KD = (int64_t)cfg->n_kv_heads * D;
     char name[AM_CKPT_MAX_NAME_BYTES];
     int rc;
-    if ((rc = add_tensor(l, am_llama_weight_name(naming, AM_W_TOK), AM_W_TOK, -1, V, C, 2, o->dtype, o->seed, 0, 0))) return rc;
+    if ((rc = add_tensor(l, am_llama_weight_name(naming, AM_W_TOK), AM_W_TOK, -1, V, C, 2, o->dtype,
+                         o->seed, 0, 0)))
+        return rc;
     for (int layer = 0; layer < cfg->n_layers; layer++) {
-        const struct { int role; int64_t rows, cols; int n_dims, heads; } spec[] = {
-            {AM_W_ATTN_NORM, 1, C, 1, 0}, {AM_W_Q, QD, C, 2, cfg->n_heads}, {AM_W_K, KD, C, 2, cfg->n_kv_heads},
-            {AM_W_V, KD, C, 2, 0},        {AM_W_O, C, QD, 2, 0},            {AM_W_FFN_NORM, 1, C, 1, 0},
-            {AM_W_GATE, F, C, 2, 0},      {AM_W_DOWN, C, F, 2, 0},          {AM_W_UP, F, C, 2, 0},
+        const struct {
+            int role;
+            int64_t rows, cols;
+            int n_dims, heads;
+        } spec[] = {
+            {AM_W_ATTN_NORM, 1, C, 1, 0},
+            {AM_W_Q, QD, C, 2, cfg->n_heads},
+            {AM_W_K, KD, C, 2, cfg->n_kv_heads},
+            {AM_W_V, KD, C, 2, 0},
+            {AM_W_O, C, QD, 2, 0},
+            {AM_W_FFN_NORM, 1, C, 1, 0},
+            {AM_W_GATE, F, C, 2, 0},
+            {AM_W_DOWN, C, F, 2, 0},
+            {AM_W_UP, F, C, 2, 0},
         };
         for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
             snprintf(name, sizeof name, am_llama_weight_name(naming, spec[i].role), layer);
             am_dtype dt = spec[i].n_dims == 1 ? norm_dtype : o->dtype;
-            if ((rc = add_tensor(l, name, spec[i].role, layer, spec[i].rows, spec[i].cols, spec[i].n_dims, dt,
-                                 o->seed, hf ? spec[i].heads : 0, (int)D)))
+            if ((rc = add_tensor(l, name, spec[i].role, layer, spec[i].rows, spec[i].cols,
+                                 spec[i].n_dims, dt, o->seed, hf ? spec[i].heads : 0, (int)D)))
                 return rc;
         }
     }
-    if ((rc = add_tensor(l, am_llama_weight_name(naming, AM_W_NORM), AM_W_NORM, -1, 1, C, 1, norm_dtype, o->seed, 0, 0))) return rc;
-    return add_tensor(l, am_llama_weight_name(naming, AM_W_OUTPUT), AM_W_OUTPUT, -1, V, C, 2, o->dtype, o->seed, 0, 0);
+    if ((rc = add_tensor(l, am_llama_weight_name(naming, AM_W_NORM), AM_W_NORM, -1, 1, C, 1,
+                         norm_dtype, o->seed, 0, 0)))
+        return rc;
+    return add_tensor(l, am_llama_weight_name(naming, AM_W_OUTPUT), AM_W_OUTPUT, -1, V, C, 2,
+                      o->dtype, o->seed, 0, 0);
 }
 
 /* ---- writers per format ---------------------------------------------------- */
@@ -215,28 +241,34 @@ static int write_hf_config(const char *dir, const am_llama_config *cfg, am_dtype
     if (rc) return rc;
     FILE *f = fopen(path, "w");
     if (!f) return am_err_set(AM_EIO, "%s: %s", path, strerror(errno));
-    fprintf(f,
-            "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
-            "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
-            "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"vocab_size\": %d,\n"
-            "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %g,\n  \"rope_theta\": %g,\n"
-            "  \"hidden_act\": \"silu\",\n  \"tie_word_embeddings\": false,\n  \"bos_token_id\": 1,\n"
-            "  \"eos_token_id\": 2,\n  \"torch_dtype\": \"%s\"\n}\n",
-            cfg->dim, cfg->ffn_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->vocab_size,
-            cfg->max_seq_len, (double)cfg->norm_eps, (double)cfg->rope_theta,
-            dtype == AM_DTYPE_F32 ? "float32" : dtype == AM_DTYPE_F16 ? "float16" : "bfloat16");
+    fprintf(
+        f,
+        "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n"
+        "  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n  \"num_hidden_layers\": %d,\n"
+        "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"vocab_size\": %d,\n"
+        "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %g,\n  \"rope_theta\": %g,\n"
+        "  \"hidden_act\": \"silu\",\n  \"tie_word_embeddings\": false,\n  \"bos_token_id\": 1,\n"
+        "  \"eos_token_id\": 2,\n  \"torch_dtype\": \"%s\"\n}\n",
+        cfg->dim, cfg->ffn_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads, cfg->vocab_size,
+        cfg->max_seq_len, (double)cfg->norm_eps, (double)cfg->rope_theta,
+        dtype == AM_DTYPE_F32   ? "float32"
+        : dtype == AM_DTYPE_F16 ? "float16"
+                                : "bfloat16");
     if (fclose(f) != 0) return am_err_set(AM_EIO, "%s: write failed", path);
     return 0;
 }
 
-static int write_safetensors(const am_mkmodel_opts *o, const am_llama_config *cfg, const tensor_list *l,
-                             const am_tokenizer *tok) {
+static int write_safetensors(const am_mkmodel_opts *o, const am_llama_config *cfg,
+                             const tensor_list *l, const am_tokenizer *tok) {
     if (mkdir(o->out, 0755) != 0 && errno != EEXIST)
-        return am_err_set(AM_EIO, "%s: cannot create the output directory: %s", o->out, strerror(errno));
+        return am_err_set(AM_EIO, "%s: cannot create the output directory: %s", o->out,
+                          strerror(errno));
     am_tensor_src *src = am_malloc((size_t)l->n * sizeof *src);
     if (!src) return AM_ENOMEM;
-    for (int64_t i = 0; i < l->n; i++) src[i] = l->t[i].src;
-    int rc = am_safetensors_write_dir(o->out, src, l->n, o->shard_bytes ? o->shard_bytes : (size_t)4 << 30);
+    for (int64_t i = 0; i < l->n; i++)
+        src[i] = l->t[i].src;
+    int rc = am_safetensors_write_dir(o->out, src, l->n,
+                                      o->shard_bytes ? o->shard_bytes : (size_t)4 << 30);
     am_free(src);
     if (rc) return rc;
     if ((rc = write_hf_config(o->out, cfg, o->dtype))) return rc;
@@ -291,15 +323,24 @@ static int write_llama2c(const am_mkmodel_opts *o, const am_llama_config *cfg, c
             goto done;
         }
         for (int layer = 0; layer < L; layer++)
-            memcpy((char *)stacked[r] + bytes * (size_t)layer, l->t[1 + layer * N_PER_LAYER + r].src.data, bytes);
+            memcpy((char *)stacked[r] + bytes * (size_t)layer,
+                   l->t[1 + layer * N_PER_LAYER + r].src.data, bytes);
     }
-    am_llama2c_config c2 = {cfg->dim, cfg->ffn_dim, cfg->n_layers, cfg->n_heads, cfg->n_kv_heads,
-                            cfg->vocab_size, cfg->max_seq_len, 0};
+    am_llama2c_config c2 = {cfg->dim,        cfg->ffn_dim,    cfg->n_layers,    cfg->n_heads,
+                            cfg->n_kv_heads, cfg->vocab_size, cfg->max_seq_len, 0};
     am_llama2c_weights w = {
-        .token_embedding_table = l->t[0].src.data, .rms_att_weight = stacked[0], .wq = stacked[1],
-        .wk = stacked[2], .wv = stacked[3], .wo = stacked[4], .rms_ffn_weight = stacked[5],
-        .w1 = stacked[6], .w2 = stacked[7], .w3 = stacked[8],
-        .rms_final_weight = l->t[l->n - 2].src.data, .wcls = l->t[l->n - 1].src.data,
+        .token_embedding_table = l->t[0].src.data,
+        .rms_att_weight = stacked[0],
+        .wq = stacked[1],
+        .wk = stacked[2],
+        .wv = stacked[3],
+        .wo = stacked[4],
+        .rms_ffn_weight = stacked[5],
+        .w1 = stacked[6],
+        .w2 = stacked[7],
+        .w3 = stacked[8],
+        .rms_final_weight = l->t[l->n - 2].src.data,
+        .wcls = l->t[l->n - 1].src.data,
     };
     if ((rc = am_llama2c_write(o->out, &c2, &w))) goto done;
     char dir[4096], path[4096];
@@ -308,7 +349,8 @@ static int write_llama2c(const am_mkmodel_opts *o, const am_llama_config *cfg, c
     if ((rc = path_join(path, sizeof path, dir, "tokenizer.bin"))) goto done;
     rc = am_tokenizer_write_llama2c(tok, path);
 done:
-    for (int r = 0; r < N_PER_LAYER; r++) am_aligned_free(stacked[r]);
+    for (int r = 0; r < N_PER_LAYER; r++)
+        am_aligned_free(stacked[r]);
     return rc;
 }
 
@@ -318,23 +360,31 @@ int am_mkmodel_write(const am_mkmodel_opts *o) {
     if (rc) return rc;
     switch (o->dtype) {
     case AM_DTYPE_F32: break;
-    case AM_DTYPE_F16: case AM_DTYPE_BF16:
+    case AM_DTYPE_F16:
+    case AM_DTYPE_BF16:
         if (o->format == AM_FORMAT_LLAMA2C)
-            return am_err_set(AM_EUNSUPPORTED, "llama2c checkpoints are f32 only (asked for %s)", am_dtype_name(o->dtype));
+            return am_err_set(AM_EUNSUPPORTED, "llama2c checkpoints are f32 only (asked for %s)",
+                              am_dtype_name(o->dtype));
         break;
-    case AM_DTYPE_Q8_0: case AM_DTYPE_Q4_0:
+    case AM_DTYPE_Q8_0:
+    case AM_DTYPE_Q4_0:
         if (o->format != AM_FORMAT_GGUF)
-            return am_err_set(AM_EUNSUPPORTED, "%s weights need --format gguf", am_dtype_name(o->dtype));
+            return am_err_set(AM_EUNSUPPORTED, "%s weights need --format gguf",
+                              am_dtype_name(o->dtype));
         break;
-    default: return am_err_set(AM_EUNSUPPORTED, "dtype %s is not a weight dtype", am_dtype_name(o->dtype));
+    default:
+        return am_err_set(AM_EUNSUPPORTED, "dtype %s is not a weight dtype",
+                          am_dtype_name(o->dtype));
     }
     am_tokenizer *tok = NULL;
-    rc = o->tokenizer ? am_tokenizer_load(o->tokenizer, &tok) : am_tokenizer_synthetic(cfg.vocab_size, &tok);
+    rc = o->tokenizer ? am_tokenizer_load(o->tokenizer, &tok)
+                      : am_tokenizer_synthetic(cfg.vocab_size, &tok);
     if (rc) return rc;
     if (am_tokenizer_n_vocab(tok) != cfg.vocab_size) {
-        rc = am_err_set(AM_ESHAPE, "%s: the tokenizer has %d pieces but shape %s has a vocabulary of %d",
-                        o->tokenizer ? o->tokenizer : "synthetic", am_tokenizer_n_vocab(tok), o->shape,
-                        cfg.vocab_size);
+        rc = am_err_set(AM_ESHAPE,
+                        "%s: the tokenizer has %d pieces but shape %s has a vocabulary of %d",
+                        o->tokenizer ? o->tokenizer : "synthetic", am_tokenizer_n_vocab(tok),
+                        o->shape, cfg.vocab_size);
         am_tokenizer_destroy(&tok);
         return rc;
     }

@@ -25,14 +25,14 @@
 typedef enum { AM_FORMAT_SAFETENSORS, AM_FORMAT_GGUF, AM_FORMAT_LLAMA2C } am_model_format;
 
 typedef struct am_mkmodel_opts {
-    const char *shape;        /* tiny, 15m, 110m, 1b, 7b, 13b, 70b */
-    int32_t n_layers;         /* 0 = the shape's own */
+    const char *shape; /* tiny, 15m, 110m, 1b, 7b, 13b, 70b */
+    int32_t n_layers;  /* 0 = the shape's own */
     am_model_format format;
-    am_dtype dtype;           /* f32 f16 bf16 (all formats but llama2c: f32 only); q8_0 q4_0 (gguf) */
+    am_dtype dtype; /* f32 f16 bf16 (all formats but llama2c: f32 only); q8_0 q4_0 (gguf) */
     uint64_t seed;
-    const char *out;          /* safetensors: a directory (created); gguf, llama2c: a file */
-    const char *tokenizer;    /* a tokenizer.model/.bin to embed; NULL = synthetic vocabulary */
-    size_t shard_bytes;       /* safetensors: max bytes per shard (0 = 4 GiB) */
+    const char *out;       /* safetensors: a directory (created); gguf, llama2c: a file */
+    const char *tokenizer; /* a tokenizer.model/.bin to embed; NULL = synthetic vocabulary */
+    size_t shard_bytes;    /* safetensors: max bytes per shard (0 = 4 GiB) */
 } am_mkmodel_opts;
 
 /* The config of a named shape (n_layers applied when > 0). AM_EINVAL names

@@ -15,7 +15,8 @@ static int tokenizer_beside(const char *model_path, char *buf, size_t cap) {
         snprintf(dir, sizeof dir, "%s", model_path);
     } else {
         const char *slash = strrchr(model_path, '/');
-        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - model_path) : 1, slash ? model_path : ".");
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - model_path) : 1,
+                 slash ? model_path : ".");
     }
     static const char *const names[] = {"tokenizer.model", "tokenizer.bin"};
     for (int i = 0; i < 2; i++) {
@@ -23,15 +24,18 @@ static int tokenizer_beside(const char *model_path, char *buf, size_t cap) {
             return am_err_set(AM_ERANGE, "path too long: %s/%s", dir, names[i]);
         if (access(buf, R_OK) == 0) return 0;
     }
-    return am_err_set(AM_ENOTFOUND, "no tokenizer.model or tokenizer.bin beside %s (give --tokenizer)", model_path);
+    return am_err_set(AM_ENOTFOUND,
+                      "no tokenizer.model or tokenizer.bin beside %s (give --tokenizer)",
+                      model_path);
 }
 
-int am_model_files_open(am_model_files *mf, const char *model_path, const char *tok_path, int need_tok) {
+int am_model_files_open(am_model_files *mf, const char *model_path, const char *tok_path,
+                        int need_tok) {
     return am_model_files_open_shard(mf, model_path, tok_path, need_tok, 0, 1);
 }
 
-int am_model_files_open_shard(am_model_files *mf, const char *model_path, const char *tok_path, int need_tok,
-                              int32_t rank, int32_t size) {
+int am_model_files_open_shard(am_model_files *mf, const char *model_path, const char *tok_path,
+                              int need_tok, int32_t rank, int32_t size) {
     memset(mf, 0, sizeof *mf);
     int rc = am_llama_load_shard(model_path, rank, size, &mf->model);
     if (rc) return rc;
@@ -40,7 +44,8 @@ int am_model_files_open_shard(am_model_files *mf, const char *model_path, const 
     if (tok_path) {
         rc = am_tokenizer_load(tok_path, &mf->tok);
     } else if (am_ckpt_get_format(mf->model->ckpt) == AM_CKPT_GGUF &&
-               am_ckpt_meta_str(mf->model->ckpt, "tokenizer.ggml.model", &(const char *){0}, &(size_t){0}) == 0) {
+               am_ckpt_meta_str(mf->model->ckpt, "tokenizer.ggml.model", &(const char *){0},
+                                &(size_t){0}) == 0) {
         rc = am_tokenizer_from_ckpt(mf->model->ckpt, &mf->tok);
     } else if ((rc = tokenizer_beside(model_path, found, sizeof found)) == 0) {
         rc = am_tokenizer_load(found, &mf->tok);
@@ -53,7 +58,8 @@ int am_model_files_open_shard(am_model_files *mf, const char *model_path, const 
      * 32064 rows, 32000 pieces); a tokenizer with more pieces than rows would
      * produce ids the model cannot embed. */
     if (am_tokenizer_n_vocab(mf->tok) > mf->model->cfg.vocab_size) {
-        rc = am_err_set(AM_ESHAPE, "the tokenizer has %d pieces but the model %s has a vocabulary of only %d",
+        rc = am_err_set(AM_ESHAPE,
+                        "the tokenizer has %d pieces but the model %s has a vocabulary of only %d",
                         am_tokenizer_n_vocab(mf->tok), model_path, mf->model->cfg.vocab_size);
         goto fail;
     }

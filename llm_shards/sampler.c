@@ -17,7 +17,8 @@ struct am_sampler {
 };
 
 am_sampling_params am_sampling_default(void) {
-    return (am_sampling_params){.temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f};
+    return (am_sampling_params){
+        .temperature = 0.0f, .top_k = 0, .top_p = 1.0f, .repetition_penalty = 1.0f};
 }
 
 int am_sampling_check(const am_sampling_params *p) {
@@ -27,7 +28,8 @@ int am_sampling_check(const am_sampling_params *p) {
     if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
         return am_err_set(AM_ERANGE, "top_p %g is outside (0, 1]", p->top_p);
     if (!(p->repetition_penalty > 0.0f && p->repetition_penalty <= 100.0f))
-        return am_err_set(AM_ERANGE, "repetition_penalty %g is outside (0, 100]", p->repetition_penalty);
+        return am_err_set(AM_ERANGE, "repetition_penalty %g is outside (0, 100]",
+                          p->repetition_penalty);
     return 0;
 }
 
@@ -52,7 +54,9 @@ static uint64_t xoshiro_next(uint64_t *s) {
 }
 
 /* Uniform in [0, 1) with 24 random bits. */
-static float rng_uniform(am_sampler *s) { return (float)(xoshiro_next(s->rng) >> 40) / 16777216.0f; }
+static float rng_uniform(am_sampler *s) {
+    return (float)(xoshiro_next(s->rng) >> 40) / 16777216.0f;
+}
 
 int am_sampler_new(const am_sampling_params *p, int32_t n_vocab, am_sampler **out) {
     int rc = am_sampling_check(p);
@@ -70,7 +74,8 @@ int am_sampler_new(const am_sampling_params *p, int32_t n_vocab, am_sampler **ou
         return AM_ENOMEM;
     }
     uint64_t x = p->seed;
-    for (int i = 0; i < 4; i++) s->rng[i] = splitmix64(&x);
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&x);
     *out = s;
     return 0;
 }
@@ -106,7 +111,8 @@ int32_t am_sampler_sample(am_sampler *s, float *logits, const int32_t *history, 
             int32_t t = history[i];
             if (t < 0 || t >= V || s->seen[t]) continue;
             s->seen[t] = 1;
-            logits[t] = logits[t] > 0 ? logits[t] / p->repetition_penalty : logits[t] * p->repetition_penalty;
+            logits[t] = logits[t] > 0 ? logits[t] / p->repetition_penalty
+                                      : logits[t] * p->repetition_penalty;
         }
         for (int64_t i = 0; i < n_history; i++)
             if (history[i] >= 0 && history[i] < V) s->seen[history[i]] = 0;
@@ -115,7 +121,8 @@ int32_t am_sampler_sample(am_sampler *s, float *logits, const int32_t *history, 
 
     /* Candidates sorted by logit; top-k keeps the first k. Sorting all V ids is
      * ~1 ms for V = 32000, small next to a decoder step. */
-    for (int32_t i = 0; i < V; i++) s->idx[i] = i;
+    for (int32_t i = 0; i < V; i++)
+        s->idx[i] = i;
     qsort_r(s->idx, (size_t)V, sizeof *s->idx, by_logit_desc, logits);
     int32_t n = p->top_k > 0 && p->top_k < V ? p->top_k : V;
     float max = logits[s->idx[0]], sum = 0.0f;
@@ -123,7 +130,8 @@ int32_t am_sampler_sample(am_sampler *s, float *logits, const int32_t *history, 
         s->prob[i] = expf((logits[s->idx[i]] - max) / p->temperature);
         sum += s->prob[i];
     }
-    for (int32_t i = 0; i < n; i++) s->prob[i] /= sum;
+    for (int32_t i = 0; i < n; i++)
+        s->prob[i] /= sum;
     if (p->top_p < 1.0f) {
         float cum = 0.0f;
         int32_t keep = n;
@@ -136,8 +144,10 @@ int32_t am_sampler_sample(am_sampler *s, float *logits, const int32_t *history, 
         }
         n = keep;
         float kept = 0.0f;
-        for (int32_t i = 0; i < n; i++) kept += s->prob[i];
-        for (int32_t i = 0; i < n; i++) s->prob[i] /= kept;
+        for (int32_t i = 0; i < n; i++)
+            kept += s->prob[i];
+        for (int32_t i = 0; i < n; i++)
+            s->prob[i] /= kept;
     }
     float r = rng_uniform(s), cum = 0.0f;
     for (int32_t i = 0; i < n; i++) {

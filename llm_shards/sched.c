@@ -30,34 +30,34 @@
 typedef struct seg {
     am_seg_kind kind;
     int32_t n;
-    int32_t pos0;   /* position of its first row in the sequence */
-    int32_t *ids;   /* TOKENS: (n) */
-    float *rows;    /* EMBD: (n, C); NULL while pending */
+    int32_t pos0; /* position of its first row in the sequence */
+    int32_t *ids; /* TOKENS: (n) */
+    float *rows;  /* EMBD: (n, C); NULL while pending */
 } seg;
 
 typedef enum { SEQ_WAITING = 0, SEQ_RUNNING = 1 } seq_state;
 
 typedef struct seq {
     uint64_t id;
-    uint64_t arrival;        /* submission order: the FCFS key */
+    uint64_t arrival; /* submission order: the FCFS key */
     seq_state state;
-    seg *segs;               /* (n_segs) */
+    seg *segs; /* (n_segs) */
     int32_t n_segs;
-    int32_t n_prompt;        /* prompt rows */
-    am_gen_params params;    /* stop strings point into stop_copy */
-    char **stop_copy;        /* (n_stop) owned copies */
+    int32_t n_prompt;     /* prompt rows */
+    am_gen_params params; /* stop strings point into stop_copy */
+    char **stop_copy;     /* (n_stop) owned copies */
     am_token_cb on_token;
     am_sched_done_cb on_done;
     void *user;
     am_sampler *sampler;
     am_gen_stream stream;
-    int32_t *history;        /* (prompt token ids + max_tokens) for the repetition penalty */
+    int32_t *history; /* (prompt token ids + max_tokens) for the repetition penalty */
     int64_t n_hist;
-    int32_t *blocks;         /* (max_blocks) block table */
-    int32_t n_blocks;        /* blocks held */
-    int32_t n_computed;      /* positions in the cache */
-    int32_t n_computed_max;  /* the most it ever had (rows below it are recomputation) */
-    int32_t step_slot;       /* index in the step being built or processed, or -1 */
+    int32_t *blocks;        /* (max_blocks) block table */
+    int32_t n_blocks;       /* blocks held */
+    int32_t n_computed;     /* positions in the cache */
+    int32_t n_computed_max; /* the most it ever had (rows below it are recomputation) */
+    int32_t step_slot;      /* index in the step being built or processed, or -1 */
     double t_submit, t_first;
     struct seq *prev, *next; /* in the queue or the running list, by arrival */
 } seq;
@@ -80,28 +80,34 @@ struct am_sched {
     const am_llama_model *m;
     am_kv_blocks *blocks;
     int32_t block_size;
-    int32_t max_batch;       /* rows per step */
+    int32_t max_batch; /* rows per step */
     uint64_t next_arrival;
-    seq_list queue;          /* waiting: not admitted, or preempted */
-    seq_list running;        /* admitted: holding blocks */
+    seq_list queue;   /* waiting: not admitted, or preempted */
+    seq_list running; /* admitted: holding blocks */
     am_sched_stats stats;
     /* The step being built (all (max_batch)). */
     step_part *parts;
     int32_t n_parts;
-    int32_t *ids;            /* (max_batch) */
-    float *embd;             /* (max_batch, C) */
-    am_attn_seq *aseqs;      /* (max_batch) */
-    int32_t *n_tables;       /* (max_batch) */
-    int32_t *logit_rows;     /* (max_batch) */
-    float *logits;           /* (logits_cap, V) */
+    int32_t *ids;        /* (max_batch) */
+    float *embd;         /* (max_batch, C) */
+    am_attn_seq *aseqs;  /* (max_batch) */
+    int32_t *n_tables;   /* (max_batch) */
+    int32_t *logit_rows; /* (max_batch) */
+    float *logits;       /* (logits_cap, V) */
     int32_t logits_cap;
 };
 
 /* ---- lists ---- */
 
 static void list_remove(seq_list *l, seq *q) {
-    if (q->prev) q->prev->next = q->next; else l->head = q->next;
-    if (q->next) q->next->prev = q->prev; else l->tail = q->prev;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        l->head = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        l->tail = q->prev;
     q->prev = q->next = NULL;
     l->n--;
 }
@@ -109,11 +115,18 @@ static void list_remove(seq_list *l, seq *q) {
 /* Inserts q in arrival order (new arrivals go to the tail in O(1)). */
 static void list_insert(seq_list *l, seq *q) {
     seq *after = l->tail;
-    while (after && after->arrival > q->arrival) after = after->prev;
+    while (after && after->arrival > q->arrival)
+        after = after->prev;
     q->prev = after;
     q->next = after ? after->next : l->head;
-    if (q->next) q->next->prev = q; else l->tail = q;
-    if (after) after->next = q; else l->head = q;
+    if (q->next)
+        q->next->prev = q;
+    else
+        l->tail = q;
+    if (after)
+        after->next = q;
+    else
+        l->head = q;
     l->n++;
 }
 
@@ -151,7 +164,8 @@ static void seq_free(seq *q) {
         am_free(q->segs[i].rows);
     }
     am_free(q->segs);
-    for (int i = 0; q->stop_copy && i < q->params.n_stop; i++) am_free(q->stop_copy[i]);
+    for (int i = 0; q->stop_copy && i < q->params.n_stop; i++)
+        am_free(q->stop_copy[i]);
     am_free(q->stop_copy);
     am_sampler_destroy(&q->sampler);
     am_gen_stream_fini(&q->stream);
@@ -170,9 +184,12 @@ static void finish_seq(am_sched *s, seq *q, int err) {
     list_remove(q->state == SEQ_RUNNING ? &s->running : &s->queue, q);
     release_blocks(s, q);
     if (q->step_slot >= 0) s->parts[q->step_slot].s = NULL;
-    if (err) s->stats.failed++;
-    else if (q->stream.finish == AM_FINISH_CANCELLED) s->stats.cancelled++;
-    else s->stats.finished++;
+    if (err)
+        s->stats.failed++;
+    else if (q->stream.finish == AM_FINISH_CANCELLED)
+        s->stats.cancelled++;
+    else
+        s->stats.finished++;
     am_gen_result r;
     int rc = am_gen_stream_result(&q->stream, q->on_token, q->user, &r);
     if (rc) memset(&r, 0, sizeof r);
@@ -204,7 +221,8 @@ static int reserve_blocks(am_sched *s, seq *q, int32_t positions, int may_preemp
     if (need <= 0) return 1;
     while (am_kv_blocks_n_free(s->blocks) < need) {
         seq *victim = s->running.tail;
-        while (victim && victim != q && victim->step_slot >= 0) victim = victim->prev;
+        while (victim && victim != q && victim->step_slot >= 0)
+            victim = victim->prev;
         if (!victim || (victim == q && !may_preempt_self)) return 0;
         if (victim->arrival < q->arrival) return 0; /* never for a newer sequence */
         preempt(s, victim);
@@ -245,7 +263,8 @@ static void build_step(am_sched *s) {
         if (rows > budget) rows = budget;
         if (!reserve_blocks(s, q, q->n_computed + rows, 0)) {
             /* Run what the blocks it holds and the free ones cover. */
-            int32_t fit = (q->n_blocks + am_kv_blocks_n_free(s->blocks)) * s->block_size - q->n_computed;
+            int32_t fit =
+                (q->n_blocks + am_kv_blocks_n_free(s->blocks)) * s->block_size - q->n_computed;
             short_of_blocks = 1;
             if (fit <= 0) continue;
             rows = fit < rows ? fit : rows;
@@ -301,22 +320,31 @@ int am_sched_step(am_sched *s) {
     for (int32_t i = 0; i < s->n_parts; i++) {
         step_part *pt = &s->parts[i];
         seq *q = pt->s;
-        s->aseqs[i] = (am_attn_seq){.row0 = M, .m = pt->rows, .pos0 = q->n_computed, .blocks = q->blocks};
+        s->aseqs[i] =
+            (am_attn_seq){.row0 = M, .m = pt->rows, .pos0 = q->n_computed, .blocks = q->blocks};
         s->n_tables[i] = q->n_blocks;
         for (int32_t r = 0; r < pt->rows; r++) {
             const float *row = NULL;
             int32_t p = q->n_computed + r;
             s->ids[M + r] = input_at(q, p, &row, C);
-            if (row) memcpy(s->embd + (size_t)(n_embd++) * (size_t)C, row, (size_t)C * sizeof(float));
+            if (row)
+                memcpy(s->embd + (size_t)(n_embd++) * (size_t)C, row, (size_t)C * sizeof(float));
             if (p < q->n_computed_max) s->stats.recompute_rows++;
-            if (p < q->n_prompt) s->stats.prefill_rows++;
-            else s->stats.decode_rows++;
+            if (p < q->n_prompt)
+                s->stats.prefill_rows++;
+            else
+                s->stats.decode_rows++;
         }
         M += pt->rows;
         if (pt->want_logits) s->logit_rows[n_logits++] = M - 1;
     }
-    am_llama_batch b = {.n_rows = M, .ids = s->ids, .embd = n_embd ? s->embd : NULL, .n_seqs = s->n_parts,
-                        .seqs = s->aseqs, .n_blocks = s->n_tables, .n_logits = n_logits,
+    am_llama_batch b = {.n_rows = M,
+                        .ids = s->ids,
+                        .embd = n_embd ? s->embd : NULL,
+                        .n_seqs = s->n_parts,
+                        .seqs = s->aseqs,
+                        .n_blocks = s->n_tables,
+                        .n_logits = n_logits,
                         .logit_rows = s->logit_rows};
     int rc = grow_logits(s, n_logits);
     if (!rc) rc = am_llama_decode(s->ctx, &b, s->logits);
@@ -364,47 +392,60 @@ int am_sched_step(am_sched *s) {
 static int check_fits(const am_sched *s, uint64_t id, int64_t n_prompt, int32_t max_tokens) {
     const int64_t positions = n_prompt + max_tokens;
     if (positions > s->m->cfg.max_seq_len)
-        return am_err_set(AM_ERANGE, "request %llu: prompt (%lld rows) + max_tokens (%d) exceeds the context of %d",
-                          (unsigned long long)id, (long long)n_prompt, max_tokens, s->m->cfg.max_seq_len);
+        return am_err_set(
+            AM_ERANGE,
+            "request %llu: prompt (%lld rows) + max_tokens (%d) exceeds the context of %d",
+            (unsigned long long)id, (long long)n_prompt, max_tokens, s->m->cfg.max_seq_len);
     if (blocks_for(s, positions - 1) > am_kv_blocks_n_total(s->blocks))
-        return am_err_set(AM_ERANGE, "request %llu: prompt + max_tokens needs %d KV blocks but the cache has %d",
-                          (unsigned long long)id, blocks_for(s, positions - 1), am_kv_blocks_n_total(s->blocks));
+        return am_err_set(
+            AM_ERANGE, "request %llu: prompt + max_tokens needs %d KV blocks but the cache has %d",
+            (unsigned long long)id, blocks_for(s, positions - 1), am_kv_blocks_n_total(s->blocks));
     return 0;
 }
 
-static int check_request(am_sched *s, const am_sched_request *r, int64_t *n_prompt, int64_t *n_tokens) {
+static int check_request(am_sched *s, const am_sched_request *r, int64_t *n_prompt,
+                         int64_t *n_tokens) {
     const int64_t V = s->m->cfg.vocab_size;
     int rc = am_gen_params_check(&r->params);
     if (rc) return rc;
-    if (r->params.n_stop && !s->tok) return am_err_set(AM_EINVAL, "request %llu: stop strings need a tokenizer",
-                                                       (unsigned long long)r->id);
+    if (r->params.n_stop && !s->tok)
+        return am_err_set(AM_EINVAL, "request %llu: stop strings need a tokenizer",
+                          (unsigned long long)r->id);
     if (r->n_segs < 1 || r->n_segs > AM_SCHED_MAX_SEGMENTS || !r->segs)
-        return am_err_set(AM_EINVAL, "request %llu: %d prompt segments (want 1..%d)", (unsigned long long)r->id,
-                          r->n_segs, AM_SCHED_MAX_SEGMENTS);
+        return am_err_set(AM_EINVAL, "request %llu: %d prompt segments (want 1..%d)",
+                          (unsigned long long)r->id, r->n_segs, AM_SCHED_MAX_SEGMENTS);
     *n_prompt = *n_tokens = 0;
     for (int32_t i = 0; i < r->n_segs; i++) {
         const am_prompt_seg *g = &r->segs[i];
         if (g->kind != AM_SEG_TOKENS && g->kind != AM_SEG_EMBD)
-            return am_err_set(AM_EINVAL, "request %llu: segment %d has kind %d", (unsigned long long)r->id, i,
-                              (int)g->kind);
+            return am_err_set(AM_EINVAL, "request %llu: segment %d has kind %d",
+                              (unsigned long long)r->id, i, (int)g->kind);
         const int unsized = g->kind == AM_SEG_EMBD && !g->rows && g->n == 0;
         if ((g->n < 1 && !unsized) || g->n > s->m->cfg.max_seq_len)
-            return am_err_set(AM_ERANGE, "request %llu: segment %d has %d rows (want 1..%d; 0 only for a pending slot)",
-                              (unsigned long long)r->id, i, g->n, s->m->cfg.max_seq_len);
+            return am_err_set(
+                AM_ERANGE,
+                "request %llu: segment %d has %d rows (want 1..%d; 0 only for a pending slot)",
+                (unsigned long long)r->id, i, g->n, s->m->cfg.max_seq_len);
         if (g->kind == AM_SEG_TOKENS) {
-            if (!g->ids) return am_err_set(AM_EINVAL, "request %llu: segment %d has no ids", (unsigned long long)r->id, i);
+            if (!g->ids)
+                return am_err_set(AM_EINVAL, "request %llu: segment %d has no ids",
+                                  (unsigned long long)r->id, i);
             for (int32_t k = 0; k < g->n; k++)
                 if (g->ids[k] < 0 || g->ids[k] >= V)
-                    return am_err_set(AM_EINVAL, "request %llu: segment %d token %d is %d, outside [0, %lld)",
+                    return am_err_set(AM_EINVAL,
+                                      "request %llu: segment %d token %d is %d, outside [0, %lld)",
                                       (unsigned long long)r->id, i, k, g->ids[k], (long long)V);
             *n_tokens += g->n;
         }
         *n_prompt += g->n;
     }
-    if (*n_prompt < 1) return am_err_set(AM_EINVAL, "request %llu: the prompt has no rows", (unsigned long long)r->id);
+    if (*n_prompt < 1)
+        return am_err_set(AM_EINVAL, "request %llu: the prompt has no rows",
+                          (unsigned long long)r->id);
     int rc2 = check_fits(s, r->id, *n_prompt, r->params.max_tokens);
     if (rc2) return rc2;
-    if (find_live(s, r->id)) return am_err_set(AM_EINVAL, "request %llu is already live", (unsigned long long)r->id);
+    if (find_live(s, r->id))
+        return am_err_set(AM_EINVAL, "request %llu is already live", (unsigned long long)r->id);
     return 0;
 }
 
@@ -446,7 +487,8 @@ int am_sched_submit(am_sched *s, const am_sched_request *r) {
             if (ok) memcpy(d->rows, g->rows, (size_t)g->n * C * sizeof(float));
         }
     }
-    for (int i = 0; ok && i < r->params.n_stop; i++) ok = (q->stop_copy[i] = am_strdup(r->params.stop[i])) != NULL;
+    for (int i = 0; ok && i < r->params.n_stop; i++)
+        ok = (q->stop_copy[i] = am_strdup(r->params.stop[i])) != NULL;
     if (ok) q->params.stop = (const char *const *)q->stop_copy;
     if (!ok || am_gen_stream_init(&q->stream, &q->params, s->tok) ||
         am_sampler_new(&q->params.sampling, s->m->cfg.vocab_size, &q->sampler)) {
@@ -468,15 +510,16 @@ int am_sched_supply(am_sched *s, uint64_t id, int32_t segi, const float *rows, i
                           (unsigned long long)id, segi);
     seg *g = &q->segs[segi];
     if (!rows || n < 1 || (g->n != 0 && n != g->n))
-        return am_err_set(AM_EINVAL, "request %llu: slot %d holds %d rows, got %d", (unsigned long long)id, segi,
-                          g->n, n);
+        return am_err_set(AM_EINVAL, "request %llu: slot %d holds %d rows, got %d",
+                          (unsigned long long)id, segi, g->n, n);
     if (g->n == 0) {
         /* The slot's size is known now: the positions after it move, and the
          * prompt must still fit (nothing at or after the slot has run yet). */
         int rc = check_fits(s, id, (int64_t)q->n_prompt + n, q->params.max_tokens);
         int32_t need = blocks_for(s, (int64_t)q->n_prompt + n + q->params.max_tokens);
         int32_t *grown = rc ? NULL : am_realloc(q->blocks, (size_t)need * sizeof(int32_t));
-        if (!rc && !grown) rc = am_err_set(AM_ENOMEM, "request %llu: out of memory", (unsigned long long)id);
+        if (!rc && !grown)
+            rc = am_err_set(AM_ENOMEM, "request %llu: out of memory", (unsigned long long)id);
         if (rc) {
             finish_seq(s, q, rc);
             return rc;
@@ -484,7 +527,8 @@ int am_sched_supply(am_sched *s, uint64_t id, int32_t segi, const float *rows, i
         q->blocks = grown;
         g->n = n;
         q->n_prompt += n;
-        for (int32_t i = segi + 1; i < q->n_segs; i++) q->segs[i].pos0 += n;
+        for (int32_t i = segi + 1; i < q->n_segs; i++)
+            q->segs[i].pos0 += n;
     }
     size_t bytes = (size_t)n * (size_t)s->m->cfg.dim * sizeof(float);
     float *copy = am_malloc(bytes);
@@ -511,7 +555,8 @@ int am_sched_new(am_llama_ctx *ctx, const am_tokenizer *tok, int32_t max_batch, 
     int32_t ctx_batch = am_llama_ctx_max_batch(ctx);
     if (max_batch == 0) max_batch = ctx_batch;
     if (max_batch < 1 || max_batch > ctx_batch)
-        return am_err_set(AM_ERANGE, "scheduler token budget %d is outside [1, %d] (the context's max_batch)",
+        return am_err_set(AM_ERANGE,
+                          "scheduler token budget %d is outside [1, %d] (the context's max_batch)",
                           max_batch, ctx_batch);
     am_sched *s = am_calloc(1, sizeof *s);
     if (!s) return AM_ENOMEM;
@@ -539,8 +584,10 @@ int am_sched_new(am_llama_ctx *ctx, const am_tokenizer *tok, int32_t max_batch, 
 void am_sched_destroy(am_sched **p) {
     if (!p || !*p) return;
     am_sched *s = *p;
-    while (s->running.head) am_sched_cancel(s, s->running.head->id);
-    while (s->queue.head) am_sched_cancel(s, s->queue.head->id);
+    while (s->running.head)
+        am_sched_cancel(s, s->running.head->id);
+    while (s->queue.head)
+        am_sched_cancel(s, s->queue.head->id);
     am_kv_blocks_destroy(&s->blocks);
     am_free(s->parts);
     am_free(s->ids);

@@ -42,19 +42,19 @@
 
 /* Defaults and bounds. */
 #define AM_SCHED_DEFAULT_BLOCK_SIZE 32
-#define AM_SCHED_DEFAULT_MAX_BATCH 512
-#define AM_SCHED_MAX_SEGMENTS 256
+#define AM_SCHED_DEFAULT_MAX_BATCH  512
+#define AM_SCHED_MAX_SEGMENTS       256
 
 typedef enum { AM_SEG_TOKENS = 0, AM_SEG_EMBD = 1 } am_seg_kind;
 
 /* One segment of a prompt. The scheduler copies ids and rows. */
 typedef struct am_prompt_seg {
     am_seg_kind kind;
-    int32_t n;           /* token ids, or embedding rows (>= 1); a pending slot may
-                          * say 0: its size is known only when its rows come
-                          * (an IMU signal's windows) */
-    const int32_t *ids;  /* TOKENS: (n) */
-    const float *rows;   /* EMBD: (n, C) host rows, or NULL for a pending slot */
+    int32_t n;          /* token ids, or embedding rows (>= 1); a pending slot may
+                         * say 0: its size is known only when its rows come
+                         * (an IMU signal's windows) */
+    const int32_t *ids; /* TOKENS: (n) */
+    const float *rows;  /* EMBD: (n, C) host rows, or NULL for a pending slot */
 } am_prompt_seg;
 
 /* Called once per request at its end. r (generated ids and text, finish
@@ -63,13 +63,13 @@ typedef struct am_prompt_seg {
 typedef void (*am_sched_done_cb)(void *user, uint64_t id, const am_gen_result *r, int err);
 
 typedef struct am_sched_request {
-    uint64_t id;                /* the caller's id, unique among live requests */
-    const am_prompt_seg *segs;  /* (n_segs) */
+    uint64_t id;               /* the caller's id, unique among live requests */
+    const am_prompt_seg *segs; /* (n_segs) */
     int32_t n_segs;
-    am_gen_params params;       /* sampling, max_tokens, stop strings (copied) */
-    am_token_cb on_token;       /* may be NULL; non-zero return cancels the request */
-    am_sched_done_cb on_done;   /* may be NULL */
-    void *user;                 /* passed to both */
+    am_gen_params params;     /* sampling, max_tokens, stop strings (copied) */
+    am_token_cb on_token;     /* may be NULL; non-zero return cancels the request */
+    am_sched_done_cb on_done; /* may be NULL */
+    void *user;               /* passed to both */
 } am_sched_request;
 
 typedef struct am_sched_stats {
@@ -80,7 +80,7 @@ typedef struct am_sched_stats {
     int64_t recompute_rows; /* rows computed again after a preemption */
     int64_t preemptions;
     int64_t finished, cancelled, failed;
-    int32_t max_running;    /* most sequences in one step */
+    int32_t max_running; /* most sequences in one step */
 } am_sched_stats;
 
 typedef struct am_sched am_sched;

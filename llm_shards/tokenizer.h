@@ -26,9 +26,9 @@
 
 /* Limits for files from outside: a vocabulary, one piece (sentencepiece
  * refuses pieces of 8000 bytes or more), a tokenizer file. */
-#define AM_TOKENIZER_MAX_VOCAB (1 << 22)
+#define AM_TOKENIZER_MAX_VOCAB       (1 << 22)
 #define AM_TOKENIZER_MAX_PIECE_BYTES 7999
-#define AM_TOKENIZER_MAX_FILE_BYTES ((size_t)1 << 30)
+#define AM_TOKENIZER_MAX_FILE_BYTES  ((size_t)1 << 30)
 /* The longest text one am_tokenizer_encode call takes. */
 #define AM_TOKENIZER_MAX_TEXT_BYTES ((size_t)1 << 28)
 /* The smallest vocabulary am_tokenizer_synthetic makes: <unk>, <s>, </s>, 256
@@ -39,8 +39,12 @@ typedef struct am_tokenizer am_tokenizer;
 
 /* SentencePiece piece types (sentencepiece_model.proto). */
 typedef enum {
-    AM_PIECE_NORMAL = 1, AM_PIECE_UNKNOWN = 2, AM_PIECE_CONTROL = 3,
-    AM_PIECE_USER_DEFINED = 4, AM_PIECE_UNUSED = 5, AM_PIECE_BYTE = 6
+    AM_PIECE_NORMAL = 1,
+    AM_PIECE_UNKNOWN = 2,
+    AM_PIECE_CONTROL = 3,
+    AM_PIECE_USER_DEFINED = 4,
+    AM_PIECE_UNUSED = 5,
+    AM_PIECE_BYTE = 6
 } am_piece_type;
 
 /* Detects tokenizer.model (protobuf) or tokenizer.bin (llama2.c) by content.

@@ -31,17 +31,17 @@ enum { AM_TP_OP_STOP = 1, AM_TP_OP_CTX = 2, AM_TP_OP_STEP = 3 };
 /* The step header: 256 bytes, the same on every rank. */
 typedef struct am_tp_step {
     int32_t magic;
-    int32_t op;          /* AM_TP_OP_* */
-    int32_t seq;         /* steps since the group started */
-    int32_t n_rows;      /* STEP: M */
-    int32_t n_seqs;      /* STEP: sequences */
-    int32_t n_logits;    /* STEP: logit rows (the followers take part in the gather) */
-    int32_t n_embd;      /* STEP: embedding rows that follow */
-    int32_t n_ints;      /* STEP: int32 payload: ids, sequences, tables, logit rows */
-    int32_t n_blocks;    /* CTX: KV blocks */
-    int32_t block_size;  /* CTX: positions per block */
-    int32_t max_batch;   /* CTX: rows per step */
-    int32_t wire;        /* CTX: all-reduce dtype (am_dtype) */
+    int32_t op;         /* AM_TP_OP_* */
+    int32_t seq;        /* steps since the group started */
+    int32_t n_rows;     /* STEP: M */
+    int32_t n_seqs;     /* STEP: sequences */
+    int32_t n_logits;   /* STEP: logit rows (the followers take part in the gather) */
+    int32_t n_embd;     /* STEP: embedding rows that follow */
+    int32_t n_ints;     /* STEP: int32 payload: ids, sequences, tables, logit rows */
+    int32_t n_blocks;   /* CTX: KV blocks */
+    int32_t block_size; /* CTX: positions per block */
+    int32_t max_batch;  /* CTX: rows per step */
+    int32_t wire;       /* CTX: all-reduce dtype (am_dtype) */
     int32_t ints[AM_TP_STEP_INLINE_INTS]; /* STEP: the payload when n_ints fits */
 } am_tp_step;
 
@@ -68,7 +68,8 @@ static am_tp_step new_step(am_tp_comm *comm, int32_t op) {
  * table length, then the tables, then the logit rows. */
 static int64_t step_ints(const am_llama_batch *b) {
     int64_t n = b->n_rows + (int64_t)AM_TP_SEQ_INTS * b->n_seqs + b->n_logits;
-    for (int32_t s = 0; s < b->n_seqs; s++) n += b->n_blocks[s];
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        n += b->n_blocks[s];
     return n;
 }
 
@@ -93,7 +94,8 @@ static int send_step(am_tp_comm *comm, const am_llama_batch *b, int64_t dim) {
     am_tp_step s = new_step(comm, AM_TP_OP_STEP);
     const int64_t n_ints = step_ints(b);
     int64_t n_embd = 0;
-    for (int32_t r = 0; r < b->n_rows; r++) n_embd += b->ids[r] == AM_LLAMA_EMBD_ROW;
+    for (int32_t r = 0; r < b->n_rows; r++)
+        n_embd += b->ids[r] == AM_LLAMA_EMBD_ROW;
     if (n_ints > INT32_MAX / (int64_t)sizeof(int32_t))
         return am_err_set(AM_ERANGE, "step payload of %lld integers", (long long)n_ints);
     s.n_rows = b->n_rows;
@@ -109,7 +111,8 @@ static int send_step(am_tp_comm *comm, const am_llama_batch *b, int64_t dim) {
     if (!rc && payload != s.ints) rc = am_tp_bcast(comm, payload, (size_t)n_ints * sizeof(int32_t));
     if (payload != s.ints) am_free(payload);
     /* The rows are const for the caller; bcast only reads them at the root. */
-    if (!rc && n_embd > 0) rc = am_tp_bcast(comm, (void *)b->embd, (size_t)(n_embd * dim) * sizeof(float));
+    if (!rc && n_embd > 0)
+        rc = am_tp_bcast(comm, (void *)b->embd, (size_t)(n_embd * dim) * sizeof(float));
     return rc;
 }
 
@@ -122,8 +125,8 @@ static int count_failures(am_tp_comm *comm, int failed, int *n_failed) {
 }
 
 int am_llama_ctx_new_paged_tp(const am_llama_model *m, am_backend *be, am_tp_comm *comm,
-                              int32_t n_blocks, int32_t block_size, int32_t max_batch, am_dtype wire,
-                              am_llama_ctx **out) {
+                              int32_t n_blocks, int32_t block_size, int32_t max_batch,
+                              am_dtype wire, am_llama_ctx **out) {
     *out = NULL;
     if (comm->rank != 0)
         return am_err_set(
@@ -134,7 +137,8 @@ int am_llama_ctx_new_paged_tp(const am_llama_model *m, am_backend *be, am_tp_com
         return am_err_set(AM_EUNSUPPORTED, "all-reduce dtype %s (want f32 or bf16)",
                           am_dtype_name(wire));
     comm->allreduce_dtype = wire;
-    if (comm->size == 1) return am__llama_ctx_create(m, be, comm, n_blocks, block_size, max_batch, out);
+    if (comm->size == 1)
+        return am__llama_ctx_create(m, be, comm, n_blocks, block_size, max_batch, out);
     /* Check what can be checked before asking the followers for memory. */
     am_llama_ctx *c = NULL;
     int rc = am__llama_ctx_create(m, be, comm, n_blocks, block_size, max_batch, &c);
@@ -150,10 +154,10 @@ int am_llama_ctx_new_paged_tp(const am_llama_model *m, am_backend *be, am_tp_com
     if ((rc = count_failures(comm, 0, &n_failed))) am_tp_fatal(comm, rc, "context agreement");
     if (n_failed) {
         am_llama_ctx_destroy(&c);
-        return am_err_set(
-            AM_ENOMEM,
-            "%d follower rank(s) could not allocate a context of %d x %d positions (see their messages)",
-            n_failed, n_blocks, block_size);
+        return am_err_set(AM_ENOMEM,
+                          "%d follower rank(s) could not allocate a context of %d x %d positions "
+                          "(see their messages)",
+                          n_failed, n_blocks, block_size);
     }
     *out = c;
     return 0;
@@ -163,8 +167,9 @@ int am_llama_ctx_new_tp(const am_llama_model *m, am_backend *be, am_tp_comm *com
                         int32_t max_batch, am_dtype wire, am_llama_ctx **out) {
     *out = NULL;
     if (n_ctx <= 0 || n_ctx > m->cfg.max_seq_len)
-        return am_err_set(AM_ERANGE, "context length %d is outside [1, %d] (the model's max_seq_len)",
-                          n_ctx, m->cfg.max_seq_len);
+        return am_err_set(AM_ERANGE,
+                          "context length %d is outside [1, %d] (the model's max_seq_len)", n_ctx,
+                          m->cfg.max_seq_len);
     return am_llama_ctx_new_paged_tp(m, be, comm, 1, n_ctx, max_batch, wire, out);
 }
 
@@ -180,21 +185,25 @@ int am_tp_stop(am_tp_comm *comm) {
 
 /* A received step's payload as a batch; checks the counts against each other
  * (the batch's own checks follow in am__llama_check_batch). */
-static int unpack_step(const am_tp_step *s, const int32_t *ints, am_attn_seq *seqs, int32_t *n_blocks,
-                       am_llama_batch *b) {
+static int unpack_step(const am_tp_step *s, const int32_t *ints, am_attn_seq *seqs,
+                       int32_t *n_blocks, am_llama_batch *b) {
     if (s->n_rows < 1 || s->n_seqs < 1 || s->n_seqs > s->n_rows || s->n_logits < 0 ||
         s->n_logits > s->n_rows || s->n_embd < 0 || s->n_embd > s->n_rows)
-        return am_err_set(AM_EFORMAT, "step counts: %d rows, %d sequences, %d logit rows, %d embedding rows",
+        return am_err_set(AM_EFORMAT,
+                          "step counts: %d rows, %d sequences, %d logit rows, %d embedding rows",
                           s->n_rows, s->n_seqs, s->n_logits, s->n_embd);
     int64_t used = s->n_rows + (int64_t)AM_TP_SEQ_INTS * s->n_seqs + s->n_logits;
     const int32_t *rec = ints + s->n_rows;
     for (int32_t i = 0; i < s->n_seqs; i++, rec += AM_TP_SEQ_INTS) {
         if (rec[3] < 0 || used + rec[3] > s->n_ints)
-            return am_err_set(AM_EFORMAT, "step: sequence %d's table of %d blocks overruns the payload", i, rec[3]);
+            return am_err_set(AM_EFORMAT,
+                              "step: sequence %d's table of %d blocks overruns the payload", i,
+                              rec[3]);
         used += rec[3];
     }
     if (used != s->n_ints)
-        return am_err_set(AM_EFORMAT, "step payload: %d integers, the counts need %lld", s->n_ints, (long long)used);
+        return am_err_set(AM_EFORMAT, "step payload: %d integers, the counts need %lld", s->n_ints,
+                          (long long)used);
     rec = ints + s->n_rows;
     const int32_t *table = ints + s->n_rows + (int64_t)AM_TP_SEQ_INTS * s->n_seqs;
     for (int32_t i = 0; i < s->n_seqs; i++, rec += AM_TP_SEQ_INTS) {
@@ -202,8 +211,13 @@ static int unpack_step(const am_tp_step *s, const int32_t *ints, am_attn_seq *se
         n_blocks[i] = rec[3];
         table += rec[3];
     }
-    *b = (am_llama_batch){.n_rows = s->n_rows, .ids = ints, .n_seqs = s->n_seqs, .seqs = seqs,
-                          .n_blocks = n_blocks, .n_logits = s->n_logits, .logit_rows = table};
+    *b = (am_llama_batch){.n_rows = s->n_rows,
+                          .ids = ints,
+                          .n_seqs = s->n_seqs,
+                          .seqs = seqs,
+                          .n_blocks = n_blocks,
+                          .n_logits = s->n_logits,
+                          .logit_rows = table};
     return 0;
 }
 
@@ -242,7 +256,8 @@ int am_tp_follow(const am_llama_model *m, am_backend *be, am_tp_comm *comm) {
         if (s.op == AM_TP_OP_CTX) {
             am_llama_ctx_destroy(&ctx);
             comm->allreduce_dtype = (am_dtype)s.wire;
-            int failed = am__llama_ctx_create(m, be, comm, s.n_blocks, s.block_size, s.max_batch, &ctx) != 0;
+            int failed =
+                am__llama_ctx_create(m, be, comm, s.n_blocks, s.block_size, s.max_batch, &ctx) != 0;
             if (failed)
                 fprintf(stderr, "anymal rank %d/%d: error: context of %d x %d positions: %s\n",
                         comm->rank, comm->size, s.n_blocks, s.block_size, am_err_msg());
@@ -254,10 +269,11 @@ int am_tp_follow(const am_llama_model *m, am_backend *be, am_tp_comm *comm) {
         }
         if (s.op != AM_TP_OP_STEP)
             am_tp_fatal(comm, am_err_set(AM_EFORMAT, "unknown op %d", s.op), what);
-        if (!ctx)
-            am_tp_fatal(comm, am_err_set(AM_EFORMAT, "a step before any context"), what);
+        if (!ctx) am_tp_fatal(comm, am_err_set(AM_EFORMAT, "a step before any context"), what);
         if (s.n_ints < 0 || s.n_rows < 1 || s.n_rows > am_llama_ctx_max_batch(ctx))
-            am_tp_fatal(comm, am_err_set(AM_EFORMAT, "step of %d rows, %d integers", s.n_rows, s.n_ints), what);
+            am_tp_fatal(comm,
+                        am_err_set(AM_EFORMAT, "step of %d rows, %d integers", s.n_rows, s.n_ints),
+                        what);
         const int32_t *in = s.ints;
         if (s.n_ints > AM_TP_STEP_INLINE_INTS) {
             if ((rc = grow(&ints, &ints_cap, (size_t)s.n_ints * sizeof(int32_t))) ||

@@ -45,8 +45,8 @@ int am_llama_ctx_new_tp(const am_llama_model *m, am_backend *be, am_tp_comm *com
  * its slice of the same n_blocks x block_size pool, and each step carries
  * the block tables, so the followers mirror the leader's cache. */
 int am_llama_ctx_new_paged_tp(const am_llama_model *m, am_backend *be, am_tp_comm *comm,
-                              int32_t n_blocks, int32_t block_size, int32_t max_batch, am_dtype wire,
-                              am_llama_ctx **out);
+                              int32_t n_blocks, int32_t block_size, int32_t max_batch,
+                              am_dtype wire, am_llama_ctx **out);
 /* Leader only: tells the followers to return from am_tp_follow. */
 int am_tp_stop(am_tp_comm *comm);
 /* Followers (rank > 0): run the leader's steps on model m until it stops

@@ -31,33 +31,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AM_PROTO_ID0 'A'
-#define AM_PROTO_ID1 'M'
-#define AM_PROTO_ID2 'P'
-#define AM_PROTO_VERSION 1
+#define AM_PROTO_ID0          'A'
+#define AM_PROTO_ID1          'M'
+#define AM_PROTO_ID2          'P'
+#define AM_PROTO_VERSION      1
 #define AM_PROTO_HEADER_BYTES 5
 
 /* Limits (bytes unless named otherwise). */
-#define AM_PROTO_MAX_BODY_BYTES ((size_t)4 << 20)
-#define AM_PROTO_MAX_PAYLOADS 32             /* media items per request */
-#define AM_PROTO_MAX_FRAMES (2 + AM_PROTO_MAX_PAYLOADS)
-#define AM_PROTO_MAX_PAYLOAD_BYTES ((size_t)256 << 20)
-#define AM_PROTO_MAX_SEGMENTS 256
-#define AM_PROTO_MAX_NAME_BYTES 256          /* names, roles, models, fingerprints */
-#define AM_PROTO_MAX_TEXT_BYTES ((size_t)1 << 20)
-#define AM_PROTO_MAX_MESSAGE_BYTES 4096      /* ERROR / DISCONNECT text */
-#define AM_PROTO_MAX_IDS (1 << 20)           /* token ids in one segment or TOKEN */
-#define AM_PROTO_MAX_STOP 16
-#define AM_PROTO_MAX_STOP_BYTES 256
-#define AM_PROTO_MAX_MODALITIES 4
-_Static_assert(AM_MOD_COUNT <= AM_PROTO_MAX_MODALITIES, "READY lists every modality a worker serves");
-#define AM_PROTO_MAX_CAPACITY 65536
-#define AM_PROTO_MAX_ROWS (1 << 20)          /* embedding rows of one item */
-#define AM_PROTO_MAX_DIM 65536
-#define AM_PROTO_MAX_TOKENS (1 << 20)        /* max_tokens of a request */
-#define AM_PROTO_MAX_DEADLINE_MS (24u * 3600u * 1000u)
+#define AM_PROTO_MAX_BODY_BYTES       ((size_t)4 << 20)
+#define AM_PROTO_MAX_PAYLOADS         32 /* media items per request */
+#define AM_PROTO_MAX_FRAMES           (2 + AM_PROTO_MAX_PAYLOADS)
+#define AM_PROTO_MAX_PAYLOAD_BYTES    ((size_t)256 << 20)
+#define AM_PROTO_MAX_SEGMENTS         256
+#define AM_PROTO_MAX_NAME_BYTES       256 /* names, roles, models, fingerprints */
+#define AM_PROTO_MAX_TEXT_BYTES       ((size_t)1 << 20)
+#define AM_PROTO_MAX_MESSAGE_BYTES    4096      /* ERROR / DISCONNECT text */
+#define AM_PROTO_MAX_IDS              (1 << 20) /* token ids in one segment or TOKEN */
+#define AM_PROTO_MAX_STOP             16
+#define AM_PROTO_MAX_STOP_BYTES       256
+#define AM_PROTO_MAX_MODALITIES       AM_MOD_COUNT /* READY lists every modality a worker serves */
+#define AM_PROTO_MAX_CAPACITY         65536
+#define AM_PROTO_MAX_ROWS             (1 << 20) /* embedding rows of one item */
+#define AM_PROTO_MAX_DIM              65536
+#define AM_PROTO_MAX_TOKENS           (1 << 20) /* max_tokens of a request */
+#define AM_PROTO_MAX_DEADLINE_MS      (24u * 3600u * 1000u)
 #define AM_PROTO_MAX_FRAMES_PER_VIDEO 256
-#define AM_PROTO_MAX_DEPTH 8                 /* msgpack nesting */
+#define AM_PROTO_MAX_DEPTH            8 /* msgpack nesting */
 
 typedef enum {
     AM_CMD_READY = 0x01,      /* worker -> coordinator: register */
@@ -81,15 +80,13 @@ typedef enum { AM_ROLE_ENCODER = 0, AM_ROLE_SHARD = 1 } am_role;
 const char *am_role_name(int r); /* "encoder", "shard" */
 
 /* Why a sequence ended (TOKEN.finish); NONE on every TOKEN but the last. */
-typedef enum {
-    AM_FIN_NONE = 0, AM_FIN_LENGTH, AM_FIN_EOS, AM_FIN_STOP, AM_FIN_CANCELLED
-} am_fin;
+typedef enum { AM_FIN_NONE = 0, AM_FIN_LENGTH, AM_FIN_EOS, AM_FIN_STOP, AM_FIN_CANCELLED } am_fin;
 const char *am_fin_name(int f); /* "", "length", "eos", "stop", "cancelled" */
 
 /* Liveness defaults of every link (coordinator and workers alike): a peer
  * sends a HEARTBEAT after this long without other traffic, and a peer silent
  * for AM_HEARTBEAT_LIVENESS intervals is dead (docs/reliability.md). */
-#define AM_HEARTBEAT_MS 1000
+#define AM_HEARTBEAT_MS       1000
 #define AM_HEARTBEAT_LIVENESS 3
 
 /* ERROR codes on the wire (HTTP-like, so a front end can pass them on). */
@@ -114,17 +111,17 @@ typedef enum { AM_SEG_TEXT = 0, AM_SEG_IDS = 1, AM_SEG_MEDIA = 2 } am_msg_seg_ki
 
 /* One prompt segment of a GENERATE. */
 typedef struct am_msg_seg {
-    uint8_t kind;       /* am_seg_kind */
-    uint8_t modality;   /* MEDIA: am_modality */
-    const char *text;   /* TEXT: UTF-8, NUL-terminated copy; text_len bytes */
+    uint8_t kind;     /* am_seg_kind */
+    uint8_t modality; /* MEDIA: am_modality */
+    const char *text; /* TEXT: UTF-8, NUL-terminated copy; text_len bytes */
     uint32_t text_len;
-    int32_t *ids;       /* IDS: n_ids token ids */
+    int32_t *ids; /* IDS: n_ids token ids */
     uint32_t n_ids;
-    uint32_t payload;   /* MEDIA from a client: index of its payload frame;
-                           UINT32_MAX = none (a slot, as sent to a leader) */
-    uint32_t part;      /* MEDIA slot: the part number its EMBED will carry */
-    uint32_t n_rows;    /* MEDIA to a leader: rows when known, 0 = pending */
-    uint32_t frames;    /* MEDIA video: frames to sample, 0 = model default */
+    uint32_t payload; /* MEDIA from a client: index of its payload frame;
+                         UINT32_MAX = none (a slot, as sent to a leader) */
+    uint32_t part;    /* MEDIA slot: the part number its EMBED will carry */
+    uint32_t n_rows;  /* MEDIA to a leader: rows when known, 0 = pending */
+    uint32_t frames;  /* MEDIA video: frames to sample, 0 = model default */
 } am_msg_seg;
 
 typedef struct am_bytes {
@@ -136,9 +133,9 @@ typedef struct am_bytes {
  * PROTOCOL.md lists; the others stay zero. Strings are NUL-terminated. */
 typedef struct am_msg {
     uint8_t cmd;
-    uint64_t id;       /* request id (ENCODE, EMBED, GENERATE, TOKEN, CANCEL, ERROR) */
-    uint32_t part;     /* ENCODE, EMBED (and an encoder's ERROR): media part of the request */
-    uint32_t attempt;  /* ENCODE, EMBED: dispatch attempt, echoed back */
+    uint64_t id;      /* request id (ENCODE, EMBED, GENERATE, TOKEN, CANCEL, ERROR) */
+    uint32_t part;    /* ENCODE, EMBED (and an encoder's ERROR): media part of the request */
+    uint32_t attempt; /* ENCODE, EMBED: dispatch attempt, echoed back */
     /* READY */
     uint8_t role;
     const char *name, *model, *fingerprint;
@@ -149,7 +146,7 @@ typedef struct am_msg {
     uint32_t load;
     /* ENCODE / EMBED */
     uint8_t modality;
-    uint32_t frames;   /* ENCODE video */
+    uint32_t frames;      /* ENCODE video */
     uint32_t n_rows, dim; /* EMBED: payload 0 = n_rows * dim f32 little-endian */
     uint32_t encode_us;   /* EMBED: compute time (stats) */
     /* GENERATE */
@@ -169,11 +166,12 @@ typedef struct am_msg {
     uint32_t n_ids;
     const char *text;
     uint32_t text_len;
-    uint8_t finish;       /* am_fin */
+    uint8_t finish; /* am_fin */
     uint32_t prompt_tokens, completion_tokens;
     /* HEALTH answer (a field left out is false / 0) */
-    uint8_t healthy;      /* a live shard group serves the model asked about (any model if none) */
-    uint32_t n_shards, n_encoders, n_active; /* live shard groups (of that model), encoders, requests */
+    uint8_t healthy; /* a live shard group serves the model asked about (any model if none) */
+    uint32_t n_shards, n_encoders,
+        n_active; /* live shard groups (of that model), encoders, requests */
     /* ERROR (code, message), DISCONNECT (message = reason) */
     int32_t code;
     const char *message;

@@ -23,13 +23,15 @@ int am_wire_setup(void *sock, int router, int hwm, int64_t max_msg_bytes) {
     if (zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm)) return zerr("ZMQ_RCVHWM");
     if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg)) return zerr("ZMQ_MAXMSGSIZE");
     if (zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger)) return zerr("ZMQ_LINGER");
-    if (router && zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one)) return zerr("ZMQ_ROUTER_MANDATORY");
+    if (router && zmq_setsockopt(sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one))
+        return zerr("ZMQ_ROUTER_MANDATORY");
     return 0;
 }
 
 void am_wire_in_close(am_wire_in *in) {
     if (in->has_routing) zmq_msg_close(&in->routing);
-    for (int i = 0; i < in->n_frames; i++) zmq_msg_close(&in->frames[i]);
+    for (int i = 0; i < in->n_frames; i++)
+        zmq_msg_close(&in->frames[i]);
     in->has_routing = 0;
     in->n_frames = 0;
     in->n_dropped = 0;
@@ -77,10 +79,11 @@ int am_wire_recv(void *sock, int router, am_wire_in *in) {
 int am_wire_decode(const am_wire_in *in, am_msg *m) {
     memset(m, 0, sizeof *m);
     if (in->n_dropped)
-        return am_err_set(AM_ERANGE, "a message of %d frames (at most %d)", in->n_frames + in->n_dropped,
-                          AM_PROTO_MAX_FRAMES);
+        return am_err_set(AM_ERANGE, "a message of %d frames (at most %d)",
+                          in->n_frames + in->n_dropped, AM_PROTO_MAX_FRAMES);
     if (in->n_frames < 2)
-        return am_err_set(AM_EFORMAT, "a message of %d frame(s): want a header and a body", in->n_frames);
+        return am_err_set(AM_EFORMAT, "a message of %d frame(s): want a header and a body",
+                          in->n_frames);
     am_bytes pay[AM_PROTO_MAX_PAYLOADS];
     int n_pay = in->n_frames - 2;
     for (int i = 0; i < n_pay; i++) {
@@ -89,15 +92,16 @@ int am_wire_decode(const am_wire_in *in, am_msg *m) {
         pay[i].len = zmq_msg_size(f);
     }
     zmq_msg_t *h = (zmq_msg_t *)&in->frames[0], *b = (zmq_msg_t *)&in->frames[1];
-    return am_msg_decode(zmq_msg_data(h), zmq_msg_size(h), zmq_msg_data(b), zmq_msg_size(b), pay, (size_t)n_pay, m);
+    return am_msg_decode(zmq_msg_data(h), zmq_msg_size(h), zmq_msg_data(b), zmq_msg_size(b), pay,
+                         (size_t)n_pay, m);
 }
 
 static int send_buf(void *sock, const void *data, size_t len, int flags) {
     return zmq_send(sock, data, len, flags) < 0 ? zerr("zmq_send") : 0;
 }
 
-int am_wire_send(void *sock, const void *routing, size_t routing_len, const am_msg *m, zmq_msg_t *payloads,
-                 int n_payloads, int flags) {
+int am_wire_send(void *sock, const void *routing, size_t routing_len, const am_msg *m,
+                 zmq_msg_t *payloads, int n_payloads, int flags) {
     am_buf body = {0};
     uint8_t hdr[AM_PROTO_HEADER_BYTES];
     int rc = am_msg_encode(m, &body);
@@ -112,11 +116,13 @@ int am_wire_send(void *sock, const void *routing, size_t routing_len, const am_m
      * accepted as well (libzmq queues multipart messages atomically). */
     if ((rc = send_buf(sock, hdr, sizeof hdr, ZMQ_SNDMORE | flags))) goto done;
     sent_first = 1;
-    if ((rc = send_buf(sock, body.data, body.len, (n_payloads ? ZMQ_SNDMORE : 0) | flags))) goto done;
+    if ((rc = send_buf(sock, body.data, body.len, (n_payloads ? ZMQ_SNDMORE : 0) | flags)))
+        goto done;
     for (int i = 0; i < n_payloads; i++) {
         if (zmq_msg_send(&payloads[i], sock, (i + 1 < n_payloads ? ZMQ_SNDMORE : 0) | flags) < 0) {
             rc = zerr("zmq_msg_send (payload)");
-            for (int j = i; j < n_payloads; j++) zmq_msg_close(&payloads[j]);
+            for (int j = i; j < n_payloads; j++)
+                zmq_msg_close(&payloads[j]);
             n_payloads = 0;
             goto done;
         }
@@ -124,18 +130,21 @@ int am_wire_send(void *sock, const void *routing, size_t routing_len, const am_m
     n_payloads = 0;
 done:
     (void)sent_first;
-    for (int i = 0; i < n_payloads; i++) zmq_msg_close(&payloads[i]);
+    for (int i = 0; i < n_payloads; i++)
+        zmq_msg_close(&payloads[i]);
     am_buf_fini(&body);
     return rc;
 }
 
-int am_wire_send_bufs(void *sock, const void *routing, size_t routing_len, const am_msg *m, const am_bytes *bufs,
-                      int n_bufs, int flags) {
+int am_wire_send_bufs(void *sock, const void *routing, size_t routing_len, const am_msg *m,
+                      const am_bytes *bufs, int n_bufs, int flags) {
     zmq_msg_t pay[AM_PROTO_MAX_PAYLOADS];
-    if (n_bufs < 0 || n_bufs > AM_PROTO_MAX_PAYLOADS) return am_err_set(AM_ERANGE, "%d payloads", n_bufs);
+    if (n_bufs < 0 || n_bufs > AM_PROTO_MAX_PAYLOADS)
+        return am_err_set(AM_ERANGE, "%d payloads", n_bufs);
     for (int i = 0; i < n_bufs; i++) {
         if (zmq_msg_init_size(&pay[i], bufs[i].len)) {
-            for (int j = 0; j < i; j++) zmq_msg_close(&pay[j]);
+            for (int j = 0; j < i; j++)
+                zmq_msg_close(&pay[j]);
             return am_err_set(AM_ENOMEM, "payload of %zu bytes", bufs[i].len);
         }
         if (bufs[i].len) memcpy(zmq_msg_data(&pay[i]), bufs[i].data, bufs[i].len);
@@ -150,7 +159,8 @@ int am_wire_payload_own(zmq_msg_t *msg, void *data, size_t len, zmq_free_fn *fre
 
 int am_wire_send_raw(void *sock, const am_bytes *frames, int n, int flags) {
     for (int i = 0; i < n; i++) {
-        int rc = send_buf(sock, frames[i].data, frames[i].len, (i + 1 < n ? ZMQ_SNDMORE : 0) | flags);
+        int rc =
+            send_buf(sock, frames[i].data, frames[i].len, (i + 1 < n ? ZMQ_SNDMORE : 0) | flags);
         if (rc) return rc;
     }
     return 0;

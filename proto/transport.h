@@ -23,10 +23,11 @@
 /* Transport status codes (next to core/error.h's AM_E* range). */
 
 /* Socket defaults for every anymal socket (explicit instead of libzmq's). */
-#define AM_WIRE_HWM_MSGS 10000                 /* per peer, each direction */
-#define AM_WIRE_MAX_MSG_BYTES ((int64_t)AM_PROTO_MAX_PAYLOAD_BYTES + 4096) /* ZMQ_MAXMSGSIZE: per frame */
-#define AM_WIRE_LINGER_MS 200                  /* on close: how long unsent messages may wait */
-#define AM_WIRE_MAX_ROUTING_BYTES 255          /* ZeroMQ routing ids are 1..255 bytes */
+#define AM_WIRE_HWM_MSGS 10000 /* per peer, each direction */
+#define AM_WIRE_MAX_MSG_BYTES                                                                      \
+    ((int64_t)AM_PROTO_MAX_PAYLOAD_BYTES + 4096) /* ZMQ_MAXMSGSIZE: per frame */
+#define AM_WIRE_LINGER_MS         200            /* on close: how long unsent messages may wait */
+#define AM_WIRE_MAX_ROUTING_BYTES 255            /* ZeroMQ routing ids are 1..255 bytes */
 
 /* One received message. Frames past AM_PROTO_MAX_FRAMES are received and
  * dropped (n_dropped counts them) so the socket stays in sync. */
@@ -58,12 +59,12 @@ int am_wire_decode(const am_wire_in *in, am_msg *m);
  * DEALER/PAIR socket). The n_payloads payload frames are always consumed
  * (sent, or closed on failure); pass zmq_msg_copy()s to keep them. flags:
  * ZMQ_DONTWAIT or 0. */
-int am_wire_send(void *sock, const void *routing, size_t routing_len, const am_msg *m, zmq_msg_t *payloads,
-                 int n_payloads, int flags);
+int am_wire_send(void *sock, const void *routing, size_t routing_len, const am_msg *m,
+                 zmq_msg_t *payloads, int n_payloads, int flags);
 
 /* Sends m with payload frames built from plain buffers (copied by libzmq). */
-int am_wire_send_bufs(void *sock, const void *routing, size_t routing_len, const am_msg *m, const am_bytes *bufs,
-                      int n_bufs, int flags);
+int am_wire_send_bufs(void *sock, const void *routing, size_t routing_len, const am_msg *m,
+                      const am_bytes *bufs, int n_bufs, int flags);
 
 /* A payload frame that takes ownership of data (freed by free_fn(data, hint)
  * when libzmq is done with it): the zero-copy way to send embedding rows. */

@@ -43,8 +43,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define HB_MS "100"
-#define N_E2E 50
+#define HB_MS      "100"
+#define N_E2E      50
 #define MAX_TOKENS 8
 #define TIMEOUT_MS 60000
 
@@ -85,8 +85,9 @@ static pid_t start_encoder(int k) {
     snprintf(path, sizeof path, "%s/anymal-encoder", bin);
     snprintf(name, sizeof name, "enc%d", k);
     snprintf(log, sizeof log, "%s/enc%d.log", dir, k);
-    char *argv[] = {path, "--coordinator", ep, "--model", model, "--modality", "all", "--threads", "1", "--name", name,
-                    "--heartbeat-ms", HB_MS, "--liveness", "3", "--reconnect-ms", "50,400", NULL};
+    char *argv[] = {path,  "--coordinator", ep,  "--model",        model,    "--modality",
+                    "all", "--threads",     "1", "--name",         name,     "--heartbeat-ms",
+                    HB_MS, "--liveness",    "3", "--reconnect-ms", "50,400", NULL};
     return spawn(argv, log);
 }
 
@@ -95,9 +96,17 @@ static pid_t start_shard(int k) {
     char mpirun[] = "/usr/bin/mpirun", sw[600], slog[320];
     snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
     snprintf(slog, sizeof slog, "%s/shard%d.log", dir, k);
-    char *sargv[] = {mpirun, "-np", "2", "--oversubscribe", "--bind-to", "none", sw, "--coordinator", ep, "--model",
-                     model, "--threads", "1", "--heartbeat-ms", HB_MS, "--liveness", "3", "--capacity", "16",
-                     "--reconnect-ms", "50,400", NULL};
+    char *sargv[] = {mpirun,      "-np",
+                     "2",         "--oversubscribe",
+                     "--bind-to", "none",
+                     sw,          "--coordinator",
+                     ep,          "--model",
+                     model,       "--threads",
+                     "1",         "--heartbeat-ms",
+                     HB_MS,       "--liveness",
+                     "3",         "--capacity",
+                     "16",        "--reconnect-ms",
+                     "50,400",    NULL};
     return spawn(sargv, slog);
 }
 
@@ -105,8 +114,9 @@ static pid_t start_coordinator(const char *bind) {
     char path[600], epf[300];
     snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
     snprintf(epf, sizeof epf, "%s/ep", dir);
-    char *cargv[] = {path, "--bind", (char *)bind, "--endpoint-file", epf, "--heartbeat-ms", HB_MS,
-                     "--liveness", "3", "--max-msg-bytes", "1048576", NULL};
+    char *cargv[] = {path, "--bind",          (char *)bind, "--endpoint-file",
+                     epf,  "--heartbeat-ms",  HB_MS,        "--liveness",
+                     "3",  "--max-msg-bytes", "1048576",    NULL};
     return spawn(cargv, coord_log);
 }
 
@@ -218,14 +228,17 @@ static void setup(void) {
     snprintf(dir, sizeof dir, "/tmp/am_actors_%d", (int)getpid());
     snprintf(model, sizeof model, "%s/tiny", dir);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && %s/anymal mkmodel --shape tiny --with-encoders --seed 0 --out %s >/dev/null",
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && %s/anymal mkmodel --shape tiny --with-encoders --seed 0 --out %s "
+             ">/dev/null",
              dir, bin, model);
     CHECK(system(cmd) == 0);
     char epf[300];
     snprintf(epf, sizeof epf, "%s/ep", dir);
     snprintf(coord_log, sizeof coord_log, "%s/coord.log", dir);
     p_coord = start_coordinator("tcp://127.0.0.1:*");
-    for (int i = 0; i < 100 && access(epf, R_OK); i++) usleep(50000);
+    for (int i = 0; i < 100 && access(epf, R_OK); i++)
+        usleep(50000);
     FILE *f = fopen(epf, "r");
     CHECK(f != NULL);
     if (!f) return;
@@ -252,14 +265,17 @@ static void setup(void) {
         am_client_part p = {.kind = AM_SEG_TEXT, .text = "hi", .text_len = 2};
         am_client_params prm = {.max_tokens = 1, .deadline_ms = 1000};
         am_client_result r;
-        if (!am_client_generate(c, &p, 1, &prm, NULL, NULL, 2000, &r)) ok = 1, am_client_result_fini(&r);
-        else usleep(200000);
+        if (!am_client_generate(c, &p, 1, &prm, NULL, NULL, 2000, &r))
+            ok = 1, am_client_result_fini(&r);
+        else
+            usleep(200000);
     }
     CHECK(ok);
     am_client_destroy(&c);
 }
 
-static const char *texts[] = {"Once upon a time", "The llama", "Hello world, this is", "What do you see", "zebra"};
+static const char *texts[] = {"Once upon a time", "The llama", "Hello world, this is",
+                              "What do you see", "zebra"};
 
 typedef struct {
     uint64_t rid;
@@ -280,10 +296,16 @@ static void run_batch(int n, int (*mod_of)(int), track *t, int mid_after, void (
         am_client_part parts[3] = {{.kind = AM_SEG_TEXT, .text = t1, .text_len = strlen(t1)}};
         int np = 1;
         if (mod >= 0) {
-            parts[np++] = (am_client_part){.kind = AM_SEG_MEDIA, .modality = (uint8_t)mod,
-                                           .data = mod == AM_MOD_IMAGE ? img_data : mod == AM_MOD_AUDIO ? aud_data : imu_data,
-                                           .len = mod == AM_MOD_IMAGE ? img_len : mod == AM_MOD_AUDIO ? aud_len : imu_len};
-            parts[np++] = (am_client_part){.kind = AM_SEG_TEXT, .text = "describe it", .text_len = 11};
+            parts[np++] = (am_client_part){.kind = AM_SEG_MEDIA,
+                                           .modality = (uint8_t)mod,
+                                           .data = mod == AM_MOD_IMAGE   ? img_data
+                                                   : mod == AM_MOD_AUDIO ? aud_data
+                                                                         : imu_data,
+                                           .len = mod == AM_MOD_IMAGE   ? img_len
+                                                  : mod == AM_MOD_AUDIO ? aud_len
+                                                                        : imu_len};
+            parts[np++] =
+                (am_client_part){.kind = AM_SEG_TEXT, .text = "describe it", .text_len = 11};
         }
         am_client_params prm = {.max_tokens = MAX_TOKENS, .deadline_ms = 50000};
         memset(&t[i], 0, sizeof t[i]);
@@ -299,7 +321,8 @@ static void run_batch(int n, int (*mod_of)(int), track *t, int mid_after, void (
             if (t[i].rid != ev.rid) continue;
             if (t[i].finals) t[i].events_after_final++;
             if (ev.cmd == AM_CMD_TOKEN)
-                for (uint32_t k = 0; k < ev.msg.n_ids && t[i].n_ids < 64; k++) t[i].ids[t[i].n_ids++] = ev.msg.ids[k];
+                for (uint32_t k = 0; k < ev.msg.n_ids && t[i].n_ids < 64; k++)
+                    t[i].ids[t[i].n_ids++] = ev.msg.ids[k];
             if (ev.cmd == AM_CMD_ERROR) {
                 t[i].error = ev.msg.code;
                 fprintf(stderr, "request %d: error %d %s\n", i, ev.msg.code, ev.msg.message);
@@ -327,9 +350,16 @@ static void run_batch(int n, int (*mod_of)(int), track *t, int mid_after, void (
     am_client_destroy(&c);
 }
 
-static int mod_mix(int i) { return i % 5 == 1 ? AM_MOD_IMAGE : i % 10 == 3 ? AM_MOD_AUDIO : i % 10 == 8 ? AM_MOD_IMU : -1; }
-static int mod_text(int i) { (void)i; return -1; }
-static int mod_media(int i) { return i % 3 == 0 ? AM_MOD_IMAGE : i % 3 == 1 ? AM_MOD_AUDIO : AM_MOD_IMU; }
+static int mod_mix(int i) {
+    return i % 5 == 1 ? AM_MOD_IMAGE : i % 10 == 3 ? AM_MOD_AUDIO : i % 10 == 8 ? AM_MOD_IMU : -1;
+}
+static int mod_text(int i) {
+    (void)i;
+    return -1;
+}
+static int mod_media(int i) {
+    return i % 3 == 0 ? AM_MOD_IMAGE : i % 3 == 1 ? AM_MOD_AUDIO : AM_MOD_IMU;
+}
 
 static void test_e2e(void) {
     static track t[N_E2E];
@@ -339,13 +369,20 @@ static void test_e2e(void) {
     for (int k = 0; k < 5; k++)
         for (int m = -1; m < 3; m++) {
             int mod = m < 0 ? -1 : m == 0 ? AM_MOD_IMAGE : m == 1 ? AM_MOD_AUDIO : AM_MOD_IMU;
-            nref[k][m + 1] = reference(texts[k], mod, mod >= 0 ? "describe it" : NULL, ref[k][m + 1]);
+            nref[k][m + 1] =
+                reference(texts[k], mod, mod >= 0 ? "describe it" : NULL, ref[k][m + 1]);
         }
     int equal = 0;
     for (int i = 0; i < N_E2E; i++) {
-        int mod = t[i].mod, col = mod < 0 ? 0 : mod == AM_MOD_IMAGE ? 1 : mod == AM_MOD_AUDIO ? 2 : 3;
-        int same = t[i].n_ids == nref[i % 5][col] && !memcmp(t[i].ids, ref[i % 5][col], (size_t)t[i].n_ids * 4);
-        if (!same) fprintf(stderr, "request %d (modality %d): answer differs from the in-process engine\n", i, mod);
+        int mod = t[i].mod, col = mod < 0               ? 0
+                                  : mod == AM_MOD_IMAGE ? 1
+                                  : mod == AM_MOD_AUDIO ? 2
+                                                        : 3;
+        int same = t[i].n_ids == nref[i % 5][col] &&
+                   !memcmp(t[i].ids, ref[i % 5][col], (size_t)t[i].n_ids * 4);
+        if (!same)
+            fprintf(stderr, "request %d (modality %d): answer differs from the in-process engine\n",
+                    i, mod);
         equal += same;
     }
     printf("e2e: %d of %d answers equal the in-process greedy answers\n", equal, N_E2E);
@@ -388,15 +425,16 @@ static void test_hostile(void) {
     badver[3] = 9;
     static char big[2 << 20];
     am_bytes cases[][2] = {
-        {{"garbage", 7}, {"x", 1}},                /* wrong header */
-        {{badver, 5}, {"\x80", 1}},                /* wrong version */
-        {{hdr, 5}, {"\x82\xa2id", 4}},             /* truncated body */
-        {{hdr, 5}, {"\xdd\xff\xff\xff\xff", 5}},   /* a huge declared array */
-        {{hdr, 5}, {"\x81\xa2id\x01", 5}},         /* missing required fields */
+        {{"garbage", 7}, {"x", 1}},              /* wrong header */
+        {{badver, 5}, {"\x80", 1}},              /* wrong version */
+        {{hdr, 5}, {"\x82\xa2id", 4}},           /* truncated body */
+        {{hdr, 5}, {"\xdd\xff\xff\xff\xff", 5}}, /* a huge declared array */
+        {{hdr, 5}, {"\x81\xa2id\x01", 5}},       /* missing required fields */
     };
     const int n_cases = (int)(sizeof cases / sizeof cases[0]);
     int answered = 0;
-    for (int k = 0; k < n_cases; k++) CHECK_OK(am_wire_send_raw(s, cases[k], 2, 0));
+    for (int k = 0; k < n_cases; k++)
+        CHECK_OK(am_wire_send_raw(s, cases[k], 2, 0));
     /* Every case gets its ERROR; a loaded (sanitizer) run may take a while. */
     for (int64_t end = am_now_ms() + 15000; answered < n_cases && am_now_ms() < end;) {
         zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
@@ -453,7 +491,9 @@ static pid_t shard_rank_pid(int rank) {
     return found;
 }
 
-static int health(am_client *c, am_client_health *h) { return am_client_health_get(c, NULL, 2000, h); }
+static int health(am_client *c, am_client_health *h) {
+    return am_client_health_get(c, NULL, 2000, h);
+}
 
 /* Polls HEALTH until ok(h) or timeout_ms; returns the ms it took, or -1. */
 static int64_t wait_health(am_client *c, int (*ok)(const am_client_health *), int64_t timeout_ms) {
@@ -467,10 +507,12 @@ static int64_t wait_health(am_client *c, int (*ok)(const am_client_health *), in
 }
 static int is_unhealthy(const am_client_health *h) { return !h->healthy && h->shards == 0; }
 static int is_healthy(const am_client_health *h) { return h->healthy && h->shards == 1; }
-static int all_back(const am_client_health *h) { return h->healthy && h->shards == 1 && h->encoders == 2; }
+static int all_back(const am_client_health *h) {
+    return h->healthy && h->shards == 1 && h->encoders == 2;
+}
 
-#define N_GROUP_KILL 16
-#define GROUP_KILL_TOKENS 480
+#define N_GROUP_KILL          16
+#define GROUP_KILL_TOKENS     480
 #define GROUP_ERROR_WITHIN_MS 30000
 
 static void test_kill_shard_rank(void) {
@@ -484,8 +526,10 @@ static void test_kill_shard_rank(void) {
     int finals[N_GROUP_KILL] = {0}, late = 0, errors = 0, done = 0, killed = 0;
     uint32_t n_tok[N_GROUP_KILL] = {0};
     for (int i = 0; i < N_GROUP_KILL; i++) {
-        am_client_part p = {.kind = AM_SEG_TEXT, .text = texts[i % 5], .text_len = strlen(texts[i % 5])};
-        am_client_params prm = {.max_tokens = GROUP_KILL_TOKENS, .ignore_eos = 1, .deadline_ms = 50000};
+        am_client_part p = {
+            .kind = AM_SEG_TEXT, .text = texts[i % 5], .text_len = strlen(texts[i % 5])};
+        am_client_params prm = {
+            .max_tokens = GROUP_KILL_TOKENS, .ignore_eos = 1, .deadline_ms = 50000};
         CHECK_OK(am_client_submit(c, &p, 1, &prm, &rid[i]));
     }
     int64_t t_kill = 0, end = am_now_ms() + TIMEOUT_MS;
@@ -513,9 +557,11 @@ static void test_kill_shard_rank(void) {
     }
     int64_t t_all = am_now_ms() - t_kill;
     am_client_event ev;
-    while (!am_client_next(c, 300, &ev)) late += ev.rid >= rid[0] && ev.rid <= rid[N_GROUP_KILL - 1], am_client_event_fini(&ev);
-    printf("kill_shard_rank: %d of %d requests ended with an error, all ended %lld ms after the kill\n", errors,
-           N_GROUP_KILL, (long long)t_all);
+    while (!am_client_next(c, 300, &ev))
+        late += ev.rid >= rid[0] && ev.rid <= rid[N_GROUP_KILL - 1], am_client_event_fini(&ev);
+    printf("kill_shard_rank: %d of %d requests ended with an error, all ended %lld ms after the "
+           "kill\n",
+           errors, N_GROUP_KILL, (long long)t_all);
     CHECK_EQ_INT(done, N_GROUP_KILL);
     CHECK(t_all < GROUP_ERROR_WITHIN_MS);
     CHECK(errors >= 1); /* some were in flight */
@@ -527,10 +573,13 @@ static void test_kill_shard_rank(void) {
     /* Unhealthy now; the group's processes are gone (mpirun ends the job: no hang). */
     CHECK(wait_health(c, is_unhealthy, 5000) >= 0);
     int exited = 0;
-    for (int i = 0; i < 300 && !exited; i++) exited = waitpid(p_shard, NULL, WNOHANG) == p_shard, usleep(exited ? 0 : 50000);
+    for (int i = 0; i < 300 && !exited; i++)
+        exited = waitpid(p_shard, NULL, WNOHANG) == p_shard, usleep(exited ? 0 : 50000);
     CHECK(exited);
-    if (exited) p_shard = 0;
-    else stop_proc(&p_shard);
+    if (exited)
+        p_shard = 0;
+    else
+        stop_proc(&p_shard);
     /* A new group registers: healthy again, and it serves. */
     p_shard = start_shard(1);
     int64_t ms = wait_health(c, is_healthy, TIMEOUT_MS);
@@ -557,8 +606,9 @@ static void test_replicas(void) {
     char sw[600], slog[320];
     snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
     snprintf(slog, sizeof slog, "%s/replica.log", dir);
-    char *argv[] = {sw, "--coordinator", ep, "--model", model, "--threads", "1", "--name", "replica-b",
-                    "--heartbeat-ms", HB_MS, "--liveness", "3", "--capacity", "16", "--reconnect-ms", "50,400", NULL};
+    char *argv[] = {sw,  "--coordinator", ep,          "--model",        model,    "--threads",
+                    "1", "--name",        "replica-b", "--heartbeat-ms", HB_MS,    "--liveness",
+                    "3", "--capacity",    "16",        "--reconnect-ms", "50,400", NULL};
     pid_t p_b = spawn(argv, slog);
     am_client *c = NULL;
     CHECK_OK(am_client_new(ep, &c));
@@ -568,7 +618,8 @@ static void test_replicas(void) {
     run_batch(32, mod_text, t, 0, NULL);
     int32_t ref[5][MAX_TOKENS];
     int nref[5], equal = 0;
-    for (int k = 0; k < 5; k++) nref[k] = reference(texts[k], -1, NULL, ref[k]);
+    for (int k = 0; k < 5; k++)
+        nref[k] = reference(texts[k], -1, NULL, ref[k]);
     for (int i = 0; i < 32; i++)
         equal += t[i].n_ids == nref[i % 5] && !memcmp(t[i].ids, ref[i % 5], (size_t)t[i].n_ids * 4);
     CHECK_EQ_INT(equal, 32);
@@ -585,7 +636,8 @@ static void test_replicas(void) {
     }
     const char *at = log ? strstr(log, "\"requests\": ") : NULL;
     long served = at ? strtol(at + 12, NULL, 10) : -1;
-    printf("replicas: the P = 1 replica served %ld of 32 requests, the P = 2 group the others\n", served);
+    printf("replicas: the P = 1 replica served %ld of 32 requests, the P = 2 group the others\n",
+           served);
     CHECK(served > 0 && served < 32);
     (void)len;
     free(log);
@@ -604,7 +656,8 @@ static void test_restart_coordinator(void) {
     /* Every worker registers again within its backoff (50 ms doubling to 400 ms) plus the
      * 300 ms it takes to notice the silence. */
     int64_t ms = wait_health(c, all_back, 10000);
-    printf("restart_coordinator: the group and both encoders registered again %lld ms after the restart\n",
+    printf("restart_coordinator: the group and both encoders registered again %lld ms after the "
+           "restart\n",
            (long long)(ms < 0 ? -1 : am_now_ms() - t0));
     CHECK(ms >= 0 && am_now_ms() - t0 < 5000);
     am_client_destroy(&c);
@@ -622,10 +675,12 @@ static void test_restart_coordinator(void) {
 
 static void teardown(void) {
     stop_proc(&p_shard);
-    for (int i = 0; i < 3; i++) stop_proc(&p_enc[i]);
+    for (int i = 0; i < 3; i++)
+        stop_proc(&p_enc[i]);
     stop_proc(&p_coord);
     char cmd[700];
-    snprintf(cmd, sizeof cmd, "grep -o '\"workers_registered\": [0-9]*' %s; grep -o '\"bad_msgs\": [0-9]*' %s",
+    snprintf(cmd, sizeof cmd,
+             "grep -o '\"workers_registered\": [0-9]*' %s; grep -o '\"bad_msgs\": [0-9]*' %s",
              coord_log, coord_log);
     CHECK(system(cmd) == 0);
     am_vision_model_destroy(&vm);
@@ -642,6 +697,6 @@ static void teardown(void) {
     }
 }
 
-AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder), AM_TEST(test_stop_encoder),
-             AM_TEST(test_hostile), AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank), AM_TEST(test_restart_coordinator),
-             AM_TEST(teardown))
+AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder),
+             AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_replicas),
+             AM_TEST(test_kill_shard_rank), AM_TEST(test_restart_coordinator), AM_TEST(teardown))

@@ -295,7 +295,10 @@ static char tmpdir[256];
 static void rm_dir(void) { enc_test_dir_remove(tmpdir); }
 
 static int make_dir(const char *audio_shape, uint64_t seed, const char *sub) {
-    am_mkencoders_opts o = {.dtype = AM_DTYPE_F32, .seed = seed, .llm_dim = 64, .llm_path = ".",
+    am_mkencoders_opts o = {.dtype = AM_DTYPE_F32,
+                            .seed = seed,
+                            .llm_dim = 64,
+                            .llm_path = ".",
                             .audio_shape = audio_shape};
     return enc_test_dir_make(tmpdir, sizeof tmpdir, "audio", sub, &o);
 }

@@ -44,7 +44,8 @@ static double rnd(void) { /* uniform in [-1, 1) */
     return (double)((rng_state * 2685821657736338717ull) >> 11) / (double)(1ull << 52) - 1.0;
 }
 static void fill(float *p, int64_t n, double scale) {
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(rnd() * scale);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)(rnd() * scale);
 }
 static float *fmalloc(int64_t n) {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
@@ -84,11 +85,14 @@ static void restore_isa_env(void) {
         snprintf(outer, sizeof outer, "%s", v ? v : "");
         saved = 1;
     }
-    if (outer[0]) setenv("AM_CPU_ISA", outer, 1);
-    else unsetenv("AM_CPU_ISA");
+    if (outer[0])
+        setenv("AM_CPU_ISA", outer, 1);
+    else
+        unsetenv("AM_CPU_ISA");
 }
 
-static am_backend *make_backend(const char *isa, const char *bf16, am_precision prec, int n_threads) {
+static am_backend *make_backend(const char *isa, const char *bf16, am_precision prec,
+                                int n_threads) {
     restore_isa_env(); /* records the outer value on the first call */
     setenv("AM_CPU_ISA", isa, 1);
     setenv("AM_CPU_BF16_GEMM", bf16, 1);
@@ -113,7 +117,8 @@ static void setup_backends(void) {
     CHECK_OK(am_cpu_isa_active(&cap));
     for (int i = 0; i < 4; i++) {
         if (3 - i > (int)cap && isa_supported(isas[i])) {
-            printf("     (skipping the %s level: above the cap AM_CPU_ISA=%s)\n", isas[i], am_cpu_isa_name(cap));
+            printf("     (skipping the %s level: above the cap AM_CPU_ISA=%s)\n", isas[i],
+                   am_cpu_isa_name(cap));
             continue;
         }
         if (!isa_supported(isas[i])) {
@@ -122,14 +127,17 @@ static void setup_backends(void) {
         }
         /* Precision f32 (the default), and bf16: oneDNN's bf16 GEMM where the level
          * has it, and the f32-panel BF16 GEMM beside it for the same kernels. */
-        test_backend t = {isas[i], "1", AM_PRECISION_F32, make_backend(isas[i], "1", AM_PRECISION_F32, 2)};
+        test_backend t = {isas[i], "1", AM_PRECISION_F32,
+                          make_backend(isas[i], "1", AM_PRECISION_F32, 2)};
         if (!t.b) continue;
         CHECK(strcmp(t.b->name, want[i]) == 0);
         backends[n_backends++] = t;
-        test_backend t2 = {isas[i], "1", AM_PRECISION_BF16, make_backend(isas[i], "1", AM_PRECISION_BF16, 2)};
+        test_backend t2 = {isas[i], "1", AM_PRECISION_BF16,
+                           make_backend(isas[i], "1", AM_PRECISION_BF16, 2)};
         if (t2.b) backends[n_backends++] = t2;
         if (i < 2 && bf16_gemm_available()) {
-            test_backend t3 = {isas[i], "0", AM_PRECISION_BF16, make_backend(isas[i], "0", AM_PRECISION_BF16, 2)};
+            test_backend t3 = {isas[i], "0", AM_PRECISION_BF16,
+                               make_backend(isas[i], "0", AM_PRECISION_BF16, 2)};
             if (t3.b) backends[n_backends++] = t3;
         }
     }
@@ -189,15 +197,16 @@ static int compare_matmul(const test_mat *t, am_precision mode, const float *x, 
         am_ref_matmul_x(t->w.dtype, mode, x + i * K, xr, K);
         for (int64_t n = 0; n < N; n++) {
             double s = 0.0;
-            for (int64_t k = 0; k < K; k++) s += fabs((double)t->deq[n * K + k] * xr[k]);
+            for (int64_t k = 0; k < K; k++)
+                s += fabs((double)t->deq[n * K + k] * xr[k]);
             double tol = TOL_F32_ACC * s;
             double err = fabs((double)y[i * N + n] - ref[i * N + n]);
             if (s > 0 && err / s > worst_ratio && err <= tol) worst_ratio = err / s;
             if (!(err <= tol + 1e-30)) {
                 if (!bad)
                     fprintf(stderr, "  %s: y[%lld,%lld] = %.9g, ref %.9g, err/S = %.3g > %.3g\n",
-                            what, (long long)i, (long long)n, y[i * N + n], ref[i * N + n],
-                            err / s, TOL_F32_ACC);
+                            what, (long long)i, (long long)n, y[i * N + n], ref[i * N + n], err / s,
+                            TOL_F32_ACC);
                 bad++;
             }
         }
@@ -212,7 +221,8 @@ static void run_matmul_case(const test_backend *tb, am_dtype dt, int64_t m, int6
     mat_make(&t, dt, N, K, misalign, pad);
     float *x = fmalloc(m * K), *y = fmalloc(m * N), *ref = fmalloc(m * N);
     fill(x, m * K, 2.0);
-    for (int64_t i = 0; i < m * N; i++) y[i] = NAN; /* every output must be written */
+    for (int64_t i = 0; i < m * N; i++)
+        y[i] = NAN; /* every output must be written */
     am_ref_matmul(&t.w, tb->prec, x, ref, m);
     CHECK_OK(tb->b->ops->matmul(tb->b, &t.w, x, y, m));
     char what[200];
@@ -297,9 +307,11 @@ static void test_matmul_odd_k(void) {
     for (int bi = 0; bi < n_backends; bi++)
         for (size_t d = 0; d < 3; d++)
             for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
-                run_matmul_case(&backends[bi], dense[d], 1, 19, ks[ki], misalign_for(dense[d], 1), 0);
+                run_matmul_case(&backends[bi], dense[d], 1, 19, ks[ki], misalign_for(dense[d], 1),
+                                0);
                 run_matmul_case(&backends[bi], dense[d], 3, 7, ks[ki], 0, 0);
-                run_matmul_case(&backends[bi], dense[d], 5, 21, ks[ki], misalign_for(dense[d], 1), 0);
+                run_matmul_case(&backends[bi], dense[d], 5, 21, ks[ki], misalign_for(dense[d], 1),
+                                0);
             }
 }
 
@@ -315,7 +327,8 @@ static void test_matmul_gemm(void) {
             for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
                 for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
                     if (shapes[s][1] % 32 && d >= 3) continue; /* quantized rows need K % 32 == 0 */
-                    if (shapes[s][1] >= 2048 && ms[mi] == 64 && wdtypes[d] != AM_DTYPE_Q4_0) continue;
+                    if (shapes[s][1] >= 2048 && ms[mi] == 64 && wdtypes[d] != AM_DTYPE_Q4_0)
+                        continue;
                     run_matmul_case(&backends[bi], wdtypes[d], ms[mi], shapes[s][0], shapes[s][1],
                                     misalign_for(wdtypes[d], (int)(s + mi) & 1), 0);
                 }
@@ -331,7 +344,8 @@ static void test_matmul_small_gemm_rows_independent(void) {
     const int64_t N = 203, K = 1100;
     for (int bi = 0; bi < n_backends; bi++)
         for (size_t d = 0; d < 3; d++) {
-            if (dense[d] == AM_DTYPE_BF16 && bf16_gemm_active(&backends[bi])) continue; /* oneDNN's */
+            if (dense[d] == AM_DTYPE_BF16 && bf16_gemm_active(&backends[bi]))
+                continue; /* oneDNN's */
             test_mat t;
             mat_make(&t, dense[d], N, K, 0, 0);
             float *x = fmalloc(29 * K), *y29 = fmalloc(29 * N), *y7 = fmalloc(7 * N);
@@ -401,7 +415,8 @@ static void test_checker_detects_errors(void) {
     memcpy(y, ref, (size_t)(m * N) * sizeof(float));
     CHECK_EQ_INT(compare_matmul(&t, AM_PRECISION_F32, x, y, ref, m, "exact"), 0);
     double s = 0.0;
-    for (int64_t k = 0; k < K; k++) s += fabs((double)t.deq[3 * K + k] * x[K + k]);
+    for (int64_t k = 0; k < K; k++)
+        s += fabs((double)t.deq[3 * K + k] * x[K + k]);
     y[N + 3] = (float)(ref[N + 3] + 3.0 * TOL_F32_ACC * s);
     fprintf(stderr, "  (expected below: deliberately wrong elements)\n");
     CHECK_EQ_INT(compare_matmul(&t, AM_PRECISION_F32, x, y, ref, m, "deliberately wrong"), 1);
@@ -418,7 +433,8 @@ static void test_checker_detects_errors(void) {
         for (int64_t i = 0; i < 4; i++) /* the unrounded product, from the exact weights */
             for (int64_t n = 0; n < 64; n++) {
                 double acc = 0.0;
-                for (int64_t k = 0; k < 256; k++) acc += (double)t.deq[n * 256 + k] * x[i * 256 + k];
+                for (int64_t k = 0; k < 256; k++)
+                    acc += (double)t.deq[n * 256 + k] * x[i * 256 + k];
                 y[i * 64 + n] = (float)acc;
             }
         CHECK(compare_matmul(&t, AM_PRECISION_BF16, x, y, ref, 4, "x left in f32") > 64);
@@ -448,10 +464,14 @@ static void test_matmul_rows_independent_of_m(void) {
                 const float *xi = x + (ms[mi] - 1) * K;
                 CHECK_OK(backends[bi].b->ops->matmul(backends[bi].b, &t.w, xi, y1, 1));
                 char what[128];
-                snprintf(what, sizeof what, "%s level=%s precision=%s bf16gemm=%s %s: row %lld of M=%lld vs M=1",
-                         backends[bi].b->name, backends[bi].isa, am_precision_name(backends[bi].prec),
-                         backends[bi].bf16, am_dtype_name(wdtypes[d]), (long long)ms[mi] - 1, (long long)ms[mi]);
-                CHECK_EQ_INT(compare_matmul(&t, backends[bi].prec, xi, y + (ms[mi] - 1) * N, y1, 1, what), 0);
+                snprintf(what, sizeof what,
+                         "%s level=%s precision=%s bf16gemm=%s %s: row %lld of M=%lld vs M=1",
+                         backends[bi].b->name, backends[bi].isa,
+                         am_precision_name(backends[bi].prec), backends[bi].bf16,
+                         am_dtype_name(wdtypes[d]), (long long)ms[mi] - 1, (long long)ms[mi]);
+                CHECK_EQ_INT(
+                    compare_matmul(&t, backends[bi].prec, xi, y + (ms[mi] - 1) * N, y1, 1, what),
+                    0);
             }
             free(x), free(y), free(y1);
             mat_free(&t);
@@ -498,7 +518,8 @@ static void test_rmsnorm(void) {
     for (int bi = 0; bi < n_backends; bi++)
         for (size_t ki = 0; ki < 5; ki++) {
             const int64_t m = 3, k = ks[ki];
-            float *x = fmalloc(m * k), *w = fmalloc(k), *out = fmalloc(m * k), *ref = fmalloc(m * k);
+            float *x = fmalloc(m * k), *w = fmalloc(k), *out = fmalloc(m * k),
+                  *ref = fmalloc(m * k);
             fill(x, m * k, 3.0);
             fill(w, k, 1.0);
             am_ref_rmsnorm(ref, x, w, m, k, 1e-5f);
@@ -546,7 +567,8 @@ static int attention_paged_case(am_backend *b, int n_seqs, const int64_t *ms, co
     const int64_t stride = (int64_t)Hkv * D + stride_pad;
     int64_t M = 0, n_blocks = 0, bs = block_size;
     if (bs == 0) /* contiguous: one block holding the longest sequence */
-        for (int s = 0; s < n_seqs; s++) bs = pos0s[s] + ms[s] > bs ? pos0s[s] + ms[s] : bs;
+        for (int s = 0; s < n_seqs; s++)
+            bs = pos0s[s] + ms[s] > bs ? pos0s[s] + ms[s] : bs;
     am_attn_seq seqs[8];
     int32_t *tables[8];
     for (int s = 0; s < n_seqs; s++) {
@@ -557,7 +579,8 @@ static int attention_paged_case(am_backend *b, int n_seqs, const int64_t *ms, co
     n_blocks = 2 * n_blocks + 1; /* spare blocks that no sequence owns */
     /* Every sequence gets distinct blocks, in a shuffled order. */
     int32_t *perm = malloc((size_t)n_blocks * sizeof *perm);
-    for (int64_t i = 0; i < n_blocks; i++) perm[i] = (int32_t)i;
+    for (int64_t i = 0; i < n_blocks; i++)
+        perm[i] = (int32_t)i;
     for (int64_t i = n_blocks - 1; i > 0; i--) {
         int64_t k = (int64_t)((rnd() + 1.0) * 0.5 * (double)(i + 1));
         if (k > i) k = i;
@@ -568,25 +591,30 @@ static int attention_paged_case(am_backend *b, int n_seqs, const int64_t *ms, co
     for (int s = 0; s < n_seqs; s++) {
         const int64_t nb = (pos0s[s] + ms[s] + bs - 1) / bs;
         tables[s] = malloc((size_t)nb * sizeof(int32_t));
-        for (int64_t i = 0; i < nb; i++) tables[s][i] = perm[used++];
+        for (int64_t i = 0; i < nb; i++)
+            tables[s][i] = perm[used++];
         seqs[s].blocks = tables[s];
     }
-    float *q = fmalloc(M * H * D), *kp = fmalloc(n_blocks * bs * stride), *vp = fmalloc(n_blocks * bs * stride);
+    float *q = fmalloc(M * H * D), *kp = fmalloc(n_blocks * bs * stride),
+          *vp = fmalloc(n_blocks * bs * stride);
     float *out = fmalloc(M * H * D), *ref = fmalloc(M * H * D);
     fill(q, M * H * D, 1.0);
     fill(kp, n_blocks * bs * stride, 1.0);
     fill(vp, n_blocks * bs * stride, 1.0);
-    for (int64_t i = 0; i < M * H * D; i++) out[i] = NAN;
+    for (int64_t i = 0; i < M * H * D; i++)
+        out[i] = NAN;
     am_kv_pages pages = {.k = kp, .v = vp, .block_size = bs, .kv_stride = stride};
     am_ref_attention_paged(ref, q, &pages, seqs, n_seqs, H, Hkv, D);
     b->ops->attention(b, out, q, &pages, seqs, n_seqs, H, Hkv, D);
     char what[200];
-    snprintf(what, sizeof what, "%s threads=%d seqs=%d M0=%lld pos0=%lld H=%d Hkv=%d D=%d pad=%lld bs=%lld",
-             b->name, b->n_threads, n_seqs, (long long)ms[0], (long long)pos0s[0], H, Hkv, D,
+    snprintf(what, sizeof what,
+             "%s threads=%d seqs=%d M0=%lld pos0=%lld H=%d Hkv=%d D=%d pad=%lld bs=%lld", b->name,
+             b->n_threads, n_seqs, (long long)ms[0], (long long)pos0s[0], H, Hkv, D,
              (long long)stride_pad, (long long)block_size);
     int bad = compare_elems(out, ref, M * H * D, 0.0, 2e-5, what);
     free(q), free(kp), free(vp), free(out), free(ref), free(perm);
-    for (int s = 0; s < n_seqs; s++) free(tables[s]);
+    for (int s = 0; s < n_seqs; s++)
+        free(tables[s]);
     return bad;
 }
 
@@ -595,7 +623,8 @@ static int attention_case(am_backend *b, int64_t m, int64_t pos0, int H, int Hkv
                           int64_t stride_pad) {
     int bad = 0;
     const int64_t sizes[] = {0, 16, 64};
-    for (int i = 0; i < 3; i++) bad += attention_paged_case(b, 1, &m, &pos0, H, Hkv, D, stride_pad, sizes[i]);
+    for (int i = 0; i < 3; i++)
+        bad += attention_paged_case(b, 1, &m, &pos0, H, Hkv, D, stride_pad, sizes[i]);
     return bad;
 }
 
@@ -604,22 +633,26 @@ static void test_kv_store(void) {
     setup_backends();
     const int64_t stride = 24, bs = 4, n_blocks = 9;
     int32_t t0[] = {7, 2, 5}, t1[] = {0, 8};
-    am_attn_seq seqs[] = {{.row0 = 0, .m = 3, .pos0 = 6, .blocks = t0}, {.row0 = 3, .m = 5, .pos0 = 0, .blocks = t1}};
+    am_attn_seq seqs[] = {{.row0 = 0, .m = 3, .pos0 = 6, .blocks = t0},
+                          {.row0 = 3, .m = 5, .pos0 = 0, .blocks = t1}};
     float *kn = fmalloc(8 * stride), *vn = fmalloc(8 * stride);
     fill(kn, 8 * stride, 1.0);
     fill(vn, 8 * stride, 1.0);
     for (int bi = 0; bi < n_backends; bi++) {
         float *k = fmalloc(n_blocks * bs * stride), *v = fmalloc(n_blocks * bs * stride);
         float *kr = fmalloc(n_blocks * bs * stride), *vr = fmalloc(n_blocks * bs * stride);
-        for (int64_t i = 0; i < n_blocks * bs * stride; i++) k[i] = v[i] = kr[i] = vr[i] = -7.0f;
+        for (int64_t i = 0; i < n_blocks * bs * stride; i++)
+            k[i] = v[i] = kr[i] = vr[i] = -7.0f;
         am_kv_pages pg = {k, v, bs, stride}, pr = {kr, vr, bs, stride};
         backends[bi].b->ops->kv_store(backends[bi].b, &pg, kn, vn, seqs, 2);
         am_ref_kv_store(&pr, kn, vn, seqs, 2);
         CHECK_EQ_INT(memcmp(k, kr, (size_t)(n_blocks * bs * stride) * sizeof(float)), 0);
         CHECK_EQ_INT(memcmp(v, vr, (size_t)(n_blocks * bs * stride) * sizeof(float)), 0);
-        /* position 6 of sequence 0 is row 2 of block 2; position 4 of sequence 1 is row 0 of block 8 */
+        /* position 6 of sequence 0 is row 2 of block 2; position 4 of sequence 1 is row 0 of block
+         * 8 */
         CHECK_EQ_INT(memcmp(k + (2 * bs + 2) * stride, kn, (size_t)stride * sizeof(float)), 0);
-        CHECK_EQ_INT(memcmp(v + (8 * bs + 0) * stride, vn + 7 * stride, (size_t)stride * sizeof(float)), 0);
+        CHECK_EQ_INT(
+            memcmp(v + (8 * bs + 0) * stride, vn + 7 * stride, (size_t)stride * sizeof(float)), 0);
         free(k), free(v), free(kr), free(vr);
     }
     free(kn), free(vn);
@@ -654,18 +687,29 @@ static void test_attention(void) {
         int H, Hkv, D;
         int64_t stride_pad;
     } cfg[] = {
-        {1, 0, 4, 4, 64, 0},     {1, 300, 8, 2, 64, 0},  {5, 3, 8, 2, 64, 16},
-        {17, 250, 4, 1, 40, 0},  {3, 600, 6, 3, 128, 8}, {64, 0, 2, 1, 16, 0},
+        {1, 0, 4, 4, 64, 0},
+        {1, 300, 8, 2, 64, 0},
+        {5, 3, 8, 2, 64, 16},
+        {17, 250, 4, 1, 40, 0},
+        {3, 600, 6, 3, 128, 8},
+        {64, 0, 2, 1, 16, 0},
         {1, 1000, 32, 8, 64, 0},
         /* head dims with a partial last vector (8 and 16 lanes), groups that
          * are not powers of two (tiles of 4 + 2, 2 + 1, 8 + 4), more heads
          * per group than one item takes (80 > 64), and MQA decode long enough
          * that the keys are split between the threads (merged partial softmax). */
-        {1, 77, 6, 2, 13, 3},    {7, 45, 12, 2, 20, 0},  {1, 500, 12, 1, 24, 0},
-        {2, 130, 80, 1, 8, 0},   {1, 999, 8, 1, 64, 0},  {3, 700, 16, 1, 128, 4},
-        {33, 0, 4, 4, 5, 0},     {1, 260, 1, 1, 1, 0},
+        {1, 77, 6, 2, 13, 3},
+        {7, 45, 12, 2, 20, 0},
+        {1, 500, 12, 1, 24, 0},
+        {2, 130, 80, 1, 8, 0},
+        {1, 999, 8, 1, 64, 0},
+        {3, 700, 16, 1, 128, 4},
+        {33, 0, 4, 4, 5, 0},
+        {1, 260, 1, 1, 1, 0},
         /* the 1b and 7b shapes in decode and a prefill chunk */
-        {1, 575, 32, 4, 64, 0},  {1, 300, 32, 32, 128, 0}, {128, 200, 32, 4, 64, 0},
+        {1, 575, 32, 4, 64, 0},
+        {1, 300, 32, 32, 128, 0},
+        {128, 200, 32, 4, 64, 0},
     };
     for (int bi = 0; bi < n_backends; bi++) {
         for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
@@ -679,8 +723,8 @@ static void test_attention(void) {
         for (int g = 0; g < 4; g++)
             for (int d = 0; d < 3; d++)
                 for (int r = 0; r < 3; r++)
-                    CHECK_EQ_INT(attention_case(backends[bi].b, mp[r][0], mp[r][1],
-                                                2 * groups[g], 2, dims[d], r == 2 ? 8 : 0),
+                    CHECK_EQ_INT(attention_case(backends[bi].b, mp[r][0], mp[r][1], 2 * groups[g],
+                                                2, dims[d], r == 2 ? 8 : 0),
                                  0);
     }
 }
@@ -767,13 +811,15 @@ static void test_layernorm(void) {
     for (int bi = 0; bi < n_backends; bi++)
         for (size_t i = 0; i < 5; i++) {
             const int64_t m = 5, c = cs[i];
-            float *x = fmalloc(m * c), *w = fmalloc(c), *b = fmalloc(c), *out = fmalloc(m * c), *ref = fmalloc(m * c);
+            float *x = fmalloc(m * c), *w = fmalloc(c), *b = fmalloc(c), *out = fmalloc(m * c),
+                  *ref = fmalloc(m * c);
             fill(x, m * c, 3.0);
             fill(w, c, 1.0);
             fill(b, c, 0.5);
             for (int with_bias = 0; with_bias < 2; with_bias++) {
                 am_ref_layernorm(ref, x, w, with_bias ? b : NULL, m, c, 1e-5f);
-                backends[bi].b->ops->layernorm(backends[bi].b, out, x, w, with_bias ? b : NULL, m, c, 1e-5f);
+                backends[bi].b->ops->layernorm(backends[bi].b, out, x, w, with_bias ? b : NULL, m,
+                                               c, 1e-5f);
                 CHECK_EQ_INT(compare_elems(out, ref, m * c, 1e-5, 1e-5, backends[bi].b->name), 0);
             }
             backends[bi].b->ops->layernorm(backends[bi].b, x, x, w, b, m, c, 1e-5f); /* in place */
@@ -795,7 +841,8 @@ static void test_bias_act(void) {
                 fill(b, n, 1.0);
                 memcpy(ref, y, (size_t)(m * n) * sizeof(float));
                 am_ref_bias_act(ref, with_bias ? b : NULL, m, n, acts[a]);
-                backends[bi].b->ops->bias_act(backends[bi].b, y, with_bias ? b : NULL, m, n, acts[a]);
+                backends[bi].b->ops->bias_act(backends[bi].b, y, with_bias ? b : NULL, m, n,
+                                              acts[a]);
                 CHECK_EQ_INT(compare_elems(y, ref, m * n, 2e-6, 1e-6, backends[bi].b->name), 0);
                 free(y), free(b), free(ref);
             }
@@ -823,8 +870,10 @@ static void test_add_bias(void) {
  * without a per-head bias and a per-window mask; f32 GEMMs and softmax. */
 static void test_attention_dense(void) {
     setup_backends();
-    const struct { int64_t b, tq, tk; int h, d; } shapes[] = {{1, 1, 1, 1, 8}, {2, 5, 9, 3, 16},
-                                                            {3, 64, 64, 4, 32}, {1, 65, 130, 2, 64}};
+    const struct {
+        int64_t b, tq, tk;
+        int h, d;
+    } shapes[] = {{1, 1, 1, 1, 8}, {2, 5, 9, 3, 16}, {3, 64, 64, 4, 32}, {1, 65, 130, 2, 64}};
     for (int bi = 0; bi < n_backends; bi++)
         for (size_t si = 0; si < 4; si++)
             for (int extra = 0; extra < 2; extra++) {
@@ -832,24 +881,39 @@ static void test_attention_dense(void) {
                 const int H = shapes[si].h, D = shapes[si].d;
                 const int64_t HD = (int64_t)H * D, qs = 3 * HD, os = HD + 5;
                 float *qkv = fmalloc(B * (TQ > TK ? TQ : TK) * qs), *out = fmalloc(B * TQ * os);
-                float *ref = fmalloc(B * TQ * os), *bias = fmalloc(H * TQ * TK), *mask = fmalloc(2 * TQ * TK);
+                float *ref = fmalloc(B * TQ * os), *bias = fmalloc(H * TQ * TK),
+                      *mask = fmalloc(2 * TQ * TK);
                 fill(qkv, B * (TQ > TK ? TQ : TK) * qs, 1.0);
                 fill(bias, H * TQ * TK, 2.0);
-                for (int64_t i = 0; i < 2 * TQ * TK; i++) mask[i] = rnd() < 0 ? -100.0f : 0.0f;
-                for (int64_t i = 0; i < TQ * TK; i += TK) mask[i] = mask[TQ * TK + i] = 0.0f; /* a key each */
+                for (int64_t i = 0; i < 2 * TQ * TK; i++)
+                    mask[i] = rnd() < 0 ? -100.0f : 0.0f;
+                for (int64_t i = 0; i < TQ * TK; i += TK)
+                    mask[i] = mask[TQ * TK + i] = 0.0f; /* a key each */
                 memset(out, 0, (size_t)(B * TQ * os) * sizeof(float));
                 memset(ref, 0, (size_t)(B * TQ * os) * sizeof(float));
-                const am_dense_attn a = {.n_seqs = B, .tq = TQ, .tk = TK, .n_heads = H, .head_dim = D,
-                                         .q_stride = qs, .kv_stride = qs, .o_stride = os,
-                                         .scale = 1.0f / sqrtf((float)D), .bias = extra ? bias : NULL,
-                                         .mask = extra ? mask : NULL, .n_mask = extra ? 2 : 0};
+                const am_dense_attn a = {.n_seqs = B,
+                                         .tq = TQ,
+                                         .tk = TK,
+                                         .n_heads = H,
+                                         .head_dim = D,
+                                         .q_stride = qs,
+                                         .kv_stride = qs,
+                                         .o_stride = os,
+                                         .scale = 1.0f / sqrtf((float)D),
+                                         .bias = extra ? bias : NULL,
+                                         .mask = extra ? mask : NULL,
+                                         .n_mask = extra ? 2 : 0};
                 am_ref_attention_dense(ref, qkv, qkv + HD, qkv + 2 * HD, &a);
-                CHECK_OK(backends[bi].b->ops->attention_dense(backends[bi].b, out, qkv, qkv + HD, qkv + 2 * HD, &a));
-                CHECK_EQ_INT(compare_elems(out, ref, B * TQ * os, 1e-4, 1e-5, backends[bi].b->name), 0);
+                CHECK_OK(backends[bi].b->ops->attention_dense(backends[bi].b, out, qkv, qkv + HD,
+                                                              qkv + 2 * HD, &a));
+                CHECK_EQ_INT(compare_elems(out, ref, B * TQ * os, 1e-4, 1e-5, backends[bi].b->name),
+                             0);
                 /* attention_short (Swin's fused per-pair kernel) computes the same thing. */
                 memset(out, 0, (size_t)(B * TQ * os) * sizeof(float));
-                CHECK_OK(backends[bi].b->ops->attention_short(backends[bi].b, out, qkv, qkv + HD, qkv + 2 * HD, &a));
-                CHECK_EQ_INT(compare_elems(out, ref, B * TQ * os, 1e-4, 1e-5, backends[bi].b->name), 0);
+                CHECK_OK(backends[bi].b->ops->attention_short(backends[bi].b, out, qkv, qkv + HD,
+                                                              qkv + 2 * HD, &a));
+                CHECK_EQ_INT(compare_elems(out, ref, B * TQ * os, 1e-4, 1e-5, backends[bi].b->name),
+                             0);
                 free(qkv), free(out), free(ref), free(bias), free(mask);
             }
 }
@@ -913,19 +977,22 @@ static void test_copy(void) {
 }
 
 static void test_teardown(void) {
-    printf("     largest matmul error / S seen: %.3g (every path, tol %g)\n", worst_ratio, TOL_F32_ACC);
-    for (int i = 0; i < n_backends; i++) am_backend_destroy(&backends[i].b);
+    printf("     largest matmul error / S seen: %.3g (every path, tol %g)\n", worst_ratio,
+           TOL_F32_ACC);
+    for (int i = 0; i < n_backends; i++)
+        am_backend_destroy(&backends[i].b);
     n_backends = 0;
 }
 
 AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
              AM_TEST(test_checker_detects_errors), AM_TEST(test_matmul_small_m),
-             AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm), AM_TEST(test_matmul_small_gemm_rows_independent),
-             AM_TEST(test_matmul_rows_independent_of_m),
-             AM_TEST(test_matmul_row_stride),
+             AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm),
+             AM_TEST(test_matmul_small_gemm_rows_independent),
+             AM_TEST(test_matmul_rows_independent_of_m), AM_TEST(test_matmul_row_stride),
              AM_TEST(test_matmul_threads), AM_TEST(test_matmul_errors), AM_TEST(test_get_rows),
              AM_TEST(test_rmsnorm), AM_TEST(test_rope), AM_TEST(test_attention),
-             AM_TEST(test_attention_threads), AM_TEST(test_kv_store), AM_TEST(test_attention_batched),
-             AM_TEST(test_softmax), AM_TEST(test_silu_mul), AM_TEST(test_add),
-             AM_TEST(test_layernorm), AM_TEST(test_bias_act), AM_TEST(test_add_bias),
-             AM_TEST(test_attention_dense), AM_TEST(test_audio_imu_ops), AM_TEST(test_copy), AM_TEST(test_teardown))
+             AM_TEST(test_attention_threads), AM_TEST(test_kv_store),
+             AM_TEST(test_attention_batched), AM_TEST(test_softmax), AM_TEST(test_silu_mul),
+             AM_TEST(test_add), AM_TEST(test_layernorm), AM_TEST(test_bias_act),
+             AM_TEST(test_add_bias), AM_TEST(test_attention_dense), AM_TEST(test_audio_imu_ops),
+             AM_TEST(test_copy), AM_TEST(test_teardown))

@@ -391,7 +391,8 @@ static void test_kv_store(void) {
     for (int bi = 0; bi < 2; bi++) {
         paged_case pc;
         const int64_t Hkv = 4, D = 64;
-        paged_case_init(&pc, bi ? 64 : 16, Hkv * D + (bi ? 0 : 7), 3, ms, pos0s); /* 263: the one-float path */
+        paged_case_init(&pc, bi ? 64 : 16, Hkv * D + (bi ? 0 : 7), 3, ms,
+                        pos0s); /* 263: the one-float path */
         const int64_t pool = pc.n_blocks * pc.bs * pc.stride, M = pc.m_total;
         float *k = fmalloc(pool), *v = fmalloc(pool), *kn = fmalloc(M * pc.stride),
               *vn = fmalloc(M * pc.stride);
@@ -494,11 +495,13 @@ static void test_attention(void) {
 static void test_encoder_ops(void) {
     /* copy and layernorm (with and without bias, in place). */
     const int64_t M = 7, C = 1000;
-    float *x = fmalloc(M * C), *w = fmalloc(C), *b = fmalloc(C), *y = fmalloc(M * C), *ref = fmalloc(M * C);
+    float *x = fmalloc(M * C), *w = fmalloc(C), *b = fmalloc(C), *y = fmalloc(M * C),
+          *ref = fmalloc(M * C);
     fill(x, M * C, 3.0);
     fill(w, C, 1.0);
     fill(b, C, 0.5);
-    float *dx = to_dev(x, (size_t)(M * C) * 4), *dw = to_dev(w, (size_t)C * 4), *db = to_dev(b, (size_t)C * 4);
+    float *dx = to_dev(x, (size_t)(M * C) * 4), *dw = to_dev(w, (size_t)C * 4),
+          *db = to_dev(b, (size_t)C * 4);
     float *dy = to_dev(y, (size_t)(M * C) * 4);
     gpu->ops->copy(gpu, dy, dx, (size_t)(M * C) * 4);
     to_host(y, dy, (size_t)(M * C) * 4);
@@ -521,7 +524,11 @@ static void test_encoder_ops(void) {
         float *d = to_dev(x, (size_t)(M * C) * 4);
         gpu->ops->bias_act(gpu, d, db, M, C, acts[a]);
         to_host(y, d, (size_t)(M * C) * 4);
-        CHECK_REL(y, ref, M * C, TOL_F32, "bias_act %s", a == 0 ? "none" : a == 1 ? "gelu" : a == 2 ? "quick_gelu" : "relu");
+        CHECK_REL(y, ref, M * C, TOL_F32, "bias_act %s",
+                  a == 0   ? "none"
+                  : a == 1 ? "gelu"
+                  : a == 2 ? "quick_gelu"
+                           : "relu");
         dev_free(d);
     }
     fill(x, M * C, 1.0);
@@ -536,26 +543,42 @@ static void test_encoder_ops(void) {
     free(x), free(w), free(b), free(y), free(ref);
 
     /* attention_dense: strided fused qkv, an output wider than H*D, bias and mask. */
-    const struct { int64_t b, tq, tk; int h, d; } shapes[] = {{1, 1, 1, 1, 8}, {2, 5, 9, 3, 16},
-                                                            {3, 64, 64, 4, 32}, {1, 65, 577, 2, 64}};
+    const struct {
+        int64_t b, tq, tk;
+        int h, d;
+    } shapes[] = {{1, 1, 1, 1, 8}, {2, 5, 9, 3, 16}, {3, 64, 64, 4, 32}, {1, 65, 577, 2, 64}};
     for (int si = 0; si < 4; si++)
         for (int extra = 0; extra < 2; extra++) {
             const int64_t B = shapes[si].b, TQ = shapes[si].tq, TK = shapes[si].tk;
             const int H = shapes[si].h, D = shapes[si].d;
-            const int64_t HD = (int64_t)H * D, qs = 3 * HD, os = HD + 5, rows = B * (TQ > TK ? TQ : TK);
+            const int64_t HD = (int64_t)H * D, qs = 3 * HD, os = HD + 5,
+                          rows = B * (TQ > TK ? TQ : TK);
             float *qkv = fmalloc(rows * qs), *out = fmalloc(B * TQ * os), *r = fmalloc(B * TQ * os);
             float *bias = fmalloc(H * TQ * TK), *mask = fmalloc(2 * TQ * TK);
             fill(qkv, rows * qs, 1.0);
             fill(bias, H * TQ * TK, 2.0);
-            for (int64_t i = 0; i < 2 * TQ * TK; i++) mask[i] = rnd() < 0 ? -100.0f : 0.0f;
-            for (int64_t i = 0; i < TQ * TK; i += TK) mask[i] = mask[TQ * TK + i] = 0.0f;
+            for (int64_t i = 0; i < 2 * TQ * TK; i++)
+                mask[i] = rnd() < 0 ? -100.0f : 0.0f;
+            for (int64_t i = 0; i < TQ * TK; i += TK)
+                mask[i] = mask[TQ * TK + i] = 0.0f;
             memset(out, 0, (size_t)(B * TQ * os) * 4);
             memset(r, 0, (size_t)(B * TQ * os) * 4);
-            float *dq = to_dev(qkv, (size_t)(rows * qs) * 4), *dout = to_dev(out, (size_t)(B * TQ * os) * 4);
-            float *dbias = to_dev(bias, (size_t)(H * TQ * TK) * 4), *dmask = to_dev(mask, (size_t)(2 * TQ * TK) * 4);
-            am_dense_attn a = {.n_seqs = B, .tq = TQ, .tk = TK, .n_heads = H, .head_dim = D, .q_stride = qs,
-                               .kv_stride = qs, .o_stride = os, .scale = 1.0f / sqrtf((float)D),
-                               .bias = extra ? bias : NULL, .mask = extra ? mask : NULL, .n_mask = extra ? 2 : 0};
+            float *dq = to_dev(qkv, (size_t)(rows * qs) * 4),
+                  *dout = to_dev(out, (size_t)(B * TQ * os) * 4);
+            float *dbias = to_dev(bias, (size_t)(H * TQ * TK) * 4),
+                  *dmask = to_dev(mask, (size_t)(2 * TQ * TK) * 4);
+            am_dense_attn a = {.n_seqs = B,
+                               .tq = TQ,
+                               .tk = TK,
+                               .n_heads = H,
+                               .head_dim = D,
+                               .q_stride = qs,
+                               .kv_stride = qs,
+                               .o_stride = os,
+                               .scale = 1.0f / sqrtf((float)D),
+                               .bias = extra ? bias : NULL,
+                               .mask = extra ? mask : NULL,
+                               .n_mask = extra ? 2 : 0};
             am_ref_attention_dense(r, qkv, qkv + HD, qkv + 2 * HD, &a);
             a.bias = extra ? dbias : NULL, a.mask = extra ? dmask : NULL;
             CHECK_OK(gpu->ops->attention_dense(gpu, dout, dq, dq + HD, dq + 2 * HD, &a));
@@ -566,20 +589,20 @@ static void test_encoder_ops(void) {
         }
 }
 
-
 /* ---- the audio and IMU encoders' ops: attention_short, gather_rows, scatter_add,
  * groupnorm, im2col_1d, maxpool_time, mean_rows, transpose, gru_gates ---- */
 
 /* Runs op on the GPU over device copies and checks it against the reference (tol; 0: bit
  * for bit) and the CPU backend's result (the same tolerance). */
-#define DEV(p, n) float *d_##p = to_dev(p, (size_t)(n) * 4)
+#define DEV(p, n) float *d_##p = to_dev(p, (size_t)(n)*4)
 
 static void check_three(const float *g, const float *c, const float *r, int64_t n, double tol,
                         const char *what) {
     if (tol == 0) {
         CHECK(memcmp(g, r, (size_t)n * 4) == 0);
         CHECK(memcmp(c, r, (size_t)n * 4) == 0);
-        if (memcmp(g, r, (size_t)n * 4)) fprintf(stderr, "  %s: gpu differs from the reference\n", what);
+        if (memcmp(g, r, (size_t)n * 4))
+            fprintf(stderr, "  %s: gpu differs from the reference\n", what);
     } else {
         CHECK_REL(g, r, n, tol, "%s (gpu)", what);
         CHECK_REL(c, r, n, tol, "%s (cpu)", what);
@@ -590,7 +613,8 @@ static void test_audio_imu_ops(void) {
     /* gather_rows / scatter_add: Swin's window permutation, 3 clips of 64 rows. */
     const int64_t P = 64, M = 3 * P, C = 96;
     int32_t idx[64];
-    for (int i = 0; i < P; i++) idx[i] = i;
+    for (int i = 0; i < P; i++)
+        idx[i] = i;
     for (int i = (int)P - 1; i > 0; i--) {
         const int j = (int)rnd_int(i + 1), t = idx[i];
         idx[i] = idx[j], idx[j] = t;
@@ -623,44 +647,67 @@ static void test_audio_imu_ops(void) {
 
     /* attention_short: 8 windows of 64 tokens (n_mask 4), 3 heads of 32, fused qkv rows,
      * with and without the relative-position bias and the shift mask; and a ragged 5 x 7. */
-    const struct { int64_t b, tq, tk; int h, d; } sh[] = {{8, 64, 64, 3, 32}, {2, 5, 7, 2, 12}};
+    const struct {
+        int64_t b, tq, tk;
+        int h, d;
+    } sh[] = {{8, 64, 64, 3, 32}, {2, 5, 7, 2, 12}};
     for (int si = 0; si < 2; si++)
         for (int extra = 0; extra < 2; extra++) {
             const int64_t B = sh[si].b, TQ = sh[si].tq, TK = sh[si].tk, H = sh[si].h, D = sh[si].d;
-            const int64_t HD = H * D, qs = 3 * HD, rows = B * (TQ > TK ? TQ : TK), n_out = B * TQ * HD;
+            const int64_t HD = H * D, qs = 3 * HD, rows = B * (TQ > TK ? TQ : TK),
+                          n_out = B * TQ * HD;
             float *qkv = fmalloc(rows * qs), *bb = fmalloc(H * TQ * TK), *mk = fmalloc(4 * TQ * TK);
             float *og = fmalloc(n_out), *oc = fmalloc(n_out), *orf = fmalloc(n_out);
             fill(qkv, rows * qs, 1.0), fill(bb, H * TQ * TK, 2.0);
-            for (int64_t i = 0; i < 4 * TQ * TK; i++) mk[i] = rnd() < 0 ? -100.0f : 0.0f;
-            float *d_qkv = to_dev(qkv, (size_t)(rows * qs) * 4), *d_bb = to_dev(bb, (size_t)(H * TQ * TK) * 4);
-            float *d_mk = to_dev(mk, (size_t)(4 * TQ * TK) * 4), *d_out = to_dev(og, (size_t)n_out * 4);
-            am_dense_attn a = {.n_seqs = B, .tq = TQ, .tk = TK, .n_heads = (int)H, .head_dim = (int)D,
-                               .q_stride = qs, .kv_stride = qs, .o_stride = HD, .scale = 1.0f / sqrtf((float)D),
-                               .bias = extra ? bb : NULL, .mask = extra ? mk : NULL, .n_mask = extra ? 4 : 0};
+            for (int64_t i = 0; i < 4 * TQ * TK; i++)
+                mk[i] = rnd() < 0 ? -100.0f : 0.0f;
+            float *d_qkv = to_dev(qkv, (size_t)(rows * qs) * 4),
+                  *d_bb = to_dev(bb, (size_t)(H * TQ * TK) * 4);
+            float *d_mk = to_dev(mk, (size_t)(4 * TQ * TK) * 4),
+                  *d_out = to_dev(og, (size_t)n_out * 4);
+            am_dense_attn a = {.n_seqs = B,
+                               .tq = TQ,
+                               .tk = TK,
+                               .n_heads = (int)H,
+                               .head_dim = (int)D,
+                               .q_stride = qs,
+                               .kv_stride = qs,
+                               .o_stride = HD,
+                               .scale = 1.0f / sqrtf((float)D),
+                               .bias = extra ? bb : NULL,
+                               .mask = extra ? mk : NULL,
+                               .n_mask = extra ? 4 : 0};
             am_ref_attention_dense(orf, qkv, qkv + HD, qkv + 2 * HD, &a);
             CHECK_OK(cpu->ops->attention_short(cpu, oc, qkv, qkv + HD, qkv + 2 * HD, &a));
             a.bias = extra ? d_bb : NULL, a.mask = extra ? d_mk : NULL;
             CHECK_OK(gpu->ops->attention_short(gpu, d_out, d_qkv, d_qkv + HD, d_qkv + 2 * HD, &a));
             to_host(og, d_out, (size_t)n_out * 4);
-            check_three(og, oc, orf, n_out, TOL_F32, extra ? "attention_short bias+mask" : "attention_short");
+            check_three(og, oc, orf, n_out, TOL_F32,
+                        extra ? "attention_short bias+mask" : "attention_short");
             dev_free(d_qkv), dev_free(d_bb), dev_free(d_mk), dev_free(d_out);
             free(qkv), free(bb), free(mk), free(og), free(oc), free(orf);
         }
     {
-        am_dense_attn a = {.n_seqs = 1, .tq = AM_SHORT_ATTN_MAX_T + 1, .tk = 4, .n_heads = 1, .head_dim = 8};
+        am_dense_attn a = {
+            .n_seqs = 1, .tq = AM_SHORT_ATTN_MAX_T + 1, .tk = 4, .n_heads = 1, .head_dim = 8};
         CHECK(gpu->ops->attention_short(gpu, NULL, NULL, NULL, NULL, &a) == AM_EINVAL);
     }
 
     /* groupnorm (IMU2CLIP's two: 6 channels in 2 groups over 1000 steps, 32 in 4 over 111),
      * in place on the GPU. */
-    const struct { int64_t b, t, c; int g; } gs[] = {{3, 1000, 6, 2}, {5, 111, 32, 4}};
+    const struct {
+        int64_t b, t, c;
+        int g;
+    } gs[] = {{3, 1000, 6, 2}, {5, 111, 32, 4}};
     for (int si = 0; si < 2; si++) {
         const int64_t B = gs[si].b, T = gs[si].t, CC = gs[si].c, n = B * T * CC;
         float *gx = fmalloc(n), *gw = fmalloc(CC), *gb = fmalloc(CC);
         float *og = fmalloc(n), *oc = fmalloc(n), *orf = fmalloc(n);
         fill(gx, n, 3.0), fill(gw, CC, 1.0), fill(gb, CC, 0.5);
-        for (int64_t i = 0; i < n; i++) gx[i] += 2.0f; /* a mean far from 0 */
-        float *d_gx = to_dev(gx, (size_t)n * 4), *d_gw = to_dev(gw, (size_t)CC * 4), *d_gb = to_dev(gb, (size_t)CC * 4);
+        for (int64_t i = 0; i < n; i++)
+            gx[i] += 2.0f; /* a mean far from 0 */
+        float *d_gx = to_dev(gx, (size_t)n * 4), *d_gw = to_dev(gw, (size_t)CC * 4),
+              *d_gb = to_dev(gb, (size_t)CC * 4);
         gpu->ops->groupnorm(gpu, d_gx, d_gx, d_gw, d_gb, B, T, CC, gs[si].g, 1e-5f);
         to_host(og, d_gx, (size_t)n * 4);
         cpu->ops->groupnorm(cpu, oc, gx, gw, gb, B, T, CC, gs[si].g, 1e-5f);
@@ -847,7 +894,8 @@ static void test_profile_and_memory(void) {
         pb->ops->upload(pb, dx, x, (size_t)K * 4);
         pb->ops->upload(pb, dw_n, w, (size_t)K * 4);
         CHECK_OK(pb->ops->upload_matrix(pb, &hw, &dw));
-        for (int i = 0; i < 3; i++) pb->ops->rmsnorm(pb, dx, dx, dw_n, 1, K, 1e-5f);
+        for (int i = 0; i < 3; i++)
+            pb->ops->rmsnorm(pb, dx, dx, dw_n, 1, K, 1e-5f);
         CHECK_OK(pb->ops->matmul(pb, &dw, dx, dy, 1));
         CHECK_OK(pb->ops->download(pb, y, dy, (size_t)N * 4));
         pb->ops->free(pb, dx), pb->ops->free(pb, dw_n), pb->ops->free(pb, dy);

@@ -511,8 +511,14 @@ static void test_audio_imu(void) {
     char dir[400];
     snprintf(dir, sizeof dir, "%s/enc_audio_imu", tmpdir);
     mkdir(dir, 0755);
-    am_mkencoders_opts o = {.dir = dir, .projector = AM_PROJ_LINEAR, .dtype = AM_DTYPE_F32, .seed = 5,
-                            .llm_dim = DIM, .llm_path = ".", .audio_shape = "tiny", .imu_shape = "tiny"};
+    am_mkencoders_opts o = {.dir = dir,
+                            .projector = AM_PROJ_LINEAR,
+                            .dtype = AM_DTYPE_F32,
+                            .seed = 5,
+                            .llm_dim = DIM,
+                            .llm_path = ".",
+                            .audio_shape = "tiny",
+                            .imu_shape = "tiny"};
     CHECK_OK(am_mkencoders_write(&o));
     am_audio_model *am = NULL;
     am_imu_model *im = NULL;
@@ -544,7 +550,8 @@ static void test_audio_imu(void) {
             CHECK_OK(am_audio_encode(ae, items, 3));
         }
         if (ie) {
-            const am_imu_item items[2] = {{win, 2, iout[k]}, {win + 2 * WF, 3, iout[k] + 2 * IT * IO}};
+            const am_imu_item items[2] = {{win, 2, iout[k]},
+                                          {win + 2 * WF, 3, iout[k] + 2 * IT * IO}};
             CHECK_OK(am_imu_encode(ie, items, 2));
         }
         am_audio_encoder_destroy(&ae);
@@ -573,5 +580,5 @@ static void teardown(void) {
 }
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_strict), AM_TEST(test_eval), AM_TEST(test_decode),
-             AM_TEST(test_sched), AM_TEST(test_group), AM_TEST(test_vision), AM_TEST(test_audio_imu),
-             AM_TEST(teardown))
+             AM_TEST(test_sched), AM_TEST(test_group), AM_TEST(test_vision),
+             AM_TEST(test_audio_imu), AM_TEST(teardown))

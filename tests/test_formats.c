@@ -1533,12 +1533,14 @@ static void test_strmap(void) {
     }
     CHECK(m.n == N && m.cap >= 2 * N);
     int bad = 0;
-    for (int i = 0; i < N; i++) bad += am_strmap_get(&m, keys + i * 16, strlen(keys + i * 16)) != i;
+    for (int i = 0; i < N; i++)
+        bad += am_strmap_get(&m, keys + i * 16, strlen(keys + i * 16)) != i;
     CHECK_EQ_INT(bad, 0);
     int64_t first = -1;
     CHECK_EQ_INT(am_strmap_put(&m, "k17", 3, 99, &first), 1);
     CHECK(first == 17 && am_strmap_get(&m, "k17", 3) == 17 && m.n == N);
-    CHECK(am_strmap_get(&m, "k1", 2) == 1 && am_strmap_get(&m, "k", 1) == -1 && am_strmap_get(&m, "k20000", 6) == -1);
+    CHECK(am_strmap_get(&m, "k1", 2) == 1 && am_strmap_get(&m, "k", 1) == -1 &&
+          am_strmap_get(&m, "k20000", 6) == -1);
     const char nul[] = {'a', 0, 'b'};
     CHECK_EQ_INT(am_strmap_put(&m, nul, 3, -7, NULL), 0);
     CHECK(am_strmap_get(&m, nul, 3) == -7 && am_strmap_get(&m, nul, 1) == -1);
@@ -1547,14 +1549,16 @@ static void test_strmap(void) {
     am_strmap_free(&m); /* twice is fine */
     CHECK_OK(am_strmap_reserve(&m, 1000));
     const size_t cap = m.cap;
-    for (int i = 0; i < 1000; i++) CHECK_EQ_INT(am_strmap_put(&m, keys + i * 16, strlen(keys + i * 16), i, NULL), 0);
+    for (int i = 0; i < 1000; i++)
+        CHECK_EQ_INT(am_strmap_put(&m, keys + i * 16, strlen(keys + i * 16), i, NULL), 0);
     CHECK(m.cap == cap); /* reserved: no growth */
     am_strmap_free(&m);
     free(keys);
 }
 
-AM_TEST_MAIN(AM_TEST(test_strmap), AM_TEST(test_safetensors_roundtrip), AM_TEST(test_safetensors_dir),
-             AM_TEST(test_safetensors_index_errors), AM_TEST(test_safetensors_python_fixture),
-             AM_TEST(test_gguf_roundtrip), AM_TEST(test_gguf_python_fixture),
-             AM_TEST(test_llama2c_python_fixture), AM_TEST(test_llama2c_roundtrip),
-             AM_TEST(test_hostile_files), AM_TEST(test_fuzz), AM_TEST(test_alloc_failures))
+AM_TEST_MAIN(AM_TEST(test_strmap), AM_TEST(test_safetensors_roundtrip),
+             AM_TEST(test_safetensors_dir), AM_TEST(test_safetensors_index_errors),
+             AM_TEST(test_safetensors_python_fixture), AM_TEST(test_gguf_roundtrip),
+             AM_TEST(test_gguf_python_fixture), AM_TEST(test_llama2c_python_fixture),
+             AM_TEST(test_llama2c_roundtrip), AM_TEST(test_hostile_files), AM_TEST(test_fuzz),
+             AM_TEST(test_alloc_failures))

@@ -228,8 +228,8 @@ static char tmpdir[256];
 static void rm_dir(void) { enc_test_dir_remove(tmpdir); }
 
 static int make_dir(const char *shape, uint64_t seed, const char *sub) {
-    am_mkencoders_opts o = {.dtype = AM_DTYPE_F32, .seed = seed, .llm_dim = 64, .llm_path = ".",
-                            .imu_shape = shape};
+    am_mkencoders_opts o = {
+        .dtype = AM_DTYPE_F32, .seed = seed, .llm_dim = 64, .llm_path = ".", .imu_shape = shape};
     return enc_test_dir_make(tmpdir, sizeof tmpdir, "imu", sub, &o);
 }
 

@@ -61,8 +61,8 @@ static am_backend *cpu(void) {
 }
 
 /* Greedy generation of n tokens (EOS ignored) from prompt ids; returns the count. */
-static int greedy(const am_llama_model *m, am_backend *be, const int32_t *prompt, int n_prompt, int n_gen,
-                  int32_t *out) {
+static int greedy(const am_llama_model *m, am_backend *be, const int32_t *prompt, int n_prompt,
+                  int n_gen, int32_t *out) {
     am_llama_ctx *ctx = NULL;
     CHECK_OK(am_llama_ctx_new(m, be, n_prompt + n_gen, 64, &ctx));
     if (!ctx) return 0;
@@ -70,7 +70,8 @@ static int greedy(const am_llama_model *m, am_backend *be, const int32_t *prompt
     am_gen_result r;
     int n = 0;
     CHECK_OK(am_generate(ctx, NULL, prompt, n_prompt, &gp, NULL, NULL, &r));
-    for (int64_t i = 0; i < r.n_ids; i++) out[n++] = r.ids[i];
+    for (int64_t i = 0; i < r.n_ids; i++)
+        out[n++] = r.ids[i];
     am_gen_result_fini(&r);
     am_llama_ctx_destroy(&ctx);
     return n;
@@ -110,15 +111,18 @@ static void test_hf_logits(void) {
         CHECK_OK(am_llama_ctx_new(m, be, 128, chunk ? 1 : 32, &ctx));
         CHECK_OK(am_llama_eval(ctx, prompt, NULL, n_prompt, logits, 1));
         double max_err = 0;
-        for (int64_t i = 0; i < (int64_t)n_prompt * V; i++) max_err = fmax(max_err, fabs(logits[i] - ref[i]));
-        printf("  hf logits (chunk %s): max abs err %.3g over %d positions\n", chunk ? "1" : "32", max_err, n_prompt);
+        for (int64_t i = 0; i < (int64_t)n_prompt * V; i++)
+            max_err = fmax(max_err, fabs(logits[i] - ref[i]));
+        printf("  hf logits (chunk %s): max abs err %.3g over %d positions\n", chunk ? "1" : "32",
+               max_err, n_prompt);
         CHECK(max_err < 1e-4);
         am_llama_ctx_destroy(&ctx);
     }
     int32_t got[64];
     int n_got = greedy(m, be, prompt, n_prompt, n_want, got);
     CHECK_EQ_INT(n_got, n_want);
-    for (int i = 0; i < n_want && i < n_got; i++) CHECK_EQ_INT(got[i], want[i]);
+    for (int i = 0; i < n_want && i < n_got; i++)
+        CHECK_EQ_INT(got[i], want[i]);
 
     free(logits);
     free(ref);
@@ -130,10 +134,15 @@ static void test_hf_logits(void) {
 
 /* ---- one model, three formats ---------------------------------------------- */
 
-static int make(const char *shape, int layers, am_model_format fmt, am_dtype dt, uint64_t seed, const char *out,
-                const char *tokenizer) {
-    am_mkmodel_opts o = {.shape = shape, .n_layers = layers, .format = fmt, .dtype = dt, .seed = seed,
-                         .out = out, .tokenizer = tokenizer};
+static int make(const char *shape, int layers, am_model_format fmt, am_dtype dt, uint64_t seed,
+                const char *out, const char *tokenizer) {
+    am_mkmodel_opts o = {.shape = shape,
+                         .n_layers = layers,
+                         .format = fmt,
+                         .dtype = dt,
+                         .seed = seed,
+                         .out = out,
+                         .tokenizer = tokenizer};
     int rc = am_mkmodel_write(&o);
     if (rc) fprintf(stderr, "mkmodel %s: %s\n", out, am_err_msg());
     return rc;
@@ -151,14 +160,19 @@ static void test_formats_agree(void) {
     CHECK_OK(make("tiny", 0, AM_FORMAT_LLAMA2C, AM_DTYPE_F32, 42, l2, NULL));
     /* The same model split into shards of at most 200 kB (model.safetensors.index.json). */
     char sh[300], index[400];
-    am_mkmodel_opts so = {.shape = "tiny", .format = AM_FORMAT_SAFETENSORS, .dtype = AM_DTYPE_F32, .seed = 42,
-                          .out = tmp_path("tiny-sharded", sh, sizeof sh), .shard_bytes = 200000};
+    am_mkmodel_opts so = {.shape = "tiny",
+                          .format = AM_FORMAT_SAFETENSORS,
+                          .dtype = AM_DTYPE_F32,
+                          .seed = 42,
+                          .out = tmp_path("tiny-sharded", sh, sizeof sh),
+                          .shard_bytes = 200000};
     CHECK_OK(am_mkmodel_write(&so));
     snprintf(index, sizeof index, "%s/model.safetensors.index.json", sh);
     CHECK(access(index, R_OK) == 0);
     enum { N_FORMATS = 4 };
     const char *paths[N_FORMATS] = {st, gg, l2, sh};
-    const am_rope_layout layouts[N_FORMATS] = {AM_ROPE_HALVES, AM_ROPE_ADJACENT, AM_ROPE_ADJACENT, AM_ROPE_HALVES};
+    const am_rope_layout layouts[N_FORMATS] = {AM_ROPE_HALVES, AM_ROPE_ADJACENT, AM_ROPE_ADJACENT,
+                                               AM_ROPE_HALVES};
     int32_t prompt[8] = {1, 17, 300, 42, 99, 250, 7, 511};
     int32_t ids[N_FORMATS][48];
     float *last[N_FORMATS] = {0};
@@ -178,20 +192,24 @@ static void test_formats_agree(void) {
         am_model_files_close(&mf);
     }
     for (int f = 1; f < N_FORMATS; f++) {
-        for (int i = 0; i < 48; i++) CHECK_EQ_INT(ids[f][i], ids[0][i]);
+        for (int i = 0; i < 48; i++)
+            CHECK_EQ_INT(ids[f][i], ids[0][i]);
         double err = 0;
-        for (int i = 0; i < 512; i++) err = fmax(err, fabs(last[f][i] - last[0][i]));
+        for (int i = 0; i < 512; i++)
+            err = fmax(err, fabs(last[f][i] - last[0][i]));
         printf("  format %d vs safetensors: max abs logit diff %.3g\n", f, err);
         CHECK(err < 1e-4);
     }
-    for (int f = 0; f < N_FORMATS; f++) free(last[f]);
+    for (int f = 0; f < N_FORMATS; f++)
+        free(last[f]);
     /* A tokenizer with more pieces than the model has rows is refused. */
     if (!am_test_no_shared_dir("tokenizer larger than the model")) {
         char big_tok[512];
         AM_SHARED_PATH("models/tokenizer.model", big_tok);
         am_model_files mf;
         CHECK_EQ_INT(am_model_files_open(&mf, st, big_tok, 1), AM_ESHAPE);
-        CHECK(strstr(am_err_msg(), "32000 pieces") != NULL && strstr(am_err_msg(), "only 512") != NULL);
+        CHECK(strstr(am_err_msg(), "32000 pieces") != NULL &&
+              strstr(am_err_msg(), "only 512") != NULL);
     }
     am_backend_destroy(&be);
 }
@@ -215,14 +233,16 @@ static void test_llama2c_runc(void) {
     CHECK(n_prompt > 0 && n_want > 0);
     char dir[300];
     mkdir(tmp_path("runc", dir, sizeof dir), 0755);
-    CHECK_OK(make(shape, 0, AM_FORMAT_LLAMA2C, AM_DTYPE_F32, seed, tmp_path("runc/model.bin", out, sizeof out), tok));
+    CHECK_OK(make(shape, 0, AM_FORMAT_LLAMA2C, AM_DTYPE_F32, seed,
+                  tmp_path("runc/model.bin", out, sizeof out), tok));
     am_llama_model *m = NULL;
     CHECK_OK(am_llama_load(out, &m));
     if (m) {
         am_backend *be = cpu();
         int n_got = greedy(m, be, prompt, n_prompt, n_want, got);
         CHECK_EQ_INT(n_got, n_want);
-        for (int i = 0; i < n_want && i < n_got; i++) CHECK_EQ_INT(got[i], want[i]);
+        for (int i = 0; i < n_want && i < n_got; i++)
+            CHECK_EQ_INT(got[i], want[i]);
         printf("  run.c golden: %d prompt ids, %d generated ids compared\n", n_prompt, n_want);
         am_backend_destroy(&be);
         am_llama_destroy(&m);
@@ -240,16 +260,25 @@ static void test_llama2c_runc(void) {
  * about 2x margin over what was measured (f16 0.0025, bf16 0.017, q8_0 0.038,
  * q4_0 0.71). */
 static void test_dtypes_vs_f32(void) {
-    static const struct { am_dtype dt; double max_rel, min_agree; } cases[] = {
-        {AM_DTYPE_F16, 0.01, 0.98}, {AM_DTYPE_BF16, 0.04, 0.95}, {AM_DTYPE_Q8_0, 0.08, 0.9}, {AM_DTYPE_Q4_0, 1.5, 0.7},
+    static const struct {
+        am_dtype dt;
+        double max_rel, min_agree;
+    } cases[] = {
+        {AM_DTYPE_F16, 0.01, 0.98},
+        {AM_DTYPE_BF16, 0.04, 0.95},
+        {AM_DTYPE_Q8_0, 0.08, 0.9},
+        {AM_DTYPE_Q4_0, 1.5, 0.7},
     };
     char ref_path[300];
-    CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, AM_DTYPE_F32, 5, tmp_path("dt-f32.gguf", ref_path, sizeof ref_path), NULL));
+    CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, AM_DTYPE_F32, 5,
+                  tmp_path("dt-f32.gguf", ref_path, sizeof ref_path), NULL));
     enum { T = 64, V = 512 };
     int32_t seq[T];
     seq[0] = 1;
-    for (int i = 1; i < T; i++) seq[i] = 3 + (i * 131) % (V - 3);
-    float *ref = malloc((size_t)T * V * sizeof(float)), *got = malloc((size_t)T * V * sizeof(float));
+    for (int i = 1; i < T; i++)
+        seq[i] = 3 + (i * 131) % (V - 3);
+    float *ref = malloc((size_t)T * V * sizeof(float)),
+          *got = malloc((size_t)T * V * sizeof(float));
     am_backend *be = cpu();
     am_llama_model *m = NULL;
     am_llama_ctx *ctx = NULL;
@@ -260,14 +289,17 @@ static void test_dtypes_vs_f32(void) {
     am_llama_ctx_destroy(&ctx);
     am_llama_destroy(&m);
     double mean = 0, var = 0;
-    for (int i = 0; i < T * V; i++) mean += ref[i];
+    for (int i = 0; i < T * V; i++)
+        mean += ref[i];
     mean /= T * V;
-    for (int i = 0; i < T * V; i++) var += (ref[i] - mean) * (ref[i] - mean);
+    for (int i = 0; i < T * V; i++)
+        var += (ref[i] - mean) * (ref[i] - mean);
     double sd = sqrt(var / (T * V));
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char path[300], name[64];
         snprintf(name, sizeof name, "dt-%s.gguf", am_dtype_name(cases[c].dt));
-        CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, cases[c].dt, 5, tmp_path(name, path, sizeof path), NULL));
+        CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, cases[c].dt, 5, tmp_path(name, path, sizeof path),
+                      NULL));
         CHECK_OK(am_llama_load(path, &m));
         if (!m) continue;
         CHECK_EQ_INT(am_llama_weight_dtype(m), cases[c].dt);
@@ -276,10 +308,12 @@ static void test_dtypes_vs_f32(void) {
         double max_err = 0;
         int agree = 0;
         for (int t = 0; t < T; t++) {
-            for (int i = 0; i < V; i++) max_err = fmax(max_err, fabs(got[t * V + i] - ref[t * V + i]));
+            for (int i = 0; i < V; i++)
+                max_err = fmax(max_err, fabs(got[t * V + i] - ref[t * V + i]));
             agree += am_argmax(got + t * V, V) == am_argmax(ref + t * V, V);
         }
-        printf("  %-5s vs f32: max abs logit diff %.4f (%.4f of the logits' sd %.3f), argmax agreement %d/%d\n",
+        printf("  %-5s vs f32: max abs logit diff %.4f (%.4f of the logits' sd %.3f), argmax "
+               "agreement %d/%d\n",
                am_dtype_name(cases[c].dt), max_err, max_err / sd, sd, agree, T);
         CHECK(max_err / sd < cases[c].max_rel);
         CHECK((double)agree / T >= cases[c].min_agree);
@@ -309,12 +343,15 @@ static void test_dtypes_vs_f32(void) {
  *     avx2, 0.013 for BF16 in precision bf16, with |logit| up to 4.2). For
  *     these the bound is 0.05 and every argmax must agree. */
 static void test_logits_independent_of_step(void) {
-    static const am_dtype dts[] = {AM_DTYPE_F32, AM_DTYPE_F16, AM_DTYPE_BF16, AM_DTYPE_Q8_0, AM_DTYPE_Q4_0};
+    static const am_dtype dts[] = {AM_DTYPE_F32, AM_DTYPE_F16, AM_DTYPE_BF16, AM_DTYPE_Q8_0,
+                                   AM_DTYPE_Q4_0};
     enum { T = 160, V = 512 };
     int32_t seq[T];
     seq[0] = 1;
-    for (int i = 1; i < T; i++) seq[i] = 3 + (i * 197) % (V - 3);
-    float *once = malloc((size_t)T * V * sizeof(float)), *got = malloc((size_t)T * V * sizeof(float));
+    for (int i = 1; i < T; i++)
+        seq[i] = 3 + (i * 197) % (V - 3);
+    float *once = malloc((size_t)T * V * sizeof(float)),
+          *got = malloc((size_t)T * V * sizeof(float));
     am_backend *be = cpu();
     am_precision precision = AM_PRECISION_F32;
     const char *mode = getenv("AM_CPU_PRECISION");
@@ -323,7 +360,8 @@ static void test_logits_independent_of_step(void) {
     for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) {
         char path[300], name[64];
         snprintf(name, sizeof name, "step-%s.gguf", am_dtype_name(dts[d]));
-        CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, dts[d], 9, tmp_path(name, path, sizeof path), NULL));
+        CHECK_OK(
+            make("tiny", 0, AM_FORMAT_GGUF, dts[d], 9, tmp_path(name, path, sizeof path), NULL));
         am_llama_model *m = NULL;
         am_llama_ctx *ctx = NULL;
         CHECK_OK(am_llama_load(path, &m));
@@ -347,10 +385,11 @@ static void test_logits_independent_of_step(void) {
             for (int t = 0; t < T; t++)
                 agree += am_argmax(got + (size_t)t * V, V) == am_argmax(once + (size_t)t * V, V);
             const int rounds_x = am_matmul_x_precision(dts[d], precision) != AM_XPREC_F32;
-            printf("  %-5s %3d tokens at once vs %d at a time (%s, precision %s): max abs logit diff %.3g "
+            printf("  %-5s %3d tokens at once vs %d at a time (%s, precision %s): max abs logit "
+                   "diff %.3g "
                    "(max |logit| %.3g), argmax agreement %d/%d\n",
-                   am_dtype_name(dts[d]), T, chunks[c], be->name, am_precision_name(precision), max_err,
-                   max_abs, agree, T);
+                   am_dtype_name(dts[d]), T, chunks[c], be->name, am_precision_name(precision),
+                   max_err, max_abs, agree, T);
             CHECK(max_err <= (rounds_x ? 0.05 : 1e-4));
             CHECK_EQ_INT(agree, T);
         }
@@ -371,7 +410,8 @@ static void test_load_errors(void) {
 
     /* A safetensors model without its config.json. */
     char st[300], cfg[400];
-    CHECK_OK(make("tiny", 1, AM_FORMAT_SAFETENSORS, AM_DTYPE_F32, 1, tmp_path("nocfg", st, sizeof st), NULL));
+    CHECK_OK(make("tiny", 1, AM_FORMAT_SAFETENSORS, AM_DTYPE_F32, 1,
+                  tmp_path("nocfg", st, sizeof st), NULL));
     snprintf(cfg, sizeof cfg, "%s/config.json", st);
     char *saved = read_file(cfg, NULL);
     unlink(cfg);
@@ -413,7 +453,8 @@ static void test_load_errors(void) {
 /* A tiny f32 GGUF model made in the test's directory as `file`, loaded (NULL on failure). */
 static am_llama_model *tiny_model(const char *file) {
     char path[300];
-    CHECK_OK(make("tiny", 1, AM_FORMAT_GGUF, AM_DTYPE_F32, 3, tmp_path(file, path, sizeof path), NULL));
+    CHECK_OK(
+        make("tiny", 1, AM_FORMAT_GGUF, AM_DTYPE_F32, 3, tmp_path(file, path, sizeof path), NULL));
     am_llama_model *m = NULL;
     CHECK_OK(am_llama_load(path, &m));
     return m;
@@ -454,7 +495,8 @@ static void test_kv_blocks_fit(void) {
     CHECK(free_b > 0 && free_b <= total_b);
     /* What is in use now, the reserve, and 64 MiB for a small cache. */
     const double in_use = (double)(total_b - free_b) / (double)total_b;
-    const double some = in_use + (double)(AM_LLAMA_KV_RESERVE_BYTES + ((size_t)64 << 20)) / (double)total_b;
+    const double some =
+        in_use + (double)(AM_LLAMA_KV_RESERVE_BYTES + ((size_t)64 << 20)) / (double)total_b;
     int32_t small = 0, big = 0;
     CHECK_OK(am_llama_kv_blocks_fit(m, be, some < 1.0 ? some : 1.0, 16, 8, &small));
     CHECK_OK(am_llama_kv_blocks_fit(m, be, 1.0, 16, 8, &big));
@@ -480,14 +522,16 @@ static void test_kv_blocks_fit(void) {
 /* Embedding rows (the modality-token path) give the same result as the ids they embed. */
 static void test_embedding_rows(void) {
     char path[300];
-    CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, AM_DTYPE_F32, 11, tmp_path("embd.gguf", path, sizeof path), NULL));
+    CHECK_OK(make("tiny", 0, AM_FORMAT_GGUF, AM_DTYPE_F32, 11,
+                  tmp_path("embd.gguf", path, sizeof path), NULL));
     am_llama_model *m = NULL;
     CHECK_OK(am_llama_load(path, &m));
     if (!m) return;
     am_backend *be = cpu();
     int C = m->cfg.dim, V = m->cfg.vocab_size;
     int32_t ids[6] = {1, 10, 20, 30, 40, 50};
-    float *rows = malloc(6 * (size_t)C * sizeof(float)), *a = malloc((size_t)V * 4), *b = malloc((size_t)V * 4);
+    float *rows = malloc(6 * (size_t)C * sizeof(float)), *a = malloc((size_t)V * 4),
+          *b = malloc((size_t)V * 4);
     be->ops->get_rows(be, &m->tok_embeddings, ids, 6, rows);
     am_llama_ctx *ctx = NULL;
     CHECK_OK(am_llama_ctx_new(m, be, 16, 8, &ctx));
@@ -495,7 +539,8 @@ static void test_embedding_rows(void) {
     am_llama_ctx_reset(ctx);
     CHECK_OK(am_llama_eval(ctx, ids, NULL, 2, NULL, 0));
     CHECK_OK(am_llama_eval(ctx, NULL, rows + 2 * C, 4, b, 0));
-    for (int i = 0; i < V; i++) CHECK_NEAR(a[i], b[i], 1e-5);
+    for (int i = 0; i < V; i++)
+        CHECK_NEAR(a[i], b[i], 1e-5);
     free(rows);
     free(a);
     free(b);
@@ -534,8 +579,11 @@ static void test_llava_decoder(void) {
         CHECK_OK(am_llama_ctx_new(m, be, 32, 32, &ctx));
         CHECK_OK(am_llama_eval(ctx, prompt, NULL, n, logits, 1));
         double err = 0;
-        for (int64_t i = 0; i < (int64_t)n * V; i++) err = fmax(err, fabs(logits[i] - ref[i]));
-        printf("  llava decoder vs HF LlavaForConditionalGeneration: max abs err %.3g over %d positions\n", err, n);
+        for (int64_t i = 0; i < (int64_t)n * V; i++)
+            err = fmax(err, fabs(logits[i] - ref[i]));
+        printf("  llava decoder vs HF LlavaForConditionalGeneration: max abs err %.3g over %d "
+               "positions\n",
+               err, n);
         CHECK(err < 1e-4);
         free(logits);
         am_llama_ctx_destroy(&ctx);
@@ -552,7 +600,9 @@ static void test_llava_decoder(void) {
     CHECK(system(cmd) == 0);
     snprintf(cfg, sizeof cfg, "%s/config.json", tdir);
     FILE *f = fopen(cfg, "w");
-    fputs("{\"model_type\": \"llava\", \"text_config\": {\"vocab_size\": 64, \"rms_norm_eps\": 1e-05}}", f);
+    fputs("{\"model_type\": \"llava\", \"text_config\": {\"vocab_size\": 64, \"rms_norm_eps\": "
+          "1e-05}}",
+          f);
     fclose(f);
     CHECK_EQ_INT(am_llama_load(tdir, &m), AM_ESHAPE);
     CHECK(strstr(am_err_msg(), "language_model.model.embed_tokens.weight") != NULL);
@@ -575,7 +625,8 @@ static void teardown(void) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
 }
 
-AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_hf_logits), AM_TEST(test_formats_agree), AM_TEST(test_llama2c_runc),
-             AM_TEST(test_dtypes_vs_f32), AM_TEST(test_logits_independent_of_step), AM_TEST(test_load_errors), AM_TEST(test_eval_errors),
-             AM_TEST(test_kv_blocks_fit), AM_TEST(test_embedding_rows), AM_TEST(test_llava_decoder),
-             AM_TEST(teardown))
+AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_hf_logits), AM_TEST(test_formats_agree),
+             AM_TEST(test_llama2c_runc), AM_TEST(test_dtypes_vs_f32),
+             AM_TEST(test_logits_independent_of_step), AM_TEST(test_load_errors),
+             AM_TEST(test_eval_errors), AM_TEST(test_kv_blocks_fit), AM_TEST(test_embedding_rows),
+             AM_TEST(test_llava_decoder), AM_TEST(teardown))

@@ -51,15 +51,22 @@ static void test_names(void) {
     CHECK(!strcmp(am_modality_name(AM_MOD_COUNT), "?"));
     am_modality m;
     CHECK(am_modality_parse("smell", &m) == AM_EINVAL);
-    CHECK(strstr(am_err_msg(), "unknown modality 'smell' (want image, video, audio or imu)") != NULL);
+    CHECK(strstr(am_err_msg(), "unknown modality 'smell' (want image, video, audio or imu)") !=
+          NULL);
 }
 
 /* A model directory with every modality and the given vision projector. */
 static void make_dir(char *dir, size_t cap, am_proj_type t) {
     snprintf(dir, cap, "%s/m_%s", tmpdir, am_proj_type_name(t));
     mkdir(dir, 0755);
-    am_mkencoders_opts o = {.dir = dir, .vision_shape = "tiny", .projector = t, .dtype = AM_DTYPE_F32,
-                            .seed = 7, .llm_dim = DIM, .llm_path = ".", .audio_shape = "tiny",
+    am_mkencoders_opts o = {.dir = dir,
+                            .vision_shape = "tiny",
+                            .projector = t,
+                            .dtype = AM_DTYPE_F32,
+                            .seed = 7,
+                            .llm_dim = DIM,
+                            .llm_path = ".",
+                            .audio_shape = "tiny",
                             .imu_shape = "tiny"};
     CHECK_OK(am_mkencoders_write(&o));
 }
@@ -76,7 +83,8 @@ static void test_config_rows(void) {
         if (!vm || !amod) return;
         int64_t want_image = am_vision_n_tokens(vm, 1), want_audio = am_audio_n_tokens(amod);
         int64_t want_video[5];
-        for (int f = 1; f <= 4; f++) want_video[f] = am_vision_n_tokens(vm, f);
+        for (int f = 1; f <= 4; f++)
+            want_video[f] = am_vision_n_tokens(vm, f);
         const int64_t want_default = am_vision_n_tokens(vm, vm->video_frames);
         am_vision_model_destroy(&vm);
         am_audio_model_destroy(&amod);
@@ -90,7 +98,8 @@ static void test_config_rows(void) {
         am_mod_config *c = NULL;
         CHECK_OK(am_mod_config_load(dir, &c));
         CHECK_EQ_INT(am_mod_config_rows(c, AM_MOD_IMAGE, 0), want_image);
-        for (int f = 1; f <= 4; f++) CHECK_EQ_INT(am_mod_config_rows(c, AM_MOD_VIDEO, (uint32_t)f), want_video[f]);
+        for (int f = 1; f <= 4; f++)
+            CHECK_EQ_INT(am_mod_config_rows(c, AM_MOD_VIDEO, (uint32_t)f), want_video[f]);
         CHECK_EQ_INT(am_mod_config_rows(c, AM_MOD_VIDEO, 0), want_default);
         CHECK_EQ_INT(am_mod_config_rows(c, AM_MOD_AUDIO, 0), want_audio);
         CHECK_EQ_INT(am_mod_config_rows(c, AM_MOD_IMU, 0), 0);
@@ -132,7 +141,8 @@ static void test_set(void) {
     CHECK_EQ_INT(am_mod_set_n_models(s), 3);
     CHECK_EQ_INT(am_mod_set_model_of(s, AM_MOD_IMAGE), am_mod_set_model_of(s, AM_MOD_VIDEO));
     CHECK_EQ_INT(am_mod_set_out_dim(s), DIM);
-    CHECK(!strcmp(am_mod_unit(AM_MOD_AUDIO), "clips") && !strcmp(am_mod_unit(AM_MOD_IMU), "windows"));
+    CHECK(!strcmp(am_mod_unit(AM_MOD_AUDIO), "clips") &&
+          !strcmp(am_mod_unit(AM_MOD_IMU), "windows"));
     /* IMU through the table equals am_imu_encode. */
     size_t len;
     char *csv = sines_csv(&len);

@@ -36,7 +36,8 @@ static void test_ready_heartbeat(void) {
     CHECK_OK(roundtrip(&m, NULL, 0, &o));
     CHECK_EQ_INT(o.cmd, AM_CMD_READY);
     CHECK_EQ_INT(o.role, AM_ROLE_ENCODER);
-    CHECK(!strcmp(o.name, "enc-1") && !strcmp(o.model, "tiny") && !strcmp(o.fingerprint, "abcdef0123"));
+    CHECK(!strcmp(o.name, "enc-1") && !strcmp(o.model, "tiny") &&
+          !strcmp(o.fingerprint, "abcdef0123"));
     CHECK_EQ_INT(o.capacity, 8);
     CHECK_EQ_INT(o.out_dim, 64);
     CHECK_EQ_INT(o.n_modalities, 2);
@@ -173,9 +174,12 @@ static void test_encode_embed_token_error(void) {
     CHECK_OK(roundtrip(&m, NULL, 0, &o));
     CHECK(o.healthy && o.n_shards == 2 && o.n_encoders == 3 && o.n_active == 40);
     am_msg_fini(&o);
-    CHECK_EQ_INT(dec_raw(AM_CMD_HEALTH, "\x82\xa2id\x05\xa7healthy\x01", 12), AM_EFORMAT); /* not a bool */
-    CHECK_OK(dec_raw(AM_CMD_GENERATE, "\x84\xa2id\x05\xa8segments\x91\x82\xa1t\xa3ids\xa3ids\xc4\x00"
-                                      "\xaamax_tokens\x02\xaaignore_eos\xc3", 52));
+    CHECK_EQ_INT(dec_raw(AM_CMD_HEALTH, "\x82\xa2id\x05\xa7healthy\x01", 12),
+                 AM_EFORMAT); /* not a bool */
+    CHECK_OK(dec_raw(AM_CMD_GENERATE,
+                     "\x84\xa2id\x05\xa8segments\x91\x82\xa1t\xa3ids\xa3ids\xc4\x00"
+                     "\xaamax_tokens\x02\xaaignore_eos\xc3",
+                     52));
 }
 
 static int dec_raw(int cmd, const void *body, size_t len) {
@@ -205,7 +209,8 @@ static void test_hostile(void) {
     memcpy(h2, hdr, 5), h2[4] = 0x77;
     CHECK_EQ_INT(am_msg_decode(h2, 5, cancel, 5, NULL, 0, &o), AM_EFORMAT);
     /* Body: truncated, trailing bytes, not a map, wrong type, duplicate, missing. */
-    for (size_t n = 0; n < 5; n++) CHECK(dec_raw(AM_CMD_CANCEL, cancel, n) != 0);
+    for (size_t n = 0; n < 5; n++)
+        CHECK(dec_raw(AM_CMD_CANCEL, cancel, n) != 0);
     CHECK_EQ_INT(dec_raw(AM_CMD_CANCEL, "\x81\xa2id\x05\x00", 6), AM_EFORMAT);
     CHECK_EQ_INT(dec_raw(AM_CMD_CANCEL, "\x91\x05", 2), AM_EFORMAT);
     CHECK_EQ_INT(dec_raw(AM_CMD_CANCEL, "\x81\xa2id\xa1x", 6), AM_EFORMAT);
@@ -223,7 +228,8 @@ static void test_hostile(void) {
     CHECK_EQ_INT(dec_raw(AM_CMD_CANCEL, "\xd4\x01\x00", 3), AM_EFORMAT);
     CHECK_EQ_INT(dec_raw(AM_CMD_CANCEL, "\xc1", 1), AM_EFORMAT);
     uint8_t deep[64];
-    for (int i = 0; i < 63; i++) deep[i] = 0x91;
+    for (int i = 0; i < 63; i++)
+        deep[i] = 0x91;
     deep[63] = 0;
     CHECK_EQ_INT(dec_raw(AM_CMD_CANCEL, deep, sizeof deep), AM_EFORMAT);
     /* A string length past the end. */
@@ -285,7 +291,8 @@ static void test_transport(void) {
     zmq_msg_init(&fwd);
     zmq_msg_move(&fwd, &in.frames[2]);
     am_msg_fini(&o);
-    CHECK_OK(am_wire_send(r, zmq_msg_data(&in.routing), zmq_msg_size(&in.routing), &m, &fwd, 1, ZMQ_DONTWAIT));
+    CHECK_OK(am_wire_send(r, zmq_msg_data(&in.routing), zmq_msg_size(&in.routing), &m, &fwd, 1,
+                          ZMQ_DONTWAIT));
     am_wire_in_close(&in);
     zmq_poll(&(zmq_pollitem_t){d, 0, ZMQ_POLLIN, 0}, 1, 1000);
     CHECK_OK(am_wire_recv(d, 0, &in));
@@ -295,7 +302,8 @@ static void test_transport(void) {
     am_wire_in_close(&in);
     /* Too many frames: drained whole, rejected. */
     am_bytes frames[AM_PROTO_MAX_FRAMES + 5];
-    for (int i = 0; i < AM_PROTO_MAX_FRAMES + 5; i++) frames[i] = (am_bytes){"x", 1};
+    for (int i = 0; i < AM_PROTO_MAX_FRAMES + 5; i++)
+        frames[i] = (am_bytes){"x", 1};
     CHECK_OK(am_wire_send_raw(d, frames, AM_PROTO_MAX_FRAMES + 5, 0));
     CHECK_OK(am_wire_send_bufs(d, NULL, 0, &m, &pay, 1, 0));
     zmq_poll(&pi, 1, 1000);
@@ -319,13 +327,17 @@ static void test_transport(void) {
  * request's content 400, a limit 413, a missing thing 404, the rest (unknown
  * codes included) 500. */
 static void test_wire_code(void) {
-    const struct { int rc; am_wire_err want; } cases[] = {
-        {AM_EINVAL, 400},   {AM_EFORMAT, 400},  {AM_ESHAPE, 400}, {AM_EUNSUPPORTED, 400},
-        {AM_ERANGE, 413},   {AM_ENOTFOUND, 404}, {AM_ENOMEM, 500}, {AM_EIO, 500},
-        {AM_EINTERNAL, 500}, {AM_EAGAIN, 500},  {-1, 500},         {-99999, 500},
+    const struct {
+        int rc;
+        am_wire_err want;
+    } cases[] = {
+        {AM_EINVAL, 400},    {AM_EFORMAT, 400},   {AM_ESHAPE, 400}, {AM_EUNSUPPORTED, 400},
+        {AM_ERANGE, 413},    {AM_ENOTFOUND, 404}, {AM_ENOMEM, 500}, {AM_EIO, 500},
+        {AM_EINTERNAL, 500}, {AM_EAGAIN, 500},    {-1, 500},        {-99999, 500},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) CHECK_EQ_INT(am_wire_code(cases[i].rc), cases[i].want);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_EQ_INT(am_wire_code(cases[i].rc), cases[i].want);
 }
 
-AM_TEST_MAIN(AM_TEST(test_wire_code), AM_TEST(test_ready_heartbeat), AM_TEST(test_generate), AM_TEST(test_encode_embed_token_error),
-             AM_TEST(test_hostile), AM_TEST(test_transport))
+AM_TEST_MAIN(AM_TEST(test_wire_code), AM_TEST(test_ready_heartbeat), AM_TEST(test_generate),
+             AM_TEST(test_encode_embed_token_error), AM_TEST(test_hostile), AM_TEST(test_transport))

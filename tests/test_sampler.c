@@ -12,7 +12,8 @@
 
 enum { V = 8 };
 
-static int32_t sample_once(am_sampling_params p, const float *logits_in, const int32_t *hist, int n_hist) {
+static int32_t sample_once(am_sampling_params p, const float *logits_in, const int32_t *hist,
+                           int n_hist) {
     am_sampler *s = NULL;
     float logits[V];
     memcpy(logits, logits_in, sizeof logits);
@@ -66,8 +67,10 @@ static void test_distribution_and_seed(void) {
         counts[x]++;
     }
     double z = 0;
-    for (int i = 0; i < V; i++) z += exp(l[i]);
-    for (int i = 0; i < V; i++) CHECK_NEAR((double)counts[i] / N, exp(l[i]) / z, 0.01);
+    for (int i = 0; i < V; i++)
+        z += exp(l[i]);
+    for (int i = 0; i < V; i++)
+        CHECK_NEAR((double)counts[i] / N, exp(l[i]) / z, 0.01);
     am_sampler_destroy(&s);
     am_sampler_destroy(&s2);
 }
@@ -124,7 +127,8 @@ static void test_stop_strings(void) {
     CHECK(mkdtemp(dir) != NULL);
     char path[128];
     snprintf(path, sizeof path, "%s/tiny.gguf", dir);
-    am_mkmodel_opts o = {.shape = "tiny", .format = AM_FORMAT_GGUF, .dtype = AM_DTYPE_F32, .seed = 9, .out = path};
+    am_mkmodel_opts o = {
+        .shape = "tiny", .format = AM_FORMAT_GGUF, .dtype = AM_DTYPE_F32, .seed = 9, .out = path};
     CHECK_OK(am_mkmodel_write(&o));
     am_model_files mf;
     CHECK_OK(am_model_files_open(&mf, path, NULL, 1));
@@ -142,7 +146,8 @@ static void test_stop_strings(void) {
     CHECK_EQ_INT(s1.len, full.text_len); /* the stream carries exactly the text */
     CHECK(memcmp(s1.text, full.text, full.text_len) == 0);
 
-    /* Stop at a string that starts in the middle of the output: cut before it, held back in the stream. */
+    /* Stop at a string that starts in the middle of the output: cut before it, held back in the
+     * stream. */
     CHECK(full.text_len > 12);
     char stop[5];
     memcpy(stop, full.text + full.text_len / 2, 4);
@@ -202,5 +207,6 @@ static void test_stop_strings(void) {
     rmdir(dir);
 }
 
-AM_TEST_MAIN(AM_TEST(test_greedy_and_ties), AM_TEST(test_repetition_penalty), AM_TEST(test_distribution_and_seed),
-             AM_TEST(test_top_p), AM_TEST(test_param_errors), AM_TEST(test_stop_strings))
+AM_TEST_MAIN(AM_TEST(test_greedy_and_ties), AM_TEST(test_repetition_penalty),
+             AM_TEST(test_distribution_and_seed), AM_TEST(test_top_p), AM_TEST(test_param_errors),
+             AM_TEST(test_stop_strings))

@@ -29,11 +29,11 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#define N_REQ       40
-#define MAX_SEGS    4
-#define MAX_GEN     40
-#define BLOCK       16
-#define TOY_DIM     64 /* the tiny shape's model width */
+#define N_REQ    40
+#define MAX_SEGS 4
+#define MAX_GEN  40
+#define BLOCK    16
+#define TOY_DIM  64 /* the tiny shape's model width */
 
 static char tmpdir[256];
 static char model_path[300];
@@ -47,12 +47,12 @@ typedef struct req_spec {
     am_seg_kind kind[MAX_SEGS];
     int32_t n[MAX_SEGS];
     int32_t ids[MAX_SEGS][160];
-    float *rows[MAX_SEGS];  /* (n, C) for EMBD segments */
-    int pending;            /* segment index supplied late, or -1 */
-    int supply_after;       /* steps after submission */
-    int submit_at;          /* step at which it is submitted */
-    int cancel_after_tokens;/* its callback cancels after this many tokens, or -1 */
-    int cancel_at_step;     /* am_sched_cancel at this step, or -1 */
+    float *rows[MAX_SEGS];   /* (n, C) for EMBD segments */
+    int pending;             /* segment index supplied late, or -1 */
+    int supply_after;        /* steps after submission */
+    int submit_at;           /* step at which it is submitted */
+    int cancel_after_tokens; /* its callback cancels after this many tokens, or -1 */
+    int cancel_at_step;      /* am_sched_cancel at this step, or -1 */
     const char *stop[1];
     am_gen_params params;
 } req_spec;
@@ -91,7 +91,8 @@ static void make_workload(void) {
             q->n[i] = r % 7 == 0 ? rnd_int(60, 150) : rnd_int(1, 30);
             if (q->n_segs == 3 && i == 1) q->n[i] = rnd_int(4, 24);
             if (q->kind[i] == AM_SEG_TOKENS) {
-                for (int k = 0; k < q->n[i]; k++) q->ids[i][k] = rnd_int(3, 511);
+                for (int k = 0; k < q->n[i]; k++)
+                    q->ids[i][k] = rnd_int(3, 511);
                 if (i == 0) q->ids[i][0] = 1; /* BOS */
             } else {
                 q->rows[i] = malloc((size_t)q->n[i] * TOY_DIM * sizeof(float));
@@ -99,7 +100,8 @@ static void make_workload(void) {
                     q->rows[i][k] = (float)((double)rnd_u32() / 4294967296.0 * 3.4 - 1.7);
             }
         }
-        if (r % 6 == 3) q->pending = 1, q->supply_after = rnd_int(1, 12); /* r % 3 == 0: 3 segments */
+        if (r % 6 == 3)
+            q->pending = 1, q->supply_after = rnd_int(1, 12); /* r % 3 == 0: 3 segments */
         q->params.sampling = am_sampling_default();
         q->params.max_tokens = rnd_int(1, MAX_GEN);
         if (r % 4 == 1) {
@@ -124,17 +126,20 @@ static void make_workload(void) {
     q->kind[0] = AM_SEG_EMBD;
     q->n[0] = 8;
     q->rows[0] = malloc(8 * TOY_DIM * sizeof(float));
-    for (int k = 0; k < 8 * TOY_DIM; k++) q->rows[0][k] = (float)((double)rnd_u32() / 4294967296.0 - 0.5);
+    for (int k = 0; k < 8 * TOY_DIM; k++)
+        q->rows[0][k] = (float)((double)rnd_u32() / 4294967296.0 - 0.5);
     q->kind[1] = AM_SEG_TOKENS;
     q->n[1] = 5;
-    for (int k = 0; k < 5; k++) q->ids[1][k] = 40 + k;
+    for (int k = 0; k < 5; k++)
+        q->ids[1][k] = 40 + k;
     q->pending = 0;
     q->supply_after = 9;
 }
 
 static void free_workload(void) {
     for (int r = 0; r < N_REQ; r++)
-        for (int i = 0; i < MAX_SEGS; i++) free(specs[r].rows[i]);
+        for (int i = 0; i < MAX_SEGS; i++)
+            free(specs[r].rows[i]);
 }
 
 /* ---- running a set of requests ---- */
@@ -174,13 +179,20 @@ static int submit(am_sched *s, int r, req_out *o, int withhold, int honour_cance
     const req_spec *q = &specs[r];
     am_prompt_seg segs[MAX_SEGS];
     for (int i = 0; i < q->n_segs; i++)
-        segs[i] = (am_prompt_seg){.kind = q->kind[i], .n = q->n[i], .ids = q->ids[i],
+        segs[i] = (am_prompt_seg){.kind = q->kind[i],
+                                  .n = q->n[i],
+                                  .ids = q->ids[i],
                                   .rows = withhold && i == q->pending ? NULL : q->rows[i]};
     memset(o, 0, sizeof *o);
     o->cancel_after = honour_cancel ? q->cancel_after_tokens : -1;
     users[r].o = o;
-    am_sched_request req = {.id = 100 + (uint64_t)r, .segs = segs, .n_segs = q->n_segs, .params = q->params,
-                            .on_token = on_token, .on_done = on_done, .user = &users[r]};
+    am_sched_request req = {.id = 100 + (uint64_t)r,
+                            .segs = segs,
+                            .n_segs = q->n_segs,
+                            .params = q->params,
+                            .on_token = on_token,
+                            .on_done = on_done,
+                            .user = &users[r]};
     return am_sched_submit(s, &req);
 }
 
@@ -203,8 +215,10 @@ static void run(am_llama_ctx *ctx, int budget, int only, req_out *outs, int64_t 
         }
         for (int r = 0; batch && r < N_REQ; r++) {
             const req_spec *q = &specs[r];
-            if (submitted[r] && q->pending >= 0 && !supplied[r] && step >= step_of[r] + q->supply_after) {
-                CHECK_OK(am_sched_supply(s, 100 + (uint64_t)r, q->pending, q->rows[q->pending], q->n[q->pending]));
+            if (submitted[r] && q->pending >= 0 && !supplied[r] &&
+                step >= step_of[r] + q->supply_after) {
+                CHECK_OK(am_sched_supply(s, 100 + (uint64_t)r, q->pending, q->rows[q->pending],
+                                         q->n[q->pending]));
                 supplied[r] = 1;
             }
             if (submitted[r] && q->cancel_at_step == step && outs[r].n_done == 0)
@@ -228,10 +242,13 @@ static void run(am_llama_ctx *ctx, int budget, int only, req_out *outs, int64_t 
     const am_sched_stats *st = am_sched_get_stats(s);
     if (preemptions) *preemptions = st->preemptions;
     if (batch)
-        fprintf(stderr, "batch budget %d: %lld steps, %lld rows (%lld prefill, %lld decode, %lld recomputed), "
-                "up to %d sequences per step, %lld preemptions\n", budget, (long long)st->steps,
-                (long long)st->rows, (long long)st->prefill_rows, (long long)st->decode_rows,
-                (long long)st->recompute_rows, st->max_running, (long long)st->preemptions);
+        fprintf(
+            stderr,
+            "batch budget %d: %lld steps, %lld rows (%lld prefill, %lld decode, %lld recomputed), "
+            "up to %d sequences per step, %lld preemptions\n",
+            budget, (long long)st->steps, (long long)st->rows, (long long)st->prefill_rows,
+            (long long)st->decode_rows, (long long)st->recompute_rows, st->max_running,
+            (long long)st->preemptions);
     if (batch && budget >= 64 && am_sched_total_blocks(s) >= 256) CHECK(st->max_running >= 20);
     am_sched_destroy(&s);
 }
@@ -251,7 +268,8 @@ static int same_as_alone(int r, const req_out *o, const char *label) {
     if (bad) {
         fprintf(stderr, "%s: request %d differs: %d ids (%s) vs %d alone (%s):", label, r, o->n_ids,
                 am_finish_reason_name(o->finish), a->n_ids, am_finish_reason_name(a->finish));
-        for (int i = 0; i < o->n_ids && i < 12; i++) fprintf(stderr, " %d/%d", o->ids[i], i < a->n_ids ? a->ids[i] : -1);
+        for (int i = 0; i < o->n_ids && i < 12; i++)
+            fprintf(stderr, " %d/%d", o->ids[i], i < a->n_ids ? a->ids[i] : -1);
         fprintf(stderr, "\n");
     }
     return bad;
@@ -270,7 +288,10 @@ static void setup(void) {
     if (!mkdtemp(tmpdir)) abort();
     am_cpu_blas_setup(1);
     snprintf(model_path, sizeof model_path, "%s/tiny", tmpdir);
-    am_mkmodel_opts o = {.shape = "tiny", .format = AM_FORMAT_SAFETENSORS, .dtype = AM_DTYPE_F32, .seed = 11,
+    am_mkmodel_opts o = {.shape = "tiny",
+                         .format = AM_FORMAT_SAFETENSORS,
+                         .dtype = AM_DTYPE_F32,
+                         .seed = 11,
                          .out = model_path};
     CHECK_OK(am_mkmodel_write(&o));
     CHECK_OK(am_model_files_open(&mf, model_path, NULL, 1));
@@ -283,7 +304,8 @@ static void setup(void) {
  * prompts also through am_generate on a contiguous context. */
 static void test_alone(void) {
     am_llama_ctx *c = paged_ctx(256, 512);
-    for (int r = 0; r < N_REQ && c; r++) run(c, 512, r, alone, NULL);
+    for (int r = 0; r < N_REQ && c; r++)
+        run(c, 512, r, alone, NULL);
     am_llama_ctx_destroy(&c);
     am_llama_ctx *cc = NULL;
     CHECK_OK(am_llama_ctx_new(mf.model, be, 512, 64, &cc));
@@ -309,8 +331,10 @@ static void test_alone(void) {
     }
     CHECK(stopped >= 1);
     int total = 0;
-    for (int r = 0; r < N_REQ; r++) total += alone[r].n_ids;
-    fprintf(stderr, "alone: %d tokens generated over %d requests, %d stopped by a stop string\n", total, N_REQ, stopped);
+    for (int r = 0; r < N_REQ; r++)
+        total += alone[r].n_ids;
+    fprintf(stderr, "alone: %d tokens generated over %d requests, %d stopped by a stop string\n",
+            total, N_REQ, stopped);
     CHECK(total >= 300);
     CHECK(eos_or_len >= 20);
 }
@@ -337,7 +361,8 @@ static void check_batch(am_llama_ctx *c, int budget, const char *label, int64_t 
     req_out *outs = calloc(N_REQ, sizeof *outs);
     run(c, budget, -1, outs, preemptions);
     int bad = 0;
-    for (int r = 0; r < N_REQ; r++) bad += same_as_alone(r, &outs[r], label);
+    for (int r = 0; r < N_REQ; r++)
+        bad += same_as_alone(r, &outs[r], label);
     CHECK_EQ_INT(bad, 0);
     free(outs);
 }
@@ -371,7 +396,10 @@ static void test_errors(void) {
     if (!s) return;
     int32_t ids[3] = {1, 2, 600};
     am_prompt_seg seg = {.kind = AM_SEG_TOKENS, .n = 3, .ids = ids};
-    am_sched_request req = {.id = 1, .segs = &seg, .n_segs = 1, .params = {.sampling = am_sampling_default(), .max_tokens = 4}};
+    am_sched_request req = {.id = 1,
+                            .segs = &seg,
+                            .n_segs = 1,
+                            .params = {.sampling = am_sampling_default(), .max_tokens = 4}};
     CHECK_EQ_INT(am_sched_submit(s, &req), AM_EINVAL);
     CHECK(strstr(am_err_msg(), "600") != NULL);
     ids[2] = 5;
@@ -398,7 +426,8 @@ static void test_errors(void) {
     CHECK_EQ_INT(am_sched_cancel(s, 77), AM_ENOTFOUND);
     /* A pending slot of 4 rows: wrong row count. */
     float rows[4 * TOY_DIM] = {0};
-    am_prompt_seg segs2[2] = {{.kind = AM_SEG_TOKENS, .n = 1, .ids = ids}, {.kind = AM_SEG_EMBD, .n = 4}};
+    am_prompt_seg segs2[2] = {{.kind = AM_SEG_TOKENS, .n = 1, .ids = ids},
+                              {.kind = AM_SEG_EMBD, .n = 4}};
     am_sched_request r2 = {.id = 2, .segs = segs2, .n_segs = 2, .params = req.params};
     CHECK_OK(am_sched_submit(s, &r2));
     CHECK_EQ_INT(am_sched_supply(s, 2, 1, rows, 3), AM_EINVAL);
@@ -423,19 +452,27 @@ static void test_unsized_slot(void) {
     const req_spec *q = &specs[3]; /* tokens, a 4..24-row slot, tokens */
     CHECK(q->n_segs == 3 && q->kind[1] == AM_SEG_EMBD);
     am_prompt_seg segs[3];
-    for (int i = 0; i < 3; i++) segs[i] = (am_prompt_seg){.kind = q->kind[i], .n = q->n[i], .ids = q->ids[i]};
+    for (int i = 0; i < 3; i++)
+        segs[i] = (am_prompt_seg){.kind = q->kind[i], .n = q->n[i], .ids = q->ids[i]};
     segs[1].n = 0; /* unknown until supplied */
     req_out o;
     memset(&o, 0, sizeof o);
     o.cancel_after = -1;
     cb_user u = {&o};
-    am_sched_request r = {.id = 9, .segs = segs, .n_segs = 3, .params = q->params, .on_token = on_token,
-                          .on_done = on_done, .user = &u};
+    am_sched_request r = {.id = 9,
+                          .segs = segs,
+                          .n_segs = 3,
+                          .params = q->params,
+                          .on_token = on_token,
+                          .on_done = on_done,
+                          .user = &u};
     CHECK_OK(am_sched_submit(s, &r));
-    for (int i = 0; i < 3; i++) CHECK(am_sched_step(s) >= 0); /* prefills the text before the slot */
+    for (int i = 0; i < 3; i++)
+        CHECK(am_sched_step(s) >= 0); /* prefills the text before the slot */
     CHECK_EQ_INT(o.n_done, 0);
     CHECK_OK(am_sched_supply(s, 9, 1, q->rows[1], q->n[1]));
-    while (am_sched_n_live(s) > 0) CHECK(am_sched_step(s) >= 0);
+    while (am_sched_n_live(s) > 0)
+        CHECK(am_sched_step(s) >= 0);
     CHECK_EQ_INT(o.n_done, 1);
     CHECK_EQ_INT(same_as_alone(3, &o, "unsized slot"), 0);
     /* 600 rows cannot fit the model's 512 positions. */
@@ -496,16 +533,24 @@ static void run_15m(am_llama_ctx *c, int budget, int only, ids_out *out) {
         int32_t ids[64];
         int n = 1 + (r * 13) % 24; /* prompts of 1..24: budget 16 still splits some */
         ids[0] = 1;
-        for (int i = 1; i < n; i++) ids[i] = 3 + (r * 7919 + i * 104729) % 31990;
+        for (int i = 1; i < n; i++)
+            ids[i] = 3 + (r * 7919 + i * 104729) % 31990;
         am_prompt_seg seg = {.kind = AM_SEG_TOKENS, .n = n, .ids = ids};
-        am_sched_request q = {.id = (uint64_t)r, .segs = &seg, .n_segs = 1,
-                              .params = {.sampling = am_sampling_default(), .max_tokens = 6 + r % 12, .ignore_eos = 1},
-                              .on_done = collect, .user = out};
+        am_sched_request q = {.id = (uint64_t)r,
+                              .segs = &seg,
+                              .n_segs = 1,
+                              .params = {.sampling = am_sampling_default(),
+                                         .max_tokens = 6 + r % 12,
+                                         .ignore_eos = 1},
+                              .on_done = collect,
+                              .user = out};
         CHECK_OK(am_sched_submit(s, &q));
     }
-    while (am_sched_n_live(s) > 0) CHECK(am_sched_step(s) >= 0);
+    while (am_sched_n_live(s) > 0)
+        CHECK(am_sched_step(s) >= 0);
     if (only < 0) {
-        fprintf(stderr, "15m, budget %d: up to %d sequences per step\n", budget, am_sched_get_stats(s)->max_running);
+        fprintf(stderr, "15m, budget %d: up to %d sequences per step\n", budget,
+                am_sched_get_stats(s)->max_running);
         CHECK(am_sched_get_stats(s)->max_running >= (budget >= 33 ? 24 : 6));
     }
     CHECK_EQ_INT(am_sched_free_blocks(s), am_sched_total_blocks(s));
@@ -515,7 +560,8 @@ static void run_15m(am_llama_ctx *c, int budget, int only, ids_out *out) {
 static void test_determinism_15m(void) {
     char path[320];
     snprintf(path, sizeof path, "%s/15m.gguf", tmpdir);
-    am_mkmodel_opts o = {.shape = "15m", .format = AM_FORMAT_GGUF, .dtype = AM_DTYPE_F32, .seed = 5, .out = path};
+    am_mkmodel_opts o = {
+        .shape = "15m", .format = AM_FORMAT_GGUF, .dtype = AM_DTYPE_F32, .seed = 5, .out = path};
     CHECK_OK(am_mkmodel_write(&o));
     am_llama_model *m = NULL;
     CHECK_OK(am_llama_load(path, &m));
@@ -526,7 +572,8 @@ static void test_determinism_15m(void) {
         return;
     }
     ids_out *alone15 = calloc(33, sizeof *alone15), *all = calloc(33, sizeof *all);
-    for (int r = 0; r < 33; r++) run_15m(c, 512, r, alone15);
+    for (int r = 0; r < 33; r++)
+        run_15m(c, 512, r, alone15);
     const int budgets[] = {512, 16};
     for (int b = 0; b < 2; b++) {
         memset(all, 0, 33 * sizeof *all);
@@ -534,8 +581,11 @@ static void test_determinism_15m(void) {
         int bad = 0;
         for (int r = 0; r < 33; r++)
             bad += all[r].n != alone15[r].n || all[r].n != 6 + r % 12 ||
-                   memcmp(all[r].ids, alone15[r].ids, (size_t)(all[r].n > 0 ? all[r].n : 0) * sizeof(int32_t)) != 0;
-        if (bad) fprintf(stderr, "15m, budget %d: %d of 33 requests differ from their runs alone\n", budgets[b], bad);
+                   memcmp(all[r].ids, alone15[r].ids,
+                          (size_t)(all[r].n > 0 ? all[r].n : 0) * sizeof(int32_t)) != 0;
+        if (bad)
+            fprintf(stderr, "15m, budget %d: %d of 33 requests differ from their runs alone\n",
+                    budgets[b], bad);
         CHECK_EQ_INT(bad, 0);
     }
     free(alone15);
@@ -563,7 +613,8 @@ static void *group_rank(void *arg) {
         abort();
     if (a->rank == 0) {
         am_llama_ctx *c = NULL;
-        if (am_llama_ctx_new_paged_tp(sm.model, rbe, &lr.comm, 40, BLOCK, 128, AM_DTYPE_F32, &c)) abort();
+        if (am_llama_ctx_new_paged_tp(sm.model, rbe, &lr.comm, 40, BLOCK, 128, AM_DTYPE_F32, &c))
+            abort();
         /* The shared model files of the test are the leader's tokenizer's twin. */
         am_model_files keep = mf;
         mf.tok = sm.tok;
@@ -593,7 +644,8 @@ static void test_group(void) {
         args[r] = (group_args){&g, r, outs};
         pthread_create(&th[r], NULL, group_rank, &args[r]);
     }
-    for (int r = 0; r < 2; r++) pthread_join(th[r], NULL);
+    for (int r = 0; r < 2; r++)
+        pthread_join(th[r], NULL);
     pthread_barrier_destroy(&g.bar);
     int bad = 0, compared = 0;
     for (int r = 0; r < N_REQ; r++) {
@@ -615,6 +667,7 @@ static void teardown(void) {
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
 }
 
-AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_kv_blocks), AM_TEST(test_alone), AM_TEST(test_chunked_prefill),
-             AM_TEST(test_mixed_batch), AM_TEST(test_out_of_blocks), AM_TEST(test_errors),
-             AM_TEST(test_unsized_slot), AM_TEST(test_determinism_15m), AM_TEST(test_group), AM_TEST(teardown))
+AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_kv_blocks), AM_TEST(test_alone),
+             AM_TEST(test_chunked_prefill), AM_TEST(test_mixed_batch), AM_TEST(test_out_of_blocks),
+             AM_TEST(test_errors), AM_TEST(test_unsized_slot), AM_TEST(test_determinism_15m),
+             AM_TEST(test_group), AM_TEST(teardown))

@@ -29,7 +29,8 @@ static void count_task(void *arg, int ith, int nth) {
     /* Each thread updates its own slice; the next round reads all of it. */
     int64_t b, e;
     am_split_range(4096, 16, ith, nth, &b, &e);
-    for (int64_t i = b; i < e; i++) j->data[i] += j->round;
+    for (int64_t i = b; i < e; i++)
+        j->data[i] += j->round;
 }
 
 static void sleep_ms(int ms) {
@@ -57,10 +58,12 @@ static void run_rounds(int n_threads, int rounds, int pause_every, int pause_ms)
         am_threadpool_run(tp, count_task, &j);
         if (pause_every && r % pause_every == 0) sleep_ms(pause_ms); /* let workers fall asleep */
     }
-    for (int t = 0; t < n_threads; t++) CHECK_EQ_INT(atomic_load(&j.calls[t]), rounds);
+    for (int t = 0; t < n_threads; t++)
+        CHECK_EQ_INT(atomic_load(&j.calls[t]), rounds);
     CHECK_EQ_INT(atomic_load(&j.bad_nth), 0);
     int wrong = 0;
-    for (int i = 0; i < 4096; i++) wrong += j.data[i] != expect;
+    for (int i = 0; i < 4096; i++)
+        wrong += j.data[i] != expect;
     CHECK_EQ_INT(wrong, 0);
     am_threadpool_destroy(&tp);
     CHECK(tp == NULL);

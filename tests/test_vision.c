@@ -577,8 +577,13 @@ static void test_video(void) {
 static char tmpdir[256];
 
 static void make_dir_model(am_proj_type type, const char *sub) {
-    am_mkencoders_opts o = {.vision_shape = "tiny", .projector = type, .dtype = AM_DTYPE_F32, .seed = 7,
-                            .llm_dim = 64, .llm_path = ".", .tokenizer = NULL};
+    am_mkencoders_opts o = {.vision_shape = "tiny",
+                            .projector = type,
+                            .dtype = AM_DTYPE_F32,
+                            .seed = 7,
+                            .llm_dim = 64,
+                            .llm_path = ".",
+                            .tokenizer = NULL};
     enc_test_dir_make(tmpdir, sizeof tmpdir, "vision", sub, &o);
 }
 

@@ -9,9 +9,11 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
-    {"mkmodel", am_cmd_mkmodel, "write a random-init LLaMA checkpoint (or, --with-encoders, an AnyMAL model directory)"},
+    {"mkmodel", am_cmd_mkmodel,
+     "write a random-init LLaMA checkpoint (or, --with-encoders, an AnyMAL model directory)"},
     {"generate", am_cmd_generate, "generate text (or token ids) from a prompt"},
-    {"encode", am_cmd_encode, "encode images, videos, audio or IMU motion into modality-token rows (prints checksums)"},
+    {"encode", am_cmd_encode,
+     "encode images, videos, audio or IMU motion into modality-token rows (prints checksums)"},
     {"client", am_cmd_client, "send a multimodal request to a coordinator and stream the answer"},
     {"bench", am_cmd_bench, "measure decode/prefill throughput against the memory roofline"},
     {"cpu", am_cmd_cpu, "show the CPU's model, features and instruction-set levels"},

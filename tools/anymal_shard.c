@@ -124,8 +124,10 @@ static int bench_batch(am_shard_group *g, const am_gen_cli *o) {
     char extra[96];
     snprintf(extra, sizeof extra, "\"tp\":%d,\"allreduce_dtype\":\"%s\",", am_shard_group_size(g),
              am_dtype_name(o->allreduce_dtype));
-    int rc = am_shard_group_paged_ctx_new(g, am_batch_bench_blocks(&bo), bo.block_size, bo.max_batch, &ctx);
-    if (!rc) rc = am_batch_bench_run(ctx, am_shard_group_backend(g), &bo, o->model_path, extra, stdout);
+    int rc = am_shard_group_paged_ctx_new(g, am_batch_bench_blocks(&bo), bo.block_size,
+                                          bo.max_batch, &ctx);
+    if (!rc)
+        rc = am_batch_bench_run(ctx, am_shard_group_backend(g), &bo, o->model_path, extra, stdout);
     am_llama_ctx_destroy(&ctx);
     return rc ? am_cli_error(CMD, rc) : 0;
 }

@@ -1,4 +1,5 @@
-/* tools/cmd_client.c - `anymal client`: submit a multimodal request to a coordinator, stream the answer.
+/* tools/cmd_client.c - `anymal client`: submit a multimodal request to a coordinator, stream the
+ * answer.
  *
  * The prompt is the --text, --prompt-ids and media options in the order given
  * (e.g. --text "Describe" --image cat.jpg --text "briefly."). The answer is
@@ -17,31 +18,40 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CMD "client"
+#define CMD              "client"
 #define CLIENT_MAX_PARTS 64
-#define CLIENT_MAX_IDS 4096
+#define CLIENT_MAX_IDS   4096
 
 static void help(void) {
-    printf("usage: anymal client [--coordinator EP] PROMPT-PARTS... [--max-tokens N] [--temperature T]\n"
-           "                     [--top-k K] [--top-p P] [--seed S] [--stop STR]... [--deadline-ms N] [--no-bos]\n"
-           "                     [--model NAME] [--print-ids] [--timeout-ms N] [--repeat N --concurrency C]\n"
-           "                     [--ignore-eos]\n"
-           "       anymal client [--coordinator EP] --health [--model NAME]\n\n"
-           "Sends one request to an anymal coordinator and streams the answer to stdout.\n"
-           "PROMPT-PARTS, in order: --text STR, --prompt-ids 1,2,3, --image FILE, --video FILE [--frames F\n"
-           "before it], --audio FILE, --imu FILE (media are encoded by the cluster's encoder workers).\n"
-           "  --coordinator  default tcp://127.0.0.1:5555\n"
-           "  --max-tokens   default 32; greedy unless --temperature > 0\n"
-           "  --repeat N --concurrency C  send it N times, C in flight; print a JSON throughput line\n"
-           "  --ignore-eos   generate --max-tokens tokens past EOS (benchmarks)\n"
-           "  --health       print the coordinator's health as JSON; exit status 1 when no live shard\n"
-           "                 group serves the model (any model without --model)\n");
+    printf(
+        "usage: anymal client [--coordinator EP] PROMPT-PARTS... [--max-tokens N] [--temperature "
+        "T]\n"
+        "                     [--top-k K] [--top-p P] [--seed S] [--stop STR]... [--deadline-ms N] "
+        "[--no-bos]\n"
+        "                     [--model NAME] [--print-ids] [--timeout-ms N] [--repeat N "
+        "--concurrency C]\n"
+        "                     [--ignore-eos]\n"
+        "       anymal client [--coordinator EP] --health [--model NAME]\n\n"
+        "Sends one request to an anymal coordinator and streams the answer to stdout.\n"
+        "PROMPT-PARTS, in order: --text STR, --prompt-ids 1,2,3, --image FILE, --video FILE "
+        "[--frames F\n"
+        "before it], --audio FILE, --imu FILE (media are encoded by the cluster's encoder "
+        "workers).\n"
+        "  --coordinator  default tcp://127.0.0.1:5555\n"
+        "  --max-tokens   default 32; greedy unless --temperature > 0\n"
+        "  --repeat N --concurrency C  send it N times, C in flight; print a JSON throughput line\n"
+        "  --ignore-eos   generate --max-tokens tokens past EOS (benchmarks)\n"
+        "  --health       print the coordinator's health as JSON; exit status 1 when no live "
+        "shard\n"
+        "                 group serves the model (any model without --model)\n");
 }
 
-static int stream_piece(void *user, const char *text, size_t len, const int32_t *ids, uint32_t n_ids) {
+static int stream_piece(void *user, const char *text, size_t len, const int32_t *ids,
+                        uint32_t n_ids) {
     const int print_ids = *(const int *)user;
     if (print_ids)
-        for (uint32_t i = 0; i < n_ids; i++) printf("%s%d", "", ids[i]), putchar(' ');
+        for (uint32_t i = 0; i < n_ids; i++)
+            printf("%s%d", "", ids[i]), putchar(' ');
     else
         fwrite(text, 1, len, stdout);
     fflush(stdout);
@@ -53,8 +63,8 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static int run_repeat(am_client *c, const am_client_part *parts, int n_parts, const am_client_params *p, int n,
-                      int conc, int timeout_ms) {
+static int run_repeat(am_client *c, const am_client_part *parts, int n_parts,
+                      const am_client_params *p, int n, int conc, int timeout_ms) {
     double *lat = am_calloc((size_t)n, sizeof *lat), *t_sub = am_calloc((size_t)n, sizeof *t_sub);
     uint64_t *rids = am_calloc((size_t)n, sizeof *rids);
     if (!lat || !t_sub || !rids) return am_cli_error(CMD, AM_ENOMEM);
@@ -75,8 +85,8 @@ static int run_repeat(am_client *c, const am_client_part *parts, int n_parts, co
             if (k >= 0) lat[done] = (double)am_now_ms() - t_sub[k];
             if (ev.cmd != AM_CMD_TOKEN) {
                 failed++;
-                fprintf(stderr, "anymal client: request %llu: %d %s\n", (unsigned long long)ev.rid, ev.msg.code,
-                        ev.msg.message ? ev.msg.message : "");
+                fprintf(stderr, "anymal client: request %llu: %d %s\n", (unsigned long long)ev.rid,
+                        ev.msg.code, ev.msg.message ? ev.msg.message : "");
             }
             done++;
         }
@@ -86,10 +96,13 @@ static int run_repeat(am_client *c, const am_client_part *parts, int n_parts, co
 out:;
     double secs = ((double)am_now_ms() - t0) / 1000.0;
     qsort(lat, (size_t)done, sizeof *lat, cmp_d);
-    printf("{\"requests\": %d, \"failed\": %d, \"concurrency\": %d, \"seconds\": %.3f, \"requests_per_s\": %.2f, "
-           "\"tokens\": %lld, \"tokens_per_s\": %.1f, \"latency_ms_p50\": %.1f, \"latency_ms_p99\": %.1f}\n",
-           done, failed, conc, secs, done / (secs > 0 ? secs : 1), (long long)tokens, tokens / (secs > 0 ? secs : 1),
-           done ? lat[done / 2] : 0.0, done ? lat[(done * 99) / 100 < done ? (done * 99) / 100 : done - 1] : 0.0);
+    printf("{\"requests\": %d, \"failed\": %d, \"concurrency\": %d, \"seconds\": %.3f, "
+           "\"requests_per_s\": %.2f, "
+           "\"tokens\": %lld, \"tokens_per_s\": %.1f, \"latency_ms_p50\": %.1f, "
+           "\"latency_ms_p99\": %.1f}\n",
+           done, failed, conc, secs, done / (secs > 0 ? secs : 1), (long long)tokens,
+           tokens / (secs > 0 ? secs : 1), done ? lat[done / 2] : 0.0,
+           done ? lat[(done * 99) / 100 < done ? (done * 99) / 100 : done - 1] : 0.0);
     am_free(lat);
     am_free(t_sub);
     am_free(rids);
@@ -102,7 +115,7 @@ out:;
 typedef struct client_opts {
     const char *endpoint;
     am_client_part parts[CLIENT_MAX_PARTS];
-    void *files[CLIENT_MAX_PARTS];    /* media file contents, by part index */
+    void *files[CLIENT_MAX_PARTS];     /* media file contents, by part index */
     int32_t *idbufs[CLIENT_MAX_PARTS]; /* --prompt-ids arrays, by part index */
     const char *stops[AM_PROTO_MAX_STOP];
     int n_parts, print_ids, repeat, conc, timeout_ms, want_health;
@@ -111,7 +124,8 @@ typedef struct client_opts {
 } client_opts;
 
 static void opts_fini(client_opts *o) {
-    for (int i = 0; i < CLIENT_MAX_PARTS; i++) am_free(o->files[i]), am_free(o->idbufs[i]);
+    for (int i = 0; i < CLIENT_MAX_PARTS; i++)
+        am_free(o->files[i]), am_free(o->idbufs[i]);
 }
 
 /* Takes one prompt part (--text, --prompt-ids or a media option). 0: taken,
@@ -138,10 +152,14 @@ static int parse_part(am_cli *cli, const char *opt, client_opts *o) {
         const char *path = am_cli_value(cli);
         if (!path) return AM_EXIT_USAGE;
         size_t len;
-        int rc = am_read_file_limited(path, AM_PROTO_MAX_PAYLOAD_BYTES, &o->files[o->n_parts], &len);
+        int rc =
+            am_read_file_limited(path, AM_PROTO_MAX_PAYLOAD_BYTES, &o->files[o->n_parts], &len);
         if (rc) return am_cli_error(CMD, rc);
-        *part = (am_client_part){.kind = AM_SEG_MEDIA, .modality = (uint8_t)mod,
-                                 .data = o->files[o->n_parts], .len = len, .frames = o->frames};
+        *part = (am_client_part){.kind = AM_SEG_MEDIA,
+                                 .modality = (uint8_t)mod,
+                                 .data = o->files[o->n_parts],
+                                 .len = len,
+                                 .frames = o->frames};
     } else {
         return -1;
     }
@@ -176,8 +194,7 @@ static int opt_f32(am_cli *cli, double min, double max, float *out) {
  * (message printed). */
 static int parse_setting(am_cli *cli, const char *opt, client_opts *o) {
     am_client_params *p = &o->params;
-    if (!strcmp(opt, "--coordinator"))
-        return (o->endpoint = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
+    if (!strcmp(opt, "--coordinator")) return (o->endpoint = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
     if (!strcmp(opt, "--frames")) return opt_u32(cli, 1, AM_PROTO_MAX_FRAMES_PER_VIDEO, &o->frames);
     if (!strcmp(opt, "--max-tokens")) return opt_u32(cli, 1, AM_PROTO_MAX_TOKENS, &p->max_tokens);
     if (!strcmp(opt, "--temperature")) return opt_f32(cli, 0, 100, &p->temperature);
@@ -189,7 +206,8 @@ static int parse_setting(am_cli *cli, const char *opt, client_opts *o) {
             return am_cli_fail(cli, "more than %d --stop strings", AM_PROTO_MAX_STOP);
         return (o->stops[p->n_stop++] = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
     }
-    if (!strcmp(opt, "--deadline-ms")) return opt_u32(cli, 1, AM_PROTO_MAX_DEADLINE_MS, &p->deadline_ms);
+    if (!strcmp(opt, "--deadline-ms"))
+        return opt_u32(cli, 1, AM_PROTO_MAX_DEADLINE_MS, &p->deadline_ms);
     if (!strcmp(opt, "--timeout-ms")) return opt_i32(cli, 1, 86400000, &o->timeout_ms);
     if (!strcmp(opt, "--model")) return (p->model = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
     if (!strcmp(opt, "--repeat")) return opt_i32(cli, 1, 1000000, &o->repeat);
@@ -228,7 +246,8 @@ static int parse_opts(int argc, char **argv, client_opts *o, int *status) {
         }
     }
     if (!o->want_health && !o->n_parts) {
-        *status = am_cli_fail(&cli, "the prompt is empty: give --text, --prompt-ids or a media file");
+        *status =
+            am_cli_fail(&cli, "the prompt is empty: give --text, --prompt-ids or a media file");
         return 0;
     }
     o->params.stop = o->stops;
@@ -254,14 +273,18 @@ static int run_once(am_client *c, client_opts *o) {
                                 o->timeout_ms, &res);
     printf("\n");
     if (rc) return am_cli_error(CMD, rc);
-    fprintf(stderr, "anymal client: finish=%s prompt_tokens=%u completion_tokens=%u latency_ms=%lld\n",
-            am_fin_name(res.finish), res.prompt_tokens, res.completion_tokens, (long long)(am_now_ms() - t0));
+    fprintf(stderr,
+            "anymal client: finish=%s prompt_tokens=%u completion_tokens=%u latency_ms=%lld\n",
+            am_fin_name(res.finish), res.prompt_tokens, res.completion_tokens,
+            (long long)(am_now_ms() - t0));
     am_client_result_fini(&res);
     return 0;
 }
 
 int am_cmd_client(int argc, char **argv) {
-    client_opts o = {.endpoint = "tcp://127.0.0.1:5555", .conc = 1, .timeout_ms = 600000,
+    client_opts o = {.endpoint = "tcp://127.0.0.1:5555",
+                     .conc = 1,
+                     .timeout_ms = 600000,
                      .params = {.max_tokens = 32}};
     int status;
     am_client *c = NULL;

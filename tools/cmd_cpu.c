@@ -64,7 +64,8 @@ int am_cmd_cpu(int argc, char **argv) {
         return level <= best ? 0 : 1;
     }
     if (levels_only) {
-        for (int l = 0; l <= (int)best; l++) printf("%s\n", am_cpu_isa_name((am_cpu_isa)l));
+        for (int l = 0; l <= (int)best; l++)
+            printf("%s\n", am_cpu_isa_name((am_cpu_isa)l));
         return 0;
     }
     am_cpu_isa active;
@@ -79,7 +80,8 @@ int am_cmd_cpu(int argc, char **argv) {
            f->avx2, f->fma, f->f16c, f->avx512f, f->avx512bw, f->avx512vl, f->avx512vnni,
            f->avx512bf16, f->avx512fp16, f->amx_tile, f->amx_bf16, f->amx_int8);
     printf("levels:");
-    for (int l = 0; l <= (int)best; l++) printf(" %s", am_cpu_isa_name((am_cpu_isa)l));
+    for (int l = 0; l <= (int)best; l++)
+        printf(" %s", am_cpu_isa_name((am_cpu_isa)l));
     printf("\nin force: %s\n", am_cpu_isa_name(active));
     return 0;
 }

@@ -267,7 +267,8 @@ int am_cmd_encode(int argc, char **argv) {
     }
     if (mod == AM_MOD_COUNT) {
         char mods[128];
-        rc = am_cli_fail(&cli, "--modality is required (%s)", am_modality_list(mods, sizeof mods, ", ", " or "));
+        rc = am_cli_fail(&cli, "--modality is required (%s)",
+                         am_modality_list(mods, sizeof mods, ", ", " or "));
         goto out;
     }
     if (!model) {

@@ -24,10 +24,11 @@ static void mem_report(const am_llama_model *m, const char *label) {
     am_proc_mem mem;
     if (am_proc_mem_read(&mem)) return;
     fprintf(stderr,
-            "anymal shard-mem %s rank=0/1 vm_rss=%lld vm_hwm=%lld rss_anon=%lld rss_file=%lld weight_bytes=%zu "
+            "anymal shard-mem %s rank=0/1 vm_rss=%lld vm_hwm=%lld rss_anon=%lld rss_file=%lld "
+            "weight_bytes=%zu "
             "slices_bytes=0\n",
-            label, (long long)mem.vm_rss, (long long)mem.vm_hwm, (long long)mem.rss_anon, (long long)mem.rss_file,
-            am_llama_weight_bytes(m));
+            label, (long long)mem.vm_rss, (long long)mem.vm_hwm, (long long)mem.rss_anon,
+            (long long)mem.rss_file, am_llama_weight_bytes(m));
 }
 
 int am_cmd_generate(int argc, char **argv) {
@@ -57,15 +58,18 @@ int am_cmd_generate(int argc, char **argv) {
     if ((rc = am_model_files_open(&mf, o.model_path, o.tok_path, need_tok))) goto fail;
     if (o.mem_report) mem_report(mf.model, "load");
     const am_llama_config *cfg = &mf.model->cfg;
-    if ((status = am_gen_cli_prompt(&o, "generate", mf.tok, cfg->vocab_size, cfg->max_seq_len, &ids, &n_ids)))
+    if ((status = am_gen_cli_prompt(&o, "generate", mf.tok, cfg->vocab_size, cfg->max_seq_len, &ids,
+                                    &n_ids)))
         goto out;
     status = 1;
     if (am_gen_cli_dump_open(&o, "generate", &dump)) goto out;
     if ((rc = am_backend_open(o.device, n_threads, &be))) goto fail;
     int32_t n_ctx = (int32_t)n_ids + o.gp.max_tokens;
-    if ((rc = am_llama_ctx_new(mf.model, be, n_ctx, n_ids < 512 ? (int32_t)n_ids : 512, &ctx))) goto fail;
+    if ((rc = am_llama_ctx_new(mf.model, be, n_ctx, n_ids < 512 ? (int32_t)n_ids : 512, &ctx)))
+        goto fail;
     if (o.idle_ms) am_gen_cli_sleep_ms(o.idle_ms);
-    if ((rc = am_generate(ctx, mf.tok, ids, n_ids, &o.gp, am_gen_cli_print_text, &o, &res))) goto fail;
+    if ((rc = am_generate(ctx, mf.tok, ids, n_ids, &o.gp, am_gen_cli_print_text, &o, &res)))
+        goto fail;
     am_gen_cli_report(&o, "generate", &res);
     if (o.mem_report) mem_report(mf.model, "end");
     status = 0;
@@ -73,7 +77,9 @@ int am_cmd_generate(int argc, char **argv) {
 fail:
     status = am_cli_error("generate", rc);
 out:
-    if (dump && fclose(dump) != 0 && status == 0) status = am_cli_error("generate", am_err_set(AM_EIO, "--dump-logits %s: write failed", o.dump_logits));
+    if (dump && fclose(dump) != 0 && status == 0)
+        status = am_cli_error("generate",
+                              am_err_set(AM_EIO, "--dump-logits %s: write failed", o.dump_logits));
     am_gen_result_fini(&res);
     am_free(ids);
     am_llama_ctx_destroy(&ctx);

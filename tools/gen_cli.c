@@ -25,7 +25,8 @@ static void help(const char *cmd, int shard) {
             "1,2,3)\n"
             "                       [--max-tokens N] [--temperature T] [--top-p P] [--top-k K]\n"
             "                       [--repetition-penalty R] [--seed S] [--stop STR]... [--chat]\n"
-            "                       [--system TEXT] [--print-ids] [--threads N] [--device D] [--tp P]\n\n");
+            "                       [--system TEXT] [--print-ids] [--threads N] [--device D] [--tp "
+            "P]\n\n");
     printf(
         "  --model        safetensors file or directory, GGUF file, or llama2.c checkpoint\n"
         "  --tokenizer    tokenizer.model or tokenizer.bin (default: the GGUF's own, or the one\n"
@@ -60,7 +61,8 @@ static void help(const char *cmd, int shard) {
                "pseudo-random\n"
                "                 tokens, decode --gen-tokens M (default 128) greedily, print one "
                "JSON line\n"
-               "  --bench-batch B  with --bench: B requests through the continuous-batching scheduler\n"
+               "  --bench-batch B  with --bench: B requests through the continuous-batching "
+               "scheduler\n"
                "                 (see `anymal bench batch --help`)\n"
                "  --max-batch R  with --bench-batch: rows per step (default 512)\n");
     (void)cmd;
@@ -182,7 +184,8 @@ int am_gen_cli_prompt(am_gen_cli *o, const char *cmd, const am_tokenizer *tok, i
     int64_t n_ids = 0;
     int rc;
     if (o->prompt_ids) {
-        if ((rc = am_cli_parse_ids(cmd, "--prompt-ids", o->prompt_ids, AM_MAX_PROMPT_IDS, &ids, &n_ids)))
+        if ((rc = am_cli_parse_ids(cmd, "--prompt-ids", o->prompt_ids, AM_MAX_PROMPT_IDS, &ids,
+                                   &n_ids)))
             return rc;
     } else if (o->chat) {
         am_chat_msg msgs[2] = {{"system", o->system}, {"user", o->prompt}};

@@ -25,19 +25,24 @@ static void on_signal(int sig) {
 
 static void help(void) {
     char mods[128];
-    printf("usage: anymal-encoder --coordinator EP --model DIR --modality LIST [--threads N] [--max-batch N]\n"
-           "                      [--device D] [--batch-wait-ms N] [--capacity N] [--name S] [--model-name S]\n"
-           "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]]\n\n"
-           "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token rows.\n"
-           "  --modality   comma-separated: %s (or all)\n"
-           "  --max-batch  jobs encoded together (default %d); --batch-wait-ms: how long the first job of a\n"
-           "               batch waits for more (default %d)\n"
-           "  --capacity   jobs accepted at once (default 2 x --max-batch)\n"
-           "  --device     cpu (default), cuda or cuda:N: the compute backend of every modality\n"
-           "  --heartbeat-ms/--liveness must match the coordinator's; --reconnect-ms: backoff bounds\n"
-           "               (default 1000,32000)\n",
-           am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
-           AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
+    printf(
+        "usage: anymal-encoder --coordinator EP --model DIR --modality LIST [--threads N] "
+        "[--max-batch N]\n"
+        "                      [--device D] [--batch-wait-ms N] [--capacity N] [--name S] "
+        "[--model-name S]\n"
+        "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]]\n\n"
+        "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token "
+        "rows.\n"
+        "  --modality   comma-separated: %s (or all)\n"
+        "  --max-batch  jobs encoded together (default %d); --batch-wait-ms: how long the first "
+        "job of a\n"
+        "               batch waits for more (default %d)\n"
+        "  --capacity   jobs accepted at once (default 2 x --max-batch)\n"
+        "  --device     cpu (default), cuda or cuda:N: the compute backend of every modality\n"
+        "  --heartbeat-ms/--liveness must match the coordinator's; --reconnect-ms: backoff bounds\n"
+        "               (default 1000,32000)\n",
+        am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
+        AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -65,7 +70,8 @@ int main(int argc, char **argv) {
             if (!list) return AM_EXIT_USAGE;
             char buf[256];
             snprintf(buf, sizeof buf, "%s", list);
-            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t;
+                 t = strtok_r(NULL, ",", &save)) {
                 am_modality m;
                 if (!strcmp(t, "all")) {
                     o.modalities |= (1u << AM_MOD_COUNT) - 1;

@@ -21,7 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-_Static_assert(AM_ENCODER_MAX_CAPACITY <= AM_MOD_MAX_BATCH, "a batch is at most the worker's capacity");
+_Static_assert(AM_ENCODER_MAX_CAPACITY <= AM_MOD_MAX_BATCH,
+               "a batch is at most the worker's capacity");
 
 typedef struct job {
     am_wire_in in;
@@ -79,8 +80,8 @@ static void prepare(ew *w, job *j) {
     am_mod_opts o = am_mod_default_opts();
     o.frames = (int32_t)m->frames;
     o.n_threads = w->n_threads;
-    int rc = am_mod_set_prepare(w->enc, m->modality, m->payloads[0].data, m->payloads[0].len, name, &o,
-                                &j->input);
+    int rc = am_mod_set_prepare(w->enc, m->modality, m->payloads[0].data, m->payloads[0].len, name,
+                                &o, &j->input);
     if (!rc) j->n_rows = j->input.n_rows;
     if (!rc && !(j->out = am_aligned_alloc((size_t)j->n_rows * (size_t)w->out_dim * sizeof(float))))
         rc = am_err_set(AM_ENOMEM, "%s: out of memory for %lld rows", name, (long long)j->n_rows);
@@ -108,13 +109,15 @@ static void send_embed(ew *w, job *j, uint32_t encode_us) {
     }
     j->out = NULL; /* libzmq frees it after sending */
     if (am_wire_send(w->pipe, NULL, 0, &m, &pay, 1, 0))
-        AM_LOGW("encoder worker: EMBED of request %llu not sent: %s", (unsigned long long)m.id, am_err_msg());
+        AM_LOGW("encoder worker: EMBED of request %llu not sent: %s", (unsigned long long)m.id,
+                am_err_msg());
 }
 
 /* Runs every waiting job: one batched encoder call per model (image and video share one). */
 static void run_batch(ew *w) {
     int n = w->n_jobs;
-    for (int i = 0; i < n; i++) prepare(w, &w->jobs[i]);
+    for (int i = 0; i < n; i++)
+        prepare(w, &w->jobs[i]);
     const am_mod_input *in[AM_ENCODER_MAX_CAPACITY];
     float *out[AM_ENCODER_MAX_CAPACITY];
     for (int model = 0; model < am_mod_set_n_models(w->enc); model++) {
@@ -132,11 +135,14 @@ static void run_batch(ew *w) {
         for (int i = 0; i < n; i++) {
             job *j = &w->jobs[i];
             if (j->failed || am_mod_set_model_of(w->enc, j->m.modality) != model) continue;
-            if (rc) reply_error(w, &j->m, AM_WERR_INTERNAL, am_err_msg());
-            else send_embed(w, j, us);
+            if (rc)
+                reply_error(w, &j->m, AM_WERR_INTERNAL, am_err_msg());
+            else
+                send_embed(w, j, us);
         }
     }
-    for (int i = 0; i < n; i++) job_clear(&w->jobs[i]);
+    for (int i = 0; i < n; i++)
+        job_clear(&w->jobs[i]);
     w->n_done += n;
     w->n_batches++;
     w->n_jobs = 0;
@@ -159,14 +165,16 @@ static void on_pipe(ew *w) {
         if (m->cmd == AM_CMD_DISCONNECT) {
             /* The session ended: the coordinator has given these jobs to others. */
             job_clear(j);
-            for (int i = 0; i < w->n_jobs; i++) job_clear(&w->jobs[i]);
+            for (int i = 0; i < w->n_jobs; i++)
+                job_clear(&w->jobs[i]);
             w->n_jobs = 0;
             continue;
         }
         if (m->cmd == AM_CMD_ENCODE) {
             if (am_mod_set_model_of(w->enc, m->modality) < 0) {
                 char msg[96];
-                snprintf(msg, sizeof msg, "this worker does not serve %s", am_modality_name(m->modality));
+                snprintf(msg, sizeof msg, "this worker does not serve %s",
+                         am_modality_name(m->modality));
                 reply_error(w, m, AM_WERR_NOT_FOUND, msg);
             } else if (w->n_jobs >= w->capacity) {
                 reply_error(w, m, AM_WERR_OVERLOADED, "encoder worker over its capacity");
@@ -205,8 +213,11 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
     if (!rc && !(w.jobs = am_calloc((size_t)w.capacity + 1, sizeof *w.jobs))) rc = AM_ENOMEM;
     if (rc) goto done;
     snprintf(name, sizeof name, "encoder-%d", (int)getpid());
-    am_link_opts lo = {.endpoint = o->endpoint, .heartbeat_ms = o->heartbeat_ms, .liveness = o->liveness,
-                       .reconnect_min_ms = o->reconnect_min_ms, .reconnect_max_ms = o->reconnect_max_ms};
+    am_link_opts lo = {.endpoint = o->endpoint,
+                       .heartbeat_ms = o->heartbeat_ms,
+                       .liveness = o->liveness,
+                       .reconnect_min_ms = o->reconnect_min_ms,
+                       .reconnect_max_ms = o->reconnect_max_ms};
     am_msg_init(&lo.ready, AM_CMD_READY);
     lo.ready.role = AM_ROLE_ENCODER;
     lo.ready.name = o->name ? o->name : name;
@@ -215,7 +226,8 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
     lo.ready.capacity = (uint32_t)w.capacity;
     lo.ready.out_dim = (uint32_t)w.out_dim;
     for (int mod = 0; mod < AM_MOD_COUNT; mod++)
-        if (o->modalities & (1u << mod)) lo.ready.modalities[lo.ready.n_modalities++] = (uint8_t)mod;
+        if (o->modalities & (1u << mod))
+            lo.ready.modalities[lo.ready.n_modalities++] = (uint8_t)mod;
     if ((rc = am_link_new(&lo, &link))) goto done;
     w.pipe = am_link_pipe(link);
     while (!*stop) {
@@ -227,13 +239,16 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
         zmq_pollitem_t pi = {w.pipe, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&pi, 1, timeout) < 0 && zmq_errno() != EINTR) break;
         if (pi.revents & ZMQ_POLLIN) on_pipe(&w);
-        if (w.n_jobs && (w.n_jobs >= w.max_batch || am_now_ms() - w.jobs[0].t_ms >= wait_ms)) run_batch(&w);
+        if (w.n_jobs && (w.n_jobs >= w.max_batch || am_now_ms() - w.jobs[0].t_ms >= wait_ms))
+            run_batch(&w);
     }
-    AM_LOGI("encoder worker: %lld jobs in %lld batches", (long long)w.n_done, (long long)w.n_batches);
+    AM_LOGI("encoder worker: %lld jobs in %lld batches", (long long)w.n_done,
+            (long long)w.n_batches);
 done:
     am_link_destroy(&link);
     if (w.jobs)
-        for (int i = 0; i < w.n_jobs; i++) job_clear(&w.jobs[i]);
+        for (int i = 0; i < w.n_jobs; i++)
+            job_clear(&w.jobs[i]);
     am_free(w.jobs);
     am_mod_set_destroy(&w.enc);
     am_backend_destroy(&w.be);

@@ -18,9 +18,9 @@
 #include <signal.h>
 #include <stdint.h>
 
-#define AM_ENCODER_MAX_BATCH_DEFAULT 8
+#define AM_ENCODER_MAX_BATCH_DEFAULT     8
 #define AM_ENCODER_BATCH_WAIT_MS_DEFAULT 2
-#define AM_ENCODER_MAX_CAPACITY 1024
+#define AM_ENCODER_MAX_CAPACITY          1024
 
 typedef struct am_encoder_worker_opts {
     const char *endpoint;   /* the coordinator */
@@ -28,12 +28,14 @@ typedef struct am_encoder_worker_opts {
     const char *name;       /* worker name in logs and READY (NULL: "encoder-<pid>") */
     const char *model_name; /* NULL: the directory's base name */
     uint32_t modalities;    /* bit per am_modality */
-    const char *device;     /* compute backend: "cpu", "cuda", "cuda:N" (NULL: cpu; core/backend_open.h) */
-    int n_threads;          /* compute threads (0: online CPUs) */
-    int max_batch;          /* 0 = AM_ENCODER_MAX_BATCH_DEFAULT */
-    int batch_wait_ms;      /* < 0 = AM_ENCODER_BATCH_WAIT_MS_DEFAULT */
-    int capacity;           /* 0 = 2 * max_batch */
-    int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms; /* 0 = defaults (worker_link.h) */
+    const char
+        *device;   /* compute backend: "cpu", "cuda", "cuda:N" (NULL: cpu; core/backend_open.h) */
+    int n_threads; /* compute threads (0: online CPUs) */
+    int max_batch; /* 0 = AM_ENCODER_MAX_BATCH_DEFAULT */
+    int batch_wait_ms; /* < 0 = AM_ENCODER_BATCH_WAIT_MS_DEFAULT */
+    int capacity;      /* 0 = 2 * max_batch */
+    int heartbeat_ms, liveness, reconnect_min_ms,
+        reconnect_max_ms; /* 0 = defaults (worker_link.h) */
 } am_encoder_worker_opts;
 
 /* Loads the models, serves until *stop becomes non-zero, says DISCONNECT and

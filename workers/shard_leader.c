@@ -18,8 +18,8 @@
 typedef struct lreq {
     uint64_t id;
     int submitted, orphan;
-    am_msg gen;                 /* GENERATE as received (segments, stop strings) */
-    int32_t part_seg[AM_PROTO_MAX_PAYLOADS]; /* part -> scheduler segment */
+    am_msg gen;                                /* GENERATE as received (segments, stop strings) */
+    int32_t part_seg[AM_PROTO_MAX_PAYLOADS];   /* part -> scheduler segment */
     uint32_t part_rows[AM_PROTO_MAX_PAYLOADS]; /* 0 = unknown yet */
     float *early[AM_PROTO_MAX_PAYLOADS];       /* rows that came before submission */
     int n_parts;
@@ -55,7 +55,8 @@ static lreq *find(leader *L, uint64_t id) {
 static void drop(leader *L, lreq *r) {
     for (int i = 0; i < L->n_reqs; i++)
         if (L->reqs[i] == r) L->reqs[i] = L->reqs[--L->n_reqs];
-    for (int p = 0; p < r->n_parts; p++) am_free(r->early[p]);
+    for (int p = 0; p < r->n_parts; p++)
+        am_free(r->early[p]);
     if (r->n_pend || r->len_text) L->n_pending--;
     am_free(r->pend_ids);
     am_free(r->pend_text);
@@ -113,7 +114,8 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
     }
     if (len && r->len_text + len > r->cap_text) {
         size_t cap = r->cap_text ? 2 * r->cap_text : 64;
-        while (cap < r->len_text + len) cap *= 2;
+        while (cap < r->len_text + len)
+            cap *= 2;
         char *g = am_realloc(r->pend_text, cap);
         if (!g) return 1;
         r->pend_text = g, r->cap_text = cap;
@@ -206,12 +208,13 @@ static int build_segs(const leader *L, lreq *r, id_buf *b, am_prompt_seg *segs, 
         if (i < g->n_segs && g->segs[i].kind == AM_SEG_MEDIA) {
             /* n = 0: a pending slot of unknown size (IMU), sized by its rows when they come. */
             r->part_seg[part] = *n;
-            segs[(*n)++] = (am_prompt_seg){.kind = AM_SEG_EMBD, .n = (int32_t)r->part_rows[part],
-                                           .rows = r->early[part]};
+            segs[(*n)++] = (am_prompt_seg){
+                .kind = AM_SEG_EMBD, .n = (int32_t)r->part_rows[part], .rows = r->early[part]};
             part++;
         }
     }
-    for (int k = 0; k < n_tok; k++) segs[tok_seg[k]].ids = b->v + starts[k];
+    for (int k = 0; k < n_tok; k++)
+        segs[tok_seg[k]].ids = b->v + starts[k];
     return 0;
 }
 
@@ -260,23 +263,32 @@ static uint32_t slot_rows(leader *L, const am_msg_seg *s) {
     return (uint32_t)am_mod_config_rows(L->mods, s->modality, s->frames);
 }
 
-/* Builds the scheduler's segments and submits; 0, or an error already reported to the coordinator. */
+/* Builds the scheduler's segments and submits; 0, or an error already reported to the coordinator.
+ */
 static int try_submit(leader *L, lreq *r) {
     am_prompt_seg segs[AM_PROTO_MAX_SEGMENTS + 2];
     id_buf ids = {0};
     int n = 0;
     int rc = build_segs(L, r, &ids, segs, &n);
     int64_t known_rows = 0;
-    for (int k = 0; k < n && !rc; k++) known_rows += segs[k].n;
-    if (!rc && !known_rows) { /* only slots of unknown size: nothing could run; held until rows come */
+    for (int k = 0; k < n && !rc; k++)
+        known_rows += segs[k].n;
+    if (!rc &&
+        !known_rows) { /* only slots of unknown size: nothing could run; held until rows come */
         am_free(ids.v);
         return 0;
     }
     if (!rc && n > AM_SCHED_MAX_SEGMENTS)
-        rc = am_err_set(AM_ERANGE, "the prompt has %d segments after merging text (at most %d)", n, AM_SCHED_MAX_SEGMENTS);
+        rc = am_err_set(AM_ERANGE, "the prompt has %d segments after merging text (at most %d)", n,
+                        AM_SCHED_MAX_SEGMENTS);
     if (!rc) {
-        am_sched_request q = {.id = r->id, .segs = segs, .n_segs = n, .on_token = on_token, .on_done = on_done,
-                              .user = r, .params = gen_params(&r->gen)};
+        am_sched_request q = {.id = r->id,
+                              .segs = segs,
+                              .n_segs = n,
+                              .on_token = on_token,
+                              .on_done = on_done,
+                              .user = r,
+                              .params = gen_params(&r->gen)};
         rc = am_sched_submit(L->s, &q);
     }
     am_free(ids.v);
@@ -287,7 +299,8 @@ static int try_submit(leader *L, lreq *r) {
     }
     r->submitted = 1;
     if (r->t_held > 0) L->st.held_s += am_now_s() - r->t_held;
-    for (int p = 0; p < r->n_parts; p++) am_free(r->early[p]), r->early[p] = NULL;
+    for (int p = 0; p < r->n_parts; p++)
+        am_free(r->early[p]), r->early[p] = NULL;
     L->st.requests++;
     return 0;
 }
@@ -298,7 +311,9 @@ static void on_generate(leader *L, am_msg *m) {
         return;
     }
     lreq *r = am_calloc(1, sizeof *r);
-    lreq **grown = L->n_reqs == L->cap ? am_realloc(L->reqs, (size_t)(L->cap ? 2 * L->cap : 64) * sizeof *grown) : L->reqs;
+    lreq **grown = L->n_reqs == L->cap
+                       ? am_realloc(L->reqs, (size_t)(L->cap ? 2 * L->cap : 64) * sizeof *grown)
+                       : L->reqs;
     if (!r || !grown) {
         am_free(r);
         if (grown) L->reqs = grown;
@@ -331,9 +346,11 @@ static void on_embed(leader *L, const am_msg *m) {
     lreq *r = find(L, m->id);
     if (!r || m->part >= (uint32_t)r->n_parts) return; /* ended meanwhile */
     const float *rows = m->payloads[0].data;
-    if ((int32_t)m->dim != L->dim || (r->part_rows[m->part] && r->part_rows[m->part] != m->n_rows)) {
+    if ((int32_t)m->dim != L->dim ||
+        (r->part_rows[m->part] && r->part_rows[m->part] != m->n_rows)) {
         char msg[160];
-        snprintf(msg, sizeof msg, "part %u: %u rows of width %u, the slot wants %u rows of width %d", m->part,
+        snprintf(msg, sizeof msg,
+                 "part %u: %u rows of width %u, the slot wants %u rows of width %d", m->part,
                  m->n_rows, m->dim, r->part_rows[m->part], L->dim);
         if (r->submitted) {
             r->orphan = 1; /* the ERROR below is its end */
@@ -353,7 +370,8 @@ static void on_embed(leader *L, const am_msg *m) {
         /* A slot sized now that makes the prompt too long has already ended
          * the request (on_done sent the ERROR and freed r). Anything else
          * (out of memory) ends it here. */
-        AM_LOGW("shard leader: rows of request %llu part %u: %s", (unsigned long long)id, m->part, am_err_msg());
+        AM_LOGW("shard leader: rows of request %llu part %u: %s", (unsigned long long)id, m->part,
+                am_err_msg());
         if ((r = find(L, id))) {
             char msg[256];
             snprintf(msg, sizeof msg, "%s", am_err_msg());
@@ -425,7 +443,11 @@ static void drain(leader *L) {
 
 int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_shard_leader_opts *o,
                         volatile sig_atomic_t *stop, am_shard_leader_stats *st) {
-    leader L = {.tok = tok, .stream_s = (o->stream_ms > 0 ? o->stream_ms : o->stream_ms < 0 ? 0 : AM_SHARD_LEADER_STREAM_MS) * 1e-3};
+    leader L = {.tok = tok,
+                .stream_s = (o->stream_ms > 0   ? o->stream_ms
+                             : o->stream_ms < 0 ? 0
+                                                : AM_SHARD_LEADER_STREAM_MS) *
+                            1e-3};
     am_link *link = NULL;
     const am_llama_model *model = am_llama_ctx_model(ctx);
     L.dim = model->cfg.dim;
@@ -437,14 +459,18 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
     if ((rc = am_mod_config_load(o->model_path, &L.mods))) goto done;
     am_err_clear();
     snprintf(name, sizeof name, "shard-%d", (int)getpid());
-    am_link_opts lo = {.endpoint = o->endpoint, .heartbeat_ms = o->heartbeat_ms, .liveness = o->liveness,
-                       .reconnect_min_ms = o->reconnect_min_ms, .reconnect_max_ms = o->reconnect_max_ms};
+    am_link_opts lo = {.endpoint = o->endpoint,
+                       .heartbeat_ms = o->heartbeat_ms,
+                       .liveness = o->liveness,
+                       .reconnect_min_ms = o->reconnect_min_ms,
+                       .reconnect_max_ms = o->reconnect_max_ms};
     am_msg_init(&lo.ready, AM_CMD_READY);
     lo.ready.role = AM_ROLE_SHARD;
     lo.ready.name = o->name ? o->name : name;
     lo.ready.model = o->model_name ? o->model_name : mname;
     lo.ready.fingerprint = fp;
-    lo.ready.capacity = (uint32_t)(o->capacity > 0 ? o->capacity : AM_SHARD_LEADER_CAPACITY_DEFAULT);
+    lo.ready.capacity =
+        (uint32_t)(o->capacity > 0 ? o->capacity : AM_SHARD_LEADER_CAPACITY_DEFAULT);
     lo.ready.out_dim = (uint32_t)L.dim;
     lo.ready.tp_size = (uint32_t)(o->tp_size > 0 ? o->tp_size : 1);
     if ((rc = am_link_new(&lo, &link))) goto done;
@@ -467,19 +493,24 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
         zmq_pollitem_t pi = {L.pipe, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&pi, 1, AM_SHARD_LEADER_IDLE_POLL_MS) < 0 && zmq_errno() != EINTR) break;
         now = am_now_s();
-        if (live) L.st.wait_rows_s += now - t_last;
-        else L.st.idle_s += now - t_last;
+        if (live)
+            L.st.wait_rows_s += now - t_last;
+        else
+            L.st.idle_s += now - t_last;
         t_last = now;
     }
-    AM_LOGI("shard leader: %lld requests, %lld tokens, %lld steps; busy %.3f s, idle %.3f s, waiting for rows %.3f s",
-            (long long)L.st.requests, (long long)L.st.tokens, (long long)L.st.steps, L.st.busy_s, L.st.idle_s,
-            L.st.wait_rows_s);
+    AM_LOGI("shard leader: %lld requests, %lld tokens, %lld steps; busy %.3f s, idle %.3f s, "
+            "waiting for rows %.3f s",
+            (long long)L.st.requests, (long long)L.st.tokens, (long long)L.st.steps, L.st.busy_s,
+            L.st.idle_s, L.st.wait_rows_s);
 done:
     if (L.s) {
-        for (int i = 0; i < L.n_reqs; i++) L.reqs[i]->orphan = 1;
+        for (int i = 0; i < L.n_reqs; i++)
+            L.reqs[i]->orphan = 1;
         am_sched_destroy(&L.s); /* cancels what is live (on_done frees those) */
     }
-    while (L.n_reqs) drop(&L, L.reqs[L.n_reqs - 1]);
+    while (L.n_reqs)
+        drop(&L, L.reqs[L.n_reqs - 1]);
     am_free(L.reqs);
     am_link_destroy(&link);
     am_mod_config_destroy(&L.mods);

@@ -1,4 +1,5 @@
-/* workers/shard_leader.h - the shard leader: GENERATE/EMBED/CANCEL in, TOKEN out, over the scheduler.
+/* workers/shard_leader.h - the shard leader: GENERATE/EMBED/CANCEL in, TOKEN out, over the
+ * scheduler.
  *
  * Runs on rank 0 of a shard group (or in a single process) around the
  * continuous-batching scheduler (llm_shards/sched.h) over a paged context.
@@ -20,8 +21,8 @@
  *  - CANCEL into am_sched_cancel;
  * and streams TOKEN messages (a request's tokens at most every stream_ms
  * together: per-token messages would cost more than a small model's decode
- * step), then a final TOKEN (the last tokens, finish reason, usage) or an ERROR. A session reset (the link's DISCONNECT) cancels every
- * request silently: the coordinator has already ended them.
+ * step), then a final TOKEN (the last tokens, finish reason, usage) or an ERROR. A session reset
+ * (the link's DISCONNECT) cancels every request silently: the coordinator has already ended them.
  */
 #ifndef AM_SHARD_LEADER_H
 #define AM_SHARD_LEADER_H
@@ -34,8 +35,8 @@
 #include <stdio.h>
 
 #define AM_SHARD_LEADER_CAPACITY_DEFAULT 64
-#define AM_SHARD_LEADER_IDLE_POLL_MS 50 /* longest wait for a message when no step can run */
-#define AM_SHARD_LEADER_STREAM_MS 10    /* default stream interval: see am_shard_leader_opts */
+#define AM_SHARD_LEADER_IDLE_POLL_MS     50 /* longest wait for a message when no step can run */
+#define AM_SHARD_LEADER_STREAM_MS        10 /* default stream interval: see am_shard_leader_opts */
 
 typedef struct am_shard_leader_opts {
     const char *endpoint;   /* the coordinator */
@@ -55,11 +56,11 @@ typedef struct am_shard_leader_opts {
 /* The decoder's timeline: where the leader's time went. */
 typedef struct am_shard_leader_stats {
     int64_t requests, tokens, steps;
-    double busy_s;          /* inside am_sched_step with work done */
-    double idle_s;          /* nothing live */
-    double wait_rows_s;     /* requests live, but every one waits for modality rows */
-    double held_s;          /* (sum over requests) time held before submission (only
-                             * prompts made of slots of unknown size are held) */
+    double busy_s;      /* inside am_sched_step with work done */
+    double idle_s;      /* nothing live */
+    double wait_rows_s; /* requests live, but every one waits for modality rows */
+    double held_s;      /* (sum over requests) time held before submission (only
+                         * prompts made of slots of unknown size are held) */
 } am_shard_leader_stats;
 
 /* Serves until *stop: ctx is a paged context (group leader or single

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CMD "shard-worker"
+#define CMD                             "shard-worker"
 #define SHARD_WORKER_MAX_BLOCKS_DEFAULT 4096
 
 static volatile sig_atomic_t g_stop;
@@ -33,23 +33,27 @@ static void on_signal(int sig) {
 }
 
 static void help(void) {
-    printf("usage: mpirun -np P anymal-shard-worker --coordinator EP --model PATH [--threads N] [--capacity N]\n"
+    printf("usage: mpirun -np P anymal-shard-worker --coordinator EP --model PATH [--threads N] "
+           "[--capacity N]\n"
            "              [--device cpu|cuda|cuda:N]\n"
            "              [--kv-blocks N | --memory-fraction F] [--block-size N] [--max-batch N]\n"
            "              [--name S] [--model-name S]\n"
-           "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] [--allreduce-bf16]\n"
+           "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
+           "[--allreduce-bf16]\n"
            "              [--stream-ms N]\n\n"
            "  --device      every rank's compute backend (default cpu; ranks may share one GPU)\n"
            "  --capacity    requests in flight at once (default %d)\n"
-           "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at most %d)\n"
-           "  --memory-fraction  size the KV cache instead from F (0 < F <= 1) of the device's memory\n"
+           "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at "
+           "most %d)\n"
+           "  --memory-fraction  size the KV cache instead from F (0 < F <= 1) of the device's "
+           "memory\n"
            "                (the GPU's, or RAM for cpu) after what is in use, the weights and the\n"
            "                activations, split between the ranks on this node\n"
            "  --max-batch   rows per step (default %d)\n"
            "  --stream-ms   a request's tokens go out together at most this often (default %d;\n"
            "                0 = one TOKEN message per token)\n",
-           AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT, AM_SCHED_DEFAULT_MAX_BATCH,
-           AM_SHARD_LEADER_STREAM_MS);
+           AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT,
+           AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS);
 }
 
 int main(int argc, char **argv) {
@@ -57,7 +61,8 @@ int main(int argc, char **argv) {
     am_cli_init(&cli, CMD, argc, argv);
     am_shard_leader_opts lo = {0};
     am_shard_group_opts go = {.need_tok = 1, .allreduce_dtype = AM_DTYPE_F32};
-    int64_t n_blocks = 0, block_size = AM_SCHED_DEFAULT_BLOCK_SIZE, max_batch = AM_SCHED_DEFAULT_MAX_BATCH;
+    int64_t n_blocks = 0, block_size = AM_SCHED_DEFAULT_BLOCK_SIZE,
+            max_batch = AM_SCHED_DEFAULT_MAX_BATCH;
     double mem_fraction = 0.0; /* 0: n_blocks, or the capacity-based default */
     const char *opt;
     am_cli_link link = {0};
@@ -106,8 +111,11 @@ int main(int argc, char **argv) {
     lo.liveness = link.liveness;
     lo.reconnect_min_ms = link.reconnect_min_ms;
     lo.reconnect_max_ms = link.reconnect_max_ms;
-    if (!lo.endpoint || !lo.model_path) return am_cli_fail(&cli, "--coordinator and --model are required");
-    if (n_blocks && mem_fraction > 0.0) return am_cli_fail(&cli, "--kv-blocks and --memory-fraction both size the KV cache: give one");
+    if (!lo.endpoint || !lo.model_path)
+        return am_cli_fail(&cli, "--coordinator and --model are required");
+    if (n_blocks && mem_fraction > 0.0)
+        return am_cli_fail(&cli,
+                           "--kv-blocks and --memory-fraction both size the KV cache: give one");
     am_cpu_blas_setup(go.n_threads);
     /* A serving group shares its cores with its link thread (and often the coordinator
      * and encoders): a rank waiting in an all-reduce yields the core instead of busy
@@ -128,33 +136,40 @@ int main(int argc, char **argv) {
         if (!n_blocks) {
             int cap = lo.capacity ? lo.capacity : AM_SHARD_LEADER_CAPACITY_DEFAULT;
             n_blocks = (int64_t)cap * ((m->cfg.max_seq_len + block_size - 1) / block_size);
-            if (n_blocks > SHARD_WORKER_MAX_BLOCKS_DEFAULT) n_blocks = SHARD_WORKER_MAX_BLOCKS_DEFAULT;
+            if (n_blocks > SHARD_WORKER_MAX_BLOCKS_DEFAULT)
+                n_blocks = SHARD_WORKER_MAX_BLOCKS_DEFAULT;
         }
         if (mem_fraction > 0.0) {
             /* The ranks of this node share its device (they all open the same --device). */
             int32_t fit = 0;
             const int local = am_comm_local_size(am_shard_group_comm(g));
-            rc = am_llama_kv_blocks_fit(m, am_shard_group_backend(g), mem_fraction, (int32_t)block_size,
-                                        (int32_t)max_batch, &fit);
+            rc = am_llama_kv_blocks_fit(m, am_shard_group_backend(g), mem_fraction,
+                                        (int32_t)block_size, (int32_t)max_batch, &fit);
             n_blocks = local > 1 ? fit / local : fit;
             if (!rc && n_blocks < 1)
-                rc = am_err_set(AM_ENOMEM, "--memory-fraction %g: %d KV blocks shared by %d ranks on this node",
-                                mem_fraction, fit, local);
+                rc = am_err_set(
+                    AM_ENOMEM, "--memory-fraction %g: %d KV blocks shared by %d ranks on this node",
+                    mem_fraction, fit, local);
         }
         am_llama_ctx *ctx = NULL;
         am_shard_leader_stats st = {0};
         if (!rc)
-            rc = am_shard_group_paged_ctx_new(g, (int32_t)n_blocks, (int32_t)block_size, (int32_t)max_batch, &ctx);
+            rc = am_shard_group_paged_ctx_new(g, (int32_t)n_blocks, (int32_t)block_size,
+                                              (int32_t)max_batch, &ctx);
         if (!rc) rc = am_shard_leader_run(ctx, am_shard_group_tokenizer(g), &lo, &g_stop, &st);
-        if (rc) status = am_cli_error(CMD, rc);
+        if (rc)
+            status = am_cli_error(CMD, rc);
         else
-            fprintf(stderr,
-                    "{\"shard_leader\": {\"tp\": %d, \"requests\": %lld, \"tokens\": %lld, \"steps\": %lld, "
-                    "\"busy_s\": %.3f, \"idle_s\": %.3f, \"wait_rows_s\": %.3f, \"held_s\": %.3f}}\n",
-                    lo.tp_size, (long long)st.requests, (long long)st.tokens, (long long)st.steps, st.busy_s,
-                    st.idle_s, st.wait_rows_s, st.held_s);
+            fprintf(
+                stderr,
+                "{\"shard_leader\": {\"tp\": %d, \"requests\": %lld, \"tokens\": %lld, \"steps\": "
+                "%lld, "
+                "\"busy_s\": %.3f, \"idle_s\": %.3f, \"wait_rows_s\": %.3f, \"held_s\": %.3f}}\n",
+                lo.tp_size, (long long)st.requests, (long long)st.tokens, (long long)st.steps,
+                st.busy_s, st.idle_s, st.wait_rows_s, st.held_s);
         am_llama_ctx_destroy(&ctx);
-        if ((rc = am_shard_group_stop(g))) am_tp_fatal(am_shard_group_comm(g), rc, "stopping the group");
+        if ((rc = am_shard_group_stop(g)))
+            am_tp_fatal(am_shard_group_comm(g), rc, "stopping the group");
     } else if ((rc = am_shard_group_serve(g))) {
         status = 1;
     }

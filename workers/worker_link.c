@@ -1,4 +1,5 @@
-/* workers/worker_link.c - registration, heartbeats, reconnects and forwarding on the link's I/O thread. */
+/* workers/worker_link.c - registration, heartbeats, reconnects and forwarding on the link's I/O
+ * thread. */
 #include "workers/worker_link.h"
 
 #include "core/alloc.h"
@@ -46,14 +47,17 @@ static void close_session(am_link *l, const char *why, int say_disconnect) {
     if (!l->sock) return;
     if (say_disconnect) send_cmd(l, AM_CMD_DISCONNECT);
     int zero = 0;
-    zmq_setsockopt(l->sock, ZMQ_LINGER, &zero, sizeof zero); /* what is queued belongs to a dead session */
+    zmq_setsockopt(l->sock, ZMQ_LINGER, &zero,
+                   sizeof zero); /* what is queued belongs to a dead session */
     zmq_close(l->sock);
     l->sock = NULL;
-    for (int i = 0; i < l->n_pending; i++) zmq_msg_close(&l->pending[i]);
+    for (int i = 0; i < l->n_pending; i++)
+        zmq_msg_close(&l->pending[i]);
     l->n_pending = 0;
     AM_LOGI("worker link: session ended (%s); reconnecting in %d ms", why, l->backoff_ms);
     l->next_connect_ms = am_now_ms() + l->backoff_ms;
-    l->backoff_ms = l->backoff_ms * 2 > l->o.reconnect_max_ms ? l->o.reconnect_max_ms : l->backoff_ms * 2;
+    l->backoff_ms =
+        l->backoff_ms * 2 > l->o.reconnect_max_ms ? l->o.reconnect_max_ms : l->backoff_ms * 2;
     tell_engine_disconnect(l);
 }
 
@@ -62,7 +66,8 @@ static int open_session(am_link *l) {
     if (!l->sock) return am_err_set(AM_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
     int rc = am_wire_setup(l->sock, 0, 0, 0);
     if (!rc && zmq_connect(l->sock, l->o.endpoint))
-        rc = am_err_set(AM_EIO, "cannot connect to %s: %s", l->o.endpoint, zmq_strerror(zmq_errno()));
+        rc = am_err_set(AM_EIO, "cannot connect to %s: %s", l->o.endpoint,
+                        zmq_strerror(zmq_errno()));
     if (!rc) rc = am_wire_send(l->sock, NULL, 0, &l->o.ready, NULL, 0, ZMQ_DONTWAIT);
     if (rc) {
         AM_LOGW("worker link: %s", am_err_msg());
@@ -90,7 +95,8 @@ static void on_upstream(am_link *l) {
         int cmd = 0;
         if (in.n_frames < 1 ||
             am_proto_check_header(zmq_msg_data(&in.frames[0]), zmq_msg_size(&in.frames[0]), &cmd)) {
-            AM_LOGW("worker link: dropped a malformed message from the coordinator: %s", am_err_msg());
+            AM_LOGW("worker link: dropped a malformed message from the coordinator: %s",
+                    am_err_msg());
             am_wire_in_close(&in);
             continue;
         }
@@ -101,14 +107,17 @@ static void on_upstream(am_link *l) {
         }
         if (cmd == AM_CMD_DISCONNECT) {
             am_wire_in_close(&in);
-            l->backoff_ms = l->o.reconnect_min_ms / 4 + 1; /* the coordinator is alive: come back soon */
+            l->backoff_ms =
+                l->o.reconnect_min_ms / 4 + 1; /* the coordinator is alive: come back soon */
             close_session(l, "the coordinator said DISCONNECT", 0);
             return;
         }
         /* Forward the frames as they are (moved). */
         for (int i = 0; i < in.n_frames; i++) {
-            if (zmq_msg_send(&in.frames[i], l->pipe_io, i + 1 < in.n_frames ? ZMQ_SNDMORE : 0) < 0) {
-                for (int j = i; j < in.n_frames; j++) zmq_msg_close(&in.frames[j]);
+            if (zmq_msg_send(&in.frames[i], l->pipe_io, i + 1 < in.n_frames ? ZMQ_SNDMORE : 0) <
+                0) {
+                for (int j = i; j < in.n_frames; j++)
+                    zmq_msg_close(&in.frames[j]);
                 in.n_frames = 0;
                 break;
             }
@@ -121,10 +130,13 @@ static void on_upstream(am_link *l) {
 /* Sends the pending engine message upstream; 0 when it went (or was dropped with a log). */
 static int flush_pending(am_link *l) {
     for (int i = 0; i < l->n_pending; i++) {
-        if (zmq_msg_send(&l->pending[i], l->sock, (i + 1 < l->n_pending ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
+        if (zmq_msg_send(&l->pending[i], l->sock,
+                         (i + 1 < l->n_pending ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
             if (i == 0 && zmq_errno() == EAGAIN) return AM_EAGAIN; /* keep it; poll for room */
-            AM_LOGW("worker link: a message to the coordinator failed: %s", zmq_strerror(zmq_errno()));
-            for (int j = i; j < l->n_pending; j++) zmq_msg_close(&l->pending[j]);
+            AM_LOGW("worker link: a message to the coordinator failed: %s",
+                    zmq_strerror(zmq_errno()));
+            for (int j = i; j < l->n_pending; j++)
+                zmq_msg_close(&l->pending[j]);
             break;
         }
     }
@@ -138,7 +150,8 @@ static void on_engine(am_link *l) {
     while (!l->n_pending) {
         am_wire_in in;
         if (am_wire_recv(l->pipe_io, 0, &in)) return;
-        if (!l->sock || in.n_dropped) { /* no session: the coordinator re-sends what is still wanted */
+        if (!l->sock ||
+            in.n_dropped) { /* no session: the coordinator re-sends what is still wanted */
             am_wire_in_close(&in);
             continue;
         }
@@ -158,12 +171,14 @@ static void *io_main(void *arg) {
     while (!atomic_load(&l->stop)) {
         int64_t now = am_now_ms();
         if (!l->sock && now >= l->next_connect_ms) (void)open_session(l);
-        /* Expiry first: after a SIGSTOP the queued input belongs to a session the coordinator dropped. */
+        /* Expiry first: after a SIGSTOP the queued input belongs to a session the coordinator
+         * dropped. */
         if (l->sock && now > l->expiry_ms) close_session(l, "the coordinator went silent", 1);
         if (l->sock && now - l->last_sent_ms >= l->o.heartbeat_ms) send_cmd(l, AM_CMD_HEARTBEAT);
         zmq_pollitem_t pi[2] = {{l->pipe_io, 0, ZMQ_POLLIN, 0}, {l->sock, 0, ZMQ_POLLIN, 0}};
         if (l->n_pending) pi[0].events = 0, pi[1].events |= ZMQ_POLLOUT;
-        int timeout = l->o.heartbeat_ms / 4 < LINK_POLL_MAX_MS ? l->o.heartbeat_ms / 4 : LINK_POLL_MAX_MS;
+        int timeout =
+            l->o.heartbeat_ms / 4 < LINK_POLL_MAX_MS ? l->o.heartbeat_ms / 4 : LINK_POLL_MAX_MS;
         if (zmq_poll(pi, l->sock ? 2 : 1, timeout) < 0) {
             if (zmq_errno() == ETERM) break;
             continue;
@@ -180,7 +195,8 @@ static void *io_main(void *arg) {
         zmq_close(l->sock);
         l->sock = NULL;
     }
-    for (int i = 0; i < l->n_pending; i++) zmq_msg_close(&l->pending[i]);
+    for (int i = 0; i < l->n_pending; i++)
+        zmq_msg_close(&l->pending[i]);
     l->n_pending = 0;
     return NULL;
 }
@@ -195,13 +211,17 @@ int am_link_new(const am_link_opts *o, am_link **out) {
     if (!l->o.liveness) l->o.liveness = AM_HEARTBEAT_LIVENESS;
     if (!l->o.reconnect_min_ms) l->o.reconnect_min_ms = AM_RECONNECT_MIN_MS;
     if (!l->o.reconnect_max_ms) l->o.reconnect_max_ms = AM_RECONNECT_MAX_MS;
-    if (l->o.reconnect_max_ms < l->o.reconnect_min_ms) l->o.reconnect_max_ms = l->o.reconnect_min_ms;
+    if (l->o.reconnect_max_ms < l->o.reconnect_min_ms)
+        l->o.reconnect_max_ms = l->o.reconnect_min_ms;
     int rc = 0;
-    snprintf(l->pipe_name, sizeof l->pipe_name, "inproc://am-link-%d", atomic_fetch_add(&counter, 1));
+    snprintf(l->pipe_name, sizeof l->pipe_name, "inproc://am-link-%d",
+             atomic_fetch_add(&counter, 1));
     l->zctx = zmq_ctx_new();
-    if (!l->zctx || !(l->pipe_io = zmq_socket(l->zctx, ZMQ_PAIR)) || !(l->pipe_engine = zmq_socket(l->zctx, ZMQ_PAIR)) ||
-        zmq_bind(l->pipe_io, l->pipe_name) || zmq_connect(l->pipe_engine, l->pipe_name)) {
-        rc = am_err_set(AM_EIO, "cannot create the worker's inproc pipe: %s", zmq_strerror(zmq_errno()));
+    if (!l->zctx || !(l->pipe_io = zmq_socket(l->zctx, ZMQ_PAIR)) ||
+        !(l->pipe_engine = zmq_socket(l->zctx, ZMQ_PAIR)) || zmq_bind(l->pipe_io, l->pipe_name) ||
+        zmq_connect(l->pipe_engine, l->pipe_name)) {
+        rc = am_err_set(AM_EIO, "cannot create the worker's inproc pipe: %s",
+                        zmq_strerror(zmq_errno()));
         goto fail;
     }
     int hwm = 0, linger = 0; /* unlimited inside the process: back-pressure is applied upstream */

@@ -29,9 +29,9 @@
 
 typedef struct am_link_opts {
     const char *endpoint;
-    am_msg ready;         /* the READY to send on every (re)connect; strings must outlive the link */
-    int heartbeat_ms;     /* 0 = AM_HEARTBEAT_MS (proto/proto.h) */
-    int liveness;         /* 0 = 3 */
+    am_msg ready;     /* the READY to send on every (re)connect; strings must outlive the link */
+    int heartbeat_ms; /* 0 = AM_HEARTBEAT_MS (proto/proto.h) */
+    int liveness;     /* 0 = 3 */
     int reconnect_min_ms; /* 0 = AM_RECONNECT_MIN_MS */
     int reconnect_max_ms; /* 0 = AM_RECONNECT_MAX_MS */
 } am_link_opts;

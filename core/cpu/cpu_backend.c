@@ -145,8 +145,10 @@ static void cpu_kv_store(am_backend *b, const am_kv_pages *pages, const float *k
         const am_attn_seq *sq = &seqs[s];
         for (int64_t i = 0; i < sq->m; i++) {
             const int64_t row = am_kv_row(sq->blocks, pages->block_size, sq->pos0 + i);
-            memcpy(pages->k + row * stride, k_new + (sq->row0 + i) * stride, (size_t)stride * sizeof(float));
-            memcpy(pages->v + row * stride, v_new + (sq->row0 + i) * stride, (size_t)stride * sizeof(float));
+            memcpy(pages->k + row * stride, k_new + (sq->row0 + i) * stride,
+                   (size_t)stride * sizeof(float));
+            memcpy(pages->v + row * stride, v_new + (sq->row0 + i) * stride,
+                   (size_t)stride * sizeof(float));
         }
     }
 }
@@ -184,7 +186,7 @@ static void cpu_kv_store(am_backend *b, const am_kv_pages *pages, const float *k
 #define AM_CPU_ATTN_CHUNK_MIN 16
 /* Splitting the keys: fewest keys per part, and most parts. */
 #define AM_CPU_ATTN_SPLIT_MIN_KEYS 128
-#define AM_CPU_ATTN_MAX_SPLITS 16
+#define AM_CPU_ATTN_MAX_SPLITS     16
 /* Sequences whose item plans live on the stack; more take the backend's scratch. */
 #define AM_CPU_ATTN_STACK_SEQS 64
 
@@ -204,11 +206,11 @@ typedef struct {
     int n_seqs;
     int n_heads, n_kv_heads, head_dim;
     float scale;
-    int64_t chunk;            /* keys per chunk at most */
+    int64_t chunk; /* keys per chunk at most */
     int heads_per_item, n_head_blocks;
-    int n_splits;             /* S: parts of the keys (single sequence only) */
-    float *part_o;            /* (S, m, H, D) unnormalized outputs of the sequence, when S > 1 */
-    float *part_ml;           /* (S, m, H, 2) their running max and sum */
+    int n_splits;   /* S: parts of the keys (single sequence only) */
+    float *part_o;  /* (S, m, H, D) unnormalized outputs of the sequence, when S > 1 */
+    float *part_ml; /* (S, m, H, 2) their running max and sum */
     int64_t n_items;
     atomic_int_fast64_t next; /* the next item to take */
 } attn_job;
@@ -219,14 +221,17 @@ static void attn_item(attn_job *j, int64_t it) {
     int lo = 0, hi = j->n_seqs - 1;
     while (lo < hi) {
         const int mid = (lo + hi + 1) / 2;
-        if (j->plans[mid].item0 <= it) lo = mid;
-        else hi = mid - 1;
+        if (j->plans[mid].item0 <= it)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     const attn_plan *pl = &j->plans[lo];
     const am_attn_seq *sq = pl->seq;
     it -= pl->item0;
     const int H = j->n_heads, D = j->head_dim, G = j->n_heads / j->n_kv_heads, S = j->n_splits;
-    const int64_t M = sq->m, pos0 = sq->pos0, stride = j->pages->kv_stride, bs = j->pages->block_size;
+    const int64_t M = sq->m, pos0 = sq->pos0, stride = j->pages->kv_stride,
+                  bs = j->pages->block_size;
     /* it -> (row block, kv head, head block, part), the last row block first. */
     const int part = (int)(it % S);
     int64_t rest = it / S;
@@ -297,7 +302,8 @@ static void attn_item(attn_job *j, int64_t it) {
             /* The rows of a tile may see different numbers of keys: mask the rest. */
             for (int jj = 0; jj < tn; jj++) {
                 const int64_t seen = lim[a + jj] - t0 > 0 ? lim[a + jj] - t0 : 0;
-                for (int64_t t = seen; t < n; t++) s[t * tn + jj] = -INFINITY;
+                for (int64_t t = seen; t < n; t++)
+                    s[t * tn + jj] = -INFINITY;
             }
             k->attn_softmax(s, n, tn, mx + a, sum + a, corr);
             k->attn_accum(op + a, tn, corr, s, vb, stride, n, D);
@@ -332,14 +338,16 @@ static void attn_merge(const attn_job *j) {
     const int64_t MH = sq->m * j->n_heads;
     for (int64_t r = 0; r < MH; r++) { /* r = (i, h) */
         float top = -INFINITY, w[AM_CPU_ATTN_MAX_SPLITS], den = 0.0f;
-        for (int p = 0; p < S; p++) top = fmaxf(top, j->part_ml[(p * MH + r) * 2]);
+        for (int p = 0; p < S; p++)
+            top = fmaxf(top, j->part_ml[(p * MH + r) * 2]);
         for (int p = 0; p < S; p++) {
             w[p] = expf(j->part_ml[(p * MH + r) * 2] - top);
             den += w[p] * j->part_ml[(p * MH + r) * 2 + 1];
         }
         float *o = j->out + (sq->row0 * j->n_heads + r) * D; /* (D) */
         memset(o, 0, (size_t)D * sizeof(float));
-        for (int p = 0; p < S; p++) j->k->axpy(o, w[p] / den, j->part_o + (p * MH + r) * D, D);
+        for (int p = 0; p < S; p++)
+            j->k->axpy(o, w[p] / den, j->part_o + (p * MH + r) * D, D);
     }
 }
 
@@ -378,11 +386,19 @@ static void cpu_attention(am_backend *b, float *out, const float *q, const am_kv
         work += seqs[s].m * n_heads * (seqs[s].pos0 + seqs[s].m / 2 + 1) * 2 * head_dim;
     const int nth = b->n_threads > 1 && work >= AM_CPU_PAR_MIN_WORK ? b->n_threads : 1;
 
-    attn_job j = {.k = c->k, .out = out, .q = q, .pages = pages, .plans = plans, .n_seqs = n_seqs,
-                  .n_heads = n_heads, .n_kv_heads = n_kv_heads, .head_dim = head_dim,
-                  .scale = (float)(1.0 / sqrt((double)D)), .n_splits = 1};
+    attn_job j = {.k = c->k,
+                  .out = out,
+                  .q = q,
+                  .pages = pages,
+                  .plans = plans,
+                  .n_seqs = n_seqs,
+                  .n_heads = n_heads,
+                  .n_kv_heads = n_kv_heads,
+                  .head_dim = head_dim,
+                  .scale = (float)(1.0 / sqrt((double)D)),
+                  .n_splits = 1};
     j.chunk = AM_CPU_ATTN_CHUNK_BYTES / ((int64_t)D * (int64_t)sizeof(float));
-    j.chunk = j.chunk < AM_CPU_ATTN_CHUNK_MIN ? AM_CPU_ATTN_CHUNK_MIN
+    j.chunk = j.chunk < AM_CPU_ATTN_CHUNK_MIN   ? AM_CPU_ATTN_CHUNK_MIN
               : j.chunk > AM_CPU_ATTN_CHUNK_MAX ? AM_CPU_ATTN_CHUNK_MAX
                                                 : j.chunk;
     j.heads_per_item = G < AM_CPU_ATTN_ITEM_QUERIES ? G : AM_CPU_ATTN_ITEM_QUERIES;
@@ -392,7 +408,8 @@ static void cpu_attention(am_backend *b, float *out, const float *q, const am_kv
     const int64_t per_row_block = (int64_t)n_kv_heads * j.n_head_blocks;
     const int64_t max_rows = AM_CPU_ATTN_ITEM_QUERIES / j.heads_per_item;
     int64_t total_rows = 0;
-    for (int s = 0; s < n_seqs; s++) total_rows += seqs[s].m;
+    for (int s = 0; s < n_seqs; s++)
+        total_rows += seqs[s].m;
     const int64_t want_blocks = (2 * nth + per_row_block - 1) / per_row_block;
     for (int s = 0; s < n_seqs; s++) {
         attn_plan *pl = &plans[s];
@@ -519,7 +536,8 @@ static void cpu_destroy(am_backend *b) {
     am__cpu_ctx *c = &cb->ctx;
     am_threadpool_destroy(&c->pool);
     if (c->dnnl)
-        for (int i = 0; i < b->n_threads; i++) am__dnnl_thread_destroy(&c->dnnl[i]);
+        for (int i = 0; i < b->n_threads; i++)
+            am__dnnl_thread_destroy(&c->dnnl[i]);
     am_free(c->dnnl);
     am_aligned_free(c->scratch);
     am_aligned_free(c->attn_scratch);
@@ -564,7 +582,8 @@ float am__f16_table[1 << 16];
 static pthread_once_t g_tables_once = PTHREAD_ONCE_INIT;
 
 static void tables_fill(void) {
-    for (uint32_t h = 0; h < (1u << 16); h++) am__f16_table[h] = am_f16_to_f32((uint16_t)h);
+    for (uint32_t h = 0; h < (1u << 16); h++)
+        am__f16_table[h] = am_f16_to_f32((uint16_t)h);
 }
 
 void am__cpu_tables_init(void) { pthread_once(&g_tables_once, tables_fill); }

@@ -26,8 +26,8 @@
 
 /* cblas enum values (cblas.h), passed as int: same ABI. */
 #define AM_CBLAS_ROW_MAJOR 101
-#define AM_CBLAS_NO_TRANS 111
-#define AM_CBLAS_TRANS 112
+#define AM_CBLAS_NO_TRANS  111
+#define AM_CBLAS_TRANS     112
 
 typedef void (*cblas_sgemm_fn)(int order, int trans_a, int trans_b, int m, int n, int k,
                                float alpha, const float *a, int lda, const float *b, int ldb,
@@ -41,10 +41,12 @@ static void blas_load_once(void) {
     /* The core of the ISA level (cpu_backend.h): below the CPU's best (a cap),
      * and at AVX-512, which Debian's build misdetects; otherwise OpenBLAS's own
      * choice. setenv(.., 0) keeps a value the user chose. */
-    static const char *const cores[AM_CPU_ISA_COUNT] = {"Nehalem", "Haswell", "SkylakeX", "SkylakeX"};
+    static const char *const cores[AM_CPU_ISA_COUNT] = {"Nehalem", "Haswell", "SkylakeX",
+                                                        "SkylakeX"};
     am_cpu_isa level;
     if (am_cpu_isa_active(&level) != 0) level = am_cpu_isa_best();
-    if (level < am_cpu_isa_best() || level >= AM_CPU_ISA_AVX512) setenv("OPENBLAS_CORETYPE", cores[level], 0);
+    if (level < am_cpu_isa_best() || level >= AM_CPU_ISA_AVX512)
+        setenv("OPENBLAS_CORETYPE", cores[level], 0);
     setenv("OPENBLAS_NUM_THREADS", "1", 0);
 
     const char *names[] = {getenv("AM_CPU_BLAS_LIB"), "libopenblas.so.0", "libopenblas.so"};
@@ -53,7 +55,8 @@ static void blas_load_once(void) {
         if (names[i] && names[i][0]) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         AM_LOGW("cpu backend: cannot load OpenBLAS (%s); GEMMs fall back to the built-in "
-                "kernels (install libopenblas0 or set AM_CPU_BLAS_LIB)", dlerror());
+                "kernels (install libopenblas0 or set AM_CPU_BLAS_LIB)",
+                dlerror());
         return;
     }
     cblas_sgemm_fn sgemm = (cblas_sgemm_fn)dlsym(h, "cblas_sgemm");

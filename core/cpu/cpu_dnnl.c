@@ -85,17 +85,17 @@ static int entry_init(dnnl_entry *e, int64_t m, int64_t n, int64_t k, int64_t ld
     dnnl_matmul_desc_t desc;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
-    int ok = dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_strides) ==
-                 dnnl_success &&
-             dnnl_memory_desc_init_by_strides(&wei_md, 2, wei_dims, dnnl_bf16, wei_strides) ==
-                 dnnl_success &&
-             dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_strides) ==
-                 dnnl_success &&
-             dnnl_matmul_desc_init(&desc, &src_md, &wei_md, NULL, &dst_md) == dnnl_success &&
-             dnnl_primitive_attr_create(&attr) == dnnl_success &&
-             dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) ==
-                 dnnl_success &&
-             dnnl_primitive_desc_create(&pd, &desc, attr, g_engine, NULL) == dnnl_success;
+    int ok =
+        dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_strides) ==
+            dnnl_success &&
+        dnnl_memory_desc_init_by_strides(&wei_md, 2, wei_dims, dnnl_bf16, wei_strides) ==
+            dnnl_success &&
+        dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_strides) ==
+            dnnl_success &&
+        dnnl_matmul_desc_init(&desc, &src_md, &wei_md, NULL, &dst_md) == dnnl_success &&
+        dnnl_primitive_attr_create(&attr) == dnnl_success &&
+        dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user) == dnnl_success &&
+        dnnl_primitive_desc_create(&pd, &desc, attr, g_engine, NULL) == dnnl_success;
     if (ok) {
         /* The reference implementation is hundreds of times slower than f32 BLAS. */
         const char *impl = NULL;
@@ -105,12 +105,12 @@ static int entry_init(dnnl_entry *e, int64_t m, int64_t n, int64_t k, int64_t ld
     const dnnl_memory_desc_t *scratch_md = NULL;
     if (ok) {
         scratch_md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
-        ok = scratch_md != NULL && dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
-             dnnl_memory_create(&e->src, &src_md, g_engine, DNNL_MEMORY_NONE) == dnnl_success &&
-             dnnl_memory_create(&e->wei, &wei_md, g_engine, DNNL_MEMORY_NONE) == dnnl_success &&
-             dnnl_memory_create(&e->dst, &dst_md, g_engine, DNNL_MEMORY_NONE) == dnnl_success &&
-             dnnl_memory_create(&e->scratch, scratch_md, g_engine, DNNL_MEMORY_NONE) ==
-                 dnnl_success;
+        ok =
+            scratch_md != NULL && dnnl_primitive_create(&e->prim, pd) == dnnl_success &&
+            dnnl_memory_create(&e->src, &src_md, g_engine, DNNL_MEMORY_NONE) == dnnl_success &&
+            dnnl_memory_create(&e->wei, &wei_md, g_engine, DNNL_MEMORY_NONE) == dnnl_success &&
+            dnnl_memory_create(&e->dst, &dst_md, g_engine, DNNL_MEMORY_NONE) == dnnl_success &&
+            dnnl_memory_create(&e->scratch, scratch_md, g_engine, DNNL_MEMORY_NONE) == dnnl_success;
     }
     if (ok) e->scratch_bytes = dnnl_memory_desc_get_size(scratch_md);
     if (pd) dnnl_primitive_desc_destroy(pd);
@@ -129,7 +129,8 @@ static void probe_once(void) {
     if (am_cpu_isa_active(&level) != 0 || level < AM_CPU_ISA_AVX512) return;
     if (!f->avx512bf16 && !f->amx_bf16) return;
     /* The avx512 level keeps oneDNN off the AMX tiles (its AVX512-BF16 kernels). */
-    if (level == AM_CPU_ISA_AVX512 && dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_bf16) != dnnl_success)
+    if (level == AM_CPU_ISA_AVX512 &&
+        dnnl_set_max_cpu_isa(dnnl_cpu_isa_avx512_core_bf16) != dnnl_success)
         return;
     g_omp_set_num_threads = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
     g_omp_get_max_threads = (int (*)(void))dlsym(RTLD_DEFAULT, "omp_get_max_threads");
@@ -171,7 +172,8 @@ int am__dnnl_thread_new(am__dnnl_thread **out) {
 void am__dnnl_thread_destroy(am__dnnl_thread **p) {
     if (!p || !*p) return;
     am__dnnl_thread *t = *p;
-    for (int i = 0; i < AM_DNNL_CACHE_ENTRIES; i++) entry_free(&t->cache[i]);
+    for (int i = 0; i < AM_DNNL_CACHE_ENTRIES; i++)
+        entry_free(&t->cache[i]);
     if (t->stream) dnnl_stream_destroy(t->stream);
     am_aligned_free(t->scratch);
     am_aligned_free(t->out);
@@ -230,7 +232,8 @@ int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, co
     if (dnnl_primitive_execute(e->prim, t->stream, 4, args) != dnnl_success ||
         dnnl_stream_wait(t->stream) != dnnl_success)
         goto out;
-    for (int64_t i = 0; i < m; i++) memcpy(y + i * ldy, t->out + i * n, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < m; i++)
+        memcpy(y + i * ldy, t->out + i * n, (size_t)n * sizeof(float));
     rc = 0;
 out:
     omp_single_end(prev);

@@ -24,16 +24,16 @@
 #endif
 
 #define AM_ARCH_REQ_XCOMP_PERM 0x1023 /* asm/prctl.h */
-#define AM_XFEATURE_XTILEDATA 18
+#define AM_XFEATURE_XTILEDATA  18
 
 /* XCR0 state components. */
-#define AM_XCR0_SSE (1u << 1)
-#define AM_XCR0_AVX (1u << 2)
-#define AM_XCR0_OPMASK (1u << 5)
+#define AM_XCR0_SSE       (1u << 1)
+#define AM_XCR0_AVX       (1u << 2)
+#define AM_XCR0_OPMASK    (1u << 5)
 #define AM_XCR0_ZMM_HI256 (1u << 6)
-#define AM_XCR0_HI16_ZMM (1u << 7)
-#define AM_XCR0_TILECFG (1u << 17)
-#define AM_XCR0_TILEDATA (1u << 18)
+#define AM_XCR0_HI16_ZMM  (1u << 7)
+#define AM_XCR0_TILECFG   (1u << 17)
+#define AM_XCR0_TILEDATA  (1u << 18)
 
 static uint64_t xgetbv0(void) {
     uint32_t lo, hi;
@@ -112,7 +112,8 @@ static int isa_supported(am_cpu_isa level, const am_cpu_features *f) {
     switch (level) {
     case AM_CPU_ISA_GENERIC: return 1;
     case AM_CPU_ISA_AVX2: return f->avx2 && f->fma && f->f16c;
-    case AM_CPU_ISA_AVX512: return isa_supported(AM_CPU_ISA_AVX2, f) && f->avx512f && f->avx512bw && f->avx512vl;
+    case AM_CPU_ISA_AVX512:
+        return isa_supported(AM_CPU_ISA_AVX2, f) && f->avx512f && f->avx512bw && f->avx512vl;
     case AM_CPU_ISA_AMX: return isa_supported(AM_CPU_ISA_AVX512, f) && f->amx_tile && f->amx_bf16;
     default: return 0;
     }
@@ -121,7 +122,8 @@ static int isa_supported(am_cpu_isa level, const am_cpu_features *f) {
 am_cpu_isa am_cpu_isa_best(void) {
     const am_cpu_features *f = am_cpu_get_features();
     am_cpu_isa best = AM_CPU_ISA_GENERIC;
-    while (best + 1 < AM_CPU_ISA_COUNT && isa_supported(best + 1, f)) best++;
+    while (best + 1 < AM_CPU_ISA_COUNT && isa_supported(best + 1, f))
+        best++;
     return best;
 }
 
@@ -140,7 +142,8 @@ int am_cpu_isa_active(am_cpu_isa *out) {
     if (!cap || !cap[0] || strcasecmp(cap, "auto") == 0) return 0;
     am_cpu_isa level;
     if (am_cpu_isa_parse(cap, &level) != 0)
-        return am_err_set(AM_EINVAL, "AM_CPU_ISA='%s': expected generic, avx2, avx512, amx or auto", cap);
+        return am_err_set(AM_EINVAL, "AM_CPU_ISA='%s': expected generic, avx2, avx512, amx or auto",
+                          cap);
     if (level < *out) *out = level;
     return 0;
 }

@@ -69,7 +69,7 @@ static inline am__xq am__xq_layout(void *buf, int64_t m, int64_t k) {
 /* The view of xq starting at activation row i. */
 static inline am__xq am__xq_row(const am__xq *xq, int64_t i, int64_t k) {
     const int64_t nb = k / 32, np = nb / 2;
-    am__xq r = {xq->q + i * k, xq->d + i * nb, xq->s + i * nb,
+    am__xq r = {xq->q + i * k,  xq->d + i * nb,      xq->s + i * nb,
                 xq->q4 + i * k, xq->d4 + i * np * 8, xq->c4 + i * np * 8};
     return r;
 }
@@ -164,10 +164,10 @@ void am__cpu_tables_init(void);
 typedef struct am__cpu_ctx {
     am_threadpool *pool;
     const am__cpu_kernels *k;
-    am_precision precision;     /* AM_CPU_PRECISION: what BF16 matmuls do to x (dtype.h) */
-    int use_bf16_gemm;          /* BF16 GEMMs go to oneDNN (precision bf16 only) */
-    am__dnnl_thread **dnnl;     /* [n_threads], when use_bf16_gemm */
-    void *scratch;              /* GEMM panels and converted activations */
+    am_precision precision; /* AM_CPU_PRECISION: what BF16 matmuls do to x (dtype.h) */
+    int use_bf16_gemm;      /* BF16 GEMMs go to oneDNN (precision bf16 only) */
+    am__dnnl_thread **dnnl; /* [n_threads], when use_bf16_gemm */
+    void *scratch;          /* GEMM panels and converted activations */
     size_t scratch_bytes;
     float *attn_scratch;        /* attention_dense: per-head queries, scores, V^T (cpu_nn.c) */
     size_t attn_scratch_floats; /* (apart from scratch, which the matmuls inside it use) */
@@ -179,9 +179,10 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
 void am__cpu_layernorm(am_backend *b, float *out, const float *x, const float *w, const float *bias,
                        int64_t m, int64_t c, float eps);
 void am__cpu_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int64_t n, am_act act);
-void am__cpu_add_bias(am_backend *b, float *x, const float *y, const float *bias, int64_t m, int64_t n);
-int am__cpu_attention_dense(am_backend *b, float *out, const float *q, const float *k, const float *v,
-                            const am_dense_attn *a);
+void am__cpu_add_bias(am_backend *b, float *x, const float *y, const float *bias, int64_t m,
+                      int64_t n);
+int am__cpu_attention_dense(am_backend *b, float *out, const float *q, const float *k,
+                            const float *v, const am_dense_attn *a);
 int am__cpu_attention_short(am_backend *b, float *out, const float *q, const float *k,
                             const float *v, const am_dense_attn *a);
 void am__cpu_gather_rows(am_backend *b, float *dst, const float *src, const int32_t *idx,
@@ -197,8 +198,8 @@ void am__cpu_maxpool_time(am_backend *be, float *out, const float *x, int64_t b,
 void am__cpu_mean_rows(am_backend *b, float *out, const float *x, int64_t nb, int64_t t, int64_t c);
 void am__cpu_transpose(am_backend *b, float *dst, const float *src, int64_t nb, int64_t t,
                        int64_t c);
-void am__cpu_gru_gates(am_backend *b, float *h, const float *gi, int64_t gi_stride,
-                       const float *gh, int64_t rows, int64_t hidden);
+void am__cpu_gru_gates(am_backend *b, float *h, const float *gi, int64_t gi_stride, const float *gh,
+                       int64_t rows, int64_t hidden);
 
 /* Makes c->scratch at least `bytes` long (contents not kept); 0 or AM_ENOMEM. */
 int am__cpu_scratch_reserve(am__cpu_ctx *c, size_t bytes);

@@ -60,10 +60,12 @@
  * Quantized W takes this path at every M: its int8 activations are part of
  * the dtype's arithmetic (dtype.h). */
 #define AM_CPU_SMALL_GEMM_BLOCK_BYTES (96 * 1024)
-#define AM_CPU_TILED_DENSE_MAX_M 32
-static const int64_t small_gemm_max_m[AM__N_WDTYPES] = {
-    [AM_DTYPE_F32] = 64, [AM_DTYPE_F16] = INT64_MAX, [AM_DTYPE_BF16] = INT64_MAX,
-    [AM_DTYPE_Q8_0] = INT64_MAX, [AM_DTYPE_Q4_0] = INT64_MAX};
+#define AM_CPU_TILED_DENSE_MAX_M      32
+static const int64_t small_gemm_max_m[AM__N_WDTYPES] = {[AM_DTYPE_F32] = 64,
+                                                        [AM_DTYPE_F16] = INT64_MAX,
+                                                        [AM_DTYPE_BF16] = INT64_MAX,
+                                                        [AM_DTYPE_Q8_0] = INT64_MAX,
+                                                        [AM_DTYPE_Q4_0] = INT64_MAX};
 /* Output rows are split between threads in multiples of this (one cache
  * line of y per row of x at the boundary, and a whole sgemm register block). */
 #define AM_CPU_SPLIT_ALIGN 16
@@ -76,9 +78,9 @@ typedef struct {
     const uint16_t *xb; /* (M, K) bf16 copy of x, for oneDNN; NULL otherwise */
     float *y;           /* (M, N) */
     int64_t m;
-    int64_t panel_rows;   /* rows of W per converted panel */
-    size_t panel_stride;  /* bytes of scratch per thread */
-    char *panels;         /* (n_threads, panel_stride) */
+    int64_t panel_rows;     /* rows of W per converted panel */
+    size_t panel_stride;    /* bytes of scratch per thread */
+    char *panels;           /* (n_threads, panel_stride) */
     atomic_int bf16_failed; /* some thread's oneDNN call failed: the product is redone */
 } mm_job;
 
@@ -144,7 +146,8 @@ static void gemm_f32(mm_job *j, int ith, int64_t n0, int64_t n1) {
     float *panel = (float *)(j->panels + (size_t)ith * j->panel_stride); /* (panel_rows, K) */
     for (int64_t p = n0; p < n1; p += j->panel_rows) {
         int64_t rows = n1 - p < j->panel_rows ? n1 - p : j->panel_rows;
-        for (int64_t r = 0; r < rows; r++) j->c->k->to_f32(w->dtype, w_row(w, p + r), panel + r * K, K);
+        for (int64_t r = 0; r < rows; r++)
+            j->c->k->to_f32(w->dtype, w_row(w, p + r), panel + r * K, K);
         am__sgemm_xwt(j->m, rows, K, j->x, K, panel, K, j->y + p, N);
     }
 }
@@ -206,7 +209,8 @@ static int use_small_gemm(const am__cpu_ctx *c, am_dtype dt, int64_t m) {
     int64_t max_m = small_gemm_max_m[dt];
     /* Without the ISA's blocked kernel dense W falls back to tiled matvec, which
      * keeps up with the library only while M is a decode batch. */
-    if (!quantized && !c->k->small_gemm[dt] && max_m > AM_CPU_TILED_DENSE_MAX_M) max_m = AM_CPU_TILED_DENSE_MAX_M;
+    if (!quantized && !c->k->small_gemm[dt] && max_m > AM_CPU_TILED_DENSE_MAX_M)
+        max_m = AM_CPU_TILED_DENSE_MAX_M;
     /* oneDNN's bf16 GEMM (AMX) beats the tiled kernels at every M > 4. */
     int bf16_gemm = c->use_bf16_gemm && dt == AM_DTYPE_BF16;
     return m > AM__MATVEC_MAX_M && m <= max_m && !bf16_gemm;
@@ -214,7 +218,8 @@ static int use_small_gemm(const am__cpu_ctx *c, am_dtype dt, int64_t m) {
 
 /* x rounded to bf16 (RNE), kept as f32: what every BF16 matmul path multiplies. */
 static void round_x_bf16(const float *x, float *out, int64_t n) {
-    for (int64_t i = 0; i < n; i++) out[i] = am_bf16_to_f32(am_f32_to_bf16(x[i]));
+    for (int64_t i = 0; i < n; i++)
+        out[i] = am_bf16_to_f32(am_f32_to_bf16(x[i]));
 }
 
 int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m) {
@@ -230,22 +235,30 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     int small = use_small_gemm(c, w->dtype, m);
     /* The cblas interface takes int dimensions. */
     int blas = m > AM__MATVEC_MAX_M && !small && prec != AM_XPREC_Q8 && am__blas_load() == 0 &&
-               N <= INT_MAX && K <= INT_MAX && m <= INT_MAX && w->row_bytes / sizeof(float) <= INT_MAX;
+               N <= INT_MAX && K <= INT_MAX && m <= INT_MAX &&
+               w->row_bytes / sizeof(float) <= INT_MAX;
     int need_f32_panels = w->dtype != AM_DTYPE_F32 || w->row_bytes % sizeof(float) != 0;
     /* Scratch: [bf16 x (oneDNN) | per-thread f32 panels], [rounded x (other BF16 paths) | panels]
      * or [xq]. oneDNN takes the bf16 bits straight from x: the same rounding, one pass. */
-    size_t xb_bytes = blas && bf16_gemm ? ((size_t)m * (size_t)K * sizeof(uint16_t) + 63) / 64 * 64 : 0;
-    size_t xr_bytes = prec == AM_XPREC_BF16 && !xb_bytes ? ((size_t)m * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
+    size_t xb_bytes =
+        blas && bf16_gemm ? ((size_t)m * (size_t)K * sizeof(uint16_t) + 63) / 64 * 64 : 0;
+    size_t xr_bytes = prec == AM_XPREC_BF16 && !xb_bytes
+                          ? ((size_t)m * (size_t)K * sizeof(float) + 63) / 64 * 64
+                          : 0;
     int64_t rows = 0;
     if (blas) {
         /* Panel rows: a multiple of the split alignment, ~AM_CPU_GEMM_PANEL_BYTES of f32. */
         rows = AM_CPU_GEMM_PANEL_BYTES / (K * (int64_t)sizeof(float));
-        rows = rows < AM_CPU_SPLIT_ALIGN ? AM_CPU_SPLIT_ALIGN : rows / AM_CPU_SPLIT_ALIGN * AM_CPU_SPLIT_ALIGN;
-        j.panel_stride = need_f32_panels && !bf16_gemm ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64 : 0;
+        rows = rows < AM_CPU_SPLIT_ALIGN ? AM_CPU_SPLIT_ALIGN
+                                         : rows / AM_CPU_SPLIT_ALIGN * AM_CPU_SPLIT_ALIGN;
+        j.panel_stride = need_f32_panels && !bf16_gemm
+                             ? ((size_t)rows * (size_t)K * sizeof(float) + 63) / 64 * 64
+                             : 0;
     }
     j.panel_rows = rows;
     size_t xq_bytes = prec == AM_XPREC_Q8 ? am__xq_bytes(m, K) : 0;
-    rc = am__cpu_scratch_reserve(c, xr_bytes + xb_bytes + j.panel_stride * (size_t)b->n_threads + xq_bytes + 64);
+    rc = am__cpu_scratch_reserve(c, xr_bytes + xb_bytes + j.panel_stride * (size_t)b->n_threads +
+                                        xq_bytes + 64);
     if (rc != 0) return rc;
     char *scratch = c->scratch;
     if (xb_bytes) {
@@ -261,15 +274,19 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     }
     if (prec == AM_XPREC_Q8) {
         j.xq = am__xq_layout(scratch, m, K);
-        for (int64_t i = 0; i < m; i++) c->k->quantize_x(x, &j.xq, i, K);
+        for (int64_t i = 0; i < m; i++)
+            c->k->quantize_x(x, &j.xq, i, K);
     }
     if (!blas) {
         /* Matrix-vector kernels (also the GEMM fallback without OpenBLAS). */
-        if (m <= AM__MATVEC_MAX_M && ((uint64_t)N * w->row_bytes < AM_CPU_MATVEC_PAR_MIN_BYTES ||
-                                      b->n_threads == 1))
+        if (m <= AM__MATVEC_MAX_M &&
+            ((uint64_t)N * w->row_bytes < AM_CPU_MATVEC_PAR_MIN_BYTES || b->n_threads == 1))
             c->k->matvec[w->dtype](w, j.x, &j.xq, y, m, 0, N);
         else
-            am_threadpool_run(c->pool, m <= AM__MATVEC_MAX_M ? matvec_task : small ? gemm_small_task : gemm_fallback_task,
+            am_threadpool_run(c->pool,
+                              m <= AM__MATVEC_MAX_M ? matvec_task
+                              : small               ? gemm_small_task
+                                                    : gemm_fallback_task,
                               &j);
         return 0;
     }

@@ -32,8 +32,10 @@
  * costs more than the work. */
 #define AM_CPU_NN_PAR_MIN_ELEMS 16384
 
-static void parallel_rows(am_backend *b, int64_t m, int64_t elems_per_row, am_rows_fn fn, void *ctx) {
-    am_threadpool_rows(((am__cpu_ctx *)b->ctx)->pool, m, elems_per_row, AM_CPU_NN_PAR_MIN_ELEMS, fn, ctx);
+static void parallel_rows(am_backend *b, int64_t m, int64_t elems_per_row, am_rows_fn fn,
+                          void *ctx) {
+    am_threadpool_rows(((am__cpu_ctx *)b->ctx)->pool, m, elems_per_row, AM_CPU_NN_PAR_MIN_ELEMS, fn,
+                       ctx);
 }
 
 /* ---- LayerNorm ---- */
@@ -387,16 +389,29 @@ int am__cpu_attention_short(am_backend *b, float *out, const float *q, const flo
         return am_err_set(AM_EINVAL, "attention_short: sequences of %lld x %lld (at most %d)",
                           (long long)tq, (long long)tk, AM_SHORT_ATTN_MAX_T);
     const int nth = am_threadpool_size(c->pool);
-    const size_t stride =
-        ((size_t)(at->head_dim + SATTN_R) * (size_t)tk + (size_t)SATTN_R * (size_t)at->head_dim + 15) /
-        16 * 16;
+    const size_t stride = ((size_t)(at->head_dim + SATTN_R) * (size_t)tk +
+                           (size_t)SATTN_R * (size_t)at->head_dim + 15) /
+                          16 * 16;
     int rc = attn_scratch_reserve(c, stride * (size_t)nth);
     if (rc) return rc;
-    sattn_ctx a = {out,          q,           k,           v,
-                   at->bias,     at->mask,    at->o_stride, at->q_stride,
-                   at->kv_stride, tq,         tk,          at->n_mask,
-                   at->n_seqs * at->n_heads, at->n_heads, at->head_dim, at->scale,
-                   c->attn_scratch, stride};
+    sattn_ctx a = {out,
+                   q,
+                   k,
+                   v,
+                   at->bias,
+                   at->mask,
+                   at->o_stride,
+                   at->q_stride,
+                   at->kv_stride,
+                   tq,
+                   tk,
+                   at->n_mask,
+                   at->n_seqs * at->n_heads,
+                   at->n_heads,
+                   at->head_dim,
+                   at->scale,
+                   c->attn_scratch,
+                   stride};
     if (nth == 1 || a.pairs < 2)
         sattn_task(&a, 0, 1);
     else

@@ -17,7 +17,7 @@
 
 typedef __m256 VF;  /* 8 f32 lanes */
 typedef __m256i VI; /* 8 i32 lanes */
-#define AM_W 8
+#define AM_W         8
 #define AM_SIMD_NAME "avx2"
 
 static inline VF vloadu(const float *p) { return _mm256_loadu_ps(p); }
@@ -31,7 +31,9 @@ static inline VF vdiv(VF a, VF b) { return _mm256_div_ps(a, b); }
 static inline VF vmax(VF a, VF b) { return _mm256_max_ps(a, b); }
 static inline VF vmin(VF a, VF b) { return _mm256_min_ps(a, b); }
 static inline VF vfma(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
-static inline VF vround(VF v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline VF vround(VF v) {
+    return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
 static inline float vhsum(VF v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -44,7 +46,9 @@ static inline float vhmax(VF v) {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
-static inline VF vload_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+static inline VF vload_f16(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
 static inline VF vload_bf16(const uint16_t *p) {
     /* bf16 is the top half of an f32: widening and shifting is exact. */
     __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
@@ -53,7 +57,9 @@ static inline VF vload_bf16(const uint16_t *p) {
 static inline VF vload_i8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
-static inline VI vload_u8i(const uint8_t *p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)); }
+static inline VI vload_u8i(const uint8_t *p) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+}
 static inline VI vi_set1(int c) { return _mm256_set1_epi32(c); }
 static inline VI vi_and(VI a, VI b) { return _mm256_and_si256(a, b); }
 static inline VI vi_or(VI a, VI b) { return _mm256_or_si256(a, b); }

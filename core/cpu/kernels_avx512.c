@@ -16,7 +16,7 @@
 
 typedef __m512 VF;  /* 16 f32 lanes */
 typedef __m512i VI; /* 16 i32 lanes */
-#define AM_W 16
+#define AM_W         16
 #define AM_SIMD_NAME "avx512"
 
 static inline VF vloadu(const float *p) { return _mm512_loadu_ps(p); }
@@ -30,10 +30,14 @@ static inline VF vdiv(VF a, VF b) { return _mm512_div_ps(a, b); }
 static inline VF vmax(VF a, VF b) { return _mm512_max_ps(a, b); }
 static inline VF vmin(VF a, VF b) { return _mm512_min_ps(a, b); }
 static inline VF vfma(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
-static inline VF vround(VF v) { return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+static inline VF vround(VF v) {
+    return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
 static inline float vhsum(VF v) { return _mm512_reduce_add_ps(v); }
 static inline float vhmax(VF v) { return _mm512_reduce_max_ps(v); }
-static inline VF vload_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+static inline VF vload_f16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
 static inline VF vload_bf16(const uint16_t *p) {
     /* bf16 is the top half of an f32: widening and shifting is exact. */
     __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
@@ -42,7 +46,9 @@ static inline VF vload_bf16(const uint16_t *p) {
 static inline VF vload_i8(const int8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
-static inline VI vload_u8i(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
+static inline VI vload_u8i(const uint8_t *p) {
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+}
 static inline VI vi_set1(int c) { return _mm512_set1_epi32(c); }
 static inline VI vi_and(VI a, VI b) { return _mm512_and_si512(a, b); }
 static inline VI vi_or(VI a, VI b) { return _mm512_or_si512(a, b); }

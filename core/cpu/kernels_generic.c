@@ -37,8 +37,8 @@ static inline float dense_elem(const void *row, int64_t k, am_dtype t) {
 }
 
 /* y[i, n] = sum_k W[n, k] * x[i, k] for dense W (F32/F16/BF16). */
-static inline void matvec_dense(const am_matrix *w, const float *x, float *y, int64_t m,
-                                int64_t n0, int64_t n1, am_dtype t) {
+static inline void matvec_dense(const am_matrix *w, const float *x, float *y, int64_t m, int64_t n0,
+                                int64_t n1, am_dtype t) {
     const int64_t K = w->cols, N = w->rows;
     for (int64_t n = n0; n < n1; n++) {
         const void *wr = row_ptr(w, n); /* (K) */
@@ -46,14 +46,18 @@ static inline void matvec_dense(const am_matrix *w, const float *x, float *y, in
         int64_t k = 0;
         for (; k + AM_GEN_LANES <= K; k += AM_GEN_LANES) {
             float wv[AM_GEN_LANES];
-            for (int l = 0; l < AM_GEN_LANES; l++) wv[l] = dense_elem(wr, k + l, t);
+            for (int l = 0; l < AM_GEN_LANES; l++)
+                wv[l] = dense_elem(wr, k + l, t);
             for (int64_t i = 0; i < m; i++)
-                for (int l = 0; l < AM_GEN_LANES; l++) acc[i][l] += wv[l] * x[i * K + k + l];
+                for (int l = 0; l < AM_GEN_LANES; l++)
+                    acc[i][l] += wv[l] * x[i * K + k + l];
         }
         for (int64_t i = 0; i < m; i++) {
             float s = 0.0f;
-            for (int l = 0; l < AM_GEN_LANES; l++) s += acc[i][l];
-            for (int64_t kk = k; kk < K; kk++) s += dense_elem(wr, kk, t) * x[i * K + kk];
+            for (int l = 0; l < AM_GEN_LANES; l++)
+                s += acc[i][l];
+            for (int64_t kk = k; kk < K; kk++)
+                s += dense_elem(wr, kk, t) * x[i * K + kk];
             y[i * N + n] = s;
         }
     }
@@ -89,11 +93,13 @@ static void matvec_q8_0(const am_matrix *w, const float *x, const am__xq *xq, fl
             for (int64_t i = 0; i < m; i++) {
                 const int8_t *qx = xq->q + i * K + b * AM_QK; /* (32) */
                 int32_t dot = 0;
-                for (int j = 0; j < AM_QK; j++) dot += (int32_t)blk[b].qs[j] * qx[j];
+                for (int j = 0; j < AM_QK; j++)
+                    dot += (int32_t)blk[b].qs[j] * qx[j];
                 acc[i] += d * xq->d[i * nb + b] * (float)dot;
             }
         }
-        for (int64_t i = 0; i < m; i++) y[i * N + n] = acc[i];
+        for (int64_t i = 0; i < m; i++)
+            y[i * N + n] = acc[i];
     }
 }
 
@@ -110,11 +116,13 @@ static void matvec_q4_0(const am_matrix *w, const float *x, const am__xq *xq, fl
                 const int8_t *qx = xq->q + i * K + b * AM_QK; /* (32) */
                 int32_t dot = 0;
                 for (int j = 0; j < AM_QK / 2; j++)
-                    dot += ((blk[b].qs[j] & 15) - 8) * qx[j] + ((blk[b].qs[j] >> 4) - 8) * qx[j + AM_QK / 2];
+                    dot += ((blk[b].qs[j] & 15) - 8) * qx[j] +
+                           ((blk[b].qs[j] >> 4) - 8) * qx[j + AM_QK / 2];
                 acc[i] += d * xq->d[i * nb + b] * (float)dot;
             }
         }
-        for (int64_t i = 0; i < m; i++) y[i * N + n] = acc[i];
+        for (int64_t i = 0; i < m; i++)
+            y[i * N + n] = acc[i];
     }
 }
 
@@ -124,7 +132,8 @@ static void quantize_x(const float *x, const am__xq *xq, int64_t row, int64_t k)
         int8_t *q = xq->q + row * k + b * AM_QK; /* (32) */
         const float d = am_quantize_x_block(x + row * k + b * AM_QK, q);
         int32_t sum = 0;
-        for (int j = 0; j < AM_QK; j++) sum += q[j];
+        for (int j = 0; j < AM_QK; j++)
+            sum += q[j];
         xq->d[row * nb + b] = d;
         xq->s[row * nb + b] = d * (float)sum;
     }
@@ -144,7 +153,8 @@ static void to_bf16(am_dtype t, const void *src, uint16_t *dst, int64_t n) {
         int64_t len = n - k < AM_QK ? n - k : AM_QK;
         /* k is a multiple of 32, so whole blocks precede it for block types too. */
         am_dequantize_row(t, (const char *)src + am_dtype_row_bytes(t, k), buf, len);
-        for (int64_t j = 0; j < len; j++) dst[k + j] = am_f32_to_bf16(buf[j]);
+        for (int64_t j = 0; j < len; j++)
+            dst[k + j] = am_f32_to_bf16(buf[j]);
     }
 }
 
@@ -152,30 +162,37 @@ static float dot(const float *a, const float *b, int64_t n) {
     float acc[AM_GEN_LANES] = {0};
     int64_t k = 0;
     for (; k + AM_GEN_LANES <= n; k += AM_GEN_LANES)
-        for (int l = 0; l < AM_GEN_LANES; l++) acc[l] += a[k + l] * b[k + l];
+        for (int l = 0; l < AM_GEN_LANES; l++)
+            acc[l] += a[k + l] * b[k + l];
     float s = 0.0f;
-    for (int l = 0; l < AM_GEN_LANES; l++) s += acc[l];
-    for (; k < n; k++) s += a[k] * b[k];
+    for (int l = 0; l < AM_GEN_LANES; l++)
+        s += acc[l];
+    for (; k < n; k++)
+        s += a[k] * b[k];
     return s;
 }
 
 static void axpy(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += a * x[i];
 }
 
 static void scale(float *y, float a, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] *= a;
+    for (int64_t i = 0; i < n; i++)
+        y[i] *= a;
 }
 
 static float vmax(const float *x, int64_t n) {
     float m = x[0];
-    for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (int64_t i = 1; i < n; i++)
+        m = x[i] > m ? x[i] : m;
     return m;
 }
 
 static float exp_sum(float *x, float sub, int64_t n) {
     float s = 0.0f;
-    for (int64_t i = 0; i < n; i++) s += x[i] = expf(x[i] - sub);
+    for (int64_t i = 0; i < n; i++)
+        s += x[i] = expf(x[i] - sub);
     return s;
 }
 
@@ -184,15 +201,18 @@ static float exp_sum(float *x, float sub, int64_t n) {
 static void attn_scores(const float *const *q, int nq, const float *k, int64_t kv_stride, int64_t n,
                         int d, float scale, float *s) {
     for (int64_t t = 0; t < n; t++)
-        for (int j = 0; j < nq; j++) s[t * nq + j] = scale * dot(q[j], k + t * kv_stride, d);
+        for (int j = 0; j < nq; j++)
+            s[t * nq + j] = scale * dot(q[j], k + t * kv_stride, d);
 }
 
 static void attn_softmax(float *s, int64_t n, int nq, float *m, float *l, float *corr) {
     for (int j = 0; j < nq; j++) {
         float mx = m[j], sum = 0.0f;
-        for (int64_t t = 0; t < n; t++) mx = s[t * nq + j] > mx ? s[t * nq + j] : mx;
+        for (int64_t t = 0; t < n; t++)
+            mx = s[t * nq + j] > mx ? s[t * nq + j] : mx;
         corr[j] = m[j] == -INFINITY ? 0.0f : expf(m[j] - mx);
-        for (int64_t t = 0; t < n; t++) sum += s[t * nq + j] = expf(s[t * nq + j] - mx);
+        for (int64_t t = 0; t < n; t++)
+            sum += s[t * nq + j] = expf(s[t * nq + j] - mx);
         m[j] = mx;
         l[j] = l[j] * corr[j] + sum;
     }
@@ -200,22 +220,27 @@ static void attn_softmax(float *s, int64_t n, int nq, float *m, float *l, float 
 
 static void attn_accum(float *const *o, int nq, const float *corr, const float *p, const float *v,
                        int64_t kv_stride, int64_t n, int d) {
-    for (int j = 0; j < nq; j++) scale(o[j], corr[j], d);
+    for (int j = 0; j < nq; j++)
+        scale(o[j], corr[j], d);
     for (int64_t t = 0; t < n; t++)
-        for (int j = 0; j < nq; j++) axpy(o[j], p[t * nq + j], v + t * kv_stride, d);
+        for (int j = 0; j < nq; j++)
+            axpy(o[j], p[t * nq + j], v + t * kv_stride, d);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int64_t k, float eps) {
     float r = 1.0f / sqrtf(dot(x, x, k) / (float)k + eps);
-    for (int64_t j = 0; j < k; j++) out[j] = x[j] * r * w[j];
+    for (int64_t j = 0; j < k; j++)
+        out[j] = x[j] * r * w[j];
 }
 
 static void silu_mul(float *gate, const float *up, int64_t n) {
-    for (int64_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+    for (int64_t i = 0; i < n; i++)
+        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 static void add(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
 static const am__cpu_kernels generic_kernels = {

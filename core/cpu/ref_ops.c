@@ -16,32 +16,37 @@
 void am_ref_matmul_x(am_dtype w, am_precision mode, const float *x, double *out, int64_t k) {
     switch (am_matmul_x_precision(w, mode)) {
     case AM_XPREC_BF16:
-        for (int64_t j = 0; j < k; j++) out[j] = am_bf16_to_f32(am_f32_to_bf16(x[j]));
+        for (int64_t j = 0; j < k; j++)
+            out[j] = am_bf16_to_f32(am_f32_to_bf16(x[j]));
         break;
     case AM_XPREC_Q8:
         for (int64_t b = 0; b < k / AM_QK; b++) {
             int8_t q[AM_QK];
             const double d = am_quantize_x_block(x + b * AM_QK, q);
-            for (int j = 0; j < AM_QK; j++) out[b * AM_QK + j] = q[j] * d;
+            for (int j = 0; j < AM_QK; j++)
+                out[b * AM_QK + j] = q[j] * d;
         }
         break;
     default:
-        for (int64_t j = 0; j < k; j++) out[j] = x[j];
+        for (int64_t j = 0; j < k; j++)
+            out[j] = x[j];
     }
 }
 
 void am_ref_matmul(const am_matrix *w, am_precision mode, const float *x, float *y, int64_t m) {
     const int64_t K = w->cols, N = w->rows;
-    float *row = am_malloc((size_t)K * sizeof(float));          /* (K) one dequantized weight row */
+    float *row = am_malloc((size_t)K * sizeof(float));        /* (K) one dequantized weight row */
     double *xr = am_malloc((size_t)(m * K) * sizeof(double)); /* (M, K) x as the matmul sees it */
     AM_ASSERT(row && xr);
-    for (int64_t i = 0; i < m; i++) am_ref_matmul_x(w->dtype, mode, x + i * K, xr + i * K, K);
+    for (int64_t i = 0; i < m; i++)
+        am_ref_matmul_x(w->dtype, mode, x + i * K, xr + i * K, K);
     for (int64_t n = 0; n < N; n++) {
         am_dequantize_row(w->dtype, (const char *)w->data + (size_t)n * w->row_bytes, row, K);
         for (int64_t i = 0; i < m; i++) {
             const double *xi = xr + i * K; /* (K) */
             double s = 0.0;
-            for (int64_t k = 0; k < K; k++) s += (double)row[k] * xi[k];
+            for (int64_t k = 0; k < K; k++)
+                s += (double)row[k] * xi[k];
             y[i * N + n] = (float)s;
         }
     }
@@ -61,9 +66,11 @@ void am_ref_rmsnorm(float *out, const float *x, const float *weight, int64_t m, 
         const float *xi = x + i * k; /* (K) */
         float *oi = out + i * k;     /* (K) */
         double ss = 0.0;
-        for (int64_t j = 0; j < k; j++) ss += (double)xi[j] * xi[j];
+        for (int64_t j = 0; j < k; j++)
+            ss += (double)xi[j] * xi[j];
         float r = (float)(1.0 / sqrt(ss / (double)k + (double)eps));
-        for (int64_t j = 0; j < k; j++) oi[j] = xi[j] * r * weight[j];
+        for (int64_t j = 0; j < k; j++)
+            oi[j] = xi[j] * r * weight[j];
     }
 }
 
@@ -105,15 +112,18 @@ void am_ref_attention(float *out, const float *q, const float *k_cache, const fl
             for (int64_t t = 0; t <= last; t++) {
                 const float *kt = k_cache + t * kv_stride + kvh * D; /* (D) */
                 double s = 0.0;
-                for (int d = 0; d < D; d++) s += (double)qh[d] * kt[d];
+                for (int d = 0; d < D; d++)
+                    s += (double)qh[d] * kt[d];
                 p[t] = s * scale;
                 if (p[t] > mx) mx = p[t];
             }
             double sum = 0.0;
-            for (int64_t t = 0; t <= last; t++) sum += p[t] = exp(p[t] - mx);
+            for (int64_t t = 0; t <= last; t++)
+                sum += p[t] = exp(p[t] - mx);
             for (int d = 0; d < D; d++) {
                 double o = 0.0;
-                for (int64_t t = 0; t <= last; t++) o += p[t] * v_cache[t * kv_stride + kvh * D + d];
+                for (int64_t t = 0; t <= last; t++)
+                    o += p[t] * v_cache[t * kv_stride + kvh * D + d];
                 oh[d] = (float)(o / sum);
             }
         }
@@ -160,10 +170,13 @@ void am_ref_softmax(float *x, int64_t m, int64_t n) {
     for (int64_t i = 0; i < m; i++) {
         float *xi = x + i * n; /* (N) */
         float mx = -INFINITY;
-        for (int64_t j = 0; j < n; j++) mx = xi[j] > mx ? xi[j] : mx;
+        for (int64_t j = 0; j < n; j++)
+            mx = xi[j] > mx ? xi[j] : mx;
         double sum = 0.0;
-        for (int64_t j = 0; j < n; j++) sum += exp((double)xi[j] - mx);
-        for (int64_t j = 0; j < n; j++) xi[j] = (float)(exp((double)xi[j] - mx) / sum);
+        for (int64_t j = 0; j < n; j++)
+            sum += exp((double)xi[j] - mx);
+        for (int64_t j = 0; j < n; j++)
+            xi[j] = (float)(exp((double)xi[j] - mx) / sum);
     }
 }
 
@@ -175,7 +188,8 @@ void am_ref_silu_mul(float *gate, const float *up, int64_t n) {
 }
 
 void am_ref_add(float *y, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
 }
 
 /* ---- the encoder ops ---- */
@@ -184,9 +198,11 @@ void am_ref_layernorm(float *out, const float *x, const float *w, const float *b
                       int64_t c, float eps) {
     for (int64_t r = 0; r < m; r++) {
         double s = 0, v = 0;
-        for (int64_t i = 0; i < c; i++) s += x[r * c + i];
+        for (int64_t i = 0; i < c; i++)
+            s += x[r * c + i];
         double mean = s / (double)c;
-        for (int64_t i = 0; i < c; i++) v += (x[r * c + i] - mean) * (x[r * c + i] - mean);
+        for (int64_t i = 0; i < c; i++)
+            v += (x[r * c + i] - mean) * (x[r * c + i] - mean);
         double rstd = 1.0 / sqrt(v / (double)c + eps);
         for (int64_t i = 0; i < c; i++)
             out[r * c + i] = (float)((x[r * c + i] - mean) * rstd * w[i] + (b ? b[i] : 0.0));
@@ -227,13 +243,16 @@ void am_ref_attention_dense(float *out, const float *q, const float *k, const fl
                 for (int64_t j = 0; j < tk; j++) {
                     const float *kj = k + (bi * tk + j) * a->kv_stride + (int64_t)h * D;
                     double d = 0;
-                    for (int e = 0; e < D; e++) d += (double)qi[e] * kj[e];
+                    for (int e = 0; e < D; e++)
+                        d += (double)qi[e] * kj[e];
                     s[j] = d * a->scale;
                     if (a->bias) s[j] += a->bias[((int64_t)h * tq + i) * tk + j];
-                    if (a->mask && a->n_mask > 0) s[j] += a->mask[((bi % a->n_mask) * tq + i) * tk + j];
+                    if (a->mask && a->n_mask > 0)
+                        s[j] += a->mask[((bi % a->n_mask) * tq + i) * tk + j];
                     mx = s[j] > mx ? s[j] : mx;
                 }
-                for (int64_t j = 0; j < tk; j++) sum += (s[j] = exp(s[j] - mx));
+                for (int64_t j = 0; j < tk; j++)
+                    sum += (s[j] = exp(s[j] - mx));
                 float *oi = out + (bi * tq + i) * a->o_stride + (int64_t)h * D;
                 for (int e = 0; e < D; e++) {
                     double acc = 0;
@@ -293,7 +312,8 @@ void am_ref_im2col_1d(float *cols, const float *x, int64_t nb, int64_t t, int64_
         for (int64_t i = 0; i < to; i++)
             for (int64_t ch = 0; ch < c; ch++)
                 for (int j = 0; j < k; j++)
-                    cols[((s * to + i) * c + ch) * k + j] = x[(s * t + i + (int64_t)j * dil) * c + ch];
+                    cols[((s * to + i) * c + ch) * k + j] =
+                        x[(s * t + i + (int64_t)j * dil) * c + ch];
 }
 
 void am_ref_maxpool_time(float *out, const float *x, int64_t nb, int64_t t, int64_t c, int p) {

@@ -91,7 +91,8 @@ static void *worker_main(void *p) {
         uint32_t g = spin_while_equal(&tp->generation, seen);
         if (g == seen) {
             atomic_fetch_add(&tp->n_sleeping, 1);
-            while ((g = atomic_load(&tp->generation)) == seen) futex_wait(&tp->generation, seen);
+            while ((g = atomic_load(&tp->generation)) == seen)
+                futex_wait(&tp->generation, seen);
             atomic_fetch_sub(&tp->n_sleeping, 1);
         }
         seen = g;
@@ -106,7 +107,8 @@ static void *worker_main(void *p) {
 
 int am_threadpool_new(int n_threads, am_threadpool **out) {
     *out = NULL;
-    if (n_threads < 1) return am_err_set(AM_EINVAL, "threadpool: n_threads = %d, need >= 1", n_threads);
+    if (n_threads < 1)
+        return am_err_set(AM_EINVAL, "threadpool: n_threads = %d, need >= 1", n_threads);
     am_threadpool *tp = am_calloc(1, sizeof *tp);
     if (!tp) return AM_ENOMEM;
     tp->n_threads = n_threads;
@@ -138,7 +140,8 @@ void am_threadpool_destroy(am_threadpool **p) {
     atomic_store_explicit(&tp->stop, 1, memory_order_release);
     atomic_fetch_add(&tp->generation, 1);
     futex_wake_all(&tp->generation);
-    for (int i = 1; i < tp->n_threads; i++) pthread_join(tp->threads[i - 1], NULL);
+    for (int i = 1; i < tp->n_threads; i++)
+        pthread_join(tp->threads[i - 1], NULL);
     am_free(tp->threads);
     am_free(tp);
     *p = NULL;

@@ -135,8 +135,9 @@ void am__cuda_kv_store(am_backend *b, const am_kv_pages *pages, const float *k_n
     packed_seqs ps;
     if (pack_seqs(c, seqs, n_seqs, pages->block_size, &ps, "kv_store") || ps.n_rows == 0) return;
     const int64_t S = pages->kv_stride;
-    const int vec = S % 4 == 0 && ((uintptr_t)pages->k | (uintptr_t)pages->v | (uintptr_t)k_new |
-                                   (uintptr_t)v_new) % 16 == 0;
+    const int vec =
+        S % 4 == 0 &&
+        ((uintptr_t)pages->k | (uintptr_t)pages->v | (uintptr_t)k_new | (uintptr_t)v_new) % 16 == 0;
     const dim3 grid((unsigned)ps.n_rows, am__cuda_blocks(vec ? S / 4 : S, AM_CUDA_THREADS));
     if (vec)
         kv_store_kernel<1><<<grid, AM_CUDA_THREADS, 0, c->stream>>>(
@@ -186,7 +187,8 @@ __device__ __forceinline__ void gather_tile(float *k_s, float *v_s, const attn_a
             const int i = i0 + u * blockDim.x;
             if (i < total) {
                 const int j = i / DW, d = (i % DW) * W;
-                const int64_t off = kv_row(table, a.block_size, t0 + j) * a.stride + (int64_t)kvh * D + d;
+                const int64_t off =
+                    kv_row(table, a.block_size, t0 + j) * a.stride + (int64_t)kvh * D + d;
                 kr[u] = *(const vec_t *)(a.k + off);
                 vr[u] = *(const vec_t *)(a.v + off);
             }
@@ -360,7 +362,8 @@ void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_p
                         int head_dim) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
     int64_t n_rows = 0; /* one row per sequence: a decode step */
-    for (int s = 0; s < n_seqs; s++) n_rows += seqs[s].m;
+    for (int s = 0; s < n_seqs; s++)
+        n_rows += seqs[s].m;
     AM_CUDA_PROFILE_OP(c, n_rows == n_seqs ? "attention (decode)" : "attention (prefill)");
     if (n_seqs <= 0 || c->error) return;
     if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 ||
@@ -380,7 +383,8 @@ void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_p
     a.head_blocks = (G + a.heads_per_block - 1) / a.heads_per_block;
     a.tile = AM_CUDA_ATTN_TILE_FLOATS / D;
     if (a.tile > AM_CUDA_ATTN_MAX_TILE) a.tile = AM_CUDA_ATTN_MAX_TILE; /* tiny D: bound s_s */
-    while (attention_smem(a) > AM_CUDA_ATTN_MAX_SMEM && a.tile > 1) a.tile /= 2; /* big D and GB */
+    while (attention_smem(a) > AM_CUDA_ATTN_MAX_SMEM && a.tile > 1)
+        a.tile /= 2; /* big D and GB */
     a.scale = (float)(1.0 / sqrt((double)D));
     a.part_o = a.part_ml = NULL;
     a.vec = D % 4 == 0 && pages->kv_stride % 4 == 0 &&

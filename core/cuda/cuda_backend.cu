@@ -239,7 +239,8 @@ static void cublas_load_once(void) {
     const char *lib = env && env[0] ? env : name;
     void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
-        snprintf(g_cublas_error, sizeof g_cublas_error, "cannot load cuBLAS (%s): %s", lib, dlerror());
+        snprintf(g_cublas_error, sizeof g_cublas_error, "cannot load cuBLAS (%s): %s", lib,
+                 dlerror());
         return;
     }
     am__cublas_api a;
@@ -341,7 +342,8 @@ int am_cuda_memory(am_backend *b, size_t *free_bytes, size_t *total_bytes) {
     const cudaError_t e = cudaMemGetInfo(free_bytes, total_bytes);
     if (e == cudaSuccess) return 0;
     cudaGetLastError();
-    return am_err_set(AM_EIO, "CUDA device %d: cudaMemGetInfo: %s", c->device, cudaGetErrorString(e));
+    return am_err_set(AM_EIO, "CUDA device %d: cudaMemGetInfo: %s", c->device,
+                      cudaGetErrorString(e));
 }
 
 int am_cuda_synchronize(am_backend *b) {
@@ -406,8 +408,8 @@ int am_cuda_backend_new(int device, am_backend **out) {
     const char *tf32 = getenv("AM_CUDA_TF32");
     const int allow_tf32 = tf32 && strcmp(tf32, "1") == 0;
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = am__cublas.set_math_mode(c->cublas,
-                               allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
+        st = am__cublas.set_math_mode(c->cublas, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                            : CUBLAS_DEFAULT_MATH);
     if (st != CUBLAS_STATUS_SUCCESS) {
         rc = am_err_set(AM_EIO, "CUDA device %d: cuBLAS initialisation: %s", device,
                         am__cublas.status_string(st));

@@ -139,7 +139,8 @@ struct am__cuda_prof_guard {
     am__cuda_ctx *c;
     const char *op;
     am__cuda_prof_scope s;
-    am__cuda_prof_guard(am__cuda_ctx *ctx, const char *name) : c(ctx->prof ? ctx : nullptr), op(name), s() {
+    am__cuda_prof_guard(am__cuda_ctx *ctx, const char *name)
+        : c(ctx->prof ? ctx : nullptr), op(name), s() {
         if (c) am__cuda_prof_enter(c, &s, op);
     }
     ~am__cuda_prof_guard() {
@@ -177,7 +178,8 @@ void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_p
 void am__cuda_copy(am_backend *b, void *dst, const void *src, size_t bytes);
 void am__cuda_layernorm(am_backend *b, float *out, const float *x, const float *w,
                         const float *bias, int64_t m, int64_t c, float eps);
-void am__cuda_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int64_t n, am_act act);
+void am__cuda_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int64_t n,
+                       am_act act);
 void am__cuda_add_bias(am_backend *b, float *x, const float *y, const float *bias, int64_t m,
                        int64_t n);
 int am__cuda_attention_dense(am_backend *b, float *out, const float *q, const float *k,

@@ -56,8 +56,7 @@ typedef struct {
     uint4 a, b;
 } w8;
 
-template <int DT>
-__device__ __forceinline__ w8 load_w8(const uint8_t *row, int64_t k) {
+template <int DT> __device__ __forceinline__ w8 load_w8(const uint8_t *row, int64_t k) {
     w8 r;
     if (DT == AM_DTYPE_F32) {
         r.a = __ldcs((const uint4 *)(row + k * 4));
@@ -69,8 +68,7 @@ __device__ __forceinline__ w8 load_w8(const uint8_t *row, int64_t k) {
     return r;
 }
 
-template <int DT>
-__device__ __forceinline__ void decode_w8(const w8 &r, float *wf) {
+template <int DT> __device__ __forceinline__ void decode_w8(const w8 &r, float *wf) {
     if (DT == AM_DTYPE_F32) {
         const uint32_t p[8] = {r.a.x, r.a.y, r.a.z, r.a.w, r.b.x, r.b.y, r.b.z, r.b.w};
 #pragma unroll
@@ -197,14 +195,17 @@ __global__ void matvec_kernel(const uint8_t *__restrict__ w, /* (N, row_bytes) *
  * (d = amax / 127, q = rint(x * (1 / d)), IEEE-rounded f32 operations), as
  * the values q * d in T (float, or __half for the GEMM). One thread per block. */
 template <typename T>
-__global__ void quantize_x_kernel(T *__restrict__ out, const float *__restrict__ x, int64_t n_blocks) {
+__global__ void quantize_x_kernel(T *__restrict__ out, const float *__restrict__ x,
+                                  int64_t n_blocks) {
     for (int64_t b = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; b < n_blocks;
          b += (int64_t)gridDim.x * blockDim.x) {
         const float *xb = x + b * AM_QK; /* (32) */
         float amax = 0.0f;
-        for (int j = 0; j < AM_QK; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        for (int j = 0; j < AM_QK; j++)
+            amax = fmaxf(amax, fabsf(xb[j]));
         const float d = __fdiv_rn(amax, 127.0f), id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
-        for (int j = 0; j < AM_QK; j++) store_value(out + b * AM_QK + j, __fmul_rn(rintf(__fmul_rn(xb[j], id)), d));
+        for (int j = 0; j < AM_QK; j++)
+            store_value(out + b * AM_QK + j, __fmul_rn(rintf(__fmul_rn(xb[j], id)), d));
     }
 }
 
@@ -236,8 +237,9 @@ static int matvec(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y,
     if (w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0) { /* x as int8 blocks (dtype.h) */
         float *xq = (float *)am__cuda_scratch(c, (size_t)(m * K) * sizeof(float), "matmul");
         if (!xq) return AM_ENOMEM;
-        quantize_x_kernel<float><<<stride_blocks(c, m * K / AM_QK), AM_CUDA_THREADS, 0, c->stream>>>(
-            xq, x, m * K / AM_QK);
+        quantize_x_kernel<float>
+            <<<stride_blocks(c, m * K / AM_QK), AM_CUDA_THREADS, 0, c->stream>>>(xq, x,
+                                                                                 m * K / AM_QK);
         if (AM_CUDA_LAUNCHED(c, "matmul (quantize x)")) return AM_EIO;
         x = xq;
     }
@@ -248,9 +250,15 @@ static int matvec(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y,
     switch (w->dtype) {
     case AM_DTYPE_F32: launch_matvec<AM_DTYPE_F32>(c, wd, x, y, N, K, w->row_bytes, m, vec); break;
     case AM_DTYPE_F16: launch_matvec<AM_DTYPE_F16>(c, wd, x, y, N, K, w->row_bytes, m, vec); break;
-    case AM_DTYPE_BF16: launch_matvec<AM_DTYPE_BF16>(c, wd, x, y, N, K, w->row_bytes, m, vec); break;
-    case AM_DTYPE_Q8_0: launch_matvec<AM_DTYPE_Q8_0>(c, wd, x, y, N, K, w->row_bytes, m, xvec); break;
-    case AM_DTYPE_Q4_0: launch_matvec<AM_DTYPE_Q4_0>(c, wd, x, y, N, K, w->row_bytes, m, xvec); break;
+    case AM_DTYPE_BF16:
+        launch_matvec<AM_DTYPE_BF16>(c, wd, x, y, N, K, w->row_bytes, m, vec);
+        break;
+    case AM_DTYPE_Q8_0:
+        launch_matvec<AM_DTYPE_Q8_0>(c, wd, x, y, N, K, w->row_bytes, m, xvec);
+        break;
+    case AM_DTYPE_Q4_0:
+        launch_matvec<AM_DTYPE_Q4_0>(c, wd, x, y, N, K, w->row_bytes, m, xvec);
+        break;
     default: return AM_EUNSUPPORTED;
     }
     return AM_CUDA_LAUNCHED(c, "matmul (matrix-vector)");
@@ -295,9 +303,9 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
     const int64_t N = w->rows, K = w->cols;
     const float one = 1.0f, zero = 0.0f;
     if (w->dtype == AM_DTYPE_F32)
-        return cublas_failed(c, am__cublas.sgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m,
-                                            (int)K, &one, (const float *)w->data, (int)K, x, (int)K,
-                                            &zero, y, (int)N));
+        return cublas_failed(c, am__cublas.sgemm(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N,
+                                                 (int)m, (int)K, &one, (const float *)w->data,
+                                                 (int)K, x, (int)K, &zero, y, (int)N));
 
     const int quant = w->dtype == AM_DTYPE_Q8_0 || w->dtype == AM_DTYPE_Q4_0;
     const cudaDataType_t t = w->dtype == AM_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
@@ -314,9 +322,10 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
     if (!scratch) return am_err_set(AM_ENOMEM, "%s", c->error_msg);
     void *x16 = scratch;                         /* (M, K) */
     __half *w16 = (__half *)(scratch + x_bytes); /* (tile, K), Q8_0/Q4_0 only */
-    if (quant) /* x as int8 blocks (dtype.h), then in f16 */
-        quantize_x_kernel<__half><<<stride_blocks(c, m * K / AM_QK), AM_CUDA_THREADS, 0, c->stream>>>(
-            (__half *)x16, x, m * K / AM_QK);
+    if (quant)                                   /* x as int8 blocks (dtype.h), then in f16 */
+        quantize_x_kernel<__half>
+            <<<stride_blocks(c, m * K / AM_QK), AM_CUDA_THREADS, 0, c->stream>>>((__half *)x16, x,
+                                                                                 m * K / AM_QK);
     else if (t == CUDA_R_16BF)
         to_half_kernel<__nv_bfloat16><<<stride_blocks(c, m * K), AM_CUDA_THREADS, 0, c->stream>>>(
             (__nv_bfloat16 *)x16, x, m * K);
@@ -326,10 +335,10 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
     if (AM_CUDA_LAUNCHED(c, "matmul (convert x)")) return am_err_set(AM_EIO, "%s", c->error_msg);
 
     if (!quant)
-        return cublas_failed(c, am__cublas.gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m,
-                                             (int)K, &one, w->data, t, (int)K, x16, t, (int)K,
-                                             &zero, y, CUDA_R_32F, (int)N, CUBLAS_COMPUTE_32F,
-                                             CUBLAS_GEMM_DEFAULT));
+        return cublas_failed(c, am__cublas.gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N,
+                                                   (int)m, (int)K, &one, w->data, t, (int)K, x16, t,
+                                                   (int)K, &zero, y, CUDA_R_32F, (int)N,
+                                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     for (int64_t n0 = 0; n0 < N; n0 += tile) {
         const int64_t rows = N - n0 < tile ? N - n0 : tile;
         const uint8_t *wd = (const uint8_t *)w->data;
@@ -343,10 +352,11 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
                     w16, wd, w->row_bytes, n0, rows, K);
         if (AM_CUDA_LAUNCHED(c, "matmul (dequantize)"))
             return am_err_set(AM_EIO, "%s", c->error_msg);
-        int rc = cublas_failed(c, am__cublas.gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows,
-                                               (int)m, (int)K, &one, w16, CUDA_R_16F, (int)K, x16,
-                                               CUDA_R_16F, (int)K, &zero, y + n0, CUDA_R_32F,
-                                               (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        int rc =
+            cublas_failed(c, am__cublas.gemm_ex(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows,
+                                                (int)m, (int)K, &one, w16, CUDA_R_16F, (int)K, x16,
+                                                CUDA_R_16F, (int)K, &zero, y + n0, CUDA_R_32F,
+                                                (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         if (rc) return rc;
     }
     return 0;
@@ -355,8 +365,8 @@ static int gemm(am__cuda_ctx *c, const am_matrix *w, const float *x, float *y, i
 int am__cuda_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
     AM_CUDA_PROFILE_OP(c, m <= AM_CUDA_MATVEC_MAX_ROWS ? "matmul (matvec)"
-                          : m <= 128                    ? "matmul (gemm M<=128)"
-                                                        : "matmul (gemm M>128)");
+                          : m <= 128                   ? "matmul (gemm M<=128)"
+                                                       : "matmul (gemm M>128)");
     if (c->error) return am_err_set(AM_EIO, "%s", c->error_msg);
     if (m <= 0 || w->rows == 0) return 0;
     switch (w->dtype) {

@@ -38,7 +38,8 @@ __device__ __forceinline__ double block_sum_d(double v, double *red) {
 void am__cuda_copy(am_backend *b, void *dst, const void *src, size_t bytes) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
     if (!bytes || c->error) return;
-    am__cuda_check(c, "copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+    am__cuda_check(c, "copy",
+                   cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
 }
 
 /* ---- layernorm: out (M, C) = (x - mean) / sqrt(var + eps) * w + b ---- */
@@ -101,10 +102,12 @@ static unsigned grid_for(const am__cuda_ctx *c, int64_t n) {
     return want < cap ? want : cap;
 }
 
-void am__cuda_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int64_t n, am_act act) {
+void am__cuda_bias_act(am_backend *b, float *y, const float *bias, int64_t m, int64_t n,
+                       am_act act) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
     if (m <= 0 || n <= 0 || c->error || (!bias && act == AM_ACT_NONE)) return;
-    bias_act_kernel<<<grid_for(c, m * n), AM_CUDA_THREADS, 0, c->stream>>>(y, bias, m * n, n, (int)act);
+    bias_act_kernel<<<grid_for(c, m * n), AM_CUDA_THREADS, 0, c->stream>>>(y, bias, m * n, n,
+                                                                           (int)act);
     AM_CUDA_LAUNCHED(c, "bias_act");
 }
 
@@ -124,10 +127,10 @@ __global__ void dense_attn_kernel(float *out, const float *q, const float *k, co
     extern __shared__ float sc[]; /* (Tk) scores, then weights */
     __shared__ float red[32];
     const int64_t i = blockIdx.x, h = blockIdx.y, s = blockIdx.z, D = a.head_dim, tk = a.tk;
-    const float *qi = q + (s * a.tq + i) * a.q_stride + h * D;          /* (D) */
-    const float *ks = k + s * tk * a.kv_stride + h * D;                 /* (Tk, stride) */
-    const float *vs = v + s * tk * a.kv_stride + h * D;                 /* (Tk, stride) */
-    const float *bias = a.bias ? a.bias + (h * a.tq + i) * tk : NULL;    /* (Tk) */
+    const float *qi = q + (s * a.tq + i) * a.q_stride + h * D;        /* (D) */
+    const float *ks = k + s * tk * a.kv_stride + h * D;               /* (Tk, stride) */
+    const float *vs = v + s * tk * a.kv_stride + h * D;               /* (Tk, stride) */
+    const float *bias = a.bias ? a.bias + (h * a.tq + i) * tk : NULL; /* (Tk) */
     const float *mask = a.mask && a.n_mask > 0 ? a.mask + ((s % a.n_mask) * a.tq + i) * tk : NULL;
     float mx = -INFINITY;
     for (int64_t j = threadIdx.x; j < tk; j += blockDim.x) {
@@ -166,7 +169,8 @@ int am__cuda_attention_dense(am_backend *b, float *out, const float *q, const fl
     if (a->n_seqs <= 0 || a->tq <= 0 || a->tk <= 0) return 0;
     const size_t smem = (size_t)a->tk * sizeof(float);
     if (smem > AM_CUDA_DENSE_ATTN_MAX_SMEM)
-        return am_err_set(AM_EUNSUPPORTED, "cuda attention_dense: %lld keys per sequence (at most %d)",
+        return am_err_set(AM_EUNSUPPORTED,
+                          "cuda attention_dense: %lld keys per sequence (at most %d)",
                           (long long)a->tk, (int)(AM_CUDA_DENSE_ATTN_MAX_SMEM / sizeof(float)));
     if (a->tq > 0x7fffffff || a->n_heads > 65535 || a->n_seqs > 65535)
         return am_err_set(AM_EUNSUPPORTED, "cuda attention_dense: grid of %lld x %d x %lld blocks",
@@ -217,8 +221,8 @@ void am__cuda_gather_rows(am_backend *b, float *dst, const float *src, const int
                           int64_t period, int64_t m, int64_t c) {
     am__cuda_ctx *cx = am__cuda_ctx_of(b);
     if (m <= 0 || c <= 0 || cx->error) return;
-    gather_rows_kernel<<<grid_for(cx, m * c), AM_CUDA_THREADS, 0, cx->stream>>>(dst, src, idx, period,
-                                                                               m * c, c);
+    gather_rows_kernel<<<grid_for(cx, m * c), AM_CUDA_THREADS, 0, cx->stream>>>(dst, src, idx,
+                                                                                period, m * c, c);
     AM_CUDA_LAUNCHED(cx, "gather_rows");
 }
 
@@ -227,8 +231,8 @@ void am__cuda_scatter_add(am_backend *b, float *x, const float *y, const float *
     am__cuda_ctx *cx = am__cuda_ctx_of(b);
     if (m <= 0 || c <= 0 || cx->error) return;
     /* A permutation within each block: no two threads add to one element. */
-    scatter_add_kernel<<<grid_for(cx, m * c), AM_CUDA_THREADS, 0, cx->stream>>>(x, y, bias, idx, period,
-                                                                               m * c, c);
+    scatter_add_kernel<<<grid_for(cx, m * c), AM_CUDA_THREADS, 0, cx->stream>>>(x, y, bias, idx,
+                                                                                period, m * c, c);
     AM_CUDA_LAUNCHED(cx, "scatter_add");
 }
 
@@ -267,7 +271,8 @@ void am__cuda_groupnorm(am_backend *b, float *out, const float *x, const float *
         return;
     }
     const dim3 grid((unsigned)groups, (unsigned)nb);
-    groupnorm_kernel<<<grid, AM_CUDA_THREADS, 0, cx->stream>>>(out, x, w, bias, t, c, c / groups, eps);
+    groupnorm_kernel<<<grid, AM_CUDA_THREADS, 0, cx->stream>>>(out, x, w, bias, t, c, c / groups,
+                                                               eps);
     AM_CUDA_LAUNCHED(cx, "groupnorm");
 }
 
@@ -287,8 +292,8 @@ void am__cuda_im2col_1d(am_backend *b, float *cols, const float *x, int64_t nb, 
     am__cuda_ctx *cx = am__cuda_ctx_of(b);
     const int64_t to = t - (int64_t)dil * (k - 1), total = nb * to * c * k;
     if (to <= 0 || total <= 0 || cx->error) return;
-    im2col_1d_kernel<<<grid_for(cx, total), AM_CUDA_THREADS, 0, cx->stream>>>(cols, x, t, c, to, k, dil,
-                                                                             total);
+    im2col_1d_kernel<<<grid_for(cx, total), AM_CUDA_THREADS, 0, cx->stream>>>(cols, x, t, c, to, k,
+                                                                              dil, total);
     AM_CUDA_LAUNCHED(cx, "im2col_1d");
 }
 
@@ -312,8 +317,8 @@ void am__cuda_maxpool_time(am_backend *b, float *out, const float *x, int64_t nb
     am__cuda_ctx *cx = am__cuda_ctx_of(b);
     const int64_t to = p > 0 ? t / p : 0, total = nb * to * c;
     if (total <= 0 || cx->error) return;
-    maxpool_time_kernel<<<grid_for(cx, total), AM_CUDA_THREADS, 0, cx->stream>>>(out, x, t, c, to, p,
-                                                                                total);
+    maxpool_time_kernel<<<grid_for(cx, total), AM_CUDA_THREADS, 0, cx->stream>>>(out, x, t, c, to,
+                                                                                 p, total);
     AM_CUDA_LAUNCHED(cx, "maxpool_time");
 }
 
@@ -333,11 +338,13 @@ void am__cuda_mean_rows(am_backend *b, float *out, const float *x, int64_t nb, i
                         int64_t c) {
     am__cuda_ctx *cx = am__cuda_ctx_of(b);
     if (nb <= 0 || t <= 0 || c <= 0 || cx->error) return;
-    mean_rows_kernel<<<grid_for(cx, nb * c), AM_CUDA_THREADS, 0, cx->stream>>>(out, x, t, c, nb * c);
+    mean_rows_kernel<<<grid_for(cx, nb * c), AM_CUDA_THREADS, 0, cx->stream>>>(out, x, t, c,
+                                                                               nb * c);
     AM_CUDA_LAUNCHED(cx, "mean_rows");
 }
 
-__global__ void transpose_kernel(float *dst, const float *src, int64_t T, int64_t C, int64_t total) {
+__global__ void transpose_kernel(float *dst, const float *src, int64_t T, int64_t C,
+                                 int64_t total) {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t s = i / (T * C), rem = i % (T * C), t = rem / C, ch = rem % C;
@@ -350,7 +357,7 @@ void am__cuda_transpose(am_backend *b, float *dst, const float *src, int64_t nb,
     am__cuda_ctx *cx = am__cuda_ctx_of(b);
     if (nb <= 0 || t <= 0 || c <= 0 || cx->error) return;
     transpose_kernel<<<grid_for(cx, nb * t * c), AM_CUDA_THREADS, 0, cx->stream>>>(dst, src, t, c,
-                                                                                  nb * t * c);
+                                                                                   nb * t * c);
     AM_CUDA_LAUNCHED(cx, "transpose");
 }
 

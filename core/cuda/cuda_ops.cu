@@ -34,7 +34,8 @@ __global__ void rmsnorm_kernel(float *out, const float *x, const float *__restri
     if (VEC) {
         for (int64_t k = threadIdx.x; k < K / 4; k += blockDim.x) {
             const float4 v = ((const float4 *)xi)[k], w = ((const float4 *)weight)[k];
-            ((float4 *)oi)[k] = make_float4(v.x * r * w.x, v.y * r * w.y, v.z * r * w.z, v.w * r * w.w);
+            ((float4 *)oi)[k] =
+                make_float4(v.x * r * w.x, v.y * r * w.y, v.z * r * w.z, v.w * r * w.w);
         }
     } else {
         for (int64_t k = threadIdx.x; k < K; k += blockDim.x)

@@ -62,7 +62,8 @@ int am__cuda_prof_new(am__cuda_ctx *c) {
     am__cuda_prof *p = (am__cuda_prof *)am_calloc(1, sizeof *p);
     if (!p) return AM_ENOMEM;
     for (int i = 0; i < AM_CUDA_PROF_PAIRS; i++)
-        if (cudaEventCreate(&p->start[i]) != cudaSuccess || cudaEventCreate(&p->end[i]) != cudaSuccess) {
+        if (cudaEventCreate(&p->start[i]) != cudaSuccess ||
+            cudaEventCreate(&p->end[i]) != cudaSuccess) {
             cudaGetLastError();
             c->prof = p;
             am__cuda_prof_free(c);
@@ -124,7 +125,8 @@ void am__cuda_prof_free(am__cuda_ctx *c) {
     am__cuda_prof_harvest(c);
     if (p->n_rows > 0) {
         double host = 0.0;
-        for (int i = 0; i < p->n_rows; i++) host += p->rows[i].host_ms;
+        for (int i = 0; i < p->n_rows; i++)
+            host += p->rows[i].host_ms;
         fprintf(stderr, "AM_CUDA_PROFILE (device %d): %-18s %9s %12s %10s %12s\n", c->device, "op",
                 "calls", "device ms", "us/call", "host ms");
         for (int i = 0; i < p->n_rows; i++) {
@@ -133,11 +135,12 @@ void am__cuda_prof_free(am__cuda_ctx *c) {
                     c->device, r->name, (long long)r->calls, r->device_ms,
                     r->calls ? 1e3 * r->device_ms / (double)r->calls : 0.0, r->host_ms);
         }
-        fprintf(stderr,
-                "AM_CUDA_PROFILE (device %d): ops busy the device %.2f of %.2f ms between their first "
-                "and last event (%.2f); host %.2f ms inside ops, %.2f ms between them\n",
-                c->device, p->device_ms, p->span_ms, p->span_ms > 0 ? p->device_ms / p->span_ms : 0.0,
-                host, p->host_outside_ms);
+        fprintf(
+            stderr,
+            "AM_CUDA_PROFILE (device %d): ops busy the device %.2f of %.2f ms between their first "
+            "and last event (%.2f); host %.2f ms inside ops, %.2f ms between them\n",
+            c->device, p->device_ms, p->span_ms, p->span_ms > 0 ? p->device_ms / p->span_ms : 0.0,
+            host, p->host_outside_ms);
     }
     for (int i = 0; i < AM_CUDA_PROF_PAIRS; i++) {
         if (p->start[i]) cudaEventDestroy(p->start[i]);

@@ -61,7 +61,6 @@ void *am__arena_alloc(am__arena *a, size_t n);
 char *am__arena_strndup(am__arena *a, const char *s, size_t n);
 void am__arena_free(am__arena *a);
 
-
 /* 1 if s[0..n) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int am__utf8_valid(const uint8_t *s, size_t n);
 /* Offset of the first byte of the first ill-formed sequence, or n. */
