@@ -279,41 +279,25 @@ typedef struct {
  * SSE registers in the baseline one. */
 typedef float sattn_v8 __attribute__((vector_size(SATTN_V * sizeof(float))));
 
-/* s (SR, Tk) = qs (SR, D) . kt (D, Tk) over columns [j0, j0 + SATTN_V). The four
- * accumulators are named variables so that they stay in registers. */
-static inline void sattn_scores_tile(float *s, const float *qs, const float *kt, int64_t D,
-                                     int64_t TK, int64_t j0) {
+/* c (SR, SATTN_V) = a (SR, L) . b (L, SATTN_V) over columns [c0, c0 + SATTN_V) of b and
+ * c, rows strided by as, bs and cs: the scores q k^T (L = D, b = K transposed) and the
+ * output p v (L = Tk, b = V). The four accumulators are named variables so that
+ * they stay in registers. */
+static inline void sattn_tile(float *c, int64_t cs, const float *a, int64_t as, const float *b,
+                              int64_t bs, int64_t L, int64_t c0) {
     sattn_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (int64_t e = 0; e < D; e++) {
-        sattn_v8 ke;
-        memcpy(&ke, kt + e * TK + j0, sizeof ke);
-        a0 += qs[e] * ke;
-        a1 += qs[D + e] * ke;
-        a2 += qs[2 * D + e] * ke;
-        a3 += qs[3 * D + e] * ke;
+    for (int64_t l = 0; l < L; l++) {
+        sattn_v8 bl;
+        memcpy(&bl, b + l * bs + c0, sizeof bl);
+        a0 += a[l] * bl;
+        a1 += a[as + l] * bl;
+        a2 += a[2 * as + l] * bl;
+        a3 += a[3 * as + l] * bl;
     }
-    memcpy(s + j0, &a0, sizeof a0);
-    memcpy(s + TK + j0, &a1, sizeof a1);
-    memcpy(s + 2 * TK + j0, &a2, sizeof a2);
-    memcpy(s + 3 * TK + j0, &a3, sizeof a3);
-}
-
-/* o (SR, D) = p (SR, Tk) . v over columns [e0, e0 + SATTN_V). */
-static inline void sattn_pv_tile(float *o, int64_t os, const float *p, const float *v, int64_t vs,
-                                 int64_t TK, int64_t e0) {
-    sattn_v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (int64_t j = 0; j < TK; j++) {
-        sattn_v8 vj;
-        memcpy(&vj, v + j * vs + e0, sizeof vj);
-        a0 += p[j] * vj;
-        a1 += p[TK + j] * vj;
-        a2 += p[2 * TK + j] * vj;
-        a3 += p[3 * TK + j] * vj;
-    }
-    memcpy(o + e0, &a0, sizeof a0);
-    memcpy(o + os + e0, &a1, sizeof a1);
-    memcpy(o + 2 * os + e0, &a2, sizeof a2);
-    memcpy(o + 3 * os + e0, &a3, sizeof a3);
+    memcpy(c + c0, &a0, sizeof a0);
+    memcpy(c + cs + c0, &a1, sizeof a1);
+    memcpy(c + 2 * cs + c0, &a2, sizeof a2);
+    memcpy(c + 3 * cs + c0, &a3, sizeof a3);
 }
 
 /* One (sequence, head) pair, SATTN_R query rows at a time (the last tile
@@ -338,7 +322,7 @@ AM_NN_CLONES static void sattn_pair(const sattn_ctx *a, int64_t pair, float *kt,
                 qs[r * D + e] = qb[rows[r] * a->q_stride + e] * a->scale;
         }
         for (int64_t j0 = 0; j0 < tk_v; j0 += SATTN_V)
-            sattn_scores_tile(s, qs, kt, D, TK, j0);
+            sattn_tile(s, TK, qs, D, kt, TK, D, j0); /* s = qs . kt */
         for (int r = 0; r < SATTN_R; r++) {
             float *sr = s + r * TK;
             for (int64_t j = tk_v; j < TK; j++) {
@@ -357,7 +341,7 @@ AM_NN_CLONES static void sattn_pair(const sattn_ctx *a, int64_t pair, float *kt,
         }
         /* The output tile goes to qs (now free), then to the real rows. */
         for (int64_t e0 = 0; e0 < d_v; e0 += SATTN_V)
-            sattn_pv_tile(qs, D, s, vb, a->kv_stride, TK, e0);
+            sattn_tile(qs, D, s, TK, vb, a->kv_stride, TK, e0); /* o = p . v */
         for (int r = 0; r < SATTN_R; r++)
             for (int64_t e = d_v; e < D; e++) {
                 float acc = 0.0f;
