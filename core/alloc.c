@@ -1,6 +1,8 @@
 /* core/alloc.c - allocation helpers with test fault injection. */
 #include "core/alloc.h"
 
+#include "core/error.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,3 +52,13 @@ void *am_aligned_alloc(size_t n) {
 }
 
 void am_aligned_free(void *p) { free(p); }
+
+int am_aligned_reserve(void **buf, size_t *cap, size_t bytes) {
+    if (*cap >= bytes) return 0;
+    void *p = am_aligned_alloc(bytes);
+    if (!p) return AM_ENOMEM;
+    am_aligned_free(*buf);
+    *buf = p;
+    *cap = bytes;
+    return 0;
+}

@@ -20,6 +20,10 @@ char *am_strdup(const char *s);
 char *am_strndup(const char *s, size_t n);
 void *am_aligned_alloc(size_t n); /* AM_ALIGN_BYTES-aligned, zero-filled */
 void am_aligned_free(void *p);
+/* Makes *buf (from am_aligned_alloc, *cap bytes) hold at least `bytes`: a
+ * reused scratch buffer. Contents are not kept. 0, or AM_ENOMEM with *buf and
+ * *cap unchanged. */
+int am_aligned_reserve(void **buf, size_t *cap, size_t bytes);
 
 /* Fault injection for tests: the n-th allocation from now fails (and every
  * later one keeps succeeding). n < 0 disables. Not thread-safe; tests only. */

@@ -221,16 +221,6 @@ static int unpack_step(const am_tp_step *s, const int32_t *ints, am_attn_seq *se
     return 0;
 }
 
-/* Grows *buf to at least bytes (contents not kept); 0 or AM_ENOMEM. */
-static int grow(void **buf, size_t *cap, size_t bytes) {
-    if (bytes <= *cap) return 0;
-    am_aligned_free(*buf);
-    *cap = 0;
-    if (!(*buf = am_aligned_alloc(bytes))) return AM_ENOMEM;
-    *cap = bytes;
-    return 0;
-}
-
 int am_tp_follow(const am_llama_model *m, am_backend *be, am_tp_comm *comm) {
     if (comm->rank == 0) return am_err_set(AM_EINVAL, "the leader does not follow");
     am_llama_ctx *ctx = NULL;
@@ -276,19 +266,20 @@ int am_tp_follow(const am_llama_model *m, am_backend *be, am_tp_comm *comm) {
                         what);
         const int32_t *in = s.ints;
         if (s.n_ints > AM_TP_STEP_INLINE_INTS) {
-            if ((rc = grow(&ints, &ints_cap, (size_t)s.n_ints * sizeof(int32_t))) ||
+            if ((rc = am_aligned_reserve(&ints, &ints_cap, (size_t)s.n_ints * sizeof(int32_t))) ||
                 (rc = am_tp_bcast(comm, ints, (size_t)s.n_ints * sizeof(int32_t))))
                 am_tp_fatal(comm, rc, what);
             in = ints;
         }
-        if ((rc = grow(&seqs, &seqs_cap, (size_t)s.n_rows * sizeof(am_attn_seq))) ||
-            (rc = grow(&tables, &tables_cap, (size_t)s.n_rows * sizeof(int32_t))))
+        if ((rc = am_aligned_reserve(&seqs, &seqs_cap, (size_t)s.n_rows * sizeof(am_attn_seq))) ||
+            (rc = am_aligned_reserve(&tables, &tables_cap, (size_t)s.n_rows * sizeof(int32_t))))
             am_tp_fatal(comm, rc, what);
         am_llama_batch b;
         if ((rc = unpack_step(&s, in, seqs, tables, &b))) am_tp_fatal(comm, rc, what);
         if (s.n_embd > 0) {
             size_t bytes = (size_t)s.n_embd * (size_t)m->cfg.dim * sizeof(float);
-            if ((rc = grow(&embd, &embd_cap, bytes)) || (rc = am_tp_bcast(comm, embd, bytes)))
+            if ((rc = am_aligned_reserve(&embd, &embd_cap, bytes)) ||
+                (rc = am_tp_bcast(comm, embd, bytes)))
                 am_tp_fatal(comm, rc, what);
             b.embd = embd;
         }

@@ -181,17 +181,6 @@ void am__dnnl_thread_destroy(am__dnnl_thread **p) {
     *p = NULL;
 }
 
-/* Makes *buf hold at least `bytes` (contents not kept). */
-static int grow(void **buf, size_t *cap, size_t bytes) {
-    if (*cap >= bytes) return 0;
-    void *p = am_aligned_alloc(bytes);
-    if (!p) return AM_ENOMEM;
-    am_aligned_free(*buf);
-    *buf = p;
-    *cap = bytes;
-    return 0;
-}
-
 /* The cached primitive for this shape, creating it (evicting the least recently used). */
 static dnnl_entry *lookup(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, int64_t ldw) {
     dnnl_entry *victim = &t->cache[0];
@@ -215,8 +204,10 @@ int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, co
     int rc = AM_EUNSUPPORTED;
     dnnl_entry *e = lookup(t, m, n, k, ldw);
     if (!e) goto out;
-    rc = grow(&t->scratch, &t->scratch_cap, e->scratch_bytes ? e->scratch_bytes : 1);
-    if (rc == 0) rc = grow((void **)&t->out, &t->out_cap, (size_t)m * (size_t)n * sizeof(float));
+    rc = am_aligned_reserve(&t->scratch, &t->scratch_cap, e->scratch_bytes ? e->scratch_bytes : 1);
+    if (rc == 0)
+        rc = am_aligned_reserve((void **)&t->out, &t->out_cap,
+                                (size_t)m * (size_t)n * sizeof(float));
     if (rc != 0) goto out;
     rc = AM_EUNSUPPORTED;
     /* oneDNN never writes src or weights; its API just has no const handles. */
