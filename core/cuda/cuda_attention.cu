@@ -361,8 +361,8 @@ void am__cuda_attention(am_backend *b, float *out, const float *q, const am_kv_p
                         const am_attn_seq *seqs, int n_seqs, int n_heads, int n_kv_heads,
                         int head_dim) {
     am__cuda_ctx *c = am__cuda_ctx_of(b);
-    int64_t n_rows = 0; /* one row per sequence: a decode step */
-    for (int s = 0; s < n_seqs; s++)
+    int64_t n_rows = 0; /* one row per sequence: a decode step (counted only when profiling) */
+    for (int s = 0; c->prof && s < n_seqs; s++)
         n_rows += seqs[s].m;
     AM_CUDA_PROFILE_OP(c, n_rows == n_seqs ? "attention (decode)" : "attention (prefill)");
     if (n_seqs <= 0 || c->error) return;
