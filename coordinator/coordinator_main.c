@@ -49,40 +49,24 @@ int main(int argc, char **argv) {
     am_cli cli;
     am_cli_init(&cli, CMD, argc, argv);
     am_coord_opts o = {.endpoint = "tcp://127.0.0.1:5555"};
-    const char *endpoint_file = NULL, *opt;
+    const char *endpoint_file = NULL;
     am_cli_link link = {0};
-    int rc_link;
-    while ((opt = am_cli_next(&cli))) {
-        int64_t v;
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(opt, "--bind")) {
-            if (!(o.endpoint = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--endpoint-file")) {
-            if (!(endpoint_file = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--max-requests")) {
-            if (am_cli_int(&cli, 1, AM_COORD_MAX_REQUESTS_LIMIT, &v)) return AM_EXIT_USAGE;
-            o.max_requests = (int)v;
-        } else if (!strcmp(opt, "--deadline-ms")) {
-            if (am_cli_int(&cli, 1, 86400000, &v)) return AM_EXIT_USAGE;
-            o.deadline_default_ms = (int)v;
-        } else if (!strcmp(opt, "--max-msg-bytes")) {
-            if (am_cli_int(&cli, 1024, (int64_t)AM_PROTO_MAX_PAYLOAD_BYTES + 4096, &v))
-                return AM_EXIT_USAGE;
-            o.max_msg_bytes = v;
-        } else if (!strcmp(opt, "--encode-attempts")) {
-            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
-            o.encode_max_attempts = (int)v;
-        } else if ((rc_link = am_cli_link_opt(&cli, opt, 0, &link)) != 0) {
-            if (rc_link != 1) return rc_link;
-        } else {
-            return am_cli_fail(&cli, "unknown option '%s'", opt);
-        }
-    }
+    const am_cli_opt opts[] = {
+        {"--bind", AM_CLI_STR, &o.endpoint, 0, 0},
+        {"--endpoint-file", AM_CLI_STR, &endpoint_file, 0, 0},
+        {"--max-requests", AM_CLI_INT, &o.max_requests, 1, AM_COORD_MAX_REQUESTS_LIMIT},
+        {"--deadline-ms", AM_CLI_INT, &o.deadline_default_ms, 1, 86400000},
+        {"--max-msg-bytes", AM_CLI_I64, &o.max_msg_bytes, 1024,
+         (double)AM_PROTO_MAX_PAYLOAD_BYTES + 4096},
+        {"--encode-attempts", AM_CLI_INT, &o.encode_max_attempts, 1, 100},
+    };
+    const am_cli_spec spec = {
+        .opts = opts, .n_opts = (int)(sizeof opts / sizeof opts[0]), .help = help, .link = &link};
+    int rc = am_cli_parse(&cli, &spec);
+    if (rc) return rc == AM_CLI_HELP ? 0 : rc;
     o.heartbeat_ms = link.heartbeat_ms;
     o.liveness = link.liveness;
-    int rc = am_coord_new(&o, &g_coord);
+    rc = am_coord_new(&o, &g_coord);
     if (rc) return am_cli_error(CMD, rc);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
