@@ -13,10 +13,12 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/modality.h"
 #include "proto/transport.h"
 
 #include <signal.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -60,6 +62,7 @@ typedef struct request {
     int n_parts;
     part parts[AM_PROTO_MAX_PAYLOADS];
     int64_t deadline_ms;
+    int64_t unserved_since_ms; /* 0: some live worker can take what it waits for */
     uint32_t n_tokens;
 } request;
 
@@ -85,6 +88,9 @@ struct am_coord {
     atomic_int stop;
     am_coord_stats st;
     int64_t next_tick_ms;
+    /* Models some shard group has registered with (a GENERATE for another is 404). */
+    char models[AM_COORD_MAX_MODELS][AM_PROTO_MAX_NAME_BYTES + 1];
+    int n_models;
 };
 
 /* ---------------------------------------------------------------- queues */
@@ -389,6 +395,27 @@ static void worker_remove(am_coord *c, int w, const char *why) {
     memset(k, 0, sizeof *k);
 }
 
+static int model_known(const am_coord *c, const char *model) {
+    for (int i = 0; i < c->n_models; i++)
+        if (!strcmp(c->models[i], model)) return 1;
+    return 0;
+}
+
+static void model_remember(am_coord *c, const char *model) {
+    if (model_known(c, model)) return;
+    if (c->n_models == AM_COORD_MAX_MODELS) {
+        AM_LOGW("coordinator: %d models registered; '%s' is served but a GENERATE naming an "
+                "unregistered model waits for it instead of a 404",
+                AM_COORD_MAX_MODELS, model);
+        return;
+    }
+    /* model may point into the worker table, never into c->models: copy with bounds. */
+    char *dst = c->models[c->n_models++];
+    size_t n = strnlen(model, sizeof c->models[0] - 1);
+    memcpy(dst, model, n);
+    dst[n] = 0;
+}
+
 static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
     const void *id = zmq_msg_data((zmq_msg_t *)rt);
     size_t len = zmq_msg_size((zmq_msg_t *)rt);
@@ -430,6 +457,7 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
         k->last_sent_ms = 0; /* heartbeat at once: the worker learns it is registered */
         c->st.n_workers++;
         c->st.workers_registered++;
+        if (k->role == AM_ROLE_SHARD) model_remember(c, k->model);
         AM_LOGI("coordinator: %s worker '%s' registered (model %s, capacity %u, out_dim %u)",
                 am_role_name(k->role), k->name, k->model, k->capacity, k->out_dim);
         return;
@@ -464,11 +492,29 @@ static void flush_embed(am_coord *c, request *r, int pi) {
     }
 }
 
+/* 1 when every float of the rows frame is finite. */
+static int rows_finite(const zmq_msg_t *rows) {
+    const uint8_t *b = zmq_msg_data((zmq_msg_t *)rows);
+    size_t n = zmq_msg_size((zmq_msg_t *)rows) / sizeof(float);
+    for (size_t i = 0; i < n; i++) {
+        float x;
+        memcpy(&x, b + i * sizeof x, sizeof x); /* the frame need not be aligned */
+        if (!isfinite(x)) return 0;
+    }
+    return 1;
+}
+
 static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
     request *r = req_get(c, m->id);
     part *p = r && m->part < (uint32_t)r->n_parts ? &r->parts[m->part] : NULL;
     if (!p || p->state != P_ASSIGNED || p->worker != w || p->attempt != m->attempt) {
         c->st.stale_replies++;
+        return;
+    }
+    if (!rows_finite(&in->frames[2])) {
+        /* A broken or hostile encoder: its jobs (this one included) go to others. */
+        c->st.bad_rows++;
+        worker_remove(c, w, "returned rows that are not finite (NaN or Inf)");
         return;
     }
     c->workers[w].in_flight--;
@@ -584,29 +630,51 @@ static request *req_new(am_coord *c, const zmq_msg_t *rt, uint64_t client_rid) {
     return NULL;
 }
 
-static request *req_by_client(am_coord *c, const zmq_msg_t *rt, uint64_t rid) {
+/* The client's live request with id rid (NULL if none); *n_live: its live requests. */
+static request *req_by_client(am_coord *c, const zmq_msg_t *rt, uint64_t rid, int *n_live) {
     size_t len = zmq_msg_size((zmq_msg_t *)rt);
     const void *id = zmq_msg_data((zmq_msg_t *)rt);
+    request *found = NULL;
+    *n_live = 0;
     for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
         request *r = &c->reqs[s];
-        if (r->id && r->client_rid == rid && r->client_len == len && !memcmp(r->client, id, len))
-            return r;
+        if (!r->id || r->client_len != len || memcmp(r->client, id, len)) continue;
+        ++*n_live;
+        if (r->client_rid == rid) found = r;
     }
-    return NULL;
+    return found;
 }
 
 static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
     const void *cid = zmq_msg_data(&in->routing);
     size_t clen = zmq_msg_size(&in->routing);
-    if (req_by_client(c, &in->routing, m->id)) {
+    int n_live = 0;
+    if (req_by_client(c, &in->routing, m->id, &n_live)) {
         send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_BAD_REQUEST,
                     "request id already in use");
         c->st.requests_rejected++;
         return;
     }
+    char msg[AM_PROTO_MAX_NAME_BYTES + 128];
+    if (n_live >= c->o.client_max_requests) {
+        snprintf(msg, sizeof msg,
+                 "overloaded: this client has %d requests in flight, its quota; retry later",
+                 n_live);
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_OVERLOADED, msg);
+        c->st.client_quota++;
+        c->st.requests_rejected++;
+        return;
+    }
+    if (m->cmd == AM_CMD_GENERATE && m->model && m->model[0] && c->n_models < AM_COORD_MAX_MODELS &&
+        !model_known(c, m->model)) {
+        snprintf(msg, sizeof msg, "model '%s' is not served here", m->model);
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_NOT_FOUND, msg);
+        c->st.unknown_model++;
+        c->st.requests_rejected++;
+        return;
+    }
     request *r = req_new(c, &in->routing, m->id);
     if (!r) {
-        char msg[128];
         snprintf(msg, sizeof msg, "overloaded: %d requests in flight; retry later",
                  c->o.max_requests);
         send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_OVERLOADED, msg);
@@ -663,7 +731,8 @@ static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
 }
 
 static void on_cancel(am_coord *c, am_wire_in *in, const am_msg *m) {
-    request *r = req_by_client(c, &in->routing, m->id);
+    int n_live;
+    request *r = req_by_client(c, &in->routing, m->id, &n_live);
     if (!r) return; /* already ended: its end message is on its way */
     if (r->leader >= 0 && c->workers[r->leader].used) {
         /* The leader answers with a final TOKEN (finish "cancelled"), which ends it. */
@@ -772,6 +841,33 @@ static void on_message(am_coord *c, am_wire_in *in) {
     am_msg_fini(&m);
 }
 
+/* Is r waiting for something no live worker can do? Then *why says what: no shard
+ * group of its model (before dispatch), or no encoder of a queued part's modality. */
+static int unserved(const am_coord *c, const request *r, char *why, size_t cap) {
+    int need_group = r->kind == R_GENERATE && r->leader < 0;
+    uint32_t need_mods = 0;
+    for (int i = 0; i < r->n_parts; i++)
+        if (r->parts[i].state == P_QUEUED) need_mods |= 1u << r->parts[i].modality;
+    for (int i = 0; i < AM_COORD_MAX_WORKERS && (need_group || need_mods); i++) {
+        const worker *k = &c->workers[i];
+        if (!k->used) continue;
+        if (k->role == AM_ROLE_SHARD && model_matches(r, k)) need_group = 0;
+        if (k->role == AM_ROLE_ENCODER) need_mods &= ~k->mods;
+    }
+    if (need_group) {
+        const char *model = r->gen.model && r->gen.model[0] ? r->gen.model : NULL;
+        snprintf(why, cap, "no shard group serves %s%s%s", model ? "model '" : "any model",
+                 model ? model : "", model ? "'" : "");
+        return 1;
+    }
+    for (int m = 0; m < AM_MOD_COUNT; m++)
+        if (need_mods & (1u << m)) {
+            snprintf(why, cap, "no encoder worker serves %s", am_modality_name(m));
+            return 1;
+        }
+    return 0;
+}
+
 static void tick(am_coord *c, int64_t now) {
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         worker *k = &c->workers[i];
@@ -792,9 +888,20 @@ static void tick(am_coord *c, int64_t now) {
     c->next_tick_ms = now + AM_COORD_TICK_MS;
     for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
         request *r = &c->reqs[s];
-        if (r->id && now > r->deadline_ms) {
+        if (!r->id) continue;
+        if (now > r->deadline_ms) {
             c->st.deadlines++;
             req_fail(c, r, AM_WERR_DEADLINE, "deadline passed");
+            continue;
+        }
+        char why[AM_PROTO_MAX_NAME_BYTES + 64];
+        if (!unserved(c, r, why, sizeof why)) {
+            r->unserved_since_ms = 0;
+        } else if (!r->unserved_since_ms) {
+            r->unserved_since_ms = now;
+        } else if (now - r->unserved_since_ms >= c->o.unserved_wait_ms) {
+            c->st.unserved++;
+            req_fail(c, r, AM_WERR_UNAVAILABLE, "%s (waited %d ms)", why, c->o.unserved_wait_ms);
         }
     }
 }
@@ -809,6 +916,9 @@ int am_coord_new(const am_coord_opts *o, am_coord **out) {
     if (!c->o.max_requests) c->o.max_requests = AM_COORD_MAX_REQUESTS_DEFAULT;
     if (!c->o.deadline_default_ms) c->o.deadline_default_ms = AM_COORD_DEADLINE_DEFAULT_MS;
     if (!c->o.encode_max_attempts) c->o.encode_max_attempts = AM_COORD_ENCODE_MAX_ATTEMPTS;
+    if (!c->o.unserved_wait_ms) c->o.unserved_wait_ms = AM_COORD_UNSERVED_WAIT_MS_DEFAULT;
+    if (!c->o.client_max_requests) c->o.client_max_requests = AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT;
+    if (c->o.client_max_requests > c->o.max_requests) c->o.client_max_requests = c->o.max_requests;
     int rc = 0;
     if (c->o.heartbeat_ms < 10 || c->o.liveness < 1 || c->o.max_requests < 1 ||
         c->o.max_requests > AM_COORD_MAX_REQUESTS_LIMIT || c->o.encode_max_attempts < 1) {

@@ -43,10 +43,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define HB_MS      "100"
-#define N_E2E      50
-#define MAX_TOKENS 8
-#define TIMEOUT_MS 60000
+#define HB_MS               "100"
+#define UNSERVED_WAIT_MS    "3000" /* a request no live worker can serve: 503 after this */
+#define CLIENT_MAX_REQUESTS "60"   /* above every batch below (50 at most) */
+#define N_E2E               50
+#define MAX_TOKENS          8
+#define TIMEOUT_MS          60000
 
 static char dir[256], model[300], ep[256], bin[512], src[512], coord_log[300];
 static pid_t p_coord, p_enc[3], p_shard;
@@ -114,9 +116,22 @@ static pid_t start_coordinator(const char *bind) {
     char path[600], epf[300];
     snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
     snprintf(epf, sizeof epf, "%s/ep", dir);
-    char *cargv[] = {path, "--bind",          (char *)bind, "--endpoint-file",
-                     epf,  "--heartbeat-ms",  HB_MS,        "--liveness",
-                     "3",  "--max-msg-bytes", "1048576",    NULL};
+    char *cargv[] = {path,
+                     "--bind",
+                     (char *)bind,
+                     "--endpoint-file",
+                     epf,
+                     "--heartbeat-ms",
+                     HB_MS,
+                     "--liveness",
+                     "3",
+                     "--max-msg-bytes",
+                     "1048576",
+                     "--unserved-wait-ms",
+                     UNSERVED_WAIT_MS,
+                     "--client-max-requests",
+                     CLIENT_MAX_REQUESTS,
+                     NULL};
     return spawn(cargv, coord_log);
 }
 
@@ -465,6 +480,154 @@ static void test_hostile(void) {
     am_client_destroy(&c);
 }
 
+/* ---- admission (issue 18 items 1-2): what cannot be served is refused at once ---- */
+
+/* A rogue encoder on a raw socket: registers for images with the model's row width and
+ * a huge capacity (so it is picked); rogue_serve answers every ENCODE with rows of NaN
+ * and heartbeats until `until_ms`, returning the ENCODE jobs it got. */
+static void rogue_register(void *s, int32_t out_dim) {
+    am_msg m;
+    am_msg_init(&m, AM_CMD_READY);
+    m.role = AM_ROLE_ENCODER;
+    m.name = "rogue";
+    m.model = "rogue-model";
+    m.fingerprint = "rogue";
+    m.capacity = 1000;
+    m.out_dim = (uint32_t)out_dim;
+    m.modalities[0] = AM_MOD_IMAGE;
+    m.n_modalities = 1;
+    CHECK_OK(am_wire_send(s, NULL, 0, &m, NULL, 0, 0));
+}
+
+static int rogue_serve(void *s, int32_t out_dim, int64_t until_ms) {
+    int jobs = 0;
+    int64_t next_hb = 0;
+    while (am_now_ms() < until_ms) {
+        if (am_now_ms() >= next_hb) {
+            am_msg hb;
+            am_msg_init(&hb, AM_CMD_HEARTBEAT);
+            (void)am_wire_send(s, NULL, 0, &hb, NULL, 0, ZMQ_DONTWAIT);
+            next_hb = am_now_ms() + 50;
+        }
+        zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, 20) != 1) continue;
+        am_wire_in in;
+        while (!am_wire_recv(s, 0, &in)) {
+            am_msg job;
+            if (!am_wire_decode(&in, &job)) {
+                if (job.cmd == AM_CMD_ENCODE) {
+                    jobs++;
+                    int64_t rows = am_vision_n_tokens(vm, 1);
+                    size_t n = (size_t)rows * (size_t)out_dim;
+                    float *nan_rows = malloc(n * sizeof(float));
+                    for (size_t i = 0; i < n; i++)
+                        nan_rows[i] = NAN;
+                    am_msg e;
+                    am_msg_init(&e, AM_CMD_EMBED);
+                    e.id = job.id;
+                    e.part = job.part;
+                    e.attempt = job.attempt;
+                    e.modality = job.modality;
+                    e.n_rows = (uint32_t)rows;
+                    e.dim = (uint32_t)out_dim;
+                    am_bytes b = {nan_rows, n * sizeof(float)};
+                    (void)am_wire_send_bufs(s, NULL, 0, &e, &b, 1, ZMQ_DONTWAIT);
+                    free(nan_rows);
+                }
+                am_msg_fini(&job);
+            }
+            am_wire_in_close(&in);
+        }
+    }
+    return jobs;
+}
+
+static void test_admission(void) {
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    if (!c) return;
+    /* A model no group has registered: 404 at once. */
+    am_client_part p = {.kind = AM_SEG_TEXT, .text = "hi", .text_len = 2};
+    am_client_params prm = {.max_tokens = 4, .deadline_ms = 50000, .model = "no-such-model"};
+    am_client_result r;
+    int64_t t0 = am_now_ms();
+    CHECK_EQ_INT(am_client_generate(c, &p, 1, &prm, NULL, NULL, 20000, &r), AM_EIO);
+    printf("admission: unknown model -> %d in %lld ms: %s\n", r.err_code,
+           (long long)(am_now_ms() - t0), am_err_msg());
+    CHECK_EQ_INT(r.err_code, AM_WERR_NOT_FOUND);
+    CHECK(strstr(am_err_msg(), "model 'no-such-model' is not served here") != NULL);
+    CHECK(am_now_ms() - t0 < 2000);
+    am_client_result_fini(&r);
+    /* A client over its quota of requests in flight gets 429; the others run on. */
+    const int quota = atoi(CLIENT_MAX_REQUESTS);
+    uint64_t rid[61];
+    am_client_params slow = {.max_tokens = 200, .ignore_eos = 1, .deadline_ms = 50000};
+    for (int i = 0; i <= quota; i++)
+        CHECK_OK(am_client_submit(c, &p, 1, &slow, &rid[i]));
+    int quota_errors = 0, finals = 0, cancelled = 0;
+    for (int64_t end = am_now_ms() + TIMEOUT_MS; finals <= quota && am_now_ms() < end;) {
+        am_client_event ev;
+        if (am_client_next(c, 500, &ev)) continue;
+        if (ev.cmd == AM_CMD_ERROR && ev.msg.code == AM_WERR_OVERLOADED &&
+            strstr(ev.msg.message, "quota"))
+            quota_errors += ev.rid == rid[quota];
+        if (am_client_event_final(&ev)) finals++;
+        if (finals == 1 && !cancelled) /* the refused one: end the rest now */
+            for (int i = 0; i < quota; i++)
+                cancelled += !am_client_cancel(c, rid[i]);
+        am_client_event_fini(&ev);
+    }
+    CHECK_EQ_INT(quota_errors, 1);
+    CHECK_EQ_INT(finals, quota + 1);
+    /* A rogue encoder's NaN rows are refused: the worker is removed and its jobs go to
+     * the real encoders; every answer is the real one. */
+    void *zctx = zmq_ctx_new(), *s = zmq_socket(zctx, ZMQ_DEALER);
+    CHECK_OK(am_wire_setup(s, 0, 0, 0));
+    CHECK(zmq_connect(s, ep) == 0);
+    am_client_part ip[2] = {
+        {.kind = AM_SEG_TEXT, .text = "What do you see", .text_len = 15},
+        {.kind = AM_SEG_MEDIA, .modality = AM_MOD_IMAGE, .data = img_data, .len = img_len}};
+    int32_t ref[MAX_TOKENS];
+    int nref = reference("What do you see", AM_MOD_IMAGE, NULL, ref);
+    am_client_params gp = {.max_tokens = MAX_TOKENS, .deadline_ms = 50000};
+    /* The rogue registers first (the coordinator must see it before the jobs). */
+    rogue_register(s, am_vision_out_dim(vm));
+    int jobs = rogue_serve(s, am_vision_out_dim(vm), am_now_ms() + 300);
+    uint64_t irid[6];
+    for (int i = 0; i < 6; i++)
+        CHECK_OK(am_client_submit(c, ip, 2, &gp, &irid[i]));
+    jobs += rogue_serve(s, am_vision_out_dim(vm), am_now_ms() + 1500);
+    int ok = 0, done = 0;
+    int32_t ids[6][MAX_TOKENS];
+    int n_ids[6] = {0};
+    for (int64_t end = am_now_ms() + TIMEOUT_MS; done < 6 && am_now_ms() < end;) {
+        am_client_event ev;
+        if (am_client_next(c, 500, &ev)) continue;
+        for (int i = 0; i < 6; i++) {
+            if (ev.rid != irid[i]) continue;
+            if (ev.cmd == AM_CMD_TOKEN)
+                for (uint32_t k = 0; k < ev.msg.n_ids && n_ids[i] < MAX_TOKENS; k++)
+                    ids[i][n_ids[i]++] = ev.msg.ids[k];
+            if (ev.cmd == AM_CMD_ERROR)
+                fprintf(stderr, "admission: image request %d: %d %s\n", i, ev.msg.code,
+                        ev.msg.message);
+            if (am_client_event_final(&ev)) done++;
+        }
+        am_client_event_fini(&ev);
+    }
+    for (int i = 0; i < 6; i++)
+        ok += n_ids[i] == nref && !memcmp(ids[i], ref, (size_t)nref * sizeof(int32_t));
+    printf("admission: the rogue encoder got %d image jobs and returned NaN; %d of 6 answers are "
+           "the real ones\n",
+           jobs, ok);
+    CHECK(jobs >= 1);
+    CHECK_EQ_INT(done, 6);
+    CHECK_EQ_INT(ok, 6);
+    zmq_close(s);
+    zmq_ctx_term(zctx);
+    am_client_destroy(&c);
+}
+
 /* ---- scenario 3: one shard rank killed during generation ---- */
 
 /* The pid of rank `rank` of the group whose mpirun is p_shard (its children; mpirun gives
@@ -580,6 +743,22 @@ static void test_kill_shard_rank(void) {
         p_shard = 0;
     else
         stop_proc(&p_shard);
+    /* With no group at all, a request fails with 503 after the unserved wait, not at its
+     * 50 s deadline. */
+    {
+        am_client_part p = {.kind = AM_SEG_TEXT, .text = "anyone?", .text_len = 7};
+        am_client_params prm = {.max_tokens = 4, .deadline_ms = 50000};
+        am_client_result r;
+        int64_t t0 = am_now_ms();
+        CHECK_EQ_INT(am_client_generate(c, &p, 1, &prm, NULL, NULL, 20000, &r), AM_EIO);
+        int64_t waited = am_now_ms() - t0;
+        printf("kill_shard_rank: with no group, 503 after %lld ms: %s\n", (long long)waited,
+               am_err_msg());
+        CHECK_EQ_INT(r.err_code, AM_WERR_UNAVAILABLE);
+        CHECK(strstr(am_err_msg(), "no shard group serves any model") != NULL);
+        CHECK(waited >= atoi(UNSERVED_WAIT_MS) - 100 && waited < atoi(UNSERVED_WAIT_MS) + 5000);
+        am_client_result_fini(&r);
+    }
     /* A new group registers: healthy again, and it serves. */
     p_shard = start_shard(1);
     int64_t ms = wait_health(c, is_healthy, TIMEOUT_MS);
@@ -698,5 +877,6 @@ static void teardown(void) {
 }
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder),
-             AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_replicas),
-             AM_TEST(test_kill_shard_rank), AM_TEST(test_restart_coordinator), AM_TEST(teardown))
+             AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_admission),
+             AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank),
+             AM_TEST(test_restart_coordinator), AM_TEST(teardown))
