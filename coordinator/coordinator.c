@@ -36,6 +36,8 @@ typedef struct worker {
         fp[AM_PROTO_MAX_NAME_BYTES + 1];
     uint32_t capacity, out_dim, tp_size, in_flight;
     int64_t expiry_ms, last_sent_ms;
+    uint32_t kv_free, kv_total; /* a shard leader's last report (HEARTBEAT) */
+    uint64_t preemptions;
 } worker;
 
 enum { P_QUEUED = 1, P_ASSIGNED, P_DONE };
@@ -45,6 +47,7 @@ typedef struct part {
     uint8_t modality, state;
     uint32_t frames, attempt, n_rows, dim;
     int worker;
+    int64_t sent_us; /* when its ENCODE went out (encoder latency per modality) */
     zmq_msg_t media; /* kept until the rows arrive, for retries */
     int has_media;
     zmq_msg_t embed; /* rows that arrived before the GENERATE went out */
@@ -64,6 +67,7 @@ typedef struct request {
     int64_t deadline_ms;
     int64_t unserved_since_ms; /* 0: some live worker can take what it waits for */
     uint32_t n_tokens;
+    int64_t admitted_us, dispatched_us; /* queue time, reported on the final TOKEN */
 } request;
 
 /* A ring FIFO of (request id, part) references; stale entries are skipped on pop. */
@@ -91,6 +95,7 @@ struct am_coord {
     /* Models some shard group has registered with (a GENERATE for another is 404). */
     char models[AM_COORD_MAX_MODELS][AM_PROTO_MAX_NAME_BYTES + 1];
     int n_models;
+    uint64_t enc_jobs[AM_MOD_COUNT], enc_us[AM_MOD_COUNT]; /* encodes answered, their latency */
 };
 
 /* ---------------------------------------------------------------- queues */
@@ -321,6 +326,7 @@ static void dispatch(am_coord *c) {
             continue;
         }
         r->leader = w;
+        r->dispatched_us = am_now_us();
         c->workers[w].in_flight++;
         for (int i = 0; i < r->n_parts; i++)
             if (r->parts[i].has_embed) flush_embed(c, r, i);
@@ -353,6 +359,7 @@ static void dispatch(am_coord *c) {
             part *p = &r->parts[e.part];
             p->state = P_ASSIGNED;
             p->worker = w;
+            p->sent_us = am_now_us();
             c->workers[w].in_flight++;
             c->st.encode_jobs++;
         }
@@ -520,6 +527,10 @@ static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
     c->workers[w].in_flight--;
     p->state = P_DONE;
     p->worker = -1;
+    if (p->modality < AM_MOD_COUNT) {
+        c->enc_jobs[p->modality]++;
+        c->enc_us[p->modality] += (uint64_t)(am_now_us() - p->sent_us);
+    }
     p->n_rows = m->n_rows;
     p->dim = m->dim;
     if (p->has_media) zmq_msg_close(&p->media), p->has_media = 0;
@@ -566,6 +577,10 @@ static void on_token(am_coord *c, int w, const am_msg *m) {
     out.arena = NULL;
     out.id = r->client_rid;
     r->n_tokens += m->n_ids;
+    if (m->finish != AM_FIN_NONE && r->dispatched_us > r->admitted_us) {
+        int64_t q = r->dispatched_us - r->admitted_us;
+        out.queue_us = q > UINT32_MAX ? UINT32_MAX : (uint32_t)q;
+    }
     int rc = send_to(c, r->client, r->client_len, &out, NULL, 0);
     if (rc) {
         client_send_failed(c, r, rc);
@@ -623,6 +638,7 @@ static request *req_new(am_coord *c, const zmq_msg_t *rt, uint64_t client_rid) {
         r->client_len = zmq_msg_size((zmq_msg_t *)rt);
         memcpy(r->client, zmq_msg_data((zmq_msg_t *)rt), r->client_len);
         r->client_rid = client_rid;
+        r->admitted_us = am_now_us();
         c->st.n_active++;
         c->st.requests_admitted++;
         return r;
@@ -771,6 +787,32 @@ static void on_health(am_coord *c, am_wire_in *in, const am_msg *m) {
     }
     h.healthy = h.n_shards > 0;
     h.n_active = (uint32_t)c->st.n_active;
+    am_msg_worker ws[AM_COORD_MAX_WORKERS];
+    if (m->detail) { /* the cluster as a front end shows it (metrics, status page) */
+        h.detail = 1;
+        for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
+            const request *r = &c->reqs[s];
+            if (r->id && r->kind == R_GENERATE) r->leader >= 0 ? h.n_running++ : h.n_waiting++;
+        }
+        memcpy(h.enc_jobs, c->enc_jobs, sizeof h.enc_jobs);
+        memcpy(h.enc_us, c->enc_us, sizeof h.enc_us);
+        for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
+            const worker *k = &c->workers[i];
+            if (!k->used) continue;
+            ws[h.n_workers++] = (am_msg_worker){.role = k->role,
+                                                .name = k->name,
+                                                .model = k->model,
+                                                .mods = k->mods,
+                                                .load = k->in_flight,
+                                                .capacity = k->capacity,
+                                                .tp = k->tp_size,
+                                                .kv_free = k->kv_free,
+                                                .kv_total = k->kv_total,
+                                                .preemptions = k->preemptions};
+            h.preemptions += k->preemptions;
+        }
+        h.workers = ws;
+    }
     (void)send_to(c, zmq_msg_data(&in->routing), zmq_msg_size(&in->routing), &h, NULL, 0);
 }
 
@@ -810,6 +852,10 @@ static void on_message(am_coord *c, am_wire_in *in) {
             on_embed(c, w, in, &m);
         } else if (m.cmd == AM_CMD_TOKEN) {
             on_token(c, w, &m);
+        } else if (m.kv_total) { /* a shard leader's report */
+            c->workers[w].kv_free = m.kv_free;
+            c->workers[w].kv_total = m.kv_total;
+            c->workers[w].preemptions = m.preemptions;
         }
         break;
     case AM_CMD_DISCONNECT:
