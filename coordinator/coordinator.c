@@ -35,6 +35,7 @@ typedef struct worker {
     char name[AM_PROTO_MAX_NAME_BYTES + 1], model[AM_PROTO_MAX_NAME_BYTES + 1],
         fp[AM_PROTO_MAX_NAME_BYTES + 1];
     uint32_t capacity, out_dim, tp_size, in_flight;
+    int draining; /* said so in a HEARTBEAT: gets nothing new, ends with DISCONNECT */
     int64_t expiry_ms, last_sent_ms;
     uint32_t kv_free, kv_total; /* a shard leader's last report (HEARTBEAT) */
     uint64_t preemptions;
@@ -90,6 +91,8 @@ struct am_coord {
     queue encq[AM_MOD_COUNT];
     queue genq;
     atomic_int stop;
+    atomic_int drain;      /* am_coord_drain was called */
+    int64_t drain_from_ms; /* when the loop saw it (0: not draining) */
     am_coord_stats st;
     int64_t next_tick_ms;
     /* Models some shard group has registered with (a GENERATE for another is 404). */
@@ -248,7 +251,7 @@ static int pick(am_coord *c, int role, int modality, const request *r) {
     double best_load = 2.0;
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         worker *k = &c->workers[i];
-        if (!k->used || k->role != role || k->in_flight >= k->capacity) continue;
+        if (!k->used || k->draining || k->role != role || k->in_flight >= k->capacity) continue;
         if (modality >= 0 && !(k->mods & (1u << modality))) continue;
         if (!model_matches(r, k)) continue;
         if (r->kind == R_GENERATE && role == AM_ROLE_ENCODER && r->leader >= 0 &&
@@ -304,7 +307,8 @@ static void dispatch(am_coord *c) {
     qent e;
     int room = 0;
     for (int i = 0; i < AM_COORD_MAX_WORKERS && !room; i++)
-        room = c->workers[i].used && c->workers[i].role == AM_ROLE_SHARD &&
+        room = c->workers[i].used && !c->workers[i].draining &&
+               c->workers[i].role == AM_ROLE_SHARD &&
                c->workers[i].in_flight < c->workers[i].capacity;
     while (room && q_pop(&c->genq, &e)) {
         request *r = req_get(c, e.id);
@@ -664,6 +668,12 @@ static request *req_by_client(am_coord *c, const zmq_msg_t *rt, uint64_t rid, in
 static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
     const void *cid = zmq_msg_data(&in->routing);
     size_t clen = zmq_msg_size(&in->routing);
+    if (c->drain_from_ms) {
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_UNAVAILABLE,
+                    "the coordinator is draining (shutting down): send it elsewhere");
+        c->st.requests_rejected++;
+        return;
+    }
     int n_live = 0;
     if (req_by_client(c, &in->routing, m->id, &n_live)) {
         send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_BAD_REQUEST,
@@ -779,13 +789,14 @@ static void on_health(am_coord *c, am_wire_in *in, const am_msg *m) {
     h.id = m->id;
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         const worker *k = &c->workers[i];
-        if (!k->used || (m->model && m->model[0] && strcmp(m->model, k->model))) continue;
+        if (!k->used || k->draining || (m->model && m->model[0] && strcmp(m->model, k->model)))
+            continue;
         if (k->role == AM_ROLE_SHARD)
             h.n_shards++;
         else
             h.n_encoders++;
     }
-    h.healthy = h.n_shards > 0;
+    h.healthy = h.n_shards > 0 && !c->drain_from_ms; /* a draining coordinator takes nothing */
     h.n_active = (uint32_t)c->st.n_active;
     am_msg_worker ws[AM_COORD_MAX_WORKERS];
     if (m->detail) { /* the cluster as a front end shows it (metrics, status page) */
@@ -852,10 +863,18 @@ static void on_message(am_coord *c, am_wire_in *in) {
             on_embed(c, w, in, &m);
         } else if (m.cmd == AM_CMD_TOKEN) {
             on_token(c, w, &m);
-        } else if (m.kv_total) { /* a shard leader's report */
-            c->workers[w].kv_free = m.kv_free;
-            c->workers[w].kv_total = m.kv_total;
-            c->workers[w].preemptions = m.preemptions;
+        } else {
+            if (m.drain && !c->workers[w].draining) {
+                c->workers[w].draining = 1;
+                AM_LOGI("coordinator: %s worker '%s' is draining (%u in flight)",
+                        am_role_name(c->workers[w].role), c->workers[w].name,
+                        c->workers[w].in_flight);
+            }
+            if (m.kv_total) { /* a shard leader's report */
+                c->workers[w].kv_free = m.kv_free;
+                c->workers[w].kv_total = m.kv_total;
+                c->workers[w].preemptions = m.preemptions;
+            }
         }
         break;
     case AM_CMD_DISCONNECT:
@@ -896,7 +915,7 @@ static int unserved(const am_coord *c, const request *r, char *why, size_t cap) 
         if (r->parts[i].state == P_QUEUED) need_mods |= 1u << r->parts[i].modality;
     for (int i = 0; i < AM_COORD_MAX_WORKERS && (need_group || need_mods); i++) {
         const worker *k = &c->workers[i];
-        if (!k->used) continue;
+        if (!k->used || k->draining) continue;
         if (k->role == AM_ROLE_SHARD && model_matches(r, k)) need_group = 0;
         if (k->role == AM_ROLE_ENCODER) need_mods &= ~k->mods;
     }
@@ -963,6 +982,7 @@ int am_coord_new(const am_coord_opts *o, am_coord **out) {
     if (!c->o.deadline_default_ms) c->o.deadline_default_ms = AM_COORD_DEADLINE_DEFAULT_MS;
     if (!c->o.encode_max_attempts) c->o.encode_max_attempts = AM_COORD_ENCODE_MAX_ATTEMPTS;
     if (!c->o.unserved_wait_ms) c->o.unserved_wait_ms = AM_COORD_UNSERVED_WAIT_MS_DEFAULT;
+    if (!c->o.drain_ms) c->o.drain_ms = AM_COORD_DRAIN_MS_DEFAULT;
     if (!c->o.client_max_requests) c->o.client_max_requests = AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT;
     if (c->o.client_max_requests > c->o.max_requests) c->o.client_max_requests = c->o.max_requests;
     int rc = 0;
@@ -1005,6 +1025,7 @@ fail:
 
 const char *am_coord_endpoint(const am_coord *c) { return c->endpoint; }
 void am_coord_stop(am_coord *c) { atomic_store(&c->stop, 1); }
+void am_coord_drain(am_coord *c) { atomic_store(&c->drain, 1); }
 am_coord_stats am_coord_get_stats(const am_coord *c) { return c->st; }
 
 int am_coord_run(am_coord *c) {
@@ -1031,7 +1052,20 @@ int am_coord_run(am_coord *c) {
             am_wire_in_close(&in);
         }
         dispatch(c);
-        tick(c, am_now_ms());
+        const int64_t now = am_now_ms();
+        tick(c, now);
+        if (atomic_load(&c->drain) && !c->drain_from_ms) {
+            c->drain_from_ms = now;
+            AM_LOGI("coordinator: draining: %d requests in flight, at most %d ms", c->st.n_active,
+                    c->o.drain_ms);
+        }
+        if (c->drain_from_ms && (c->st.n_active == 0 || now - c->drain_from_ms >= c->o.drain_ms)) {
+            if (c->st.n_active)
+                AM_LOGW("coordinator: drain time is up with %d requests in flight: they end "
+                        "with 503",
+                        c->st.n_active);
+            break;
+        }
     }
     return 0;
 }

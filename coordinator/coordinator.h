@@ -53,7 +53,8 @@
 #define AM_COORD_UNSERVED_WAIT_MS_DEFAULT 5000
 /* Requests one client (one connection) may have in flight; more get 429. */
 #define AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT 256
-#define AM_COORD_MAX_MODELS                  64 /* model names remembered for 404s */
+#define AM_COORD_MAX_MODELS                  64    /* model names remembered for 404s */
+#define AM_COORD_DRAIN_MS_DEFAULT            30000 /* am_coord_drain: longest wait for in-flight */
 
 typedef struct am_coord_opts {
     const char *endpoint;    /* e.g. "tcp://127.0.0.1:5555", or "tcp://127.0.0.1:*" for any port */
@@ -66,6 +67,7 @@ typedef struct am_coord_opts {
     int encode_max_attempts; /* 0 = AM_COORD_ENCODE_MAX_ATTEMPTS */
     int unserved_wait_ms;    /* 0 = AM_COORD_UNSERVED_WAIT_MS_DEFAULT */
     int client_max_requests; /* 0 = AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT (at most max_requests) */
+    int drain_ms;            /* 0 = AM_COORD_DRAIN_MS_DEFAULT */
 } am_coord_opts;
 
 typedef struct am_coord_stats {
@@ -92,6 +94,12 @@ const char *am_coord_endpoint(const am_coord *c);
 int am_coord_run(am_coord *c);
 /* Makes am_coord_run return within AM_COORD_TICK_MS; async-signal-safe and thread-safe. */
 void am_coord_stop(am_coord *c);
+/* Graceful drain; async-signal-safe and thread-safe. New requests get 503 ("draining"),
+ * HEALTH says unhealthy, what is in flight runs on; am_coord_run returns once nothing
+ * is in flight or after opts.drain_ms (am_coord_destroy then ends the rest with 503). A
+ * worker that says it drains (HEARTBEAT drain) gets nothing new, and HEALTH stops
+ * counting it. */
+void am_coord_drain(am_coord *c);
 /* A snapshot of the counters (call from the loop's thread, or after run returned). */
 am_coord_stats am_coord_get_stats(const am_coord *c);
 

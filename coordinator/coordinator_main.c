@@ -19,9 +19,16 @@
 #define CMD "coordinator"
 
 static am_coord *g_coord;
+/* The first SIGTERM/SIGINT drains (in-flight requests finish, new ones get 503), a
+ * second stops at once. */
+static volatile sig_atomic_t g_signals;
 static void on_signal(int sig) {
     (void)sig;
-    if (g_coord) am_coord_stop(g_coord);
+    if (!g_coord) return;
+    if (g_signals++)
+        am_coord_stop(g_coord);
+    else
+        am_coord_drain(g_coord);
 }
 
 static void help(void) {
@@ -29,7 +36,8 @@ static void help(void) {
         "usage: anymal-coordinator [--bind EP] [--endpoint-file PATH] [--heartbeat-ms N] "
         "[--liveness N]\n"
         "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n"
-        "                          [--unserved-wait-ms N] [--client-max-requests N]\n\n"
+        "                          [--unserved-wait-ms N] [--client-max-requests N] [--drain-ms "
+        "N]\n\n"
         "  --bind           ZeroMQ endpoint (default tcp://127.0.0.1:5555; tcp://127.0.0.1:* = any "
         "free port)\n"
         "  --endpoint-file  write the bound endpoint there once listening\n"
@@ -45,10 +53,14 @@ static void help(void) {
         "  --unserved-wait-ms  a request no live worker can serve fails with 503 after this "
         "(default %d)\n"
         "  --client-max-requests  requests one client may have in flight; more get 429 "
-        "(default %d)\n",
+        "(default %d)\n"
+        "  --drain-ms       SIGTERM: refuse new requests (503), let those in flight finish for at "
+        "most\n"
+        "                   this (default %d), then exit 0; a second SIGTERM stops at once\n",
         AM_HEARTBEAT_MS, AM_HEARTBEAT_LIVENESS, AM_COORD_MAX_REQUESTS_DEFAULT,
         AM_COORD_DEADLINE_DEFAULT_MS, AM_COORD_ENCODE_MAX_ATTEMPTS,
-        AM_COORD_UNSERVED_WAIT_MS_DEFAULT, AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT);
+        AM_COORD_UNSERVED_WAIT_MS_DEFAULT, AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT,
+        AM_COORD_DRAIN_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -66,6 +78,7 @@ int main(int argc, char **argv) {
          (double)AM_PROTO_MAX_PAYLOAD_BYTES + 4096},
         {"--encode-attempts", AM_CLI_INT, &o.encode_max_attempts, 1, 100},
         {"--unserved-wait-ms", AM_CLI_INT, &o.unserved_wait_ms, 1, 86400000},
+        {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
         {"--client-max-requests", AM_CLI_INT, &o.client_max_requests, 1,
          AM_COORD_MAX_REQUESTS_LIMIT},
     };

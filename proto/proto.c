@@ -170,6 +170,7 @@ enum {
     F_ENC_US,
     F_WORKERS,
     F_QUEUE_US,
+    F_DRAIN,
     F_COUNT
 };
 
@@ -236,6 +237,7 @@ static const struct {
     [F_ENC_US] = {"enc_us", C(AM_CMD_HEALTH), 0},
     [F_WORKERS] = {"workers", C(AM_CMD_HEALTH), 0},
     [F_QUEUE_US] = {"queue_us", C(AM_CMD_TOKEN), 0},
+    [F_DRAIN] = {"drain", C(AM_CMD_HEARTBEAT), 0},
 };
 
 /* ---------------------------------------------------------------- packing */
@@ -317,6 +319,7 @@ static int emits(const am_msg *m, int f) {
     case F_ENCODERS: return m->n_encoders != 0;
     case F_ACTIVE: return m->n_active != 0;
     case F_IGNORE_EOS: return m->ignore_eos != 0;
+    case F_DRAIN: return m->drain != 0;
     case F_KV_FREE:
     case F_KV_TOTAL: return m->kv_total != 0;
     case F_PREEMPT: return m->preemptions != 0;
@@ -464,7 +467,8 @@ static void pack_field(packer *p, const am_msg *m, int f) {
     case F_SHARDS: p_u64(p, m->n_shards); break;
     case F_ENCODERS: p_u64(p, m->n_encoders); break;
     case F_ACTIVE: p_u64(p, m->n_active); break;
-    case F_IGNORE_EOS: p->err |= msgpack_pack_true(&p->pk); break;
+    case F_IGNORE_EOS:
+    case F_DRAIN: p->err |= msgpack_pack_true(&p->pk); break;
     case F_QUEUE_US: p_u64(p, m->queue_us); break;
     case F_KV_FREE: p_u64(p, m->kv_free); break;
     case F_KV_TOTAL: p_u64(p, m->kv_total); break;
@@ -961,6 +965,10 @@ static int dec_field(dec *d, int f, const msgpack_object *v) {
     case F_IGNORE_EOS:
         if (v->type != MSGPACK_OBJECT_BOOLEAN) return bad(d, key, "is not a boolean");
         m->ignore_eos = v->via.boolean ? 1 : 0;
+        break;
+    case F_DRAIN:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN) return bad(d, key, "is not a boolean");
+        m->drain = v->via.boolean ? 1 : 0;
         break;
     case F_QUEUE_US: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->queue_us); break;
     case F_KV_FREE: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->kv_free); break;

@@ -852,6 +852,128 @@ static void test_restart_coordinator(void) {
     am_client_destroy(&old);
 }
 
+/* ---- graceful drain (issue 18 item 6): SIGTERM finishes what is in flight ---- */
+
+/* Submits n requests (mod: -1 text, else that modality) of `tokens` tokens each, calls
+ * mid() once the first token of any has come, then collects them: returns how many ended
+ * with an error (their codes printed); *finals counts the ends. */
+static int drain_batch(am_client *c, int n, int mod, int tokens, void (*mid)(void), int *finals) {
+    uint64_t rid[8];
+    int errors = 0, fired = 0;
+    *finals = 0;
+    for (int i = 0; i < n; i++) {
+        am_client_part parts[2] = {{.kind = AM_SEG_TEXT, .text = "The llama", .text_len = 9}};
+        int np = 1;
+        if (mod >= 0)
+            parts[np++] = (am_client_part){.kind = AM_SEG_MEDIA,
+                                           .modality = (uint8_t)mod,
+                                           .data = mod == AM_MOD_IMAGE ? img_data : aud_data,
+                                           .len = mod == AM_MOD_IMAGE ? img_len : aud_len};
+        am_client_params prm = {
+            .max_tokens = (uint32_t)tokens, .ignore_eos = 1, .deadline_ms = 50000};
+        CHECK_OK(am_client_submit(c, parts, np, &prm, &rid[i]));
+    }
+    if (mod >= 0 && mid) mid(), fired = 1; /* the encodes are under way */
+    for (int64_t end = am_now_ms() + TIMEOUT_MS; *finals < n && am_now_ms() < end;) {
+        am_client_event ev;
+        if (am_client_next(c, 500, &ev)) continue;
+        if (ev.cmd == AM_CMD_ERROR) {
+            errors++;
+            fprintf(stderr, "drain: request ended with %d %s\n", ev.msg.code, ev.msg.message);
+        }
+        if (!fired && mid && ev.cmd == AM_CMD_TOKEN) mid(), fired = 1;
+        if (am_client_event_final(&ev)) ++*finals;
+        am_client_event_fini(&ev);
+    }
+    return errors;
+}
+
+static pid_t drained_pid;
+static void term_drained(void) { kill(drained_pid, SIGTERM); }
+
+/* SIGTERM to the coordinator, then a new request from another client: refused (503). */
+static int32_t probe_code;
+static char probe_msg[256];
+static void term_coordinator_and_probe(void) {
+    kill(drained_pid, SIGTERM);
+    usleep(60000); /* > the coordinator's 50 ms poll: it has seen the signal */
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    am_client_part p = {.kind = AM_SEG_TEXT, .text = "late", .text_len = 4};
+    am_client_params prm = {.max_tokens = 2};
+    am_client_result r;
+    int rc = c ? am_client_generate(c, &p, 1, &prm, NULL, NULL, 5000, &r) : AM_EIO;
+    probe_code = rc == AM_EIO ? r.err_code : 0;
+    snprintf(probe_msg, sizeof probe_msg, "(rc %d) %s", rc, am_err_msg());
+    am_client_result_fini(&r);
+    am_client_destroy(&c);
+}
+
+/* Waits for pid (a child of ours: an encoder, mpirun, the coordinator) and returns its
+ * exit status, or -1 when it did not exit within ms. */
+static int exit_status(pid_t pid, int ms) {
+    for (int i = 0; i < ms / 20; i++) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+        usleep(20000);
+    }
+    return -1;
+}
+
+static void test_drain(void) {
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    if (!c) return;
+    CHECK(wait_health(c, all_back, 20000) >= 0);
+    int finals, errors;
+    /* An encoder: SIGTERM with image jobs in flight; they finish there, it exits 0. */
+    drained_pid = p_enc[0];
+    errors = drain_batch(c, 8, AM_MOD_IMAGE, 4, term_drained, &finals);
+    int st = exit_status(p_enc[0], 20000);
+    printf("drain: encoder SIGTERMed with 8 image requests in flight: %d ended, %d errors, exit "
+           "%d\n",
+           finals, errors, st);
+    CHECK_EQ_INT(finals, 8);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(st, 0);
+    p_enc[0] = st < 0 ? p_enc[0] : 0;
+    stop_proc(&p_enc[0]);
+    p_enc[0] = start_encoder(3);
+    /* The shard group: SIGTERM its leader with 8 generations under way; every one finishes
+     * (no 503), the group stops and mpirun exits 0. */
+    drained_pid = shard_rank_pid(0);
+    CHECK(drained_pid > 0);
+    int64_t t0 = am_now_ms();
+    errors = drain_batch(c, 8, -1, 400, term_drained, &finals);
+    st = exit_status(p_shard, 30000);
+    printf("drain: shard leader SIGTERMed with 8 generations under way: %d ended, %d errors, "
+           "group exit %d after %lld ms\n",
+           finals, errors, st, (long long)(am_now_ms() - t0));
+    CHECK_EQ_INT(finals, 8);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(st, 0);
+    p_shard = st < 0 ? p_shard : 0;
+    stop_proc(&p_shard);
+    p_shard = start_shard(2);
+    CHECK(wait_health(c, all_back, TIMEOUT_MS) >= 0);
+    /* The coordinator: SIGTERM with generations under way; they finish, a new request is
+     * refused with 503 naming the drain, and it exits 0. */
+    drained_pid = p_coord;
+    errors = drain_batch(c, 8, -1, 400, term_coordinator_and_probe, &finals);
+    printf("drain: a request sent while the coordinator drains: %d %s\n", probe_code, probe_msg);
+    CHECK_EQ_INT(probe_code, AM_WERR_UNAVAILABLE);
+    CHECK(strstr(probe_msg, "draining") != NULL);
+    CHECK_EQ_INT(finals, 8);
+    CHECK_EQ_INT(errors, 0);
+    st = exit_status(p_coord, 20000);
+    printf("drain: coordinator SIGTERMed with 8 generations under way: %d ended, %d errors, exit "
+           "%d\n",
+           finals, errors, st);
+    CHECK_EQ_INT(st, 0);
+    p_coord = st < 0 ? p_coord : 0;
+    am_client_destroy(&c);
+}
+
 static void teardown(void) {
     stop_proc(&p_shard);
     for (int i = 0; i < 3; i++)
@@ -879,4 +1001,4 @@ static void teardown(void) {
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder),
              AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_admission),
              AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank),
-             AM_TEST(test_restart_coordinator), AM_TEST(teardown))
+             AM_TEST(test_restart_coordinator), AM_TEST(test_drain), AM_TEST(teardown))

@@ -230,7 +230,9 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
             lo.ready.modalities[lo.ready.n_modalities++] = (uint8_t)mod;
     if ((rc = am_link_new(&lo, &link))) goto done;
     w.pipe = am_link_pipe(link);
-    while (!*stop) {
+    am_drain drain = {0};
+    while (*stop < 2) {
+        if (*stop == 1 && am_drain_poll(&drain, w.pipe, w.n_jobs, o->drain_ms)) break;
         int timeout = 100;
         if (w.n_jobs) {
             int64_t left = w.jobs[0].t_ms + wait_ms - am_now_ms();

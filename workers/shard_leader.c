@@ -499,7 +499,9 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
     if ((rc = am_link_new(&lo, &link))) goto done;
     L.pipe = am_link_pipe(link);
     double t_last = am_now_s();
-    while (!*stop) {
+    am_drain drain_state = {0};
+    while (*stop < 2) {
+        if (*stop == 1 && am_drain_poll(&drain_state, L.pipe, L.n_reqs, o->drain_ms)) break;
         drain(&L);
         int s = am_sched_step(L.s);
         double now = am_now_s();
