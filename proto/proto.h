@@ -56,7 +56,7 @@
 #define AM_PROTO_MAX_TOKENS           (1 << 20) /* max_tokens of a request */
 #define AM_PROTO_MAX_DEADLINE_MS      (24u * 3600u * 1000u)
 #define AM_PROTO_MAX_FRAMES_PER_VIDEO 256
-#define AM_PROTO_MAX_DEPTH            8 /* msgpack nesting */
+#define AM_PROTO_MAX_DEPTH            8   /* msgpack nesting */
 #define AM_PROTO_MAX_WORKERS          256 /* entries of a HEALTH answer's worker list */
 
 typedef enum {
@@ -127,11 +127,11 @@ typedef struct am_msg_seg {
 
 /* One worker in a detailed HEALTH answer (the coordinator's view of it). */
 typedef struct am_msg_worker {
-    uint8_t role;             /* am_role */
-    const char *name, *model; /* NUL-terminated */
-    uint32_t mods;            /* encoder: bit per am_modality it serves */
-    uint32_t load, capacity;  /* jobs/requests in flight at it, and its capacity */
-    uint32_t tp;              /* shard group: ranks */
+    uint8_t role;               /* am_role */
+    const char *name, *model;   /* NUL-terminated */
+    uint32_t mods;              /* encoder: bit per am_modality it serves */
+    uint32_t load, capacity;    /* jobs/requests in flight at it, and its capacity */
+    uint32_t tp;                /* shard group: ranks */
     uint32_t kv_free, kv_total; /* shard group: KV blocks free / in all, as it last reported */
     uint64_t preemptions;       /* shard group: scheduler preemptions so far, as last reported */
 } am_msg_worker;
@@ -187,11 +187,12 @@ typedef struct am_msg {
     /* HEALTH answer (a field left out is false / 0) */
     uint8_t healthy; /* a live shard group serves the model asked about (any model if none) */
     uint32_t n_shards, n_encoders,
-        n_active; /* live shard groups (of that model), encoders, requests */
-    uint8_t detail; /* HEALTH query: also send the fields below */
+        n_active;                  /* live shard groups (of that model), encoders, requests */
+    uint8_t detail;                /* HEALTH query: also send the fields below */
     uint32_t n_running, n_waiting; /* generations at a shard group / queued for one */
-    uint64_t enc_jobs[AM_MOD_COUNT], enc_us[AM_MOD_COUNT]; /* encodes done, their us, per modality */
-    am_msg_worker *workers; /* every live worker */
+    uint64_t enc_jobs[AM_MOD_COUNT],
+        enc_us[AM_MOD_COUNT]; /* encodes done, their us, per modality */
+    am_msg_worker *workers;   /* every live worker */
     uint32_t n_workers;
     /* ERROR (code, message), DISCONNECT (message = reason) */
     int32_t code;

@@ -37,7 +37,8 @@
 #define AM_SHARD_LEADER_CAPACITY_DEFAULT 64
 #define AM_SHARD_LEADER_IDLE_POLL_MS     50 /* longest wait for a message when no step can run */
 #define AM_SHARD_LEADER_STREAM_MS        10 /* default stream interval: see am_shard_leader_opts */
-#define AM_SHARD_LEADER_REPORT_MS        100 /* KV/preemption reports to the coordinator: at most this often */
+#define AM_SHARD_LEADER_REPORT_MS                                                                  \
+    100 /* KV/preemption reports to the coordinator: at most this often */
 
 typedef struct am_shard_leader_opts {
     const char *endpoint;   /* the coordinator */
