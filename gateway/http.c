@@ -92,6 +92,7 @@ const char *am_http_reason(int s) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
     }
 }
@@ -330,6 +331,11 @@ static int on_headers_complete(http_parser *p) {
         r->headers[i].value = c->hoffs[i].value ? r->arena + c->hoffs[i].value : "";
     }
     r->http_minor = p->http_minor;
+    if (p->http_major != 1) {
+        c->refuse_status = 505;
+        c->refuse_msg = "only HTTP/1.0 and HTTP/1.1 are served";
+        return -1;
+    }
     size_t max = c->srv->o.max_body_bytes;
     int has_len = (p->flags & F_CONTENTLENGTH) != 0;
     if (has_len && p->content_length > max) {

@@ -64,18 +64,29 @@ gw_cluster_up() { # dir, gateway options...
   gw_start encoder "$B/anymal-encoder" --coordinator "$COORD" --model "$dir/tiny" --modality all --threads 1 --name enc0
   gw_start shard mpirun -np "${GW_TP:-1}" --oversubscribe --bind-to none "$B/anymal-shard-worker" \
     --coordinator "$COORD" --model "$dir/tiny" --threads 1 --name group0 ${GW_SHARD_OPTS:-}
+  if [ -n "${GW_SLOW:-}" ]; then
+    # A second shard group serving "slow": the 110m shape (bf16, no encoders) decodes ~30
+    # tokens/s on one thread, so a generation lasts long enough to be cancelled mid-way.
+    [ -f "$dir/slow/model.safetensors" ] ||
+      "$B/anymal" mkmodel --shape 110m --format safetensors --dtype bf16 --seed 0 --out "$dir/slow" >/dev/null ||
+      return 1
+    gw_start slow mpirun -np 1 --oversubscribe --bind-to none "$B/anymal-shard-worker" \
+      --coordinator "$COORD" --model "$dir/slow" --model-name slow --threads 1 --name slow0
+  fi
   gw_start_gateway gateway "$@" || return 1
   GW=$GW2
   for _ in $(seq 300); do
     if [ "$(curl -s -o /dev/null -w '%{http_code}' "$GW/health")" = 200 ]; then
-      MODEL=$(curl -s "$GW/v1/models" ${GW_AUTH:+-H "Authorization: Bearer $GW_AUTH"} |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
-      # the encoder too: a request with an image must not wait for its READY
-      for _ in $(seq 100); do
-        curl -s "$GW/status.json" | grep -q '"role":"encoder"' && return 0
+      MODEL=tiny
+      # every worker registered: the encoder, and the slow group when asked for
+      local want=2
+      [ -n "${GW_SLOW:-}" ] && want=3
+      for _ in $(seq 300); do
+        [ "$(curl -s "$GW/status.json" | grep -o '"role"' | wc -l)" -ge $want ] && return 0
         sleep 0.1
       done
-      return 0
+      echo "not every worker registered; logs in $LOGS" >&2
+      return 1
     fi
     sleep 0.1
   done
