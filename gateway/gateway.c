@@ -289,8 +289,7 @@ static void req_free(gw_req *q) {
 
 /* The HTTP side ends (response sent or client gone). */
 static void http_done(gw_req *q) {
-    if (q->http) {
-        q->http->user = NULL;
+    if (q->http) { /* (the HTTP layer has freed it once it was finished) */
         q->http = NULL;
         q->g->n_gen--;
     }
