@@ -558,6 +558,38 @@ static void test_admission(void) {
     CHECK(strstr(am_err_msg(), "model 'no-such-model' is not served here") != NULL);
     CHECK(am_now_ms() - t0 < 2000);
     am_client_result_fini(&r);
+    /* A 9000 x 9000 PNG (a few hundred KB, 243 MB decoded) is refused by the encoders'
+     * --max-pixels default before it is decoded: 413 naming the limit, at once. */
+    {
+        char png[400], cmd[1200];
+        snprintf(png, sizeof png, "%s/big.png", dir);
+        snprintf(cmd, sizeof cmd,
+                 "python3 -c 'import struct,zlib,sys\n"
+                 "def ck(t,d): return struct.pack(\">I\",len(d))+t+d+struct.pack(\">I\","
+                 "zlib.crc32(t+d))\n"
+                 "w=h=9000\n"
+                 "raw=zlib.compress(bytes(w*h+h),9)\n"
+                 "sys.stdout.buffer.write(b\"\\x89PNG\\r\\n\\x1a\\n\"+ck(b\"IHDR\","
+                 "struct.pack(\">IIBBBBB\",w,h,8,0,0,0,0))+ck(b\"IDAT\",raw)+ck(b\"IEND\","
+                 "b\"\"))' > %s",
+                 png);
+        CHECK(system(cmd) == 0);
+        size_t big_len = 0;
+        void *big = NULL;
+        CHECK_OK(am_read_file_limited(png, 1 << 26, &big, &big_len));
+        am_client_part bp[2] = {
+            {.kind = AM_SEG_TEXT, .text = "What is this", .text_len = 12},
+            {.kind = AM_SEG_MEDIA, .modality = AM_MOD_IMAGE, .data = big, .len = big_len}};
+        am_client_params bprm = {.max_tokens = 4, .deadline_ms = 50000};
+        t0 = am_now_ms();
+        CHECK_EQ_INT(am_client_generate(c, bp, 2, &bprm, NULL, NULL, 20000, &r), AM_EIO);
+        printf("admission: a %zu-byte 9000 x 9000 PNG -> %d in %lld ms: %s\n", big_len, r.err_code,
+               (long long)(am_now_ms() - t0), am_err_msg());
+        CHECK_EQ_INT(r.err_code, AM_WERR_TOO_LARGE);
+        CHECK(strstr(am_err_msg(), "over the limit of 16777216 pixels") != NULL);
+        am_client_result_fini(&r);
+        am_free(big);
+    }
     /* A client over its quota of requests in flight gets 429; the others run on. */
     const int quota = atoi(CLIENT_MAX_REQUESTS);
     uint64_t rid[61];

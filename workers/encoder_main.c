@@ -8,6 +8,7 @@
 #include "core/cli.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "encoders/image.h"
 #include "proto/proto.h"
 #include "workers/worker_cli.h"
 #include "workers/encoder_worker.h"
@@ -34,7 +35,8 @@ static void help(void) {
         "                      [--device D] [--batch-wait-ms N] [--capacity N] [--name S] "
         "[--model-name S]\n"
         "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
-        "[--drain-ms N]\n\n"
+        "[--drain-ms N]\n"
+        "                      [--max-pixels N]\n\n"
         "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token "
         "rows.\n"
         "  --modality   comma-separated: %s (or all)\n"
@@ -47,9 +49,12 @@ static void help(void) {
         "               (default 1000,32000)\n"
         "  --drain-ms   SIGTERM: take nothing new, finish the jobs in flight for at most this "
         "(default %d);\n"
-        "               a second SIGTERM stops at once\n",
+        "               a second SIGTERM stops at once\n"
+        "  --max-pixels images (and video frames) over this many pixels are refused with 400 "
+        "(default %lld)\n",
         am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
-        AM_ENCODER_BATCH_WAIT_MS_DEFAULT, AM_DRAIN_MS_DEFAULT);
+        AM_ENCODER_BATCH_WAIT_MS_DEFAULT, AM_DRAIN_MS_DEFAULT,
+        (long long)AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT);
 }
 
 /* --modality a,b or all: the one option a table row cannot say. */
@@ -86,6 +91,7 @@ int main(int argc, char **argv) {
         {"--batch-wait-ms", AM_CLI_INT, &o.batch_wait_ms, 0, 10000},
         {"--capacity", AM_CLI_INT, &o.capacity, 1, AM_ENCODER_MAX_CAPACITY},
         {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
+        {"--max-pixels", AM_CLI_I64, &o.max_pixels, 1, (double)AM_IMAGE_MAX_PIXELS_DEFAULT},
     };
     const am_cli_spec spec = {
         opts, (int)(sizeof opts / sizeof opts[0]), help, &link, 1, modality_opt, &o.modalities};

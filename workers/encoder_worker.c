@@ -80,6 +80,10 @@ static void prepare(ew *w, job *j) {
     am_mod_opts o = am_mod_default_opts();
     o.frames = (int32_t)m->frames;
     o.n_threads = w->n_threads;
+    o.image.max_pixels =
+        w->o->max_pixels > 0 ? w->o->max_pixels : AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT;
+    if (o.image.max_pixels < o.video.max_frame_pixels)
+        o.video.max_frame_pixels = o.image.max_pixels;
     int rc = am_mod_set_prepare(w->enc, m->modality, m->payloads[0].data, m->payloads[0].len, name,
                                 &o, &j->input);
     if (!rc) j->n_rows = j->input.n_rows;
