@@ -46,6 +46,7 @@
 #define HB_MS               "100"
 #define UNSERVED_WAIT_MS    "3000" /* a request no live worker can serve: 503 after this */
 #define CLIENT_MAX_REQUESTS "60"   /* above every batch below (50 at most) */
+#define STALL_MS            "3000" /* a shard group with no step for this long is dead */
 #define N_E2E               50
 #define MAX_TOKENS          8
 #define TIMEOUT_MS          60000
@@ -108,7 +109,8 @@ static pid_t start_shard(int k) {
                      HB_MS,       "--liveness",
                      "3",         "--capacity",
                      "16",        "--reconnect-ms",
-                     "50,400",    NULL};
+                     "50,400",    "--stall-ms",
+                     STALL_MS,    NULL};
     return spawn(sargv, slog);
 }
 
@@ -884,6 +886,77 @@ static void test_restart_coordinator(void) {
     am_client_destroy(&old);
 }
 
+/* ---- liveness by progress (issue 18 item 3): a stopped rank ends its group ---- */
+
+/* SIGSTOP rank 1 (not the leader) during generation: the leader's next collective never
+ * returns, its link still heartbeats; after --stall-ms without a step the leader tells
+ * the coordinator and exits, every request ends (503), HEALTH says unhealthy, mpirun ends
+ * the stopped rank too, and a new group serves. */
+static void test_stall_rank(void) {
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(ep, &c));
+    if (!c) return;
+    CHECK(wait_health(c, is_healthy, 20000) >= 0);
+    uint64_t rid[8];
+    for (int i = 0; i < 8; i++) {
+        am_client_part p = {.kind = AM_SEG_TEXT, .text = "The llama", .text_len = 9};
+        am_client_params prm = {.max_tokens = 400, .ignore_eos = 1, .deadline_ms = 50000};
+        CHECK_OK(am_client_submit(c, &p, 1, &prm, &rid[i]));
+    }
+    int finals = 0, errors = 0, stopped = 0;
+    int64_t t_stop = 0;
+    pid_t r1 = 0;
+    for (int64_t end = am_now_ms() + TIMEOUT_MS; finals < 8 && am_now_ms() < end;) {
+        am_client_event ev;
+        if (am_client_next(c, 200, &ev)) continue;
+        if (!stopped && ev.cmd == AM_CMD_TOKEN) {
+            r1 = shard_rank_pid(1);
+            CHECK(r1 > 0);
+            if (r1 > 0) kill(r1, SIGSTOP);
+            t_stop = am_now_ms();
+            stopped = 1;
+        }
+        if (ev.cmd == AM_CMD_ERROR) {
+            errors++;
+            CHECK_EQ_INT(ev.msg.code, AM_WERR_UNAVAILABLE);
+        }
+        if (am_client_event_final(&ev)) finals++;
+        am_client_event_fini(&ev);
+    }
+    int64_t ended_ms = am_now_ms() - t_stop;
+    int st = -1;
+    for (int i = 0; i < 1000 && st < 0; i++) {
+        int w;
+        if (waitpid(p_shard, &w, WNOHANG) == p_shard)
+            st = WIFEXITED(w) ? WEXITSTATUS(w) : 128;
+        else
+            usleep(20000);
+    }
+    printf("stall_rank: rank 1 stopped; %d of 8 requests ended with 503, all ended %lld ms after "
+           "the stop (--stall-ms %s); mpirun exited %d\n",
+           errors, (long long)ended_ms, STALL_MS, st);
+    CHECK_EQ_INT(finals, 8);
+    CHECK(errors >= 1);
+    CHECK(ended_ms >= atoi(STALL_MS) - 500 && ended_ms < atoi(STALL_MS) + 10000);
+    CHECK(st > 0); /* the group ended (not a clean exit) */
+    CHECK(wait_health(c, is_unhealthy, 5000) >= 0);
+    if (st >= 0)
+        p_shard = 0;
+    else
+        stop_proc(&p_shard);
+    /* mpirun ends the stopped rank (SIGKILL after odls_base_sigkill_timeout, 1 s). */
+    for (int i = 0; i < 250 && r1 > 0 && kill(r1, 0) == 0; i++)
+        usleep(20000);
+    if (r1 > 0 && kill(r1, 0) == 0) {
+        fprintf(stderr, "stall_rank: the stopped rank %d is still there\n", (int)r1);
+        CHECK(0);
+        kill(r1, SIGKILL);
+    }
+    p_shard = start_shard(3);
+    CHECK(wait_health(c, is_healthy, TIMEOUT_MS) >= 0);
+    am_client_destroy(&c);
+}
+
 /* ---- graceful drain (issue 18 item 6): SIGTERM finishes what is in flight ---- */
 
 /* Submits n requests (mod: -1 text, else that modality) of `tokens` tokens each, calls
@@ -1033,4 +1106,5 @@ static void teardown(void) {
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder),
              AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_admission),
              AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank),
-             AM_TEST(test_restart_coordinator), AM_TEST(test_drain), AM_TEST(teardown))
+             AM_TEST(test_restart_coordinator), AM_TEST(test_stall_rank), AM_TEST(test_drain),
+             AM_TEST(teardown))
