@@ -67,6 +67,7 @@ typedef struct request {
     part parts[AM_PROTO_MAX_PAYLOADS];
     int64_t deadline_ms;
     int64_t unserved_since_ms; /* 0: some live worker can take what it waits for */
+    int group_attempts;        /* groups lost before its first token */
     uint32_t n_tokens;
     int64_t admitted_us, dispatched_us; /* queue time, reported on the final TOKEN */
 } request;
@@ -372,6 +373,23 @@ static void dispatch(am_coord *c) {
 
 /* ---------------------------------------------------------------- workers */
 
+/* r's group died before its first token: queue it for another group, with its parts whose
+ * rows went to the dead group encoded again (their media are kept until the request
+ * ends). 0, or AM_ENOMEM (then it fails). */
+static int regenerate(am_coord *c, request *r) {
+    r->group_attempts++;
+    c->st.generate_retries++;
+    for (int i = 0; i < r->n_parts; i++) {
+        part *p = &r->parts[i];
+        if (p->state != P_DONE || p->has_embed) continue; /* queued, encoding, or rows kept */
+        if (!p->has_media) return AM_ENOMEM;              /* cannot happen: kept above */
+        p->state = P_QUEUED;
+        p->attempt++;
+        if (q_push(&c->encq[p->modality], r->id, (uint32_t)i, 1)) return AM_ENOMEM;
+    }
+    return q_push(&c->genq, r->id, 0, 1);
+}
+
 static void worker_remove(am_coord *c, int w, const char *why) {
     worker *k = &c->workers[w];
     if (!k->used) return;
@@ -384,6 +402,13 @@ static void worker_remove(am_coord *c, int w, const char *why) {
         if (!r->id) continue;
         if (r->leader == w) {
             r->leader = -1; /* its in-flight count went with it */
+            if (r->n_tokens == 0 && r->group_attempts + 1 < AM_COORD_GENERATE_MAX_ATTEMPTS &&
+                !regenerate(c, r)) {
+                AM_LOGI("coordinator: request %llu had no token from lost group '%s': it "
+                        "runs again on another",
+                        (unsigned long long)r->id, k->name);
+                continue;
+            }
             req_fail(c, r, AM_WERR_UNAVAILABLE, "shard group '%s' lost: %s", k->name, why);
             continue;
         }
@@ -537,7 +562,9 @@ static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
     }
     p->n_rows = m->n_rows;
     p->dim = m->dim;
-    if (p->has_media) zmq_msg_close(&p->media), p->has_media = 0;
+    /* A GENERATE keeps its media until it ends: should its group die before the first
+     * token, it runs again on another and its parts are encoded again (worker_remove). */
+    if (p->has_media && r->kind == R_ENCODE) zmq_msg_close(&p->media), p->has_media = 0;
     if (r->kind == R_ENCODE) {
         am_msg out;
         am_msg_init(&out, AM_CMD_EMBED);

@@ -20,7 +20,10 @@
  * (a final TOKEN, an EMBED for a client's ENCODE, or an ERROR): on deadline,
  * cancellation, a dead shard group (503: the group is one failure unit),
  * failed media (400), or an encoder that died (its jobs are sent again, with
- * a new attempt number, up to opts.encode_max_attempts). Replies that arrive
+ * a new attempt number, up to opts.encode_max_attempts); a GENERATE whose
+ * group dies before its first token runs again on another group (up to
+ * AM_COORD_GENERATE_MAX_ATTEMPTS groups; one that has streamed tokens ends with
+ * 503, since its client has seen part of an answer). Replies that arrive
  * for a request that has ended, from a worker that no longer holds the job,
  * or with a stale attempt number are discarded and counted. A worker is dead
  * after opts.liveness heartbeat intervals of silence; its late messages get a
@@ -47,7 +50,9 @@
 #define AM_COORD_MAX_REQUESTS_LIMIT   65535
 #define AM_COORD_DEADLINE_DEFAULT_MS  120000
 #define AM_COORD_ENCODE_MAX_ATTEMPTS  3
-#define AM_COORD_TICK_MS              50 /* longest poll wait: deadlines are checked this often */
+/* Groups a GENERATE may try: one lost before its first token is run again on another. */
+#define AM_COORD_GENERATE_MAX_ATTEMPTS 3
+#define AM_COORD_TICK_MS               50 /* longest poll wait: deadlines are checked this often */
 /* A request that no live worker can serve (no shard group of its model, no encoder of
  * one of its modalities) fails with 503 after this wait, not at its deadline. */
 #define AM_COORD_UNSERVED_WAIT_MS_DEFAULT 5000
@@ -77,7 +82,7 @@ typedef struct am_coord_stats {
     int64_t encode_jobs, encode_retries, stale_replies, unknown_peer_msgs;
     int64_t workers_registered, workers_expired, workers_disconnected;
     int64_t hwm_requeues, client_gone, client_too_slow, deadlines;
-    int64_t unknown_model, unserved, client_quota, bad_rows;
+    int64_t unknown_model, unserved, client_quota, bad_rows, generate_retries;
     int n_workers, n_active;
 } am_coord_stats;
 

@@ -119,7 +119,7 @@ int main(int argc, char **argv) {
             "\"encode_retries\": %lld, \"stale_replies\": %lld, \"workers_registered\": %lld, "
             "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, "
             "\"deadlines\": %lld, \"unknown_model\": %lld, \"unserved\": %lld, \"client_quota\": "
-            "%lld, \"bad_rows\": %lld}}\n",
+            "%lld, \"bad_rows\": %lld, \"generate_retries\": %lld}}\n",
             (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs,
             (long long)s.requests_admitted, (long long)s.requests_done,
             (long long)s.requests_failed, (long long)s.requests_cancelled,
@@ -127,6 +127,6 @@ int main(int argc, char **argv) {
             (long long)s.stale_replies, (long long)s.workers_registered,
             (long long)s.workers_expired, (long long)s.hwm_requeues, (long long)s.client_gone,
             (long long)s.deadlines, (long long)s.unknown_model, (long long)s.unserved,
-            (long long)s.client_quota, (long long)s.bad_rows);
+            (long long)s.client_quota, (long long)s.bad_rows, (long long)s.generate_retries);
     return rc ? am_cli_error(CMD, rc) : 0;
 }
