@@ -82,6 +82,21 @@ typedef struct queue {
     size_t head, tail, cap; /* tail = number of entries */
 } queue;
 
+/* One client's queued encode jobs of one modality, and its deficit (deficit round robin,
+ * M. Shreedhar and G. Varghese, SIGCOMM 1995), in bytes of media. */
+typedef struct flow {
+    uint8_t client[AM_WIRE_MAX_ROUTING_BYTES];
+    size_t client_len;
+    queue q;
+    int64_t deficit;
+} flow;
+
+/* The encode jobs of one modality: a flow per client with jobs queued, served in turn. */
+typedef struct drr {
+    flow *f;
+    int n, cap, cur; /* flows, room, whose turn it is */
+} drr;
+
 struct am_coord {
     void *zctx, *sock;
     char endpoint[256];
@@ -89,7 +104,7 @@ struct am_coord {
     worker workers[AM_COORD_MAX_WORKERS];
     request *reqs;
     uint32_t seq;
-    queue encq[AM_MOD_COUNT];
+    drr encq[AM_MOD_COUNT]; /* encode jobs, fair across clients by media bytes */
     queue genq;
     atomic_int stop;
     atomic_int drain;      /* am_coord_drain was called */
@@ -129,6 +144,13 @@ static int q_pop(queue *q, qent *out) {
     *out = q->e[q->head];
     q->head = (q->head + 1) % q->cap;
     q->tail--;
+    return 1;
+}
+
+/* q's head without taking it. */
+static int q_peek(const queue *q, qent *out) {
+    if (!q->tail) return 0;
+    *out = q->e[q->head];
     return 1;
 }
 
@@ -239,6 +261,86 @@ static void client_send_failed(am_coord *c, request *r, int rc) {
     }
 }
 
+/* ---------------------------------------------------------------- fair encode queues */
+
+/* Queues part `part` of r in its client's flow (front: a job going back, first in line). */
+static int enc_push(am_coord *c, const request *r, uint32_t pi, int front) {
+    drr *d = &c->encq[r->parts[pi].modality];
+    int i = 0;
+    while (i < d->n && (d->f[i].client_len != r->client_len ||
+                        memcmp(d->f[i].client, r->client, r->client_len)))
+        i++;
+    if (i == d->n) {
+        if (d->n == d->cap) {
+            int cap = d->cap ? 2 * d->cap : 16;
+            flow *nf = am_realloc(d->f, (size_t)cap * sizeof *nf);
+            if (!nf) return AM_ENOMEM;
+            d->f = nf, d->cap = cap;
+        }
+        memset(&d->f[i], 0, sizeof d->f[i]);
+        memcpy(d->f[i].client, r->client, r->client_len);
+        d->f[i].client_len = r->client_len;
+        d->n++;
+    }
+    return q_push(&d->f[i].q, r->id, pi, front);
+}
+
+/* The media bytes of a queued job: its cost. */
+static int64_t enc_cost(const request *r, uint32_t pi) {
+    const part *p = &r->parts[pi];
+    int64_t n = p->has_media ? (int64_t)zmq_msg_size((zmq_msg_t *)&p->media) : 0;
+    return n > 0 ? n : 1;
+}
+
+/* Deficit round robin: the next job of modality mod (in *e, its flow in *fi), or 0 when
+ * none is queued. A flow whose deficit covers its head job's cost is served; when none
+ * can be, every flow gets the quanta of the rounds it would take the first of them to
+ * afford its head (so a round costs O(flows), however big the media). Stale entries
+ * (ended requests, parts no longer queued) are dropped on the way; an empty flow leaves
+ * the table with its deficit. */
+static int enc_next(am_coord *c, int mod, qent *e, int *fi) {
+    drr *d = &c->encq[mod];
+    for (;;) {
+        int64_t rounds = INT64_MAX;
+        for (int k = 0; k < d->n; k++) {
+            int i = (d->cur + k) % d->n;
+            flow *f = &d->f[i];
+            qent h;
+            const request *r = NULL;
+            while (q_peek(&f->q, &h) &&
+                   (!(r = req_get(c, h.id)) || h.part >= (uint32_t)r->n_parts ||
+                    r->parts[h.part].state != P_QUEUED || r->parts[h.part].modality != mod))
+                q_pop(&f->q, &h), r = NULL;
+            if (!r) continue;
+            const int64_t cost = enc_cost(r, h.part);
+            if (f->deficit >= cost) {
+                d->cur = i;
+                *e = h;
+                *fi = i;
+                return 1;
+            }
+            const int64_t need =
+                (cost - f->deficit + AM_COORD_DRR_QUANTUM_BYTES - 1) / AM_COORD_DRR_QUANTUM_BYTES;
+            if (need < rounds) rounds = need;
+        }
+        /* Drop the empty flows (keeping the turn order of the others). */
+        for (int i = 0; i < d->n;) {
+            if (d->f[i].q.tail) {
+                i++;
+                continue;
+            }
+            am_free(d->f[i].q.e);
+            memmove(&d->f[i], &d->f[i + 1], (size_t)(d->n - i - 1) * sizeof *d->f);
+            d->n--;
+            if (d->cur > i) d->cur--;
+        }
+        if (d->cur >= d->n) d->cur = 0;
+        if (rounds == INT64_MAX) return 0; /* nothing queued */
+        for (int i = 0; i < d->n; i++)
+            d->f[i].deficit += rounds * AM_COORD_DRR_QUANTUM_BYTES;
+    }
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static int model_matches(const request *r, const worker *k) {
@@ -341,19 +443,13 @@ static void dispatch(am_coord *c) {
     am_free(keep.e);
 
     for (int mod = 0; mod < AM_MOD_COUNT; mod++) {
-        while (q_pop(&c->encq[mod], &e)) {
+        int fi;
+        while (enc_next(c, mod, &e, &fi)) {
             request *r = req_get(c, e.id);
-            if (!r || e.part >= (uint32_t)r->n_parts || r->parts[e.part].state != P_QUEUED)
-                continue;
             int w = pick(c, AM_ROLE_ENCODER, mod, r);
-            if (w < 0) {
-                (void)q_push(&c->encq[mod], e.id, e.part,
-                             1); /* head of line until a worker frees up */
-                break;
-            }
+            if (w < 0) break; /* it stays first in its flow until a worker frees up */
             int rc = send_encode(c, r, (int)e.part, w);
             if (rc) {
-                (void)q_push(&c->encq[mod], e.id, e.part, 1);
                 if (rc == AM_EAGAIN) {
                     c->st.hwm_requeues++;
                     break;
@@ -361,6 +457,9 @@ static void dispatch(am_coord *c) {
                 worker_remove(c, w, rc == AM_EUNREACH ? "not connected" : am_err_msg());
                 continue;
             }
+            flow *f = &c->encq[mod].f[fi];
+            f->deficit -= enc_cost(r, e.part);
+            q_pop(&f->q, &e);
             part *p = &r->parts[e.part];
             p->state = P_ASSIGNED;
             p->worker = w;
@@ -385,7 +484,7 @@ static int regenerate(am_coord *c, request *r) {
         if (!p->has_media) return AM_ENOMEM;              /* cannot happen: kept above */
         p->state = P_QUEUED;
         p->attempt++;
-        if (q_push(&c->encq[p->modality], r->id, (uint32_t)i, 1)) return AM_ENOMEM;
+        if (enc_push(c, r, (uint32_t)i, 1)) return AM_ENOMEM;
     }
     return q_push(&c->genq, r->id, 0, 1);
 }
@@ -425,7 +524,7 @@ static void worker_remove(am_coord *c, int w, const char *why) {
             p->attempt++;
             p->state = P_QUEUED;
             c->st.encode_retries++;
-            (void)q_push(&c->encq[p->modality], r->id, (uint32_t)i, 1);
+            (void)enc_push(c, r, (uint32_t)i, 1);
         }
     }
     memset(k, 0, sizeof *k);
@@ -777,7 +876,7 @@ static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
         }
     }
     for (int i = 0; i < r->n_parts; i++)
-        if (q_push(&c->encq[r->parts[i].modality], r->id, (uint32_t)i, 0)) {
+        if (enc_push(c, r, (uint32_t)i, 0)) {
             req_fail(c, r, AM_WERR_INTERNAL, "out of memory");
             return;
         }
@@ -1109,8 +1208,11 @@ void am_coord_destroy(am_coord **p) {
             if (c->workers[i].used)
                 send_simple(c, c->workers[i].ident, c->workers[i].ident_len, AM_CMD_DISCONNECT, 0,
                             0, "coordinator shutting down");
-    for (int i = 0; i < AM_MOD_COUNT; i++)
-        am_free(c->encq[i].e);
+    for (int i = 0; i < AM_MOD_COUNT; i++) {
+        for (int k = 0; k < c->encq[i].n; k++)
+            am_free(c->encq[i].f[k].q.e);
+        am_free(c->encq[i].f);
+    }
     am_free(c->genq.e);
     am_free(c->reqs);
     if (c->sock) zmq_close(c->sock);

@@ -13,8 +13,10 @@
  *    serves the model asked about; counts of live groups, encoders, requests).
  * Services: one per (modality, model) for encoders and one per model for
  * shard groups; dispatch picks the least-loaded live worker (in-flight work /
- * capacity) and never exceeds a worker's capacity (the rest waits in FIFO
- * queues, one per modality, one for generation).
+ * capacity) and never exceeds a worker's capacity. The rest waits: encode
+ * jobs in a queue per modality and client, served by deficit round robin on
+ * media bytes, so that one client's many or big media cannot hold another's
+ * back; generations in one FIFO.
  *
  * The request table guarantees that every admitted request ends exactly once
  * (a final TOKEN, an EMBED for a client's ENCODE, or an ERROR): on deadline,
@@ -58,8 +60,11 @@
 #define AM_COORD_UNSERVED_WAIT_MS_DEFAULT 5000
 /* Requests one client (one connection) may have in flight; more get 429. */
 #define AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT 256
-#define AM_COORD_MAX_MODELS                  64    /* model names remembered for 404s */
-#define AM_COORD_DRAIN_MS_DEFAULT            30000 /* am_coord_drain: longest wait for in-flight */
+#define AM_COORD_MAX_MODELS                  64 /* model names remembered for 404s */
+/* Encode jobs are shared across clients by deficit round robin on their media bytes: each
+ * round gives every client with jobs queued this many bytes of credit. */
+#define AM_COORD_DRR_QUANTUM_BYTES (256 * 1024)
+#define AM_COORD_DRAIN_MS_DEFAULT  30000 /* am_coord_drain: longest wait for in-flight */
 
 typedef struct am_coord_opts {
     const char *endpoint;    /* e.g. "tcp://127.0.0.1:5555", or "tcp://127.0.0.1:*" for any port */

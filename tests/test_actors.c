@@ -45,7 +45,7 @@
 
 #define HB_MS               "100"
 #define UNSERVED_WAIT_MS    "3000" /* a request no live worker can serve: 503 after this */
-#define CLIENT_MAX_REQUESTS "60"   /* above every batch below (50 at most) */
+#define CLIENT_MAX_REQUESTS "150"  /* above every batch below (140 at most) */
 #define STALL_MS            "3000" /* a shard group with no step for this long is dead */
 #define N_E2E               50
 #define MAX_TOKENS          8
@@ -594,7 +594,7 @@ static void test_admission(void) {
     }
     /* A client over its quota of requests in flight gets 429; the others run on. */
     const int quota = atoi(CLIENT_MAX_REQUESTS);
-    uint64_t rid[61];
+    uint64_t rid[151];
     am_client_params slow = {.max_tokens = 200, .ignore_eos = 1, .deadline_ms = 50000};
     for (int i = 0; i <= quota; i++)
         CHECK_OK(am_client_submit(c, &p, 1, &slow, &rid[i]));
@@ -906,6 +906,55 @@ static void test_restart_coordinator(void) {
     am_client_destroy(&old);
 }
 
+/* ---- fair admission (issue 18 item 2): one client's backlog does not hold another back ---- */
+
+/* Client A queues 140 image ENCODEs while the encoders pause (they hold 32 at a time),
+ * then client B sends one. Deficit round robin on media bytes serves B at the next free slot: its
+ * EMBED comes back while most of A's are still queued (first in, first out it would come
+ * after all 140). */
+static void test_fair(void) {
+    am_client *a = NULL, *b = NULL;
+    CHECK_OK(am_client_new(ep, &a));
+    CHECK_OK(am_client_new(ep, &b));
+    if (!a || !b) return;
+    enum { N_A = 140 };
+    am_client_part img = {
+        .kind = AM_SEG_MEDIA, .modality = AM_MOD_IMAGE, .data = img_data, .len = img_len};
+    uint64_t rid, brid;
+    /* The encoders pause (for less than their 300 ms liveness) so that a backlog builds. */
+    kill(p_enc[0], SIGSTOP);
+    kill(p_enc[1], SIGSTOP);
+    for (int i = 0; i < N_A; i++)
+        CHECK_OK(am_client_encode(a, &img, &rid));
+    usleep(60000); /* A's jobs are queued at the coordinator before B's */
+    CHECK_OK(am_client_encode(b, &img, &brid));
+    usleep(40000);
+    kill(p_enc[0], SIGCONT);
+    kill(p_enc[1], SIGCONT);
+    int a_done = 0, a_before_b = -1, errors = 0;
+    for (int64_t end = am_now_ms() + TIMEOUT_MS;
+         (a_done < N_A || a_before_b < 0) && am_now_ms() < end;) {
+        am_client_event ev;
+        if (a_before_b < 0 && !am_client_next(b, 0, &ev)) {
+            errors += ev.cmd != AM_CMD_EMBED;
+            a_before_b = a_done;
+            am_client_event_fini(&ev);
+        }
+        if (!am_client_next(a, 20, &ev)) {
+            errors += ev.cmd != AM_CMD_EMBED;
+            a_done++;
+            am_client_event_fini(&ev);
+        }
+    }
+    printf("fair: client B's image came back after %d of client A's %d queued before it\n",
+           a_before_b, N_A);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(a_done, N_A);
+    CHECK(a_before_b >= 0 && a_before_b < N_A / 2);
+    am_client_destroy(&a);
+    am_client_destroy(&b);
+}
+
 /* ---- liveness by progress (issue 18 item 3): a stopped rank ends its group ---- */
 
 /* SIGSTOP rank 1 (not the leader) during generation: the leader's next collective never
@@ -1125,6 +1174,6 @@ static void teardown(void) {
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder),
              AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_admission),
-             AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank),
+             AM_TEST(test_fair), AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank),
              AM_TEST(test_restart_coordinator), AM_TEST(test_stall_rank), AM_TEST(test_drain),
              AM_TEST(teardown))
