@@ -10,7 +10,6 @@
 #include "tools/batch_journal.h"
 
 #include "core/alloc.h"
-#include "core/clock.h"
 #include "core/error.h"
 
 #include <cjson/cJSON.h>
@@ -20,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define STATE_MAX_BYTES  8192
@@ -185,6 +185,8 @@ static int replay(const char *path, int fd, int is_err_file, const am_batch_scan
     return 0;
 }
 
+static void *sync_thread(void *arg);
+
 static int open_append(const char *path, int *fd) {
     *fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     return *fd < 0 ? am_err_set(AM_EIO, "%s: %s", path, strerror(errno)) : 0;
@@ -226,20 +228,53 @@ int am_batch_journal_open(am_batch_journal *j, const char *out_path, const char 
     if ((rc = replay(out_path, j->out_fd, 0, scan, done, info))) goto fail;
     if (err_path && (rc = replay(err_path, j->err_fd, 1, scan, done, info))) goto fail;
     if (info->fresh && ((rc = fsync_dir_of(out_path)))) goto fail; /* the new files' names */
-    j->last_sync_ms = am_now_ms();
+    if (sync_ms > 0) {
+        pthread_mutex_init(&j->mu, NULL);
+        pthread_cond_init(&j->cv, NULL);
+        if (pthread_create(&j->thr, NULL, sync_thread, j)) {
+            pthread_mutex_destroy(&j->mu);
+            pthread_cond_destroy(&j->cv);
+            rc = am_err_set(AM_EIO, "cannot start the journal's syncing thread");
+            goto fail;
+        }
+        j->thr_on = 1;
+    }
     return 0;
 fail:
     am_batch_journal_close(j);
     return rc;
 }
 
-int am_batch_journal_sync(am_batch_journal *j) {
-    if (!j->dirty) return 0;
-    if (fdatasync(j->out_fd) || (j->err_fd != j->out_fd && fdatasync(j->err_fd)))
-        return am_err_set(AM_EIO, "fdatasync of %s: %s", j->out_path, strerror(errno));
-    j->dirty = 0;
-    j->last_sync_ms = am_now_ms();
+static int sync_fds(const am_batch_journal *j) {
+    if (fdatasync(j->out_fd) || (j->err_fd != j->out_fd && fdatasync(j->err_fd))) return errno;
     return 0;
+}
+
+/* Every sync_ms: fdatasync when lines were written since the last one. */
+static void *sync_thread(void *arg) {
+    am_batch_journal *j = arg;
+    pthread_mutex_lock(&j->mu);
+    while (!j->stop) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_sec += j->sync_ms / 1000;
+        t.tv_nsec += (long)(j->sync_ms % 1000) * 1000000L;
+        if (t.tv_nsec >= 1000000000L) t.tv_sec++, t.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&j->cv, &j->mu, &t);
+        if (!j->dirty) continue;
+        j->dirty = 0;
+        pthread_mutex_unlock(&j->mu);
+        const int e = sync_fds(j); /* without the lock: appends go on meanwhile */
+        pthread_mutex_lock(&j->mu);
+        if (e && !j->sync_errno) j->sync_errno = e;
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+int am_batch_journal_sync(am_batch_journal *j) {
+    const int e = sync_fds(j);
+    return e ? am_err_set(AM_EIO, "fdatasync of %s: %s", j->out_path, strerror(e)) : 0;
 }
 
 int am_batch_journal_append(am_batch_journal *j, int is_error, const char *s, size_t n) {
@@ -253,14 +288,32 @@ int am_batch_journal_append(am_batch_journal *j, int is_error, const char *s, si
     int rc = write_all(fd, line, n + 1, is_error ? j->err_path : j->out_path);
     am_free(line);
     if (rc) return rc;
+    if (!j->thr_on) return am_batch_journal_sync(j);
+    pthread_mutex_lock(&j->mu);
     j->dirty = 1;
-    if (am_now_ms() - j->last_sync_ms >= j->sync_ms) rc = am_batch_journal_sync(j);
-    return rc;
+    const int e = j->sync_errno;
+    pthread_mutex_unlock(&j->mu);
+    return e ? am_err_set(AM_EIO, "fdatasync of %s: %s", j->out_path, strerror(e)) : 0;
 }
 
 int am_batch_journal_close(am_batch_journal *j) {
     int rc = 0;
-    if (j->out_fd >= 0) rc = am_batch_journal_sync(j);
+    if (j->thr_on) {
+        pthread_mutex_lock(&j->mu);
+        j->stop = 1;
+        pthread_cond_signal(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        pthread_join(j->thr, NULL);
+        pthread_mutex_destroy(&j->mu);
+        pthread_cond_destroy(&j->cv);
+        if (j->sync_errno)
+            rc = am_err_set(AM_EIO, "fdatasync of %s: %s", j->out_path, strerror(j->sync_errno));
+        j->thr_on = 0;
+    }
+    if (j->out_fd >= 0) {
+        const int r2 = am_batch_journal_sync(j);
+        if (!rc) rc = r2;
+    }
     if (j->err_fd >= 0 && j->err_fd != j->out_fd) close(j->err_fd);
     if (j->out_fd >= 0) close(j->out_fd);
     j->out_fd = j->err_fd = -1;

@@ -67,7 +67,8 @@ static void help(void) {
         "                     requests (default 2000)\n"
         "  --request-timeout-ms  silence before a request is cancelled and sent again\n"
         "                     (default 600000)\n"
-        "  --sync-ms          fdatasync the results at most this often (default 1000)\n"
+        "  --sync-ms          fdatasync the results this often, in a thread (default 1000;\n"
+        "                     0: after every line)\n"
         "  --progress-s       seconds between progress lines when stderr is not a terminal\n"
         "                     (default 5)\n"
         "  --wait-s           how long to wait for a live shard group at the start (default 120)\n"
@@ -687,6 +688,7 @@ int am_cmd_batch(int argc, char **argv) {
                         .max_tokens_limit = AM_PROTO_MAX_TOKENS,
                         .max_line = BATCH_DEFAULT_MAX_LINE};
     int status = 0, rc = 0;
+    b->j.out_fd = b->j.err_fd = -1;
     if (!parse_opts(argc, argv, &b->o, &status)) {
         am_free(b);
         return status;
@@ -725,7 +727,7 @@ int am_cmd_batch(int argc, char **argv) {
         rc = run(b);
     }
 out:
-    if (!rc) rc = am_batch_journal_sync(&b->j);
+    if (!rc && b->j.out_fd >= 0) rc = am_batch_journal_close(&b->j); /* the last sync */
     if (rc) {
         status = am_cli_error(CMD, rc);
     } else if (g_stop) {
@@ -737,7 +739,7 @@ out:
     progress(b, 1);
     summary(b, (double)(am_now_ms() - b->t0) / 1000.0);
 cleanup:
-    if (b->j.out_fd > 0 || b->j.err_fd > 0) (void)am_batch_journal_close(&b->j);
+    if (b->j.out_fd >= 0) (void)am_batch_journal_close(&b->j);
     for (int i = 0; b->slots && i < b->o.conc; i++)
         slot_clear(&b->slots[i]);
     am_client_destroy(&b->client);
