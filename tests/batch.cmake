@@ -13,3 +13,6 @@ if(TARGET anymal-shard-worker)
   set_tests_properties(test_batch PROPERTIES RUN_SERIAL TRUE ENVIRONMENT
     "AM_TEST_BATCH_LINES=${AM_TEST_BATCH_LINES};AM_SOURCE_DIR=${CMAKE_SOURCE_DIR};AM_BIN_DIR=${CMAKE_BINARY_DIR}/bin;OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1;ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0;LSAN_OPTIONS=suppressions=${CMAKE_CURRENT_SOURCE_DIR}/lsan_mpi.supp:print_suppressions=0;OMPI_MCA_mca_base_component_disable_dlclose=1")
 endif()
+# The input pass alone (tools/batch_input.c compiled in): reader, identity, custom_id index.
+am_add_test(NAME test_batch_input SOURCES test_batch_input.c ${CMAKE_SOURCE_DIR}/tools/batch_input.c
+            LABELS unit LIBS am_base PkgConfig::CJSON TIMEOUT 60)
