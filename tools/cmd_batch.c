@@ -49,8 +49,9 @@ static void help(void) {
         "usage: anymal batch --input REQUESTS.jsonl --output RESULTS.jsonl [--errors "
         "ERRORS.jsonl]\n"
         "                    [--coordinator EP] [--concurrency N] [--media-root DIR]\n"
-        "                    [--max-tokens-limit N] [--max-attempts N] [--probe-ms N]\n"
-        "                    [--request-timeout-ms N] [--sync-ms N] [--progress-s N]\n"
+        "                    [--max-tokens-limit N] [--max-media-bytes N] [--max-attempts N]\n"
+        "                    [--probe-ms N] [--request-timeout-ms N] [--sync-ms N] [--progress-s "
+        "N]\n"
         "                    [--max-line-bytes N] [--wait-s N]\n\n"
         "Runs an OpenAI Batch file (one {\"custom_id\", \"method\": \"POST\", \"url\":\n"
         "\"/v1/chat/completions\" or \"/v1/completions\", \"body\"} per line) through the "
@@ -62,6 +63,8 @@ static void help(void) {
         "  --concurrency      requests in flight (default 64)\n"
         "  --media-root       where file paths and file:// URLs of media may point (else refused)\n"
         "  --max-tokens-limit a larger max_tokens is an error line (default %d)\n"
+        "  --max-media-bytes  a larger media item is an error line (413); give the\n"
+        "                     coordinator's --max-msg-bytes when it was lowered (default %zu)\n"
         "  --max-attempts     sends of one request before it fails (default 8)\n"
         "  --probe-ms         silence before asking the coordinator whether it lost our\n"
         "                     requests (default 2000)\n"
@@ -74,14 +77,14 @@ static void help(void) {
         "  --wait-s           how long to wait for a live shard group at the start (default 120)\n"
         "Prints a JSON summary line at the end. Exit status: 0 every request succeeded, 1 some\n"
         "failed (or the job could not finish), 2 usage errors (also: an output of another job).\n",
-        AM_PROTO_MAX_TOKENS);
+        AM_PROTO_MAX_TOKENS, AM_PROTO_MAX_PAYLOAD_BYTES);
 }
 
 typedef struct batch_opts {
     const char *endpoint, *input, *output, *errors, *media_root;
     int conc, max_attempts, probe_ms, timeout_ms, sync_ms, progress_s, wait_s;
     uint32_t max_tokens_limit;
-    size_t max_line;
+    size_t max_line, max_media;
 } batch_opts;
 
 /* ---- a log-bucket histogram: percentiles in bounded memory ---- */
@@ -256,7 +259,8 @@ static int parse_line(batch *b, uint64_t no, const char *s, size_t len, am_api_r
         am_api_opts ao = {.media_root = b->o.media_root,
                           .models = b->models,
                           .n_models = b->n_models,
-                          .max_tokens_limit = b->o.max_tokens_limit};
+                          .max_tokens_limit = b->o.max_tokens_limit,
+                          .max_media_bytes = b->o.max_media};
         const cJSON *body = cJSON_GetObjectItemCaseSensitive(j, "body");
         if (!am_api_parse_body(body, kind, &ao, req, &e)) {
             if (req->stream) {
@@ -651,6 +655,10 @@ static int parse_opts(int argc, char **argv, batch_opts *o, int *status) {
         } else if (!strcmp(opt, "--max-tokens-limit")) {
             if (am_cli_int(&cli, 1, AM_PROTO_MAX_TOKENS, &v)) return *status = AM_EXIT_USAGE, 0;
             o->max_tokens_limit = (uint32_t)v;
+        } else if (!strcmp(opt, "--max-media-bytes")) {
+            if (am_cli_int(&cli, 1, (int64_t)AM_PROTO_MAX_PAYLOAD_BYTES, &v))
+                return *status = AM_EXIT_USAGE, 0;
+            o->max_media = (size_t)v;
         } else if (!strcmp(opt, "--max-line-bytes")) {
             if (am_cli_int(&cli, 1024, (int64_t)1 << 32, &v)) return *status = AM_EXIT_USAGE, 0;
             o->max_line = (size_t)v;
