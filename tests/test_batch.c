@@ -16,8 +16,9 @@
  *    and started again; a torn last line is made and repaired; the output then has every
  *    custom_id once with the reference's results; the coordinator's admitted count gives
  *    how many requests were sent twice (at most the window per kill);
- *  - kill_workers: a shard group rank, an encoder worker and then the coordinator are
- *    SIGKILLed mid-job and started again by the test (the coordinator on the same port);
+ *  - kill_workers: with a second shard group serving too, a rank of the first group, an
+ *    encoder worker and then the coordinator are SIGKILLed mid-job and started again by
+ *    the test (the coordinator on the same port);
  *    the job finishes with the reference's results: the group's requests failed with 503
  *    and the coordinator's were found lost (a HEALTH probe) and sent again.
  * teardown stops every process; the test directory is removed when all passed.
@@ -38,7 +39,7 @@
 #define RUN_TIMEOUT_S 240
 
 static am_tc T;
-static pid_t p_coord, p_enc[2], p_shard;
+static pid_t p_coord, p_enc[2], p_shard, p_shard2;
 static char media[600], input[400], anymal[600];
 static int n_lines, n_coord;
 static double ref_wall_s;
@@ -320,6 +321,8 @@ static int all_back(const am_client_health *h) {
     return h->healthy && h->shards == 1 && h->encoders == 2;
 }
 
+static int two_groups(const am_client_health *h) { return h->healthy && h->shards == 2; }
+
 static void wait_all_back(void) {
     am_client *c = NULL;
     CHECK_OK(am_client_new(T.ep, &c));
@@ -600,6 +603,12 @@ static void test_kill_workers(void) {
     snprintf(summary, sizeof summary, "%s/workers.summary", T.dir);
     snprintf(log, sizeof log, "%s/workers.log", T.dir);
     char *args[] = {"--input", input, "--output", out, "--concurrency", KILL_CONC, NULL};
+    /* A second shard group: two replicas serve the job (the reference had one). */
+    p_shard2 = am_tc_start_shard(&T, 2);
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(T.ep, &c));
+    CHECK(am_tc_wait_health(c, two_groups, 60000) >= 0);
+    am_client_destroy(&c);
     pid_t p = start_batch(args, summary, log);
     usleep((useconds_t)(ref_wall_s * 150000)); /* 15% in */
     pid_t rank1 = am_tc_shard_rank_pid(p_shard, 1);
@@ -633,6 +642,7 @@ static void test_kill_workers(void) {
 
 static void teardown(void) {
     am_tc_stop(&p_shard);
+    am_tc_stop(&p_shard2);
     for (int i = 0; i < 2; i++)
         am_tc_stop(&p_enc[i]);
     am_tc_stop(&p_coord);
