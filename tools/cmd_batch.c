@@ -293,6 +293,8 @@ static int64_t backoff_ms(int attempts) {
     return d < BATCH_RETRY_MAX_MS ? d : BATCH_RETRY_MAX_MS;
 }
 
+static int finish(batch *b, slot *s, const am_api_error *e, const am_msg *fin);
+
 /* Sends the slot's request (read again from the input when it is a retry). */
 static int submit(batch *b, slot *s, am_api_request *given) {
     am_api_request local, *req = given;
@@ -330,6 +332,12 @@ static int submit(batch *b, slot *s, am_api_request *given) {
             b->sent++;
         else
             b->resent++;
+    } else if (rc == AM_ERANGE || rc == AM_EINVAL) {
+        /* A limit of the protocol that api/ did not check: this request's error line, not
+         * the job's end. */
+        am_api_error e;
+        am_api_fail(&e, rc == AM_ERANGE ? 413 : 400, "", "%s", am_err_msg());
+        rc = finish(b, s, &e, NULL);
     }
     if (!given) am_api_request_fini(&local);
     return rc;
