@@ -19,16 +19,25 @@
 #define CMD "coordinator"
 
 static am_coord *g_coord;
+/* The first SIGTERM/SIGINT drains (in-flight requests finish, new ones get 503), a
+ * second stops at once. */
+static volatile sig_atomic_t g_signals;
 static void on_signal(int sig) {
     (void)sig;
-    if (g_coord) am_coord_stop(g_coord);
+    if (!g_coord) return;
+    if (g_signals++)
+        am_coord_stop(g_coord);
+    else
+        am_coord_drain(g_coord);
 }
 
 static void help(void) {
     printf(
         "usage: anymal-coordinator [--bind EP] [--endpoint-file PATH] [--heartbeat-ms N] "
         "[--liveness N]\n"
-        "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n\n"
+        "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n"
+        "                          [--unserved-wait-ms N] [--client-max-requests N] [--drain-ms "
+        "N]\n\n"
         "  --bind           ZeroMQ endpoint (default tcp://127.0.0.1:5555; tcp://127.0.0.1:* = any "
         "free port)\n"
         "  --endpoint-file  write the bound endpoint there once listening\n"
@@ -40,49 +49,46 @@ static void help(void) {
         "  --max-msg-bytes  largest frame accepted (ZMQ_MAXMSGSIZE); a bigger one disconnects its "
         "peer\n"
         "  --encode-attempts  workers an ENCODE job may try before its request fails (default "
-        "%d)\n",
+        "%d)\n"
+        "  --unserved-wait-ms  a request no live worker can serve fails with 503 after this "
+        "(default %d)\n"
+        "  --client-max-requests  requests one client may have in flight; more get 429 "
+        "(default %d)\n"
+        "  --drain-ms       SIGTERM: refuse new requests (503), let those in flight finish for at "
+        "most\n"
+        "                   this (default %d), then exit 0; a second SIGTERM stops at once\n",
         AM_HEARTBEAT_MS, AM_HEARTBEAT_LIVENESS, AM_COORD_MAX_REQUESTS_DEFAULT,
-        AM_COORD_DEADLINE_DEFAULT_MS, AM_COORD_ENCODE_MAX_ATTEMPTS);
+        AM_COORD_DEADLINE_DEFAULT_MS, AM_COORD_ENCODE_MAX_ATTEMPTS,
+        AM_COORD_UNSERVED_WAIT_MS_DEFAULT, AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT,
+        AM_COORD_DRAIN_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
     am_cli cli;
     am_cli_init(&cli, CMD, argc, argv);
     am_coord_opts o = {.endpoint = "tcp://127.0.0.1:5555"};
-    const char *endpoint_file = NULL, *opt;
+    const char *endpoint_file = NULL;
     am_cli_link link = {0};
-    int rc_link;
-    while ((opt = am_cli_next(&cli))) {
-        int64_t v;
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(opt, "--bind")) {
-            if (!(o.endpoint = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--endpoint-file")) {
-            if (!(endpoint_file = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--max-requests")) {
-            if (am_cli_int(&cli, 1, AM_COORD_MAX_REQUESTS_LIMIT, &v)) return AM_EXIT_USAGE;
-            o.max_requests = (int)v;
-        } else if (!strcmp(opt, "--deadline-ms")) {
-            if (am_cli_int(&cli, 1, 86400000, &v)) return AM_EXIT_USAGE;
-            o.deadline_default_ms = (int)v;
-        } else if (!strcmp(opt, "--max-msg-bytes")) {
-            if (am_cli_int(&cli, 1024, (int64_t)AM_PROTO_MAX_PAYLOAD_BYTES + 4096, &v))
-                return AM_EXIT_USAGE;
-            o.max_msg_bytes = v;
-        } else if (!strcmp(opt, "--encode-attempts")) {
-            if (am_cli_int(&cli, 1, 100, &v)) return AM_EXIT_USAGE;
-            o.encode_max_attempts = (int)v;
-        } else if ((rc_link = am_cli_link_opt(&cli, opt, 0, &link)) != 0) {
-            if (rc_link != 1) return rc_link;
-        } else {
-            return am_cli_fail(&cli, "unknown option '%s'", opt);
-        }
-    }
+    const am_cli_opt opts[] = {
+        {"--bind", AM_CLI_STR, &o.endpoint, 0, 0},
+        {"--endpoint-file", AM_CLI_STR, &endpoint_file, 0, 0},
+        {"--max-requests", AM_CLI_INT, &o.max_requests, 1, AM_COORD_MAX_REQUESTS_LIMIT},
+        {"--deadline-ms", AM_CLI_INT, &o.deadline_default_ms, 1, 86400000},
+        {"--max-msg-bytes", AM_CLI_I64, &o.max_msg_bytes, 1024,
+         (double)AM_PROTO_MAX_PAYLOAD_BYTES + 4096},
+        {"--encode-attempts", AM_CLI_INT, &o.encode_max_attempts, 1, 100},
+        {"--unserved-wait-ms", AM_CLI_INT, &o.unserved_wait_ms, 1, 86400000},
+        {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
+        {"--client-max-requests", AM_CLI_INT, &o.client_max_requests, 1,
+         AM_COORD_MAX_REQUESTS_LIMIT},
+    };
+    const am_cli_spec spec = {
+        .opts = opts, .n_opts = (int)(sizeof opts / sizeof opts[0]), .help = help, .link = &link};
+    int rc = am_cli_parse(&cli, &spec);
+    if (rc) return rc == AM_CLI_HELP ? 0 : rc;
     o.heartbeat_ms = link.heartbeat_ms;
     o.liveness = link.liveness;
-    int rc = am_coord_new(&o, &g_coord);
+    rc = am_coord_new(&o, &g_coord);
     if (rc) return am_cli_error(CMD, rc);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
@@ -112,13 +118,15 @@ int main(int argc, char **argv) {
             "\"encode_jobs\": %lld, "
             "\"encode_retries\": %lld, \"stale_replies\": %lld, \"workers_registered\": %lld, "
             "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, "
-            "\"deadlines\": %lld}}\n",
+            "\"deadlines\": %lld, \"unknown_model\": %lld, \"unserved\": %lld, \"client_quota\": "
+            "%lld, \"bad_rows\": %lld}}\n",
             (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs,
             (long long)s.requests_admitted, (long long)s.requests_done,
             (long long)s.requests_failed, (long long)s.requests_cancelled,
             (long long)s.requests_rejected, (long long)s.encode_jobs, (long long)s.encode_retries,
             (long long)s.stale_replies, (long long)s.workers_registered,
             (long long)s.workers_expired, (long long)s.hwm_requeues, (long long)s.client_gone,
-            (long long)s.deadlines);
+            (long long)s.deadlines, (long long)s.unknown_model, (long long)s.unserved,
+            (long long)s.client_quota, (long long)s.bad_rows);
     return rc ? am_cli_error(CMD, rc) : 0;
 }

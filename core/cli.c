@@ -154,3 +154,48 @@ int am_cli_link_opt(am_cli *c, const char *opt, int reconnect, am_cli_link *l) {
     }
     return 1;
 }
+
+static int table_opt(am_cli *c, const am_cli_opt *o) {
+    int64_t v;
+    double f;
+    switch (o->kind) {
+    case AM_CLI_STR: return (*(const char **)o->dst = am_cli_value(c)) ? 0 : AM_EXIT_USAGE;
+    case AM_CLI_INT:
+    case AM_CLI_I64:
+        if (am_cli_int(c, (int64_t)o->min, (int64_t)o->max, &v)) return AM_EXIT_USAGE;
+        if (o->kind == AM_CLI_INT)
+            *(int *)o->dst = (int)v;
+        else
+            *(int64_t *)o->dst = v;
+        return 0;
+    case AM_CLI_F64:
+        if (am_cli_float(c, o->min, o->max, &f)) return AM_EXIT_USAGE;
+        *(double *)o->dst = f;
+        return 0;
+    case AM_CLI_FLAG:
+        if (c->value) return am_cli_fail(c, "%s takes no value", c->name);
+        *(int *)o->dst = 1;
+        return 0;
+    }
+    return am_cli_fail(c, "%s: option table row of unknown kind %d", c->name, (int)o->kind);
+}
+
+int am_cli_parse(am_cli *c, const am_cli_spec *s) {
+    const char *opt;
+    while ((opt = am_cli_next(c))) {
+        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
+            if (s->help) s->help();
+            return AM_CLI_HELP;
+        }
+        int i = 0;
+        while (i < s->n_opts && strcmp(opt, s->opts[i].name))
+            i++;
+        int rc = 0;
+        if (i < s->n_opts) rc = table_opt(c, &s->opts[i]) ? AM_EXIT_USAGE : 1;
+        if (!rc && s->link) rc = am_cli_link_opt(c, opt, s->reconnect, s->link);
+        if (!rc && s->custom) rc = s->custom(c, opt, s->user);
+        if (!rc) return am_cli_fail(c, "unknown option '%s'", opt);
+        if (rc != 1) return AM_EXIT_USAGE;
+    }
+    return 0;
+}

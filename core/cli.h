@@ -47,6 +47,38 @@ typedef struct am_cli_link {
     int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
 } am_cli_link;
 int am_cli_link_opt(am_cli *c, const char *opt, int reconnect, am_cli_link *l);
+/* A program's options as a table, parsed by am_cli_parse: each row names an option,
+ * what kind of value it takes and where that value goes. The bounds are inclusive
+ * (AM_CLI_INT/I64/F64; doubles hold every int64 bound in use exactly). */
+typedef enum {
+    AM_CLI_STR,  /* const char ** (argv's own string) */
+    AM_CLI_INT,  /* int * */
+    AM_CLI_I64,  /* int64_t * */
+    AM_CLI_F64,  /* double * */
+    AM_CLI_FLAG, /* int *: set to 1; takes no value */
+} am_cli_kind;
+typedef struct am_cli_opt {
+    const char *name; /* "--model" */
+    am_cli_kind kind;
+    void *dst;
+    double min, max;
+} am_cli_opt;
+/* What am_cli_parse knows of a program: its table, its help printer, the liveness
+ * options (link != NULL: am_cli_link_opt with reconnect), and custom for options a
+ * table row cannot say (returns 1 taken, 0 not its option, or AM_EXIT_USAGE). */
+typedef struct am_cli_spec {
+    const am_cli_opt *opts;
+    int n_opts;
+    void (*help)(void);
+    am_cli_link *link;
+    int reconnect;
+    int (*custom)(am_cli *c, const char *opt, void *user);
+    void *user;
+} am_cli_spec;
+#define AM_CLI_HELP (-1) /* am_cli_parse printed the help: the program exits 0 */
+/* Parses every remaining option of c by s: 0, AM_CLI_HELP (--help/-h), or
+ * AM_EXIT_USAGE with a message naming the option (unknown, missing or bad value). */
+int am_cli_parse(am_cli *c, const am_cli_spec *s);
 /* Parses "1,2,3" (the value of option opt) into a new array of at most max
  * non-negative int32 ids (*ids, free with am_free; *n of them). Returns 0, or
  * with a message printed naming opt: AM_EXIT_USAGE (not a list of ids, empty,

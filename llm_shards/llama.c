@@ -41,7 +41,8 @@ struct am_llama_ctx {
     am_matrix tok_embeddings, output;
     float *norm;  /* (C) */
     int uploaded; /* norms were copied to backend memory (free them) */
-    /* Backend memory. */
+    /* Backend memory: the KV pools, and the step's activations carved from one
+     * allocation (act, laid out by act_carve). */
     float *k_pool;     /* (L, n_blocks, block_size, Hkv_l*D) */
     float *v_pool;     /* (L, n_blocks, block_size, Hkv_l*D) */
     float *x;          /* (B, C) residual stream */
@@ -56,6 +57,7 @@ struct am_llama_ctx {
     int32_t *pos_dev;  /* (B) positions of the step's rows */
     int32_t *ids_dev;  /* (B) token ids of the step's rows */
     float *logits_dev; /* (AM_LLAMA_LOGITS_ROWS, V_l) this rank's logits of a block of rows */
+    char *act;         /* the allocation x ... logits_dev live in */
     /* Host memory. */
     int32_t *pos;    /* (B) */
     int32_t *ids;    /* (B) contiguous eval: the chunk's ids */
@@ -110,6 +112,37 @@ static int upload_weights(am_llama_ctx *c) {
     return rc;
 }
 
+/* The step's activations, as pieces of one backend allocation: the one list of them.
+ * With c NULL it only counts the bytes (am_llama_kv_blocks_fit); otherwise it points
+ * c's buffers into base (am__llama_ctx_create). Pieces start 256-byte aligned, as
+ * every vector load and cuBLAS operand wants. Returns the allocation's size. */
+static size_t act_carve(const am_llama_model *m, size_t B, am_llama_ctx *c, char *base) {
+    const am_llama_shard *sh = &m->shard;
+    const size_t C = (size_t)m->cfg.dim, F = (size_t)sh->ffn_dim,
+                 QD = (size_t)sh->n_heads * m->cfg.head_dim,
+                 KD = (size_t)sh->n_kv_heads * m->cfg.head_dim;
+    size_t off = 0;
+#define PIECE(field, type, n)                                                                      \
+    do {                                                                                           \
+        if (c) c->field = (type *)(void *)(base + off);                                            \
+        off += ((n) * sizeof(type) + 255) & ~(size_t)255;                                          \
+    } while (0)
+    PIECE(x, float, B *C);
+    PIECE(xb, float, B *C);
+    PIECE(q, float, B *QD);
+    PIECE(k_new, float, B *KD);
+    PIECE(v_new, float, B *KD);
+    PIECE(att, float, B *QD);
+    PIECE(proj, float, B *C);
+    PIECE(hb, float, B *F);
+    PIECE(hb2, float, B *F);
+    PIECE(pos_dev, int32_t, B);
+    PIECE(ids_dev, int32_t, B);
+    PIECE(logits_dev, float, (size_t)AM_LLAMA_LOGITS_ROWS *(size_t)sh->n_vocab);
+#undef PIECE
+    return off;
+}
+
 int am_llama_kv_blocks_fit(const am_llama_model *m, am_backend *be, double fraction,
                            int32_t block_size, int32_t max_batch, int32_t *n_blocks) {
     *n_blocks = 0;
@@ -122,21 +155,15 @@ int am_llama_kv_blocks_fit(const am_llama_model *m, am_backend *be, double fract
     int rc = am_backend_memory(be, &free_b, &total_b);
     if (rc) return rc;
     const am_llama_config *cfg = &m->cfg;
-    const am_llama_shard *sh = &m->shard;
-    const double B = max_batch, C = cfg->dim, F = sh->ffn_dim,
-                 QD = (double)sh->n_heads * cfg->head_dim,
-                 KD = (double)sh->n_kv_heads * cfg->head_dim;
-    /* The buffers am__llama_ctx_create allocates besides the pools (x, xb, proj; q, att;
-     * k_new, v_new; hb, hb2; logits rows), in floats. */
-    const double act =
-        B * (3 * C + 2 * QD + 2 * KD + 2 * F) + (double)AM_LLAMA_LOGITS_ROWS * sh->n_vocab;
+    const double KD = (double)m->shard.n_kv_heads * cfg->head_dim;
+    const double act = (double)act_carve(m, (size_t)max_batch, NULL, NULL);
     const double weights =
         be->host_memory ? 0.0
                         : (double)am_llama_weight_bytes(m) +
                               (double)m->tok_embeddings.rows * (double)m->tok_embeddings.row_bytes;
     const double used = (double)(total_b - free_b);
     const double budget =
-        fraction * (double)total_b - used - weights - 4.0 * act - (double)AM_LLAMA_KV_RESERVE_BYTES;
+        fraction * (double)total_b - used - weights - act - (double)AM_LLAMA_KV_RESERVE_BYTES;
     const double per_block =
         2.0 * cfg->n_layers * (double)block_size * KD * sizeof(float); /* K and V */
     const double fit = budget / per_block;
@@ -148,8 +175,8 @@ int am_llama_kv_blocks_fit(const am_llama_model *m, am_backend *be, double fract
             "positions "
             "(%.1f MiB)",
             fraction, total_b / 1073741824.0, fraction * total_b / 1073741824.0,
-            used / 1073741824.0, weights / 1073741824.0, max_batch, 4.0 * act / 1073741824.0,
-            block_size, per_block / 1048576.0);
+            used / 1073741824.0, weights / 1073741824.0, max_batch, act / 1073741824.0, block_size,
+            per_block / 1048576.0);
     *n_blocks = fit > AM_LLAMA_MAX_KV_BLOCKS ? AM_LLAMA_MAX_KV_BLOCKS : (int32_t)fit;
     AM_LOGI("KV cache: %d blocks of %d positions (%.1f GiB) in %.2f of %s's %.1f GiB", *n_blocks,
             block_size, *n_blocks * per_block / 1073741824.0, fraction, be->name,
@@ -187,8 +214,8 @@ int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *co
     c->n_blocks = n_blocks;
     c->block_size = block_size;
     c->max_batch = max_batch;
-    size_t B = (size_t)max_batch, C = (size_t)cfg->dim, F = (size_t)sh->ffn_dim;
-    size_t QD = (size_t)sh->n_heads * cfg->head_dim, KD = (size_t)sh->n_kv_heads * cfg->head_dim;
+    size_t B = (size_t)max_batch, C = (size_t)cfg->dim;
+    size_t KD = (size_t)sh->n_kv_heads * cfg->head_dim;
     size_t VL = (size_t)sh->n_vocab, R = AM_LLAMA_LOGITS_ROWS;
     size_t pool_floats = (size_t)cfg->n_layers * (size_t)n_blocks * (size_t)block_size * KD;
     int rc = upload_weights(c);
@@ -199,25 +226,13 @@ int am__llama_ctx_create(const am_llama_model *m, am_backend *be, am_tp_comm *co
 #define BE_ALLOC(n) be->ops->alloc(be, (n))
     c->k_pool = BE_ALLOC(pool_floats * sizeof(float));
     c->v_pool = BE_ALLOC(pool_floats * sizeof(float));
-    c->x = BE_ALLOC(B * C * sizeof(float));
-    c->xb = BE_ALLOC(B * C * sizeof(float));
-    c->q = BE_ALLOC(B * QD * sizeof(float));
-    c->k_new = BE_ALLOC(B * KD * sizeof(float));
-    c->v_new = BE_ALLOC(B * KD * sizeof(float));
-    c->att = BE_ALLOC(B * QD * sizeof(float));
-    c->proj = BE_ALLOC(B * C * sizeof(float));
-    c->hb = BE_ALLOC(B * F * sizeof(float));
-    c->hb2 = BE_ALLOC(B * F * sizeof(float));
-    c->pos_dev = BE_ALLOC(B * sizeof(int32_t));
-    c->ids_dev = BE_ALLOC(B * sizeof(int32_t));
-    c->logits_dev = BE_ALLOC(R * VL * sizeof(float));
+    c->act = BE_ALLOC(act_carve(m, B, NULL, NULL));
+    if (c->act) act_carve(m, B, c, c->act);
 #undef BE_ALLOC
     c->pos = am_malloc(B * sizeof(int32_t));
     c->ids = am_malloc(B * sizeof(int32_t));
     c->rows = am_malloc(B * sizeof(int32_t));
-    int ok = c->k_pool && c->v_pool && c->x && c->xb && c->q && c->k_new && c->v_new && c->att &&
-             c->proj && c->hb && c->hb2 && c->pos_dev && c->ids_dev && c->logits_dev && c->pos &&
-             c->ids && c->rows;
+    int ok = c->k_pool && c->v_pool && c->act && c->pos && c->ids && c->rows;
     if (ok && !be->host_memory) {
         c->stage = am_aligned_alloc(B * C * sizeof(float));
         c->logits_h = am_aligned_alloc(R * VL * sizeof(float));
@@ -268,8 +283,7 @@ void am_llama_ctx_destroy(am_llama_ctx **p) {
     if (!p || !*p) return;
     am_llama_ctx *c = *p;
     am_backend *be = c->be;
-    void *dev[] = {c->k_pool, c->v_pool, c->x,  c->xb,  c->q,       c->k_new,   c->v_new,
-                   c->att,    c->proj,   c->hb, c->hb2, c->pos_dev, c->ids_dev, c->logits_dev};
+    void *dev[] = {c->k_pool, c->v_pool, c->act};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         be->ops->free(be, dev[i]);
     if (c->uploaded && c->layers) be->ops->free(be, c->layers[0].attn_norm);

@@ -75,6 +75,19 @@ expect 1 "no room for one block" -- "$ANYMAL" bench batch --model "$tmp/tiny" --
 frac=$(awk '/^MemTotal:/ {t = $2} /^MemAvailable:/ {a = $2} END {printf "%.4f", (t - a + 630 * 1024) / t}' /proc/meminfo)
 expect 0 '"max_running":2' -- "$ANYMAL" bench batch --model "$tmp/tiny" --memory-fraction "$frac" --batch 2 --prompt-tokens 4 --gen-tokens 2
 expect 2 "--kv-blocks and --memory-fraction both size the KV cache" -- "$AM_BIN_DIR/anymal-shard-worker" --coordinator tcp://127.0.0.1:1 --model "$tmp/tiny" --kv-blocks 4 --memory-fraction 0.5
+# The actor programs parse their options from one table each (core/cli.h am_cli_parse):
+# unknown options, missing and out-of-range values, values given to flags and bad
+# modality lists are usage errors naming the option; --help exits 0.
+expect 0 "usage: anymal-coordinator" -- "$AM_BIN_DIR/anymal-coordinator" --help
+expect 2 "unknown option '--bogus'" -- "$AM_BIN_DIR/anymal-coordinator" --bogus
+expect 2 "--max-requests wants an integer in \[1, " -- "$AM_BIN_DIR/anymal-coordinator" --max-requests 0
+expect 2 "option --endpoint-file needs a value" -- "$AM_BIN_DIR/anymal-coordinator" --endpoint-file
+expect 0 "usage: anymal-encoder" -- "$AM_BIN_DIR/anymal-encoder" -h
+expect 2 "unknown modality 'smell' \(want image, video, audio, imu or all\)" -- "$AM_BIN_DIR/anymal-encoder" --modality image,smell
+expect 2 "--batch-wait-ms wants an integer in \[0, 10000\], got '-1'" -- "$AM_BIN_DIR/anymal-encoder" --batch-wait-ms=-1
+expect 2 "--reconnect-ms wants MIN\[,MAX\]" -- "$AM_BIN_DIR/anymal-encoder" --reconnect-ms 5,1
+expect 2 "--allreduce-bf16 takes no value" -- "$AM_BIN_DIR/anymal-shard-worker" --allreduce-bf16=1
+expect 2 "--coordinator and --model are required" -- "$AM_BIN_DIR/anymal-shard-worker" --stream-ms 0
 # Programs sized to their role: the coordinator only routes, so it links neither the
 # engine (OpenBLAS, oneDNN, MPI, CUDA) nor the media stack.
 coord_libs=$(ldd "$AM_BIN_DIR/anymal-coordinator" 2>&1)

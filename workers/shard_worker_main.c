@@ -16,7 +16,9 @@
 #include "llm_shards/llama.h"
 #include "llm_shards/sched.h"
 #include "llm_shards/shard_group.h"
+#include "workers/worker_cli.h"
 #include "workers/shard_leader.h"
+#include "workers/worker_link.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -27,9 +29,10 @@
 #define SHARD_WORKER_MAX_BLOCKS_DEFAULT 4096
 
 static volatile sig_atomic_t g_stop;
+/* The first SIGTERM/SIGINT drains (finish what is in flight), a second stops at once. */
 static void on_signal(int sig) {
     (void)sig;
-    g_stop = 1;
+    g_stop = g_stop ? 2 : 1;
 }
 
 static void help(void) {
@@ -40,7 +43,7 @@ static void help(void) {
            "              [--name S] [--model-name S]\n"
            "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
            "[--allreduce-bf16]\n"
-           "              [--stream-ms N]\n\n"
+           "              [--stream-ms N] [--drain-ms N]\n\n"
            "  --device      every rank's compute backend (default cpu; ranks may share one GPU)\n"
            "  --capacity    requests in flight at once (default %d)\n"
            "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at "
@@ -51,9 +54,12 @@ static void help(void) {
            "                activations, split between the ranks on this node\n"
            "  --max-batch   rows per step (default %d)\n"
            "  --stream-ms   a request's tokens go out together at most this often (default %d;\n"
-           "                0 = one TOKEN message per token)\n",
+           "                0 = one TOKEN message per token)\n"
+           "  --drain-ms    SIGTERM to the leader: take nothing new, finish the requests in "
+           "flight\n"
+           "                for at most this (default %d); a second SIGTERM stops at once\n",
            AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT,
-           AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS);
+           AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS, AM_DRAIN_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -64,53 +70,33 @@ int main(int argc, char **argv) {
     int64_t n_blocks = 0, block_size = AM_SCHED_DEFAULT_BLOCK_SIZE,
             max_batch = AM_SCHED_DEFAULT_MAX_BATCH;
     double mem_fraction = 0.0; /* 0: n_blocks, or the capacity-based default */
-    const char *opt;
+    int stream_ms = -1, allreduce_bf16 = 0;
     am_cli_link link = {0};
-    int rc_link;
-    while ((opt = am_cli_next(&cli))) {
-        int64_t v;
-        if (!strcmp(opt, "--help") || !strcmp(opt, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(opt, "--coordinator")) {
-            if (!(lo.endpoint = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--model")) {
-            if (!(go.model_path = lo.model_path = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--name")) {
-            if (!(lo.name = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--model-name")) {
-            if (!(lo.model_name = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--threads")) {
-            if (am_cli_int(&cli, 1, 1024, &v)) return AM_EXIT_USAGE;
-            go.n_threads = (int)v;
-        } else if (!strcmp(opt, "--device")) {
-            if (!(go.device = am_cli_value(&cli))) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--capacity")) {
-            if (am_cli_int(&cli, 1, 65536, &v)) return AM_EXIT_USAGE;
-            lo.capacity = (int)v;
-        } else if (!strcmp(opt, "--kv-blocks")) {
-            if (am_cli_int(&cli, 1, 1 << 24, &n_blocks)) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--memory-fraction")) {
-            if (am_cli_float(&cli, 1e-3, 1.0, &mem_fraction)) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--block-size")) {
-            if (am_cli_int(&cli, 1, 4096, &block_size)) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--max-batch")) {
-            if (am_cli_int(&cli, 1, 1 << 16, &max_batch)) return AM_EXIT_USAGE;
-        } else if (!strcmp(opt, "--stream-ms")) {
-            if (am_cli_int(&cli, 0, 60000, &v)) return AM_EXIT_USAGE;
-            lo.stream_ms = v ? (int)v : -1;
-        } else if (!strcmp(opt, "--allreduce-bf16")) {
-            go.allreduce_dtype = AM_DTYPE_BF16;
-        } else if ((rc_link = am_cli_link_opt(&cli, opt, 1, &link)) != 0) {
-            if (rc_link != 1) return rc_link;
-        } else {
-            return am_cli_fail(&cli, "unknown option '%s'", opt);
-        }
-    }
-    lo.heartbeat_ms = link.heartbeat_ms;
-    lo.liveness = link.liveness;
-    lo.reconnect_min_ms = link.reconnect_min_ms;
-    lo.reconnect_max_ms = link.reconnect_max_ms;
+    const am_cli_opt opts[] = {
+        AM_WORKER_CLI_ROWS(&lo.endpoint, &lo.model_path, &lo.name, &lo.model_name),
+        {"--device", AM_CLI_STR, &go.device, 0, 0},
+        {"--threads", AM_CLI_INT, &go.n_threads, 1, 1024},
+        {"--capacity", AM_CLI_INT, &lo.capacity, 1, 65536},
+        {"--kv-blocks", AM_CLI_I64, &n_blocks, 1, 1 << 24},
+        {"--memory-fraction", AM_CLI_F64, &mem_fraction, 1e-3, 1.0},
+        {"--block-size", AM_CLI_I64, &block_size, 1, 4096},
+        {"--max-batch", AM_CLI_I64, &max_batch, 1, 1 << 16},
+        {"--stream-ms", AM_CLI_INT, &stream_ms, 0, 60000},
+        {"--allreduce-bf16", AM_CLI_FLAG, &allreduce_bf16, 0, 0},
+        {"--drain-ms", AM_CLI_INT, &lo.drain_ms, 1, 86400000},
+    };
+    const am_cli_spec spec = {.opts = opts,
+                              .n_opts = (int)(sizeof opts / sizeof opts[0]),
+                              .help = help,
+                              .link = &link,
+                              .reconnect = 1};
+    int rc = am_cli_parse(&cli, &spec);
+    if (rc) return rc == AM_CLI_HELP ? 0 : rc;
+    go.model_path = lo.model_path;
+    /* --stream-ms 0 means one TOKEN message per token: the leader's -1; not given, its default. */
+    lo.stream_ms = stream_ms < 0 ? 0 : stream_ms ? stream_ms : -1;
+    if (allreduce_bf16) go.allreduce_dtype = AM_DTYPE_BF16;
+    AM_WORKER_CLI_TAKE_LINK(lo, link);
     if (!lo.endpoint || !lo.model_path)
         return am_cli_fail(&cli, "--coordinator and --model are required");
     if (n_blocks && mem_fraction > 0.0)
@@ -123,7 +109,7 @@ int main(int argc, char **argv) {
      * it, bench/README.md). Set before MPI starts; the environment's value wins. */
     setenv("OMPI_MCA_mpi_yield_when_idle", "1", 0);
     am_shard_group *g = NULL;
-    int rc = am_shard_group_new(&argc, &argv, &go, &g);
+    rc = am_shard_group_new(&argc, &argv, &go, &g);
     if (rc) return 1; /* already printed, naming the rank */
     struct sigaction sa = {.sa_handler = am_shard_group_rank(g) == 0 ? on_signal : SIG_IGN};
     sigaction(SIGINT, &sa, NULL);
