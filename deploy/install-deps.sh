@@ -19,6 +19,11 @@ packages=(
   libsndfile1-dev libsoxr-dev   # audio decoding (WAV/FLAC/OGG/MP3) and resampling (encoders/audio_file.c)
   libfftw3-dev      # FFT of CLAP's log-mel front end (encoders/melspec.c)
   libzmq3-dev libmsgpack-dev   # the actor system: ZeroMQ sockets, msgpack bodies (proto/, coordinator/, workers/)
+  slurmctld slurmd slurm-client munge   # deploy/slurm and its test on a real Slurm (tests/test_slurm.sh):
+                    # what the metapackage slurm-wlm depends on, plus munge (slurm-wlm-basic-plugins
+                    # comes with them: mpi/pmix, task/affinity, select/cons_tres)
+  libpmix-dev       # srun --mpi=pmix: Slurm's mpi/pmix plugin dlopens libpmix.so, which only -dev ships
+  iproute2          # ip netns / ss: the Slurm test's nodes are network namespaces
   clang libclang-rt-14-dev   # libFuzzer build of the protocol decoder (deploy/test.sh): clang only
                             # recommends its fuzzer/ASan runtimes, which --no-install-recommends skips
 )

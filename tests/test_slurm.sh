@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# tests/test_slurm.sh - deploy/slurm on a real Slurm (Debian's slurm-wlm) with several nodes.
+#
+# Starts munged, slurmctld and four slurmd nodes (tests/slurm_cluster.sh: each node a network
+# namespace with its own address on a bridge, its own hostname, /tmp and /dev/shm; falling back
+# to several slurmd on loopback, then to one, and saying why), then, submitting from the
+# controller's namespace as a login node would:
+#   1. the serving job (heterogeneous): coordinator on one node, an encoder worker on another,
+#      a shard group of P = 2 with one rank on each of two more nodes (srun --mpi=pmix; its
+#      ranks talk over TCP between the namespaces, checked with ss);
+#   2. multimodal requests from outside the job (anymal client: text, image, audio, IMU, video,
+#      then 32 at once);
+#   3. scancel midway through a burst of requests: the client gets its answers or errors (it
+#      never hangs), and no process of the job is left on any node;
+#   4. the batch job with --requeue: requeued midway (scontrol requeue), it resumes and every
+#      custom_id is in the output exactly once (skipped, saying so, where `anymal batch` is not
+#      built);
+#   5. the plain-job fallback (--single): the same cluster as one job, one request, scancel;
+# and at the end, after scancel of everything, no process of ours on any node. Every daemon and
+# namespace is removed on exit, also on failure (trap). Exit 77 (skipped) only when this machine
+# cannot run Slurm at all, with the reason.
+set -u
+src=${AM_SOURCE_DIR:?}
+B=${AM_BIN_DIR:?}
+G=$src/tests/golden
+W=$src/deploy/slurm/anymal-slurm
+t_start=$(date +%s)
+fails=0
+note() { echo "test_slurm [$(($(date +%s) - t_start))s]: $*"; }
+fail() {
+  echo "FAIL: $*"
+  fails=$((fails + 1))
+}
+skip() {
+  echo "SKIPPED: $*"
+  exit 77
+}
+
+[ "$(id -u)" = 0 ] || skip "needs root (slurmd runs jobs as their user; namespaces need CAP_SYS_ADMIN)"
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+  note "slurmctld/slurmd/munged missing: running deploy/install-deps.sh"
+  "$src/deploy/install-deps.sh" || skip "deploy/install-deps.sh could not install slurm-wlm and munge"
+fi
+
+# Not under /tmp: each node mounts a /tmp of its own.
+SC_DIR=$(mktemp -d /var/tmp/anymal-slurm.XXXXXX)
+# shellcheck source=tests/slurm_cluster.sh
+. "$src/tests/slurm_cluster.sh"
+client_pid=
+finish() {
+  local status=$?
+  [ -n "$client_pid" ] && kill -KILL "$client_pid" 2>/dev/null
+  sc_down
+  if [ $status = 0 ] && [ $fails = 0 ] && [ "${AM_KEEP_SLURM_DIR:-0}" != 1 ]; then
+    rm -rf "$SC_DIR"
+  else
+    echo "test_slurm: logs kept in $SC_DIR"
+  fi
+}
+trap finish EXIT
+trap 'echo "test_slurm: SIGINT"; exit 130' INT
+trap 'echo "test_slurm: SIGTERM"; exit 143' TERM
+
+if ! sc_up; then
+  skip "no Slurm could be started here: $SC_WHY (logs: $SC_DIR)"
+fi
+[ -n "$SC_WHY" ] && note "FALLBACK to '$SC_MODE': $SC_WHY"
+note "cluster up: mode $SC_MODE, $(sc_in ctl sinfo -h -N -o %N | sort -u | wc -l) slurmd node(s)"
+iface=lo
+[ "$SC_MODE" = netns ] && iface=eth0
+
+"$B/anymal" mkmodel --shape tiny --with-encoders --seed 0 --out "$SC_DIR/model" >/dev/null ||
+  { fail "mkmodel"; exit 1; }
+logs=$SC_DIR/logs
+export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
+# The 2 cores are shared by every "node": ranks waiting in an all-reduce must yield.
+common=(--model "$SC_DIR/model" --threads 1 --iface "$iface" --logs "$logs" --start-timeout 90)
+[ "$SC_MODE" = single ] && common+=(--cpu-bind none)
+# Slurm commands that wait are bounded (a job that can never start would wait forever).
+slurm_w() { sc_in ctl timeout 150 "$@"; }
+
+# job_state ID: the state of a job (of its first component), "" once Slurm forgot it.
+job_state() { sc_in ctl squeue -h -j "$1" -o %T 2>/dev/null | head -n 1; }
+# wait_gone ID SECONDS: until the job has left the queue (or is in a final state).
+wait_end() {
+  local s
+  for _ in $(seq $(($2 * 4))); do
+    s=$(job_state "$1")
+    case $s in RUNNING | PENDING | COMPLETING | CONFIGURING | REQUEUED | RESIZING | SUSPENDED) ;; *) return 0 ;; esac
+    sleep 0.25
+  done
+  return 1
+}
+# job_procs: what a job leaves behind if its teardown fails: anymal programs, srun and
+# slurmstepd of this cluster (the test runs one job at a time, so these are that job's).
+job_procs() {
+  local p c
+  for p in $(sc_ours); do
+    c=$(cat "/proc/$p/comm" 2>/dev/null)
+    case $c in anymal-* | srun | slurmstepd) echo "$p:$c" ;; esac
+  done
+}
+# our_programs: anymal processes of this cluster, whatever job.
+our_programs() {
+  local p
+  for p in $(sc_ours); do
+    case $(cat "/proc/$p/comm" 2>/dev/null) in anymal*) echo "$p:$(cat "/proc/$p/comm")" ;; esac
+  done
+}
+# scancel_and_check ID LABEL: cancel, wait for the end, then no process of the job may remain.
+scancel_and_check() {
+  local t0=$SECONDS left
+  sc_in ctl scancel "$1"
+  wait_end "$1" 60 || fail "$2: job $1 still $(job_state "$1") 60 s after scancel"
+  for _ in $(seq 40); do
+    left=$(job_procs)
+    [ -z "$left" ] && break
+    sleep 0.25
+  done
+  if [ -n "$left" ]; then fail "$2: processes of job $1 left after it ended: $left"; else
+    note "$2: job $1 cancelled, ended and left no process in $((SECONDS - t0)) s"
+  fi
+}
+
+# serve_job LABEL OPTIONS...: submit a serving job, wait for its endpoint; sets job_id, ep.
+serve_job() {
+  local label=$1 out t0=$SECONDS
+  shift
+  out=$(slurm_w "$W" serve "${common[@]}" --encoders 1 --groups 1 --tp 2 "$@" --wait 2>&1)
+  echo "$out"
+  job_id=$(sed -n 's/.*submitted serve job \([0-9]*\).*/\1/p' <<<"$out" | head -n 1)
+  ep=$(sed -n 's/.*serving at \(tcp:[^ ]*\).*/\1/p' <<<"$out")
+  if [ -z "$ep" ]; then
+    fail "$label ${job_id:-?} did not serve: $(cat "$logs/job-${job_id:-x}.out" 2>/dev/null)"
+    return 1
+  fi
+  note "$label $job_id up at $ep in $((SECONDS - t0)) s (submit to health)"
+  sc_in ctl squeue -j "$job_id" -o '%.8i %.10j %.9T %.6D %N'
+}
+# req LABEL CLIENT-ARGS...: one request from outside the job (the login node) must be answered.
+req() {
+  local label=$1 o
+  shift
+  if o=$(sc_in ctl "$B/anymal" client --coordinator "$ep" --max-tokens 8 --timeout-ms 30000 "$@" 2>&1) &&
+    grep -q 'finish=length' <<<"$o"; then
+    return 0
+  fi
+  fail "request $label: $o"
+  return 1
+}
+# exercise: every modality, then 32 requests at once.
+exercise() {
+  local ok=0 t0=$SECONDS burst
+  req text --text "Once upon a time" && ok=$((ok + 1))
+  req image --text "Look:" --image "$G/vision/images/land_q90.jpg" --text "What is it?" && ok=$((ok + 1))
+  req audio --text "Listen:" --audio "$G/audio/speech48.wav" && ok=$((ok + 1))
+  req imu --text "This motion:" --imu "$G/imu/imu333.npy" && ok=$((ok + 1))
+  req video --text "Watch:" --video "$G/vision/video/clip.mp4" && ok=$((ok + 1))
+  note "$ok of 5 multimodal requests (text, image, audio, IMU, video) answered from outside the job in $((SECONDS - t0)) s"
+  burst=$(sc_in ctl "$B/anymal" client --coordinator "$ep" --text Describe --image "$G/vision/images/land_q90.jpg" \
+    --max-tokens 16 --repeat 32 --concurrency 8 --timeout-ms 30000 2>&1)
+  grep -q '"failed": 0' <<<"$burst" || fail "32 requests at once: $burst"
+  note "32 image requests at concurrency 8: $burst"
+}
+# cancel_midway: scancel during a burst of requests; the client ends (answers or errors, no
+# hang), the coordinator stopped on SIGTERM, nothing of the job is left on any node.
+cancel_midway() {
+  sc_in ctl "$B/anymal" client --coordinator "$ep" --text Describe --image "$G/vision/images/land_q90.jpg" \
+    --max-tokens 64 --ignore-eos --repeat 1000000 --concurrency 8 --timeout-ms 5000 >"$SC_DIR/burst.out" 2>&1 &
+  client_pid=$!
+  local h
+  for _ in $(seq 40); do # midway: once requests are in flight
+    h=$(sc_in ctl "$B/anymal" client --coordinator "$ep" --health 2>/dev/null)
+    grep -q '"active_requests": [1-9]' <<<"$h" && break
+    sleep 0.25
+  done
+  note "scancel with requests in flight: $h"
+  scancel_and_check "$job_id" "scancel midway"
+  for _ in $(seq 120); do
+    kill -0 "$client_pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  if kill -0 "$client_pid" 2>/dev/null; then fail "the client still waits 30 s after scancel"; else
+    wait "$client_pid"
+    local st=$?
+    note "the client of the cancelled job ended (status $st): $(tail -n 1 "$SC_DIR/burst.out")"
+    [ $st = 1 ] || fail "the client's burst was not cut by the scancel (status $st)"
+  fi
+  client_pid=
+  grep -q '"coordinator"' "$logs/job-$job_id.run0/coordinator.log" ||
+    fail "the coordinator did not stop on SIGTERM (no counters line in its log)"
+}
+
+nodes=$(sc_in ctl sinfo -h -N -o %N | sort -u | wc -l)
+# ---- 1-3. the serving job, heterogeneous: 4 nodes (its components never share a node).
+if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node=1; then
+  # Layout: the group's two ranks on two nodes, the encoder on a node that is none of theirs.
+  layout=$(sc_in ctl squeue -h -j "$job_id" -o '%i %N')
+  grp_nodes=$(awk -v c="${job_id}+2" '$1 == c { print $2 }' <<<"$layout")
+  enc_nodes=$(awk -v c="${job_id}+1" '$1 == c { print $2 }' <<<"$layout")
+  grp_list=$(sc_in ctl scontrol show hostnames "$grp_nodes")
+  [ "$(wc -l <<<"$grp_list")" = 2 ] || fail "the shard group runs on '$grp_nodes', not on two nodes"
+  grep -qx "$enc_nodes" <<<"$grp_list" && fail "the encoder shares node $enc_nodes with the group"
+  [ "$(sc_in ctl squeue -h -j "$job_id" -o %k | head -n 1)" = "$ep" ] ||
+    fail "the job's Comment is not the endpoint"
+  if [ "$SC_MODE" = netns ]; then # rank 0 <-> rank 1 over TCP between the two namespaces
+    n_a=$(head -n 1 <<<"$grp_list") n_b=$(tail -n 1 <<<"$grp_list")
+    addr_b=10.77.0.$((10 + ${n_b#n}))
+    conn=$(ip netns exec "$SC_P$n_a" ss -tnp 2>/dev/null | grep anymal-shard | grep -F " $addr_b:")
+    if [ -n "$conn" ]; then note "MPI over TCP between $n_a and $n_b: $(head -n 1 <<<"$conn" | tr -s ' ')"; else
+      fail "no TCP connection from the rank on $n_a to $addr_b ($n_b)"
+    fi
+  fi
+  exercise
+  cancel_midway
+  # ---- the plain-job fallback (--single): one request, then scancel.
+  if serve_job "plain job" --single; then
+    req "plain job image" --text "Look:" --image "$G/vision/images/land_q90.jpg"
+    scancel_and_check "$job_id" "plain job"
+  fi
+elif [ "$nodes" -lt 4 ]; then
+  note "FALLBACK: $nodes node(s): no heterogeneous job (its components need a node each); the plain job (--single) instead"
+  if serve_job "plain job" --single; then
+    exercise
+    cancel_midway
+  fi
+fi
+
+# ---- 4. the batch job, requeued midway: exactly once per custom_id.
+if "$B/anymal" batch --help >/dev/null 2>&1; then
+  n=60
+  input=$SC_DIR/requests.jsonl
+  for i in $(seq 1 $n); do
+    case $((i % 3)) in
+      0) part="{\"type\": \"text\", \"text\": \"Tell story $i.\"}" ;;
+      1) part="{\"type\": \"image_url\", \"image_url\": {\"url\": \"file://$G/vision/images/land_q90.jpg\"}}, {\"type\": \"text\", \"text\": \"What is it ($i)?\"}" ;;
+      2) part="{\"type\": \"imu_url\", \"imu_url\": {\"url\": \"file://$G/imu/imu333.npy\"}}, {\"type\": \"text\", \"text\": \"Motion $i?\"}" ;;
+    esac
+    echo "{\"custom_id\": \"req-$i\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": {\"model\": \"anymal\", \"messages\": [{\"role\": \"user\", \"content\": [$part]}], \"max_tokens\": 48, \"temperature\": 0}}"
+  done >"$input"
+  bargs=(--encoders 1 --groups 1 --tp 2 --input "$input" --output "$SC_DIR/results.jsonl"
+    --errors "$SC_DIR/errors.jsonl" --concurrency 4 --requeue)
+  if [ "$nodes" -ge 4 ]; then bargs+=(--component 2:--ntasks-per-node=1); else bargs+=(--single); fi
+  out=$(sc_in ctl "$W" batch "${common[@]}" "${bargs[@]}" 2>&1)
+  batch_id=$(sed -n 's/.*submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
+  t0=$SECONDS
+  if [ -z "$batch_id" ]; then fail "batch job not submitted: $out"; else
+    # Requeue once some results are written and before all are.
+    done_lines=0
+    for _ in $(seq 600); do
+      done_lines=$(cat "$SC_DIR/results.jsonl" "$SC_DIR/errors.jsonl" 2>/dev/null | wc -l)
+      [ "$done_lines" -ge 5 ] && break
+      [ -z "$(job_state "$batch_id")" ] && break
+      sleep 0.1
+    done
+    if [ "$done_lines" -ge "$n" ]; then fail "the batch ended before it could be requeued midway"; fi
+    sc_in ctl scontrol requeue "$batch_id" || fail "scontrol requeue $batch_id"
+    note "batch job $batch_id requeued after $done_lines of $n results"
+    # It runs again (restart 1), resumes, and ends.
+    for _ in $(seq 720); do
+      s=$(job_state "$batch_id")
+      [ "$s" = COMPLETED ] || [ "$s" = FAILED ] || [ "$s" = CANCELLED ] || [ -z "$s" ] && break
+      sleep 0.25
+    done
+    s=$(job_state "$batch_id")
+    [ "$s" = COMPLETED ] || fail "batch job $batch_id ended $s: $(tail -n 5 "$logs/job-$batch_id.out")"
+    [ -d "$logs/job-$batch_id.run1" ] || fail "batch job $batch_id did not run a second time"
+    ids=$(cat "$SC_DIR/results.jsonl" "$SC_DIR/errors.jsonl" 2>/dev/null |
+      sed -n 's/.*"custom_id": *"\([^"]*\)".*/\1/p' | sort)
+    uniq_ids=$(sort -u <<<"$ids" | grep -c .)
+    total=$(grep -c . <<<"$ids")
+    errs=$(grep -c . "$SC_DIR/errors.jsonl" 2>/dev/null)
+    if [ "$uniq_ids" = $n ] && [ "$total" = $n ]; then
+      note "batch: $n custom_ids exactly once across output and errors ($errs errors) after a requeue, in $((SECONDS - t0)) s"
+    else
+      fail "batch: $total result lines, $uniq_ids distinct custom_ids, want $n each"
+    fi
+    left=$(job_procs)
+    [ -z "$left" ] || fail "processes of batch job $batch_id left: $left"
+  fi
+else
+  note "SKIPPED the batch job: this tree has no 'anymal batch' (issue 16)"
+fi
+
+# ---- the end: scancel everything; no process of ours anywhere.
+sc_in ctl scancel --user=root 2>/dev/null
+for _ in $(seq 80); do
+  left=$(our_programs)
+  [ -z "$left" ] && break
+  sleep 0.25
+done
+[ -z "$left" ] || fail "anymal processes left on the nodes: $left"
+note "mode $SC_MODE, $nodes node(s); $fails failure(s); $(($(date +%s) - t_start)) s in all"
+[ $fails = 0 ]
