@@ -107,10 +107,12 @@ our_programs() {
     case $(cat "/proc/$p/comm" 2>/dev/null) in anymal*) echo "$p:$(cat "/proc/$p/comm")" ;; esac
   done
 }
-# scancel_and_check ID LABEL: cancel, wait for the end, then no process of the job may remain.
+# scancel_and_check ID LABEL [stop]: cancel (scancel: every process gets SIGTERM at once; stop:
+# `anymal-slurm stop`, the job script stops them in order), wait for the end, then no process
+# of the job may remain.
 scancel_and_check() {
   local t0=$SECONDS left
-  sc_in ctl scancel "$1"
+  if [ "${3:-}" = stop ]; then sc_in ctl "$W" stop "$1"; else sc_in ctl scancel "$1"; fi
   wait_end "$1" 60 || fail "$2: job $1 still $(job_state "$1") 60 s after scancel"
   for _ in $(seq 40); do
     left=$(job_procs)
@@ -118,7 +120,9 @@ scancel_and_check() {
     sleep 0.25
   done
   if [ -n "$left" ]; then fail "$2: processes of job $1 left after it ended: $left"; else
-    note "$2: job $1 cancelled, ended and left no process in $((SECONDS - t0)) s"
+    local how="scancel"
+    [ "${3:-}" = stop ] && how="anymal-slurm stop"
+    note "$2: job $1 ended after $how and left no process, in $((SECONDS - t0)) s"
   fi
 }
 
@@ -212,11 +216,29 @@ if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node
     fi
   fi
   exercise
+  # scale: one more shard group joins the running cluster, then leaves it (anymal-slurm stop).
+  out=$(slurm_w "$W" scale --coordinator "$ep" "${common[@]}" --tp 2 --wait 2>&1)
+  scale_id=$(sed -n 's/.*submitted scale job \([0-9]*\).*/\1/p' <<<"$out")
+  h=$(sc_in ctl "$B/anymal" client --coordinator "$ep" --health 2>&1)
+  if grep -q '"shard_groups": 2' <<<"$h"; then note "scale job $scale_id joined: $h"; else
+    fail "scale job ${scale_id:-?}: $out $h"
+  fi
+  if [ -n "$scale_id" ]; then
+    sc_in ctl "$W" stop "$scale_id"
+    wait_end "$scale_id" 30 || fail "scale job $scale_id still $(job_state "$scale_id") after anymal-slurm stop"
+    h=$(sc_in ctl "$B/anymal" client --coordinator "$ep" --health 2>&1)
+    grep -q '"shard_groups": 1' <<<"$h" || fail "after the scale job's stop: $h"
+    req "after scale down" --text "Still there?" && note "scale job $scale_id stopped; the first group serves on: $h"
+  fi
   cancel_midway
-  # ---- the plain-job fallback (--single): one request, then scancel.
+  # ---- the plain-job fallback (--single): one request, then the ordered stop.
   if serve_job "plain job" --single; then
     req "plain job image" --text "Look:" --image "$G/vision/images/land_q90.jpg"
-    scancel_and_check "$job_id" "plain job"
+    scancel_and_check "$job_id" "plain job" stop
+    grep -q '"coordinator"' "$logs/job-$job_id.run0/coordinator.log" ||
+      fail "plain job: the coordinator did not stop on SIGTERM (no counters line in its log)"
+    grep -q '"shard_leader"' "$logs/job-$job_id.run0/group0-rank0.log" ||
+      fail "plain job: the shard leader did not stop on SIGTERM (no counters line in its log)"
   fi
 elif [ "$nodes" -lt 4 ]; then
   note "FALLBACK: $nodes node(s): no heterogeneous job (its components need a node each); the plain job (--single) instead"

@@ -57,7 +57,7 @@ names=()
 start_step() { # name, srun options..., --, command...
   local name=$1
   shift
-  srun --kill-on-bad-exit=1 --cpu-bind="$cpu_bind" "$@" &
+  srun --job-name="anymal-$name" --kill-on-bad-exit=1 --cpu-bind="$cpu_bind" "$@" &
   steps+=($!)
   names+=("$name")
 }
@@ -125,6 +125,18 @@ for g in $(seq 0 $((n_groups - 1))); do
 done
 
 # --- stopping, in order; also what the job does when the coordinator step ends.
+signal_steps() { # signal, workers|coordinator: scancel --signal to those steps of this job
+  local id name comps
+  # A heterogeneous job's components are jobs of their own (%A), each with its steps.
+  comps=$(squeue -h -j "$SLURM_JOB_ID" -o %A 2>/dev/null | paste -sd,)
+  squeue -h -s -j "${comps:-$SLURM_JOB_ID}" -o '%i %j' 2>/dev/null | while read -r id name; do
+    case $2:$name in
+      coordinator:anymal-coordinator | workers:anymal-encoders | workers:anymal-group*) ;;
+      *) continue ;;
+    esac
+    scancel --signal="$1" "$id" 2>/dev/null
+  done
+}
 stopping=0
 runner=
 stop() {
@@ -132,9 +144,10 @@ stop() {
   stopping=1
   trap '' TERM INT
   say "stopping"
-  if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then
+  if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then # its journal is on disk: resumable
     kill -TERM "$runner" 2>/dev/null
-    wait "$runner" 2>/dev/null
+    for _ in $(seq 100); do kill -0 "$runner" 2>/dev/null && sleep 0.2; done
+    kill -KILL "$runner" 2>/dev/null
   fi
   if [ "$kind" != scale ]; then # drain: wait for active requests to end
     local t_end=$((SECONDS + drain_s)) active
@@ -145,17 +158,18 @@ stop() {
       sleep 0.5
     done
   fi
-  local i k coord=
-  for k in "${!steps[@]}"; do # workers first: the coordinator would only fail their requests
-    if [ "${names[$k]}" = coordinator ]; then coord=${steps[$k]}; else kill -TERM "${steps[$k]}" 2>/dev/null; fi
-  done
-  for i in 0 1; do # 0: the workers' sruns end (15 s), 1: the coordinator's (10 s)
-    [ $i = 1 ] && [ -n "$coord" ] && kill -TERM "$coord" 2>/dev/null
-    local t_end=$((SECONDS + 15 - 5 * i)) alive=1
+  # SIGTERM reaches a step's tasks through Slurm (scancel --signal on the step): a SIGTERM to
+  # srun itself would make it kill its tasks outright. Workers first: the coordinator would
+  # only fail their requests.
+  local i k t_end alive
+  for i in workers coordinator; do
+    signal_steps TERM "$i"
+    t_end=$((SECONDS + 15))
+    alive=1
     while [ $alive = 1 ] && [ $SECONDS -lt $t_end ]; do
       alive=0
       for k in "${!steps[@]}"; do
-        [ $i = 0 ] && [ "${steps[$k]}" = "$coord" ] && continue
+        [ $i = workers ] && [ "${names[$k]}" = coordinator ] && continue
         kill -0 "${steps[$k]}" 2>/dev/null && alive=1
       done
       [ $alive = 1 ] && sleep 0.2
@@ -165,7 +179,7 @@ stop() {
   wait 2>/dev/null
   say "stopped"
 }
-trap 'stop; exit 143' TERM INT
+trap 'stop; exit 0' TERM INT # a stop asked for is the job's normal end
 
 # --- ready: health answers with every worker of this job registered.
 ready=0
