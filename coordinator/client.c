@@ -267,13 +267,20 @@ int am_client_generate(am_client *c, const am_client_part *parts, int n_parts,
     return rc;
 }
 
-int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out) {
-    memset(out, 0, sizeof *out);
+int am_client_health_send(am_client *c, const char *model, uint64_t *rid) {
     am_msg m;
     am_msg_init(&m, AM_CMD_HEALTH);
     m.id = c->next_rid++;
     m.model = model;
     int rc = am_wire_send(c->sock, NULL, 0, &m, NULL, 0, 0);
+    if (!rc) *rid = m.id;
+    return rc;
+}
+
+int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out) {
+    memset(out, 0, sizeof *out);
+    uint64_t id;
+    int rc = am_client_health_send(c, model, &id);
     if (rc) return rc;
     int64_t end = timeout_ms < 0 ? -1 : am_now_ms() + timeout_ms;
     for (;;) {
@@ -283,7 +290,7 @@ int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_cli
         if (rc == AM_EAGAIN)
             return am_err_set(AM_EAGAIN, "no HEALTH answer within %d ms", timeout_ms);
         if (rc) return rc;
-        int mine = ev.cmd == AM_CMD_HEALTH && ev.rid == m.id;
+        int mine = ev.cmd == AM_CMD_HEALTH && ev.rid == id;
         if (mine) {
             out->healthy = ev.msg.healthy;
             out->shards = ev.msg.n_shards;

@@ -101,5 +101,9 @@ typedef struct am_client_health {
     uint32_t shards, encoders, active; /* live shard groups (of the model), encoders, requests */
 } am_client_health;
 int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out);
+/* Sends a HEALTH without waiting, for a client with requests in flight (am_client_health_get
+ * would drop their events): the answer comes from am_client_next as an event with cmd
+ * AM_CMD_HEALTH and rid *rid (msg.healthy, msg.n_shards, msg.n_encoders, msg.n_active). */
+int am_client_health_send(am_client *c, const char *model, uint64_t *rid);
 
 #endif

@@ -37,93 +37,31 @@
 #include "encoders/vision.h"
 #include "llm_shards/model_files.h"
 #include "llm_shards/sampler.h"
+#include "cluster_util.h"
 #include "test_util.h"
 
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define HB_MS      "100"
+#define HB_MS      AM_TC_HB_MS
 #define N_E2E      50
 #define MAX_TOKENS 8
 #define TIMEOUT_MS 60000
 
-static char dir[256], model[300], ep[256], bin[512], src[512], coord_log[300];
 static pid_t p_coord, p_enc[3], p_shard;
 
-static pid_t spawn(char *const argv[], const char *log) {
-    pid_t p = fork();
-    if (p == 0) {
-        setpgid(0, 0); /* its own group: a kill reaches mpirun's ranks too */
-        if (log) {
-            FILE *f = freopen(log, "w", stderr);
-            (void)f;
-        }
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return p;
-}
-
-static void stop_proc(pid_t *p) {
-    if (*p <= 0) return;
-    kill(-*p, SIGTERM);
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(*p, NULL, WNOHANG) == *p) {
-            *p = 0;
-            return;
-        }
-        usleep(50000);
-    }
-    kill(-*p, SIGKILL);
-    waitpid(*p, NULL, 0);
-    *p = 0;
-}
-
-static pid_t start_encoder(int k) {
-    char path[600], name[32], log[320];
-    snprintf(path, sizeof path, "%s/anymal-encoder", bin);
-    snprintf(name, sizeof name, "enc%d", k);
-    snprintf(log, sizeof log, "%s/enc%d.log", dir, k);
-    char *argv[] = {path,  "--coordinator", ep,  "--model",        model,    "--modality",
-                    "all", "--threads",     "1", "--name",         name,     "--heartbeat-ms",
-                    HB_MS, "--liveness",    "3", "--reconnect-ms", "50,400", NULL};
-    return spawn(argv, log);
-}
-
-/* A P = 2 shard group under mpirun (its own process group: p_shard). */
-static pid_t start_shard(int k) {
-    char mpirun[] = "/usr/bin/mpirun", sw[600], slog[320];
-    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
-    snprintf(slog, sizeof slog, "%s/shard%d.log", dir, k);
-    char *sargv[] = {mpirun,      "-np",
-                     "2",         "--oversubscribe",
-                     "--bind-to", "none",
-                     sw,          "--coordinator",
-                     ep,          "--model",
-                     model,       "--threads",
-                     "1",         "--heartbeat-ms",
-                     HB_MS,       "--liveness",
-                     "3",         "--capacity",
-                     "16",        "--reconnect-ms",
-                     "50,400",    NULL};
-    return spawn(sargv, slog);
-}
-
-static pid_t start_coordinator(const char *bind) {
-    char path[600], epf[300];
-    snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
-    snprintf(epf, sizeof epf, "%s/ep", dir);
-    char *cargv[] = {path, "--bind",          (char *)bind, "--endpoint-file",
-                     epf,  "--heartbeat-ms",  HB_MS,        "--liveness",
-                     "3",  "--max-msg-bytes", "1048576",    NULL};
-    return spawn(cargv, coord_log);
-}
+static am_tc T;
+static pid_t spawn(char *const argv[], const char *log) { return am_tc_spawn(argv, log); }
+static void stop_proc(pid_t *p) { am_tc_stop(p); }
+static pid_t start_encoder(int k) { return am_tc_start_encoder(&T, k); }
+static pid_t start_shard(int k) { return am_tc_start_shard(&T, k); }
+static pid_t start_coordinator(const char *bind) { return am_tc_start_coordinator(&T, bind); }
 
 static void *read_file(const char *rel, size_t *len) {
     char path[700];
     void *d = NULL;
-    snprintf(path, sizeof path, "%s/tests/golden/%s", src, rel);
+    snprintf(path, sizeof path, "%s/tests/golden/%s", T.src, rel);
     return am_read_file_limited(path, 1 << 26, &d, len) ? NULL : d;
 }
 
@@ -222,56 +160,22 @@ static int reference(const char *t1, int mod, const char *t2, int32_t *ids_out) 
 }
 
 static void setup(void) {
-    const char *b = getenv("AM_BIN_DIR"), *s = getenv("AM_SOURCE_DIR");
-    snprintf(bin, sizeof bin, "%s", b ? b : "bin");
-    snprintf(src, sizeof src, "%s", s ? s : ".");
-    snprintf(dir, sizeof dir, "/tmp/am_actors_%d", (int)getpid());
-    snprintf(model, sizeof model, "%s/tiny", dir);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "mkdir -p %s && %s/anymal mkmodel --shape tiny --with-encoders --seed 0 --out %s "
-             ">/dev/null",
-             dir, bin, model);
-    CHECK(system(cmd) == 0);
-    char epf[300];
-    snprintf(epf, sizeof epf, "%s/ep", dir);
-    snprintf(coord_log, sizeof coord_log, "%s/coord.log", dir);
-    p_coord = start_coordinator("tcp://127.0.0.1:*");
-    for (int i = 0; i < 100 && access(epf, R_OK); i++)
-        usleep(50000);
-    FILE *f = fopen(epf, "r");
-    CHECK(f != NULL);
-    if (!f) return;
-    CHECK(fscanf(f, "%255s", ep) == 1);
-    fclose(f);
+    CHECK(am_tc_setup(&T, "am_actors", &p_coord) == 0);
     p_enc[0] = start_encoder(0);
     p_enc[1] = start_encoder(1);
     p_shard = start_shard(0);
     /* In-process engine for the reference answers. */
-    CHECK_OK(am_model_files_open(&mf, model, NULL, 1));
+    CHECK_OK(am_model_files_open(&mf, T.model, NULL, 1));
     CHECK_OK(am_cpu_backend_new(1, &be));
-    CHECK_OK(am_vision_model_load(model, &vm));
-    CHECK_OK(am_audio_model_load(model, &amod));
-    CHECK_OK(am_imu_model_load(model, &im));
+    CHECK_OK(am_vision_model_load(T.model, &vm));
+    CHECK_OK(am_audio_model_load(T.model, &amod));
+    CHECK_OK(am_imu_model_load(T.model, &im));
     img_data = read_file("vision/images/land_q90.jpg", &img_len);
     aud_data = read_file("audio/speech48.wav", &aud_len);
     imu_data = read_file("imu/imu50.npy", &imu_len);
     CHECK(img_data && aud_data && imu_data);
     /* Wait until the whole cluster answers (the shard group loads under mpirun). */
-    am_client *c = NULL;
-    CHECK_OK(am_client_new(ep, &c));
-    int ok = 0;
-    for (int i = 0; i < 60 && !ok && c; i++) {
-        am_client_part p = {.kind = AM_SEG_TEXT, .text = "hi", .text_len = 2};
-        am_client_params prm = {.max_tokens = 1, .deadline_ms = 1000};
-        am_client_result r;
-        if (!am_client_generate(c, &p, 1, &prm, NULL, NULL, 2000, &r))
-            ok = 1, am_client_result_fini(&r);
-        else
-            usleep(200000);
-    }
-    CHECK(ok);
-    am_client_destroy(&c);
+    CHECK(am_tc_wait_ready(&T, 120000) == 0);
 }
 
 static const char *texts[] = {"Once upon a time", "The llama", "Hello world, this is",
@@ -288,7 +192,7 @@ typedef struct {
  * collects every event; calls mid() once after the first `mid_after` finals. */
 static void run_batch(int n, int (*mod_of)(int), track *t, int mid_after, void (*mid)(void)) {
     am_client *c = NULL;
-    CHECK_OK(am_client_new(ep, &c));
+    CHECK_OK(am_client_new(T.ep, &c));
     if (!c) return;
     for (int i = 0; i < n; i++) {
         const char *t1 = texts[i % 5];
@@ -417,7 +321,7 @@ static void test_hostile(void) {
     void *zctx = zmq_ctx_new(), *s = zmq_socket(zctx, ZMQ_DEALER);
     int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
-    CHECK(zmq_connect(s, ep) == 0);
+    CHECK(zmq_connect(s, T.ep) == 0);
     uint8_t hdr[AM_PROTO_HEADER_BYTES];
     am_proto_header(AM_CMD_GENERATE, hdr);
     uint8_t badver[5];
@@ -455,7 +359,7 @@ static void test_hostile(void) {
     zmq_ctx_term(zctx);
     /* The coordinator keeps serving. */
     am_client *c = NULL;
-    CHECK_OK(am_client_new(ep, &c));
+    CHECK_OK(am_client_new(T.ep, &c));
     am_client_part p = {.kind = AM_SEG_TEXT, .text = "still there?", .text_len = 12};
     am_client_params prm = {.max_tokens = 4};
     am_client_result r;
@@ -467,43 +371,14 @@ static void test_hostile(void) {
 
 /* ---- scenario 3: one shard rank killed during generation ---- */
 
-/* The pid of rank `rank` of the group whose mpirun is p_shard (its children; mpirun gives
- * each rank a process group of its own). */
-static pid_t shard_rank_pid(int rank) {
-    char cmd[256], want[64];
-    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
-    snprintf(cmd, sizeof cmd, "pgrep -P %d", (int)p_shard);
-    FILE *f = popen(cmd, "r");
-    pid_t found = 0;
-    int pid;
-    while (f && !found && fscanf(f, "%d", &pid) == 1) {
-        char path[64], env[1 << 16];
-        snprintf(path, sizeof path, "/proc/%d/environ", pid);
-        FILE *e = fopen(path, "rb");
-        size_t n = e ? fread(env, 1, sizeof env - 1, e) : 0;
-        if (e) fclose(e);
-        for (size_t i = 0; i < n && !found; i += strlen(env + i) + 1) {
-            env[n] = 0;
-            if (!strcmp(env + i, want)) found = pid;
-        }
-    }
-    if (f) pclose(f);
-    return found;
-}
+static pid_t shard_rank_pid(int rank) { return am_tc_shard_rank_pid(p_shard, rank); }
 
 static int health(am_client *c, am_client_health *h) {
     return am_client_health_get(c, NULL, 2000, h);
 }
 
-/* Polls HEALTH until ok(h) or timeout_ms; returns the ms it took, or -1. */
 static int64_t wait_health(am_client *c, int (*ok)(const am_client_health *), int64_t timeout_ms) {
-    int64_t t0 = am_now_ms();
-    while (am_now_ms() - t0 < timeout_ms) {
-        am_client_health h;
-        if (!health(c, &h) && ok(&h)) return am_now_ms() - t0;
-        usleep(20000);
-    }
-    return -1;
+    return am_tc_wait_health(c, ok, timeout_ms);
 }
 static int is_unhealthy(const am_client_health *h) { return !h->healthy && h->shards == 0; }
 static int is_healthy(const am_client_health *h) { return h->healthy && h->shards == 1; }
@@ -517,7 +392,7 @@ static int all_back(const am_client_health *h) {
 
 static void test_kill_shard_rank(void) {
     am_client *c = NULL;
-    CHECK_OK(am_client_new(ep, &c));
+    CHECK_OK(am_client_new(T.ep, &c));
     if (!c) return;
     am_client_health h;
     CHECK_OK(health(c, &h));
@@ -604,14 +479,14 @@ static int two_shards(const am_client_health *h) { return h->healthy && h->shard
 
 static void test_replicas(void) {
     char sw[600], slog[320];
-    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
-    snprintf(slog, sizeof slog, "%s/replica.log", dir);
-    char *argv[] = {sw,  "--coordinator", ep,          "--model",        model,    "--threads",
+    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", T.bin);
+    snprintf(slog, sizeof slog, "%s/replica.log", T.dir);
+    char *argv[] = {sw,  "--coordinator", T.ep,        "--model",        T.model,  "--threads",
                     "1", "--name",        "replica-b", "--heartbeat-ms", HB_MS,    "--liveness",
                     "3", "--capacity",    "16",        "--reconnect-ms", "50,400", NULL};
     pid_t p_b = spawn(argv, slog);
     am_client *c = NULL;
-    CHECK_OK(am_client_new(ep, &c));
+    CHECK_OK(am_client_new(T.ep, &c));
     if (!c) return;
     CHECK(wait_health(c, two_shards, 20000) >= 0);
     static track t[32];
@@ -645,13 +520,13 @@ static void test_replicas(void) {
 
 static void test_restart_coordinator(void) {
     am_client *old = NULL;
-    CHECK_OK(am_client_new(ep, &old)); /* connected before the restart: its socket reconnects */
+    CHECK_OK(am_client_new(T.ep, &old)); /* connected before the restart: its socket reconnects */
     kill(p_coord, SIGKILL);
     waitpid(p_coord, NULL, 0);
-    p_coord = start_coordinator(ep); /* the same port */
+    p_coord = start_coordinator(T.ep); /* the same port */
     int64_t t0 = am_now_ms();
     am_client *c = NULL;
-    CHECK_OK(am_client_new(ep, &c));
+    CHECK_OK(am_client_new(T.ep, &c));
     if (!c || !old) return;
     /* Every worker registers again within its backoff (50 ms doubling to 400 ms) plus the
      * 300 ms it takes to notice the silence. */
@@ -681,7 +556,7 @@ static void teardown(void) {
     char cmd[700];
     snprintf(cmd, sizeof cmd,
              "grep -o '\"workers_registered\": [0-9]*' %s; grep -o '\"bad_msgs\": [0-9]*' %s",
-             coord_log, coord_log);
+             T.coord_log, T.coord_log);
     CHECK(system(cmd) == 0);
     am_vision_model_destroy(&vm);
     am_audio_model_destroy(&amod);
@@ -690,10 +565,10 @@ static void teardown(void) {
     am_model_files_close(&mf);
     am_free(img_data), am_free(aud_data), am_free(imu_data);
     if (!am_test_failures) {
-        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", T.dir);
         CHECK(system(cmd) == 0);
     } else {
-        fprintf(stderr, "logs kept in %s\n", dir);
+        fprintf(stderr, "logs kept in %s\n", T.dir);
     }
 }
 
