@@ -89,7 +89,7 @@ SlurmctldPort=$SC_CTL_PORT
 SlurmdPort=$SC_SLURMD_PORT
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$SC_DIR/munge/munge.socket
+AuthInfo=socket=$SC_DIR/munge/munge.socket,cred_expire=10
 SlurmUser=root
 SlurmdUser=root
 StateSaveLocation=$SC_DIR/ctld

@@ -69,18 +69,18 @@ note "cluster up: mode $SC_MODE, $(sc_in ctl sinfo -h -N -o %N | sort -u | wc -l
 iface=lo
 [ "$SC_MODE" = netns ] && iface=eth0
 
-"$B/anymal" mkmodel --shape tiny --with-encoders --seed 0 --out "$SC_DIR/model" >/dev/null ||
+"$B/anymal" mkmodel --shape tiny --with-encoders --seed 0 --out "$SC_DIR/tiny" >/dev/null ||
   { fail "mkmodel"; exit 1; }
 logs=$SC_DIR/logs
 export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
 # The 2 cores are shared by every "node": ranks waiting in an all-reduce must yield.
-common=(--model "$SC_DIR/model" --threads 1 --iface "$iface" --logs "$logs" --start-timeout 90)
+common=(--model "$SC_DIR/tiny" --threads 1 --iface "$iface" --logs "$logs" --start-timeout 90)
 [ "$SC_MODE" = single ] && common+=(--cpu-bind none)
 # Slurm commands that wait are bounded (a job that can never start would wait forever).
 slurm_w() { sc_in ctl timeout 150 "$@"; }
 
 # job_state ID: the state of a job (of its first component), "" once Slurm forgot it.
-job_state() { sc_in ctl squeue -h -j "$1" -o %T 2>/dev/null | head -n 1; }
+job_state() { sc_in ctl squeue -h -t all -j "$1" -o %T 2>/dev/null | head -n 1; }
 # wait_gone ID SECONDS: until the job has left the queue (or is in a final state).
 wait_end() {
   local s
@@ -255,13 +255,13 @@ if "$B/anymal" batch --help >/dev/null 2>&1; then
   for i in $(seq 1 $n); do
     case $((i % 3)) in
       0) part="{\"type\": \"text\", \"text\": \"Tell story $i.\"}" ;;
-      1) part="{\"type\": \"image_url\", \"image_url\": {\"url\": \"file://$G/vision/images/land_q90.jpg\"}}, {\"type\": \"text\", \"text\": \"What is it ($i)?\"}" ;;
-      2) part="{\"type\": \"imu_url\", \"imu_url\": {\"url\": \"file://$G/imu/imu333.npy\"}}, {\"type\": \"text\", \"text\": \"Motion $i?\"}" ;;
+      1) part="{\"type\": \"image_url\", \"image_url\": {\"url\": \"vision/images/land_q90.jpg\"}}, {\"type\": \"text\", \"text\": \"What is it ($i)?\"}" ;;
+      2) part="{\"type\": \"imu_url\", \"imu_url\": {\"url\": \"imu/imu333.npy\"}}, {\"type\": \"text\", \"text\": \"Motion $i?\"}" ;;
     esac
-    echo "{\"custom_id\": \"req-$i\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": {\"model\": \"anymal\", \"messages\": [{\"role\": \"user\", \"content\": [$part]}], \"max_tokens\": 48, \"temperature\": 0}}"
+    echo "{\"custom_id\": \"req-$i\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": {\"model\": \"tiny\", \"messages\": [{\"role\": \"user\", \"content\": [$part]}], \"max_tokens\": 48, \"temperature\": 0}}"
   done >"$input"
   bargs=(--encoders 1 --groups 1 --tp 2 --input "$input" --output "$SC_DIR/results.jsonl"
-    --errors "$SC_DIR/errors.jsonl" --concurrency 4 --requeue)
+    --errors "$SC_DIR/errors.jsonl" --concurrency 4 --media-root "$G" --requeue)
   if [ "$nodes" -ge 4 ]; then bargs+=(--component 2:--ntasks-per-node=1); else bargs+=(--single); fi
   out=$(sc_in ctl "$W" batch "${common[@]}" "${bargs[@]}" 2>&1)
   batch_id=$(sed -n 's/.*submitted batch job \([0-9]*\).*/\1/p' <<<"$out")
