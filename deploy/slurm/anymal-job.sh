@@ -42,11 +42,11 @@ het=0
 
 # srun options that place a step: its component (heterogeneous) or a share of the allocation
 # (plain job: --exact takes only what the step asks for, so steps run side by side).
-place() { # component, tasks
+place() { # component, tasks: sets the array at
   if [ $het = 1 ]; then
-    echo "--het-group=$1"
+    at=(--het-group="$1")
   else
-    echo "--exact --ntasks=$2 --cpus-per-task=$threads"
+    at=(--exact --ntasks="$2" --cpus-per-task="$threads")
   fi
 }
 gpu_opts=()
@@ -54,7 +54,7 @@ gpu_opts=()
 
 steps=() # PIDs of the srun of each step, in start order
 names=()
-start_step() { # name, srun options..., --, command...
+start_step() { # name, srun options and command...
   local name=$1
   shift
   srun --job-name="anymal-$name" --kill-on-bad-exit=1 --cpu-bind="$cpu_bind" "$@" &
@@ -74,6 +74,9 @@ if [ "$kind" != scale ]; then
     [ -n "$addr" ] || { say "no IPv4 address on interface $ANYMAL_IFACE on $(hostname)"; exit 1; }
   else
     addr=$(scontrol show node "$host" | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p')
+    # NodeAddr may be a name (it defaults to the NodeName): ZeroMQ binds an address.
+    [[ $addr =~ ^[0-9.]+$ ]] || addr=$(getent ahostsv4 "${addr:-$host}" | awk '{ print $1; exit }')
+    [ -n "$addr" ] || { say "no IPv4 address for node $host (NodeAddr, DNS); give --iface"; exit 1; }
   fi
   port=${ANYMAL_PORT:-}
   resv=()
@@ -83,7 +86,8 @@ if [ "$kind" != scale ]; then
   rm -f "$logs/endpoint" "$logs/coordinator.ep"
   # The step's own SLURM_STEP_RESV_PORTS is known only inside it, hence sh -c.
   # shellcheck disable=SC2016
-  start_step coordinator $(place 0 1) --nodes=1 --ntasks=1 --nodelist="$host" "${resv[@]}" \
+  place 0 1
+  start_step coordinator "${at[@]}" --nodes=1 --ntasks=1 --nodelist="$host" "${resv[@]}" \
     -o "$logs/coordinator.log" \
     sh -c 'p=${0:-${SLURM_STEP_RESV_PORTS%%[-,]*}}; b=$1; shift; exec "$b" --bind "tcp://$1:${p:-*}" \
            --endpoint-file "$2" $3' \
@@ -102,7 +106,8 @@ fi
 comp=1
 if [ "$kind" != scale ] && [ "$n_enc" -gt 0 ]; then
   # shellcheck disable=SC2016
-  start_step encoders $(place 1 "$n_enc") "${gpu_opts[@]}" -o "$logs/encoder-%t.log" \
+  place 1 "$n_enc"
+  start_step encoders "${at[@]}" "${gpu_opts[@]}" -o "$logs/encoder-%t.log" \
     sh -c 'exec "$0" --coordinator "$1" --model "$2" --modality "$3" --threads "$4" --device "$5" \
            --name "enc$SLURM_PROCID" ${6:+$6}' \
     "$bin/anymal-encoder" "$ep" "$model" "${ANYMAL_MODALITY:-all}" "$threads" "$device" \
@@ -114,14 +119,15 @@ fi
 # --- shard groups: one component each, P ranks under Slurm's PMIx (no mpirun).
 mpi=${ANYMAL_MPI:-pmix}
 tp=${ANYMAL_TP:-2}
-g0=${ANYMAL_GROUP_BASE:-0} # first group's number (scale jobs name theirs after the others)
+read -ra shard_args <<<"${ANYMAL_SHARD_ARGS:-}" # options, split at spaces
 for g in $(seq 0 $((n_groups - 1))); do
-  name=group$((g0 + g))
+  name=group$g
   [ "$kind" = scale ] && name=group-$SLURM_JOB_ID-$g
-  start_step "$name" $(place $((comp + g)) "$tp") --mpi="$mpi" "${gpu_opts[@]}" \
+  place $((comp + g)) "$tp"
+  start_step "$name" "${at[@]}" --mpi="$mpi" "${gpu_opts[@]}" \
     -o "$logs/$name-rank%t.log" \
     "$bin/anymal-shard-worker" --coordinator "$ep" --model "$model" --threads "$threads" \
-    --device "$device" --name "$name" ${ANYMAL_SHARD_ARGS:-}
+    --device "$device" --name "$name" "${shard_args[@]}"
 done
 
 # --- stopping, in order; also what the job does when the coordinator step ends.
