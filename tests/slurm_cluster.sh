@@ -106,6 +106,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
 MpiDefault=none
+GresTypes=gpu
 MpiParams=ports=$SC_RESV_PORTS
 SwitchType=switch/none
 AccountingStorageType=accounting_storage/none
@@ -129,9 +130,15 @@ EOF
     [ "$SC_MODE" = single ] && [ "$i" -gt 1 ] && break
     local name=n$i
     [ "$SC_MODE" = single ] && name=$(hostname)
-    echo "NodeName=$name NodeAddr=$addr CPUs=$SC_CPUS RealMemory=1024 $port State=UNKNOWN" >>"$c"
+    echo "NodeName=$name NodeAddr=$addr CPUs=$SC_CPUS RealMemory=1024 Gres=gpu:2 $port State=UNKNOWN" >>"$c"
   done
   echo "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP" >>"$c"
+  # Two "GPUs" per node, to check gres binding: Slurm needs character devices (these are
+  # /dev/null's numbers, so nothing uses them) and sets each task's CUDA_VISIBLE_DEVICES.
+  mkdir -p "$SC_DIR/dev"
+  [ -c "$SC_DIR/dev/nvidia0" ] || mknod "$SC_DIR/dev/nvidia0" c 1 3
+  [ -c "$SC_DIR/dev/nvidia1" ] || mknod "$SC_DIR/dev/nvidia1" c 1 3
+  echo "Name=gpu File=$SC_DIR/dev/nvidia[0-1]" >"$SC_DIR/gres.conf"
 }
 
 sc_wait_idle() { # wait until N nodes are idle (slurmd registered); 1 when a daemon died

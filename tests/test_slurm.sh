@@ -114,16 +114,23 @@ scancel_and_check() {
   local t0=$SECONDS left
   if [ "${3:-}" = stop ]; then sc_in ctl "$W" stop "$1"; else sc_in ctl scancel "$1"; fi
   wait_end "$1" 60 || fail "$2: job $1 still $(job_state "$1") 60 s after scancel"
-  for _ in $(seq 40); do
-    left=$(job_procs)
-    [ -z "$left" ] && break
-    sleep 0.25
-  done
-  if [ -n "$left" ]; then fail "$2: processes of job $1 left after it ended: $left"; else
+  if procs_gone "$2: job $1"; then
     local how="scancel"
     [ "${3:-}" = stop ] && how="anymal-slurm stop"
     note "$2: job $1 ended after $how and left no process, in $((SECONDS - t0)) s"
   fi
+}
+# procs_gone LABEL: once a job has ended, its processes must be gone within 10 s (slurmstepd
+# takes a moment to finish).
+procs_gone() {
+  local left
+  for _ in $(seq 40); do
+    left=$(job_procs)
+    [ -z "$left" ] && return 0
+    sleep 0.25
+  done
+  fail "$1: processes left after the job ended: $left"
+  return 1
 }
 
 # serve_job LABEL OPTIONS...: submit a serving job, wait for its endpoint; sets job_id, ep.
@@ -215,6 +222,12 @@ if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node
       fail "no TCP connection from the rank on $n_a to $addr_b ($n_b)"
     fi
   fi
+  # Binding: every task's first log line names its node, GPU and CPUs; --cpu-bind=cores with
+  # one CPU per task leaves each task one CPU.
+  lines=$(head -q -n 1 "$logs/job-$job_id.run0/"*.log)
+  echo "$lines"
+  [ "$(grep -c 'anymal-job: task .* cpus=[0-9]*$' <<<"$lines")" = 4 ] ||
+    fail "not every task is bound to one CPU: $lines"
   exercise
   # scale: one more shard group joins the running cluster, then leaves it (anymal-slurm stop).
   out=$(slurm_w "$W" scale --coordinator "$ep" "${common[@]}" --tp 2 --wait 2>&1)
@@ -231,6 +244,27 @@ if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node
     req "after scale down" --text "Still there?" && note "scale job $scale_id stopped; the first group serves on: $h"
   fi
   cancel_midway
+  # ---- GPUs through gres (two fake GPUs per node, tests/slurm_cluster.sh): two encoders and
+  # two ranks on one node each get a GPU of their own; the programs then stop, saying why,
+  # where there is no GPU (the job fails before it serves), or serve where there is one.
+  out=$(slurm_w "$W" serve "${common[@]}" --logs "$logs/gpu" --encoders 2 --groups 1 --tp 2 --device cuda \
+    --component 2:--ntasks-per-node=2 --wait 2>&1)
+  gpu_id=$(sed -n 's/.*submitted serve job \([0-9]*\).*/\1/p' <<<"$out")
+  [ -n "$gpu_id" ] && grep -q 'serving at' <<<"$out" && sc_in ctl scancel "$gpu_id"
+  [ -n "$gpu_id" ] && wait_end "$gpu_id" 60
+  for t in encoder-0 encoder-1 group0-rank0 group0-rank1; do
+    head -n 2 "$logs/gpu/job-$gpu_id.run0/$t.log" 2>/dev/null | tr '\n' ' '
+    echo
+  done >"$SC_DIR/gpu.lines"
+  cat "$SC_DIR/gpu.lines"
+  enc_gpus=$(head -n 2 "$SC_DIR/gpu.lines" | sed -n 's/.*CUDA_VISIBLE_DEVICES=\([0-9]*\) .*/\1/p' | sort -u | wc -l)
+  grp_gpus=$(tail -n 2 "$SC_DIR/gpu.lines" | sed -n 's/.*CUDA_VISIBLE_DEVICES=\([0-9]*\) .*/\1/p' | sort -u | wc -l)
+  if [ "$enc_gpus" = 2 ] && [ "$grp_gpus" = 2 ]; then
+    note "gres: 2 encoders and 2 ranks sharing a node each got a GPU of their own (job $gpu_id: $(tail -n 1 "$logs/gpu/job-$gpu_id.out"))"
+  else
+    fail "gres binding: encoders on $enc_gpus GPU(s), ranks on $grp_gpus, want 2 each: $out"
+  fi
+  procs_gone "GPU job $gpu_id"
   # ---- the plain-job fallback (--single): one request, then the ordered stop.
   if serve_job "plain job" --single; then
     req "plain job image" --text "Look:" --image "$G/vision/images/land_q90.jpg"
@@ -297,20 +331,16 @@ if "$B/anymal" batch --help >/dev/null 2>&1; then
     else
       fail "batch: $total result lines, $uniq_ids distinct custom_ids, want $n each"
     fi
-    left=$(job_procs)
-    [ -z "$left" ] || fail "processes of batch job $batch_id left: $left"
+    procs_gone "batch job $batch_id"
   fi
 else
   note "SKIPPED the batch job: this tree has no 'anymal batch' (issue 16)"
 fi
 
-# ---- the end: scancel everything; no process of ours anywhere.
+# ---- the end: scancel everything; no process of ours anywhere (anymal programs, srun and
+# slurmstepd of this cluster; the daemons are stopped by the exit trap).
 sc_in ctl scancel --user=root 2>/dev/null
-for _ in $(seq 80); do
-  left=$(our_programs)
-  [ -z "$left" ] && break
-  sleep 0.25
-done
-[ -z "$left" ] || fail "anymal processes left on the nodes: $left"
+procs_gone "after scancel of every job"
+[ -z "$(our_programs)" ] || fail "anymal processes left on the nodes: $(our_programs)"
 note "mode $SC_MODE, $nodes node(s); $fails failure(s); $(($(date +%s) - t_start)) s in all"
 [ $fails = 0 ]

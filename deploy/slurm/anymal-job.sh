@@ -52,6 +52,13 @@ place() { # component, tasks: sets the array at
 gpu_opts=()
 [ "$device" != cpu ] && gpu_opts=(--gpus-per-task=1)
 
+# Every task's first log line says where it runs: its node, the GPU gres gave it and the
+# CPUs --cpu-bind left it (task_sh CMD ARGS... runs CMD ARGS after it; CMD may be sh code).
+# shellcheck disable=SC2016
+task_line='echo "anymal-job: task $SLURM_PROCID of step $SLURM_STEP_ID on $(hostname):" \
+  "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}" \
+  "cpus=$(sed -n "s/^Cpus_allowed_list:[[:space:]]*//p" /proc/self/status)" >&2'
+
 steps=() # PIDs of the srun of each step, in start order
 names=()
 start_step() { # name, srun options and command...
@@ -89,8 +96,8 @@ if [ "$kind" != scale ]; then
   place 0 1
   start_step coordinator "${at[@]}" --nodes=1 --ntasks=1 --nodelist="$host" "${resv[@]}" \
     -o "$logs/coordinator.log" \
-    sh -c 'p=${0:-${SLURM_STEP_RESV_PORTS%%[-,]*}}; b=$1; shift; exec "$b" --bind "tcp://$1:${p:-*}" \
-           --endpoint-file "$2" $3' \
+    sh -c "$task_line"'; p=${0:-${SLURM_STEP_RESV_PORTS%%[-,]*}}; b=$1; shift
+           exec "$b" --bind "tcp://$1:${p:-*}" --endpoint-file "$2" $3' \
     "$port" "$bin/anymal-coordinator" "$addr" "$logs/coordinator.ep" "${ANYMAL_COORD_ARGS:-}"
   for _ in $(seq 300); do
     [ -s "$logs/coordinator.ep" ] && break
@@ -108,8 +115,8 @@ if [ "$kind" != scale ] && [ "$n_enc" -gt 0 ]; then
   # shellcheck disable=SC2016
   place 1 "$n_enc"
   start_step encoders "${at[@]}" "${gpu_opts[@]}" -o "$logs/encoder-%t.log" \
-    sh -c 'exec "$0" --coordinator "$1" --model "$2" --modality "$3" --threads "$4" --device "$5" \
-           --name "enc$SLURM_PROCID" ${6:+$6}' \
+    sh -c "$task_line"'; exec "$0" --coordinator "$1" --model "$2" --modality "$3" --threads "$4" \
+           --device "$5" --name "enc$SLURM_PROCID" ${6:+$6}' \
     "$bin/anymal-encoder" "$ep" "$model" "${ANYMAL_MODALITY:-all}" "$threads" "$device" \
     "${ANYMAL_ENCODER_ARGS:-}"
   comp=2
@@ -125,7 +132,7 @@ for g in $(seq 0 $((n_groups - 1))); do
   [ "$kind" = scale ] && name=group-$SLURM_JOB_ID-$g
   place $((comp + g)) "$tp"
   start_step "$name" "${at[@]}" --mpi="$mpi" "${gpu_opts[@]}" \
-    -o "$logs/$name-rank%t.log" \
+    -o "$logs/$name-rank%t.log" sh -c "$task_line"'; exec "$@"' "$name" \
     "$bin/anymal-shard-worker" --coordinator "$ep" --model "$model" --threads "$threads" \
     --device "$device" --name "$name" "${shard_args[@]}"
 done
