@@ -113,11 +113,13 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
+# Requeued jobs wait for cred_expire (AuthInfo above) and, it turned out, for the next ping of
+# the nodes (every SlurmdTimeout/3): 60 s made a requeue take 35 s, 15 s takes 12 s.
 SlurmdParameters=config_overrides
 JobRequeue=0
 KillWait=15
 MinJobAge=600
-SlurmdTimeout=60
+SlurmdTimeout=15
 MessageTimeout=20
 InactiveLimit=0
 SchedulerParameters=bf_interval=1
