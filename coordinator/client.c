@@ -12,7 +12,17 @@
 struct am_client {
     void *zctx, *sock;
     uint64_t next_rid;
+    int send_flags; /* ZMQ_DONTWAIT when non-blocking */
 };
+
+int am_client_fd(am_client *c, int *fd) {
+    size_t len = sizeof *fd;
+    if (zmq_getsockopt(c->sock, ZMQ_FD, fd, &len))
+        return am_err_set(AM_EIO, "ZMQ_FD: %s", zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+void am_client_set_nonblocking(am_client *c, int on) { c->send_flags = on ? ZMQ_DONTWAIT : 0; }
 
 int am_client_new(const char *endpoint, am_client **out) {
     *out = NULL;
@@ -111,7 +121,7 @@ int am_client_submit(am_client *c, const am_client_part *parts, int n_parts,
     m.add_bos = p->no_bos ? 0 : 1;
     m.ignore_eos = p->ignore_eos ? 1 : 0;
     m.model = p->model;
-    if ((rc = am_wire_send_bufs(c->sock, NULL, 0, &m, pay, n_pay, 0))) goto done;
+    if ((rc = am_wire_send_bufs(c->sock, NULL, 0, &m, pay, n_pay, c->send_flags))) goto done;
     *rid = m.id;
 done:
     am_free(segs);
@@ -127,7 +137,7 @@ int am_client_encode(am_client *c, const am_client_part *media, uint64_t *rid) {
     m.modality = media->modality;
     m.frames = media->frames;
     am_bytes pay = {media->data, media->len};
-    int rc = am_wire_send_bufs(c->sock, NULL, 0, &m, &pay, 1, 0);
+    int rc = am_wire_send_bufs(c->sock, NULL, 0, &m, &pay, 1, c->send_flags);
     if (!rc) *rid = m.id;
     return rc;
 }
@@ -136,7 +146,7 @@ int am_client_cancel(am_client *c, uint64_t rid) {
     am_msg m;
     am_msg_init(&m, AM_CMD_CANCEL);
     m.id = rid;
-    return am_wire_send(c->sock, NULL, 0, &m, NULL, 0, 0);
+    return am_wire_send(c->sock, NULL, 0, &m, NULL, 0, c->send_flags);
 }
 
 int am_client_next(am_client *c, int timeout_ms, am_client_event *ev) {
@@ -267,20 +277,22 @@ int am_client_generate(am_client *c, const am_client_part *parts, int n_parts,
     return rc;
 }
 
-int am_client_health_send(am_client *c, const char *model, uint64_t *rid) {
+int am_client_health_send(am_client *c, const char *model, int detail, uint64_t *rid) {
     am_msg m;
     am_msg_init(&m, AM_CMD_HEALTH);
     m.id = c->next_rid++;
     m.model = model;
-    int rc = am_wire_send(c->sock, NULL, 0, &m, NULL, 0, 0);
+    m.detail = detail ? 1 : 0;
+    int rc = am_wire_send(c->sock, NULL, 0, &m, NULL, 0, c->send_flags);
     if (!rc) *rid = m.id;
     return rc;
 }
 
 int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out) {
     memset(out, 0, sizeof *out);
-    uint64_t id;
-    int rc = am_client_health_send(c, model, &id);
+    am_msg m;
+    am_msg_init(&m, AM_CMD_HEALTH);
+    int rc = am_client_health_send(c, model, 0, &m.id);
     if (rc) return rc;
     int64_t end = timeout_ms < 0 ? -1 : am_now_ms() + timeout_ms;
     for (;;) {
@@ -290,7 +302,7 @@ int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_cli
         if (rc == AM_EAGAIN)
             return am_err_set(AM_EAGAIN, "no HEALTH answer within %d ms", timeout_ms);
         if (rc) return rc;
-        int mine = ev.cmd == AM_CMD_HEALTH && ev.rid == id;
+        int mine = ev.cmd == AM_CMD_HEALTH && ev.rid == m.id;
         if (mine) {
             out->healthy = ev.msg.healthy;
             out->shards = ev.msg.n_shards;

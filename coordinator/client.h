@@ -59,6 +59,16 @@ typedef struct am_client_event {
 int am_client_new(const char *endpoint, am_client **out);
 void am_client_destroy(am_client **p);
 
+/* For an event loop that is not ZeroMQ's (anymal-gateway runs libuv): *fd becomes
+ * readable when events may be waiting. It is edge-triggered (ZMQ_FD): after it
+ * fires, and after every submit or cancel, read with am_client_next(c, 0, ...)
+ * until AM_EAGAIN, or it may not fire again. AM_EIO. */
+int am_client_fd(am_client *c, int *fd);
+/* on != 0: submit, encode, cancel and HEALTH sends never block; when the
+ * coordinator's queue is at its high-water mark they fail with AM_EAGAIN
+ * (nothing sent) instead of waiting for room. Off by default. */
+void am_client_set_nonblocking(am_client *c, int on);
+
 /* Sends a GENERATE; *rid identifies its events. */
 int am_client_submit(am_client *c, const am_client_part *parts, int n_parts,
                      const am_client_params *p, uint64_t *rid);
@@ -101,9 +111,9 @@ typedef struct am_client_health {
     uint32_t shards, encoders, active; /* live shard groups (of the model), encoders, requests */
 } am_client_health;
 int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_client_health *out);
-/* Sends a HEALTH without waiting, for a client with requests in flight (am_client_health_get
- * would drop their events): the answer comes from am_client_next as an event with cmd
- * AM_CMD_HEALTH and rid *rid (msg.healthy, msg.n_shards, msg.n_encoders, msg.n_active). */
-int am_client_health_send(am_client *c, const char *model, uint64_t *rid);
+/* Asynchronous: sends a HEALTH query; the answer is an AM_CMD_HEALTH event with
+ * rid *rid (the whole message: detail != 0 asks for the cluster's detail too,
+ * proto.h's am_msg workers, running, waiting, encoder counters, preemptions). */
+int am_client_health_send(am_client *c, const char *model, int detail, uint64_t *rid);
 
 #endif

@@ -13,10 +13,12 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/modality.h"
 #include "proto/transport.h"
 
 #include <signal.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,7 +35,10 @@ typedef struct worker {
     char name[AM_PROTO_MAX_NAME_BYTES + 1], model[AM_PROTO_MAX_NAME_BYTES + 1],
         fp[AM_PROTO_MAX_NAME_BYTES + 1];
     uint32_t capacity, out_dim, tp_size, in_flight;
+    int draining; /* said so in a HEARTBEAT: gets nothing new, ends with DISCONNECT */
     int64_t expiry_ms, last_sent_ms;
+    uint32_t kv_free, kv_total; /* a shard leader's last report (HEARTBEAT) */
+    uint64_t preemptions;
 } worker;
 
 enum { P_QUEUED = 1, P_ASSIGNED, P_DONE };
@@ -43,6 +48,7 @@ typedef struct part {
     uint8_t modality, state;
     uint32_t frames, attempt, n_rows, dim;
     int worker;
+    int64_t sent_us; /* when its ENCODE went out (encoder latency per modality) */
     zmq_msg_t media; /* kept until the rows arrive, for retries */
     int has_media;
     zmq_msg_t embed; /* rows that arrived before the GENERATE went out */
@@ -60,7 +66,9 @@ typedef struct request {
     int n_parts;
     part parts[AM_PROTO_MAX_PAYLOADS];
     int64_t deadline_ms;
+    int64_t unserved_since_ms; /* 0: some live worker can take what it waits for */
     uint32_t n_tokens;
+    int64_t admitted_us, dispatched_us; /* queue time, reported on the final TOKEN */
 } request;
 
 /* A ring FIFO of (request id, part) references; stale entries are skipped on pop. */
@@ -83,8 +91,14 @@ struct am_coord {
     queue encq[AM_MOD_COUNT];
     queue genq;
     atomic_int stop;
+    atomic_int drain;      /* am_coord_drain was called */
+    int64_t drain_from_ms; /* when the loop saw it (0: not draining) */
     am_coord_stats st;
     int64_t next_tick_ms;
+    /* Models some shard group has registered with (a GENERATE for another is 404). */
+    char models[AM_COORD_MAX_MODELS][AM_PROTO_MAX_NAME_BYTES + 1];
+    int n_models;
+    uint64_t enc_jobs[AM_MOD_COUNT], enc_us[AM_MOD_COUNT]; /* encodes answered, their latency */
 };
 
 /* ---------------------------------------------------------------- queues */
@@ -237,7 +251,7 @@ static int pick(am_coord *c, int role, int modality, const request *r) {
     double best_load = 2.0;
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         worker *k = &c->workers[i];
-        if (!k->used || k->role != role || k->in_flight >= k->capacity) continue;
+        if (!k->used || k->draining || k->role != role || k->in_flight >= k->capacity) continue;
         if (modality >= 0 && !(k->mods & (1u << modality))) continue;
         if (!model_matches(r, k)) continue;
         if (r->kind == R_GENERATE && role == AM_ROLE_ENCODER && r->leader >= 0 &&
@@ -293,7 +307,8 @@ static void dispatch(am_coord *c) {
     qent e;
     int room = 0;
     for (int i = 0; i < AM_COORD_MAX_WORKERS && !room; i++)
-        room = c->workers[i].used && c->workers[i].role == AM_ROLE_SHARD &&
+        room = c->workers[i].used && !c->workers[i].draining &&
+               c->workers[i].role == AM_ROLE_SHARD &&
                c->workers[i].in_flight < c->workers[i].capacity;
     while (room && q_pop(&c->genq, &e)) {
         request *r = req_get(c, e.id);
@@ -315,6 +330,7 @@ static void dispatch(am_coord *c) {
             continue;
         }
         r->leader = w;
+        r->dispatched_us = am_now_us();
         c->workers[w].in_flight++;
         for (int i = 0; i < r->n_parts; i++)
             if (r->parts[i].has_embed) flush_embed(c, r, i);
@@ -347,6 +363,7 @@ static void dispatch(am_coord *c) {
             part *p = &r->parts[e.part];
             p->state = P_ASSIGNED;
             p->worker = w;
+            p->sent_us = am_now_us();
             c->workers[w].in_flight++;
             c->st.encode_jobs++;
         }
@@ -387,6 +404,27 @@ static void worker_remove(am_coord *c, int w, const char *why) {
         }
     }
     memset(k, 0, sizeof *k);
+}
+
+static int model_known(const am_coord *c, const char *model) {
+    for (int i = 0; i < c->n_models; i++)
+        if (!strcmp(c->models[i], model)) return 1;
+    return 0;
+}
+
+static void model_remember(am_coord *c, const char *model) {
+    if (model_known(c, model)) return;
+    if (c->n_models == AM_COORD_MAX_MODELS) {
+        AM_LOGW("coordinator: %d models registered; '%s' is served but a GENERATE naming an "
+                "unregistered model waits for it instead of a 404",
+                AM_COORD_MAX_MODELS, model);
+        return;
+    }
+    /* model may point into the worker table, never into c->models: copy with bounds. */
+    char *dst = c->models[c->n_models++];
+    size_t n = strnlen(model, sizeof c->models[0] - 1);
+    memcpy(dst, model, n);
+    dst[n] = 0;
 }
 
 static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
@@ -430,6 +468,7 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
         k->last_sent_ms = 0; /* heartbeat at once: the worker learns it is registered */
         c->st.n_workers++;
         c->st.workers_registered++;
+        if (k->role == AM_ROLE_SHARD) model_remember(c, k->model);
         AM_LOGI("coordinator: %s worker '%s' registered (model %s, capacity %u, out_dim %u)",
                 am_role_name(k->role), k->name, k->model, k->capacity, k->out_dim);
         return;
@@ -464,6 +503,18 @@ static void flush_embed(am_coord *c, request *r, int pi) {
     }
 }
 
+/* 1 when every float of the rows frame is finite. */
+static int rows_finite(const zmq_msg_t *rows) {
+    const uint8_t *b = zmq_msg_data((zmq_msg_t *)rows);
+    size_t n = zmq_msg_size((zmq_msg_t *)rows) / sizeof(float);
+    for (size_t i = 0; i < n; i++) {
+        float x;
+        memcpy(&x, b + i * sizeof x, sizeof x); /* the frame need not be aligned */
+        if (!isfinite(x)) return 0;
+    }
+    return 1;
+}
+
 static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
     request *r = req_get(c, m->id);
     part *p = r && m->part < (uint32_t)r->n_parts ? &r->parts[m->part] : NULL;
@@ -471,9 +522,19 @@ static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
         c->st.stale_replies++;
         return;
     }
+    if (!rows_finite(&in->frames[2])) {
+        /* A broken or hostile encoder: its jobs (this one included) go to others. */
+        c->st.bad_rows++;
+        worker_remove(c, w, "returned rows that are not finite (NaN or Inf)");
+        return;
+    }
     c->workers[w].in_flight--;
     p->state = P_DONE;
     p->worker = -1;
+    if (p->modality < AM_MOD_COUNT) {
+        c->enc_jobs[p->modality]++;
+        c->enc_us[p->modality] += (uint64_t)(am_now_us() - p->sent_us);
+    }
     p->n_rows = m->n_rows;
     p->dim = m->dim;
     if (p->has_media) zmq_msg_close(&p->media), p->has_media = 0;
@@ -520,6 +581,10 @@ static void on_token(am_coord *c, int w, const am_msg *m) {
     out.arena = NULL;
     out.id = r->client_rid;
     r->n_tokens += m->n_ids;
+    if (m->finish != AM_FIN_NONE && r->dispatched_us > r->admitted_us) {
+        int64_t q = r->dispatched_us - r->admitted_us;
+        out.queue_us = q > UINT32_MAX ? UINT32_MAX : (uint32_t)q;
+    }
     int rc = send_to(c, r->client, r->client_len, &out, NULL, 0);
     if (rc) {
         client_send_failed(c, r, rc);
@@ -577,6 +642,7 @@ static request *req_new(am_coord *c, const zmq_msg_t *rt, uint64_t client_rid) {
         r->client_len = zmq_msg_size((zmq_msg_t *)rt);
         memcpy(r->client, zmq_msg_data((zmq_msg_t *)rt), r->client_len);
         r->client_rid = client_rid;
+        r->admitted_us = am_now_us();
         c->st.n_active++;
         c->st.requests_admitted++;
         return r;
@@ -584,29 +650,57 @@ static request *req_new(am_coord *c, const zmq_msg_t *rt, uint64_t client_rid) {
     return NULL;
 }
 
-static request *req_by_client(am_coord *c, const zmq_msg_t *rt, uint64_t rid) {
+/* The client's live request with id rid (NULL if none); *n_live: its live requests. */
+static request *req_by_client(am_coord *c, const zmq_msg_t *rt, uint64_t rid, int *n_live) {
     size_t len = zmq_msg_size((zmq_msg_t *)rt);
     const void *id = zmq_msg_data((zmq_msg_t *)rt);
+    request *found = NULL;
+    *n_live = 0;
     for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
         request *r = &c->reqs[s];
-        if (r->id && r->client_rid == rid && r->client_len == len && !memcmp(r->client, id, len))
-            return r;
+        if (!r->id || r->client_len != len || memcmp(r->client, id, len)) continue;
+        ++*n_live;
+        if (r->client_rid == rid) found = r;
     }
-    return NULL;
+    return found;
 }
 
 static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
     const void *cid = zmq_msg_data(&in->routing);
     size_t clen = zmq_msg_size(&in->routing);
-    if (req_by_client(c, &in->routing, m->id)) {
+    if (c->drain_from_ms) {
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_UNAVAILABLE,
+                    "the coordinator is draining (shutting down): send it elsewhere");
+        c->st.requests_rejected++;
+        return;
+    }
+    int n_live = 0;
+    if (req_by_client(c, &in->routing, m->id, &n_live)) {
         send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_BAD_REQUEST,
                     "request id already in use");
         c->st.requests_rejected++;
         return;
     }
+    char msg[AM_PROTO_MAX_NAME_BYTES + 128];
+    if (n_live >= c->o.client_max_requests) {
+        snprintf(msg, sizeof msg,
+                 "overloaded: this client has %d requests in flight, its quota; retry later",
+                 n_live);
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_OVERLOADED, msg);
+        c->st.client_quota++;
+        c->st.requests_rejected++;
+        return;
+    }
+    if (m->cmd == AM_CMD_GENERATE && m->model && m->model[0] && c->n_models < AM_COORD_MAX_MODELS &&
+        !model_known(c, m->model)) {
+        snprintf(msg, sizeof msg, "model '%s' is not served here", m->model);
+        send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_NOT_FOUND, msg);
+        c->st.unknown_model++;
+        c->st.requests_rejected++;
+        return;
+    }
     request *r = req_new(c, &in->routing, m->id);
     if (!r) {
-        char msg[128];
         snprintf(msg, sizeof msg, "overloaded: %d requests in flight; retry later",
                  c->o.max_requests);
         send_simple(c, cid, clen, AM_CMD_ERROR, m->id, AM_WERR_OVERLOADED, msg);
@@ -663,7 +757,8 @@ static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
 }
 
 static void on_cancel(am_coord *c, am_wire_in *in, const am_msg *m) {
-    request *r = req_by_client(c, &in->routing, m->id);
+    int n_live;
+    request *r = req_by_client(c, &in->routing, m->id, &n_live);
     if (!r) return; /* already ended: its end message is on its way */
     if (r->leader >= 0 && c->workers[r->leader].used) {
         /* The leader answers with a final TOKEN (finish "cancelled"), which ends it. */
@@ -694,14 +789,41 @@ static void on_health(am_coord *c, am_wire_in *in, const am_msg *m) {
     h.id = m->id;
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         const worker *k = &c->workers[i];
-        if (!k->used || (m->model && m->model[0] && strcmp(m->model, k->model))) continue;
+        if (!k->used || k->draining || (m->model && m->model[0] && strcmp(m->model, k->model)))
+            continue;
         if (k->role == AM_ROLE_SHARD)
             h.n_shards++;
         else
             h.n_encoders++;
     }
-    h.healthy = h.n_shards > 0;
+    h.healthy = h.n_shards > 0 && !c->drain_from_ms; /* a draining coordinator takes nothing */
     h.n_active = (uint32_t)c->st.n_active;
+    am_msg_worker ws[AM_COORD_MAX_WORKERS];
+    if (m->detail) { /* the cluster as a front end shows it (metrics, status page) */
+        h.detail = 1;
+        for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
+            const request *r = &c->reqs[s];
+            if (r->id && r->kind == R_GENERATE) r->leader >= 0 ? h.n_running++ : h.n_waiting++;
+        }
+        memcpy(h.enc_jobs, c->enc_jobs, sizeof h.enc_jobs);
+        memcpy(h.enc_us, c->enc_us, sizeof h.enc_us);
+        for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
+            const worker *k = &c->workers[i];
+            if (!k->used) continue;
+            ws[h.n_workers++] = (am_msg_worker){.role = k->role,
+                                                .name = k->name,
+                                                .model = k->model,
+                                                .mods = k->mods,
+                                                .load = k->in_flight,
+                                                .capacity = k->capacity,
+                                                .tp = k->tp_size,
+                                                .kv_free = k->kv_free,
+                                                .kv_total = k->kv_total,
+                                                .preemptions = k->preemptions};
+            h.preemptions += k->preemptions;
+        }
+        h.workers = ws;
+    }
     (void)send_to(c, zmq_msg_data(&in->routing), zmq_msg_size(&in->routing), &h, NULL, 0);
 }
 
@@ -741,6 +863,18 @@ static void on_message(am_coord *c, am_wire_in *in) {
             on_embed(c, w, in, &m);
         } else if (m.cmd == AM_CMD_TOKEN) {
             on_token(c, w, &m);
+        } else {
+            if (m.drain && !c->workers[w].draining) {
+                c->workers[w].draining = 1;
+                AM_LOGI("coordinator: %s worker '%s' is draining (%u in flight)",
+                        am_role_name(c->workers[w].role), c->workers[w].name,
+                        c->workers[w].in_flight);
+            }
+            if (m.kv_total) { /* a shard leader's report */
+                c->workers[w].kv_free = m.kv_free;
+                c->workers[w].kv_total = m.kv_total;
+                c->workers[w].preemptions = m.preemptions;
+            }
         }
         break;
     case AM_CMD_DISCONNECT:
@@ -772,6 +906,33 @@ static void on_message(am_coord *c, am_wire_in *in) {
     am_msg_fini(&m);
 }
 
+/* Is r waiting for something no live worker can do? Then *why says what: no shard
+ * group of its model (before dispatch), or no encoder of a queued part's modality. */
+static int unserved(const am_coord *c, const request *r, char *why, size_t cap) {
+    int need_group = r->kind == R_GENERATE && r->leader < 0;
+    uint32_t need_mods = 0;
+    for (int i = 0; i < r->n_parts; i++)
+        if (r->parts[i].state == P_QUEUED) need_mods |= 1u << r->parts[i].modality;
+    for (int i = 0; i < AM_COORD_MAX_WORKERS && (need_group || need_mods); i++) {
+        const worker *k = &c->workers[i];
+        if (!k->used || k->draining) continue;
+        if (k->role == AM_ROLE_SHARD && model_matches(r, k)) need_group = 0;
+        if (k->role == AM_ROLE_ENCODER) need_mods &= ~k->mods;
+    }
+    if (need_group) {
+        const char *model = r->gen.model && r->gen.model[0] ? r->gen.model : NULL;
+        snprintf(why, cap, "no shard group serves %s%s%s", model ? "model '" : "any model",
+                 model ? model : "", model ? "'" : "");
+        return 1;
+    }
+    for (int m = 0; m < AM_MOD_COUNT; m++)
+        if (need_mods & (1u << m)) {
+            snprintf(why, cap, "no encoder worker serves %s", am_modality_name(m));
+            return 1;
+        }
+    return 0;
+}
+
 static void tick(am_coord *c, int64_t now) {
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         worker *k = &c->workers[i];
@@ -792,9 +953,20 @@ static void tick(am_coord *c, int64_t now) {
     c->next_tick_ms = now + AM_COORD_TICK_MS;
     for (uint32_t s = 0; s < (uint32_t)c->o.max_requests; s++) {
         request *r = &c->reqs[s];
-        if (r->id && now > r->deadline_ms) {
+        if (!r->id) continue;
+        if (now > r->deadline_ms) {
             c->st.deadlines++;
             req_fail(c, r, AM_WERR_DEADLINE, "deadline passed");
+            continue;
+        }
+        char why[AM_PROTO_MAX_NAME_BYTES + 64];
+        if (!unserved(c, r, why, sizeof why)) {
+            r->unserved_since_ms = 0;
+        } else if (!r->unserved_since_ms) {
+            r->unserved_since_ms = now;
+        } else if (now - r->unserved_since_ms >= c->o.unserved_wait_ms) {
+            c->st.unserved++;
+            req_fail(c, r, AM_WERR_UNAVAILABLE, "%s (waited %d ms)", why, c->o.unserved_wait_ms);
         }
     }
 }
@@ -809,6 +981,10 @@ int am_coord_new(const am_coord_opts *o, am_coord **out) {
     if (!c->o.max_requests) c->o.max_requests = AM_COORD_MAX_REQUESTS_DEFAULT;
     if (!c->o.deadline_default_ms) c->o.deadline_default_ms = AM_COORD_DEADLINE_DEFAULT_MS;
     if (!c->o.encode_max_attempts) c->o.encode_max_attempts = AM_COORD_ENCODE_MAX_ATTEMPTS;
+    if (!c->o.unserved_wait_ms) c->o.unserved_wait_ms = AM_COORD_UNSERVED_WAIT_MS_DEFAULT;
+    if (!c->o.drain_ms) c->o.drain_ms = AM_COORD_DRAIN_MS_DEFAULT;
+    if (!c->o.client_max_requests) c->o.client_max_requests = AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT;
+    if (c->o.client_max_requests > c->o.max_requests) c->o.client_max_requests = c->o.max_requests;
     int rc = 0;
     if (c->o.heartbeat_ms < 10 || c->o.liveness < 1 || c->o.max_requests < 1 ||
         c->o.max_requests > AM_COORD_MAX_REQUESTS_LIMIT || c->o.encode_max_attempts < 1) {
@@ -849,6 +1025,7 @@ fail:
 
 const char *am_coord_endpoint(const am_coord *c) { return c->endpoint; }
 void am_coord_stop(am_coord *c) { atomic_store(&c->stop, 1); }
+void am_coord_drain(am_coord *c) { atomic_store(&c->drain, 1); }
 am_coord_stats am_coord_get_stats(const am_coord *c) { return c->st; }
 
 int am_coord_run(am_coord *c) {
@@ -875,7 +1052,20 @@ int am_coord_run(am_coord *c) {
             am_wire_in_close(&in);
         }
         dispatch(c);
-        tick(c, am_now_ms());
+        const int64_t now = am_now_ms();
+        tick(c, now);
+        if (atomic_load(&c->drain) && !c->drain_from_ms) {
+            c->drain_from_ms = now;
+            AM_LOGI("coordinator: draining: %d requests in flight, at most %d ms", c->st.n_active,
+                    c->o.drain_ms);
+        }
+        if (c->drain_from_ms && (c->st.n_active == 0 || now - c->drain_from_ms >= c->o.drain_ms)) {
+            if (c->st.n_active)
+                AM_LOGW("coordinator: drain time is up with %d requests in flight: they end "
+                        "with 503",
+                        c->st.n_active);
+            break;
+        }
     }
     return 0;
 }

@@ -28,6 +28,14 @@
  * its high-water mark is a counted, logged event (a job goes back to its
  * queue; a client too slow to read its stream loses that request with an
  * error), never a silent drop.
+ *
+ * Admission refuses at once what cannot be served: a GENERATE naming a model
+ * that no shard group has ever registered gets 404; a client over its quota
+ * of requests in flight (opts.client_max_requests) or a full table gets 429.
+ * A request that no live worker can take (its model's groups or its
+ * modality's encoders are all gone) fails with 503 after
+ * opts.unserved_wait_ms, not at its deadline. Rows an encoder returns must be
+ * finite: a worker that sends NaN or Inf is removed and its jobs go to others.
  */
 #ifndef AM_COORDINATOR_H
 #define AM_COORDINATOR_H
@@ -40,6 +48,13 @@
 #define AM_COORD_DEADLINE_DEFAULT_MS  120000
 #define AM_COORD_ENCODE_MAX_ATTEMPTS  3
 #define AM_COORD_TICK_MS              50 /* longest poll wait: deadlines are checked this often */
+/* A request that no live worker can serve (no shard group of its model, no encoder of
+ * one of its modalities) fails with 503 after this wait, not at its deadline. */
+#define AM_COORD_UNSERVED_WAIT_MS_DEFAULT 5000
+/* Requests one client (one connection) may have in flight; more get 429. */
+#define AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT 256
+#define AM_COORD_MAX_MODELS                  64    /* model names remembered for 404s */
+#define AM_COORD_DRAIN_MS_DEFAULT            30000 /* am_coord_drain: longest wait for in-flight */
 
 typedef struct am_coord_opts {
     const char *endpoint;    /* e.g. "tcp://127.0.0.1:5555", or "tcp://127.0.0.1:*" for any port */
@@ -50,6 +65,9 @@ typedef struct am_coord_opts {
     int max_requests;        /* 0 = AM_COORD_MAX_REQUESTS_DEFAULT */
     int deadline_default_ms; /* 0 = AM_COORD_DEADLINE_DEFAULT_MS */
     int encode_max_attempts; /* 0 = AM_COORD_ENCODE_MAX_ATTEMPTS */
+    int unserved_wait_ms;    /* 0 = AM_COORD_UNSERVED_WAIT_MS_DEFAULT */
+    int client_max_requests; /* 0 = AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT (at most max_requests) */
+    int drain_ms;            /* 0 = AM_COORD_DRAIN_MS_DEFAULT */
 } am_coord_opts;
 
 typedef struct am_coord_stats {
@@ -59,6 +77,7 @@ typedef struct am_coord_stats {
     int64_t encode_jobs, encode_retries, stale_replies, unknown_peer_msgs;
     int64_t workers_registered, workers_expired, workers_disconnected;
     int64_t hwm_requeues, client_gone, client_too_slow, deadlines;
+    int64_t unknown_model, unserved, client_quota, bad_rows;
     int n_workers, n_active;
 } am_coord_stats;
 
@@ -75,6 +94,12 @@ const char *am_coord_endpoint(const am_coord *c);
 int am_coord_run(am_coord *c);
 /* Makes am_coord_run return within AM_COORD_TICK_MS; async-signal-safe and thread-safe. */
 void am_coord_stop(am_coord *c);
+/* Graceful drain; async-signal-safe and thread-safe. New requests get 503 ("draining"),
+ * HEALTH says unhealthy, what is in flight runs on; am_coord_run returns once nothing
+ * is in flight or after opts.drain_ms (am_coord_destroy then ends the rest with 503). A
+ * worker that says it drains (HEARTBEAT drain) gets nothing new, and HEALTH stops
+ * counting it. */
+void am_coord_drain(am_coord *c);
 /* A snapshot of the counters (call from the loop's thread, or after run returned). */
 am_coord_stats am_coord_get_stats(const am_coord *c);
 

@@ -19,16 +19,25 @@
 #define CMD "coordinator"
 
 static am_coord *g_coord;
+/* The first SIGTERM/SIGINT drains (in-flight requests finish, new ones get 503), a
+ * second stops at once. */
+static volatile sig_atomic_t g_signals;
 static void on_signal(int sig) {
     (void)sig;
-    if (g_coord) am_coord_stop(g_coord);
+    if (!g_coord) return;
+    if (g_signals++)
+        am_coord_stop(g_coord);
+    else
+        am_coord_drain(g_coord);
 }
 
 static void help(void) {
     printf(
         "usage: anymal-coordinator [--bind EP] [--endpoint-file PATH] [--heartbeat-ms N] "
         "[--liveness N]\n"
-        "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n\n"
+        "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n"
+        "                          [--unserved-wait-ms N] [--client-max-requests N] [--drain-ms "
+        "N]\n\n"
         "  --bind           ZeroMQ endpoint (default tcp://127.0.0.1:5555; tcp://127.0.0.1:* = any "
         "free port)\n"
         "  --endpoint-file  write the bound endpoint there once listening\n"
@@ -40,9 +49,18 @@ static void help(void) {
         "  --max-msg-bytes  largest frame accepted (ZMQ_MAXMSGSIZE); a bigger one disconnects its "
         "peer\n"
         "  --encode-attempts  workers an ENCODE job may try before its request fails (default "
-        "%d)\n",
+        "%d)\n"
+        "  --unserved-wait-ms  a request no live worker can serve fails with 503 after this "
+        "(default %d)\n"
+        "  --client-max-requests  requests one client may have in flight; more get 429 "
+        "(default %d)\n"
+        "  --drain-ms       SIGTERM: refuse new requests (503), let those in flight finish for at "
+        "most\n"
+        "                   this (default %d), then exit 0; a second SIGTERM stops at once\n",
         AM_HEARTBEAT_MS, AM_HEARTBEAT_LIVENESS, AM_COORD_MAX_REQUESTS_DEFAULT,
-        AM_COORD_DEADLINE_DEFAULT_MS, AM_COORD_ENCODE_MAX_ATTEMPTS);
+        AM_COORD_DEADLINE_DEFAULT_MS, AM_COORD_ENCODE_MAX_ATTEMPTS,
+        AM_COORD_UNSERVED_WAIT_MS_DEFAULT, AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT,
+        AM_COORD_DRAIN_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -59,6 +77,10 @@ int main(int argc, char **argv) {
         {"--max-msg-bytes", AM_CLI_I64, &o.max_msg_bytes, 1024,
          (double)AM_PROTO_MAX_PAYLOAD_BYTES + 4096},
         {"--encode-attempts", AM_CLI_INT, &o.encode_max_attempts, 1, 100},
+        {"--unserved-wait-ms", AM_CLI_INT, &o.unserved_wait_ms, 1, 86400000},
+        {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
+        {"--client-max-requests", AM_CLI_INT, &o.client_max_requests, 1,
+         AM_COORD_MAX_REQUESTS_LIMIT},
     };
     const am_cli_spec spec = {
         .opts = opts, .n_opts = (int)(sizeof opts / sizeof opts[0]), .help = help, .link = &link};
@@ -96,13 +118,15 @@ int main(int argc, char **argv) {
             "\"encode_jobs\": %lld, "
             "\"encode_retries\": %lld, \"stale_replies\": %lld, \"workers_registered\": %lld, "
             "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, "
-            "\"deadlines\": %lld}}\n",
+            "\"deadlines\": %lld, \"unknown_model\": %lld, \"unserved\": %lld, \"client_quota\": "
+            "%lld, \"bad_rows\": %lld}}\n",
             (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs,
             (long long)s.requests_admitted, (long long)s.requests_done,
             (long long)s.requests_failed, (long long)s.requests_cancelled,
             (long long)s.requests_rejected, (long long)s.encode_jobs, (long long)s.encode_retries,
             (long long)s.stale_replies, (long long)s.workers_registered,
             (long long)s.workers_expired, (long long)s.hwm_requeues, (long long)s.client_gone,
-            (long long)s.deadlines);
+            (long long)s.deadlines, (long long)s.unknown_model, (long long)s.unserved,
+            (long long)s.client_quota, (long long)s.bad_rows);
     return rc ? am_cli_error(CMD, rc) : 0;
 }

@@ -19,6 +19,10 @@ packages=(
   libsndfile1-dev libsoxr-dev   # audio decoding (WAV/FLAC/OGG/MP3) and resampling (encoders/audio_file.c)
   libfftw3-dev      # FFT of CLAP's log-mel front end (encoders/melspec.c)
   libzmq3-dev libmsgpack-dev   # the actor system: ZeroMQ sockets, msgpack bodies (proto/, coordinator/, workers/)
+  libuv1-dev libhttp-parser-dev curl   # anymal-gateway: event loop, HTTP/1.1 parser; curl for deploy/local and its tests
+  python3-venv      # the gateway tests install the real openai SDK (PyPI) in a venv
+  wrk               # HTTP load tool of the gateway's overhead benchmark (bench/run_gateway.sh)
+  chromium          # headless browser of the gateway's status-page test
   slurmctld slurmd slurm-client munge   # deploy/slurm and its test on a real Slurm (tests/test_slurm.sh):
                     # what the metapackage slurm-wlm depends on, plus munge (slurm-wlm-basic-plugins
                     # comes with them: mpi/pmix, task/affinity, select/cons_tres)

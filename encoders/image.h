@@ -28,6 +28,10 @@
 #define AM_IMAGE_MAX_BYTES_DEFAULT  ((size_t)64 << 20)
 #define AM_IMAGE_MAX_PIXELS_DEFAULT 89478485ll
 #define AM_IMAGE_MAX_SIDE_DEFAULT   32768
+/* What an encoder worker accepts unless told (--max-pixels): 4096 x 4096. The towers
+ * see 224-336 pixels a side, and a 9000 x 9000 PNG of 236 KB decodes to 243 MB of RGB
+ * that delays every image behind it (docs/reliability.md). */
+#define AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT 16777216ll
 /* A progressive JPEG may carry hundreds of scans that each re-decode the whole
  * image (a CPU bomb); libjpeg-turbo's own tools stop at this many. */
 #define AM_JPEG_MAX_SCANS 500

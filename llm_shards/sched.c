@@ -142,12 +142,18 @@ static seq *find_live(am_sched *s, uint64_t id) {
 
 static int32_t n_known(const seq *q) { return q->n_prompt + (int32_t)q->stream.n_ids; }
 
+/* The first slot whose rows have not come, or -1. */
+static int32_t first_pending(const seq *q) {
+    for (int32_t i = 0; i < q->n_segs; i++)
+        if (q->segs[i].kind == AM_SEG_EMBD && !q->segs[i].rows) return i;
+    return -1;
+}
+
 /* Positions the sequence could have computed now: its known inputs, up to
  * the first pending slot. */
 static int32_t n_available(const seq *q) {
-    for (int32_t i = 0; i < q->n_segs; i++)
-        if (q->segs[i].kind == AM_SEG_EMBD && !q->segs[i].rows) return q->segs[i].pos0;
-    return n_known(q);
+    int32_t i = first_pending(q);
+    return i >= 0 ? q->segs[i].pos0 : n_known(q);
 }
 
 static int32_t runnable(const seq *q) { return n_available(q) - q->n_computed; }
@@ -235,7 +241,11 @@ static int reserve_blocks(am_sched *s, seq *q, int32_t positions, int may_preemp
 
 static void add_part(am_sched *s, seq *q, int32_t rows, int32_t *budget) {
     q->step_slot = s->n_parts;
-    s->parts[s->n_parts++] = (step_part){q, rows, q->n_computed + rows == n_known(q)};
+    /* A part samples when it ends the known inputs, and no slot is pending: a slot of
+     * unknown size (n = 0) at the end of the prompt leaves the known inputs ending at
+     * the text before it, and sampling there would answer a prompt without its media. */
+    const int samples = q->n_computed + rows == n_known(q) && first_pending(q) < 0;
+    s->parts[s->n_parts++] = (step_part){q, rows, samples};
     *budget -= rows;
 }
 

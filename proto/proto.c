@@ -160,6 +160,17 @@ enum {
     F_ENCODERS,
     F_ACTIVE,
     F_IGNORE_EOS,
+    F_KV_FREE,
+    F_KV_TOTAL,
+    F_PREEMPT,
+    F_DETAIL,
+    F_RUNNING,
+    F_WAITING,
+    F_ENC_JOBS,
+    F_ENC_US,
+    F_WORKERS,
+    F_QUEUE_US,
+    F_DRAIN,
     F_COUNT
 };
 
@@ -216,6 +227,17 @@ static const struct {
     [F_ENCODERS] = {"encoders", C(AM_CMD_HEALTH), 0},
     [F_ACTIVE] = {"active", C(AM_CMD_HEALTH), 0},
     [F_IGNORE_EOS] = {"ignore_eos", C(AM_CMD_GENERATE), 0},
+    [F_KV_FREE] = {"kv_free", C(AM_CMD_HEARTBEAT), 0},
+    [F_KV_TOTAL] = {"kv_total", C(AM_CMD_HEARTBEAT), 0},
+    [F_PREEMPT] = {"preemptions", C(AM_CMD_HEARTBEAT) | C(AM_CMD_HEALTH), 0},
+    [F_DETAIL] = {"detail", C(AM_CMD_HEALTH), 0},
+    [F_RUNNING] = {"running", C(AM_CMD_HEALTH), 0},
+    [F_WAITING] = {"waiting", C(AM_CMD_HEALTH), 0},
+    [F_ENC_JOBS] = {"enc_jobs", C(AM_CMD_HEALTH), 0},
+    [F_ENC_US] = {"enc_us", C(AM_CMD_HEALTH), 0},
+    [F_WORKERS] = {"workers", C(AM_CMD_HEALTH), 0},
+    [F_QUEUE_US] = {"queue_us", C(AM_CMD_TOKEN), 0},
+    [F_DRAIN] = {"drain", C(AM_CMD_HEARTBEAT), 0},
 };
 
 /* ---------------------------------------------------------------- packing */
@@ -297,6 +319,17 @@ static int emits(const am_msg *m, int f) {
     case F_ENCODERS: return m->n_encoders != 0;
     case F_ACTIVE: return m->n_active != 0;
     case F_IGNORE_EOS: return m->ignore_eos != 0;
+    case F_DRAIN: return m->drain != 0;
+    case F_KV_FREE:
+    case F_KV_TOTAL: return m->kv_total != 0;
+    case F_PREEMPT: return m->preemptions != 0;
+    case F_DETAIL: return m->detail != 0;
+    case F_RUNNING: return m->n_running != 0;
+    case F_WAITING: return m->n_waiting != 0;
+    case F_ENC_JOBS:
+    case F_ENC_US:
+    case F_WORKERS: return m->n_workers != 0 || m->detail;
+    case F_QUEUE_US: return m->queue_us != 0;
     default: return 0;
     }
 }
@@ -327,6 +360,15 @@ static int check_for_encode(const am_msg *m) {
         if (m->max_tokens < 1 || m->max_tokens > AM_PROTO_MAX_TOKENS)
             return am_err_set(AM_ERANGE, "max_tokens %u (want 1..%d)", m->max_tokens,
                               AM_PROTO_MAX_TOKENS);
+        break;
+    case AM_CMD_HEALTH:
+        if (m->n_workers > AM_PROTO_MAX_WORKERS)
+            return am_err_set(AM_ERANGE, "HEALTH with %u workers (at most %d)", m->n_workers,
+                              AM_PROTO_MAX_WORKERS);
+        for (uint32_t i = 0; i < m->n_workers; i++)
+            if ((rc = check_name("HEALTH worker name", m->workers[i].name, 0)) ||
+                (rc = check_name("HEALTH worker model", m->workers[i].model, 0)))
+                return rc;
         break;
     case AM_CMD_EMBED:
         if (m->n_rows < 1 || m->n_rows > AM_PROTO_MAX_ROWS || m->dim < 1 ||
@@ -425,7 +467,38 @@ static void pack_field(packer *p, const am_msg *m, int f) {
     case F_SHARDS: p_u64(p, m->n_shards); break;
     case F_ENCODERS: p_u64(p, m->n_encoders); break;
     case F_ACTIVE: p_u64(p, m->n_active); break;
-    case F_IGNORE_EOS: p->err |= msgpack_pack_true(&p->pk); break;
+    case F_IGNORE_EOS:
+    case F_DRAIN: p->err |= msgpack_pack_true(&p->pk); break;
+    case F_QUEUE_US: p_u64(p, m->queue_us); break;
+    case F_KV_FREE: p_u64(p, m->kv_free); break;
+    case F_KV_TOTAL: p_u64(p, m->kv_total); break;
+    case F_PREEMPT: p_u64(p, m->preemptions); break;
+    case F_DETAIL: p->err |= msgpack_pack_true(&p->pk); break;
+    case F_RUNNING: p_u64(p, m->n_running); break;
+    case F_WAITING: p_u64(p, m->n_waiting); break;
+    case F_ENC_JOBS:
+    case F_ENC_US:
+        p->err |= msgpack_pack_array(&p->pk, AM_MOD_COUNT);
+        for (int i = 0; i < AM_MOD_COUNT; i++)
+            p_u64(p, f == F_ENC_JOBS ? m->enc_jobs[i] : m->enc_us[i]);
+        break;
+    case F_WORKERS:
+        p->err |= msgpack_pack_array(&p->pk, m->n_workers);
+        for (uint32_t i = 0; i < m->n_workers; i++) {
+            const am_msg_worker *w = &m->workers[i];
+            p->err |= msgpack_pack_map(&p->pk, 10);
+            p_key(p, "role"), p_str(p, am_role_name(w->role), strlen(am_role_name(w->role)));
+            p_key(p, "name"), p_str(p, w->name, slen(w->name));
+            p_key(p, "model"), p_str(p, w->model, slen(w->model));
+            p_key(p, "mods"), p_u64(p, w->mods);
+            p_key(p, "load"), p_u64(p, w->load);
+            p_key(p, "capacity"), p_u64(p, w->capacity);
+            p_key(p, "tp"), p_u64(p, w->tp);
+            p_key(p, "kv_free"), p_u64(p, w->kv_free);
+            p_key(p, "kv_total"), p_u64(p, w->kv_total);
+            p_key(p, "preemptions"), p_u64(p, w->preemptions);
+        }
+        break;
     default: break;
     }
 }
@@ -718,6 +791,54 @@ static int dec_segment(dec *d, const msgpack_object *o, uint32_t i, am_msg_seg *
     return 0;
 }
 
+/* One entry of a HEALTH answer's 'workers': a map of known keys (others skipped). */
+static int dec_worker(dec *d, const msgpack_object *o, uint32_t i, am_msg_worker *w) {
+    char key[32];
+    snprintf(key, sizeof key, "workers[%u]", i);
+    if (o->type != MSGPACK_OBJECT_MAP) return bad(d, key, "is not a map");
+    int rc = 0;
+    for (uint32_t k = 0; k < o->via.map.size && !rc; k++) {
+        const msgpack_object *kk = &o->via.map.ptr[k].key, *v = &o->via.map.ptr[k].val;
+        uint64_t u = 0;
+        if (kk->type != MSGPACK_OBJECT_STR) return bad(d, key, "has a key that is not a string");
+        if (key_is(kk, "role")) {
+            const char *s;
+            if ((rc = get_str(d, v, key, AM_PROTO_MAX_NAME_BYTES, 0, 1, &s, NULL))) break;
+            if (!strcmp(s, "shard"))
+                w->role = AM_ROLE_SHARD;
+            else if (strcmp(s, "encoder"))
+                rc = bad(d, key, "has a role neither 'encoder' nor 'shard'");
+        } else if (key_is(kk, "name")) {
+            rc = get_str(d, v, key, AM_PROTO_MAX_NAME_BYTES, 0, 1, &w->name, NULL);
+        } else if (key_is(kk, "model")) {
+            rc = get_str(d, v, key, AM_PROTO_MAX_NAME_BYTES, 0, 1, &w->model, NULL);
+        } else if (key_is(kk, "preemptions")) {
+            rc = get_uint(d, v, key, 0, UINT64_MAX, &w->preemptions);
+        } else {
+            uint32_t *dst = key_is(kk, "mods")       ? &w->mods
+                            : key_is(kk, "load")     ? &w->load
+                            : key_is(kk, "capacity") ? &w->capacity
+                            : key_is(kk, "tp")       ? &w->tp
+                            : key_is(kk, "kv_free")  ? &w->kv_free
+                            : key_is(kk, "kv_total") ? &w->kv_total
+                                                     : NULL;
+            if (dst && !(rc = get_uint(d, v, key, 0, UINT32_MAX, &u))) *dst = (uint32_t)u;
+        }
+    }
+    if (!rc && (!w->name || !w->model)) rc = bad(d, key, "lacks 'name' or 'model'");
+    return rc;
+}
+
+/* A per-modality array of AM_MOD_COUNT unsigned counters. */
+static int dec_mod_counts(dec *d, const msgpack_object *v, const char *key, uint64_t *out) {
+    if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != AM_MOD_COUNT)
+        return bad(d, key, "is not an array of one counter per modality");
+    int rc = 0;
+    for (uint32_t k = 0; k < AM_MOD_COUNT && !rc; k++)
+        rc = get_uint(d, &v->via.array.ptr[k], key, 0, UINT64_MAX, &out[k]);
+    return rc;
+}
+
 static int dec_field(dec *d, int f, const msgpack_object *v) {
     am_msg *m = d->m;
     const char *key = fields[f].key;
@@ -844,6 +965,34 @@ static int dec_field(dec *d, int f, const msgpack_object *v) {
     case F_IGNORE_EOS:
         if (v->type != MSGPACK_OBJECT_BOOLEAN) return bad(d, key, "is not a boolean");
         m->ignore_eos = v->via.boolean ? 1 : 0;
+        break;
+    case F_DRAIN:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN) return bad(d, key, "is not a boolean");
+        m->drain = v->via.boolean ? 1 : 0;
+        break;
+    case F_QUEUE_US: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->queue_us); break;
+    case F_KV_FREE: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->kv_free); break;
+    case F_KV_TOTAL: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->kv_total); break;
+    case F_PREEMPT: rc = get_uint(d, v, key, 0, UINT64_MAX, &m->preemptions); break;
+    case F_DETAIL:
+        if (v->type != MSGPACK_OBJECT_BOOLEAN) return bad(d, key, "is not a boolean");
+        m->detail = v->via.boolean ? 1 : 0;
+        break;
+    case F_RUNNING: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->n_running); break;
+    case F_WAITING: rc = get_u32(d, v, key, 0, UINT32_MAX, &m->n_waiting); break;
+    case F_ENC_JOBS: rc = dec_mod_counts(d, v, key, m->enc_jobs); break;
+    case F_ENC_US: rc = dec_mod_counts(d, v, key, m->enc_us); break;
+    case F_WORKERS:
+        if (v->type != MSGPACK_OBJECT_ARRAY) return bad(d, key, "is not an array");
+        if (v->via.array.size > AM_PROTO_MAX_WORKERS)
+            return am_err_set(AM_ERANGE, "%s: field '%s' has %u entries (at most %d)", d->where,
+                              key, v->via.array.size, AM_PROTO_MAX_WORKERS);
+        m->n_workers = v->via.array.size;
+        if (m->n_workers && !(m->workers = arena_alloc(m, m->n_workers * sizeof *m->workers)))
+            return am_err_set(AM_ENOMEM, "out of memory");
+        if (m->n_workers) memset(m->workers, 0, m->n_workers * sizeof *m->workers);
+        for (uint32_t k = 0; k < m->n_workers && !rc; k++)
+            rc = dec_worker(d, &v->via.array.ptr[k], k, &m->workers[k]);
         break;
     default: break;
     }

@@ -56,7 +56,8 @@
 #define AM_PROTO_MAX_TOKENS           (1 << 20) /* max_tokens of a request */
 #define AM_PROTO_MAX_DEADLINE_MS      (24u * 3600u * 1000u)
 #define AM_PROTO_MAX_FRAMES_PER_VIDEO 256
-#define AM_PROTO_MAX_DEPTH            8 /* msgpack nesting */
+#define AM_PROTO_MAX_DEPTH            8   /* msgpack nesting */
+#define AM_PROTO_MAX_WORKERS          256 /* entries of a HEALTH answer's worker list */
 
 typedef enum {
     AM_CMD_READY = 0x01,      /* worker -> coordinator: register */
@@ -124,6 +125,17 @@ typedef struct am_msg_seg {
     uint32_t frames;  /* MEDIA video: frames to sample, 0 = model default */
 } am_msg_seg;
 
+/* One worker in a detailed HEALTH answer (the coordinator's view of it). */
+typedef struct am_msg_worker {
+    uint8_t role;               /* am_role */
+    const char *name, *model;   /* NUL-terminated */
+    uint32_t mods;              /* encoder: bit per am_modality it serves */
+    uint32_t load, capacity;    /* jobs/requests in flight at it, and its capacity */
+    uint32_t tp;                /* shard group: ranks */
+    uint32_t kv_free, kv_total; /* shard group: KV blocks free / in all, as it last reported */
+    uint64_t preemptions;       /* shard group: scheduler preemptions so far, as last reported */
+} am_msg_worker;
+
 typedef struct am_bytes {
     const void *data;
     size_t len;
@@ -142,8 +154,12 @@ typedef struct am_msg {
     uint32_t capacity, out_dim, tp_size;
     uint8_t modalities[AM_PROTO_MAX_MODALITIES];
     uint32_t n_modalities;
-    /* HEARTBEAT: the sender's in-flight work (optional) */
+    /* HEARTBEAT: the sender's in-flight work (optional); a shard leader adds its
+     * KV cache (blocks free, in all) and its preemptions so far (all optional) */
     uint32_t load;
+    uint8_t drain; /* the worker is draining: send it nothing new (it ends with DISCONNECT) */
+    uint32_t kv_free, kv_total;
+    uint64_t preemptions; /* also HEALTH answer: the sum over live shard groups */
     /* ENCODE / EMBED */
     uint8_t modality;
     uint32_t frames;      /* ENCODE video */
@@ -168,10 +184,17 @@ typedef struct am_msg {
     uint32_t text_len;
     uint8_t finish; /* am_fin */
     uint32_t prompt_tokens, completion_tokens;
+    uint32_t queue_us; /* final TOKEN from the coordinator: admitted -> sent to a shard group */
     /* HEALTH answer (a field left out is false / 0) */
     uint8_t healthy; /* a live shard group serves the model asked about (any model if none) */
     uint32_t n_shards, n_encoders,
-        n_active; /* live shard groups (of that model), encoders, requests */
+        n_active;                  /* live shard groups (of that model), encoders, requests */
+    uint8_t detail;                /* HEALTH query: also send the fields below */
+    uint32_t n_running, n_waiting; /* generations at a shard group / queued for one */
+    uint64_t enc_jobs[AM_MOD_COUNT],
+        enc_us[AM_MOD_COUNT]; /* encodes done, their us, per modality */
+    am_msg_worker *workers;   /* every live worker */
+    uint32_t n_workers;
     /* ERROR (code, message), DISCONNECT (message = reason) */
     int32_t code;
     const char *message;

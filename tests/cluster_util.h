@@ -24,7 +24,8 @@
 
 typedef struct am_tc {
     char dir[256], model[300], ep[256], bin[512], src[512], coord_log[300];
-    const char *shard_capacity; /* --capacity of the shard groups ("16" when NULL) */
+    const char *shard_capacity;     /* --capacity of the shard groups ("16" when NULL) */
+    const char *const *coord_extra; /* more coordinator options, NULL-terminated, or NULL */
 } am_tc;
 
 static inline pid_t am_tc_spawn(char *const argv[], const char *log) {
@@ -116,9 +117,13 @@ static inline pid_t am_tc_start_coordinator(const am_tc *t, const char *bind) {
     char path[600], epf[300];
     snprintf(path, sizeof path, "%s/anymal-coordinator", t->bin);
     snprintf(epf, sizeof epf, "%s/ep", t->dir);
-    char *cargv[] = {path, "--bind",          (char *)bind, "--endpoint-file",
-                     epf,  "--heartbeat-ms",  AM_TC_HB_MS,  "--liveness",
-                     "3",  "--max-msg-bytes", "1048576",    NULL};
+    char *cargv[32] = {path, "--bind",          (char *)bind, "--endpoint-file",
+                       epf,  "--heartbeat-ms",  AM_TC_HB_MS,  "--liveness",
+                       "3",  "--max-msg-bytes", "1048576"};
+    int n = 11;
+    for (int i = 0; t->coord_extra && t->coord_extra[i] && n < 31; i++)
+        cargv[n++] = (char *)t->coord_extra[i];
+    cargv[n] = NULL;
     return am_tc_spawn(cargv, t->coord_log);
 }
 

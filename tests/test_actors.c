@@ -44,14 +44,18 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define HB_MS      AM_TC_HB_MS
-#define N_E2E      50
-#define MAX_TOKENS 8
-#define TIMEOUT_MS 60000
+#define HB_MS               AM_TC_HB_MS
+#define UNSERVED_WAIT_MS    "3000" /* a request no live worker can serve: 503 after this */
+#define CLIENT_MAX_REQUESTS "60"   /* above every batch below (50 at most) */
+#define N_E2E               50
+#define MAX_TOKENS          8
+#define TIMEOUT_MS          60000
 
 static pid_t p_coord, p_enc[3], p_shard;
 
 static am_tc T;
+static const char *const coord_extra[] = {"--unserved-wait-ms", UNSERVED_WAIT_MS,
+                                          "--client-max-requests", CLIENT_MAX_REQUESTS, NULL};
 static pid_t spawn(char *const argv[], const char *log) { return am_tc_spawn(argv, log); }
 static void stop_proc(pid_t *p) { am_tc_stop(p); }
 static pid_t start_encoder(int k) { return am_tc_start_encoder(&T, k); }
@@ -160,6 +164,7 @@ static int reference(const char *t1, int mod, const char *t2, int32_t *ids_out) 
 }
 
 static void setup(void) {
+    T.coord_extra = coord_extra;
     CHECK(am_tc_setup(&T, "am_actors", &p_coord) == 0);
     p_enc[0] = start_encoder(0);
     p_enc[1] = start_encoder(1);
@@ -369,6 +374,186 @@ static void test_hostile(void) {
     am_client_destroy(&c);
 }
 
+/* ---- admission (issue 18 items 1-2): what cannot be served is refused at once ---- */
+
+/* A rogue encoder on a raw socket: registers for images with the model's row width and
+ * a huge capacity (so it is picked); rogue_serve answers every ENCODE with rows of NaN
+ * and heartbeats until `until_ms`, returning the ENCODE jobs it got. */
+static void rogue_register(void *s, int32_t out_dim) {
+    am_msg m;
+    am_msg_init(&m, AM_CMD_READY);
+    m.role = AM_ROLE_ENCODER;
+    m.name = "rogue";
+    m.model = "rogue-model";
+    m.fingerprint = "rogue";
+    m.capacity = 1000;
+    m.out_dim = (uint32_t)out_dim;
+    m.modalities[0] = AM_MOD_IMAGE;
+    m.n_modalities = 1;
+    CHECK_OK(am_wire_send(s, NULL, 0, &m, NULL, 0, 0));
+}
+
+static int rogue_serve(void *s, int32_t out_dim, int64_t until_ms) {
+    int jobs = 0;
+    int64_t next_hb = 0;
+    while (am_now_ms() < until_ms) {
+        if (am_now_ms() >= next_hb) {
+            am_msg hb;
+            am_msg_init(&hb, AM_CMD_HEARTBEAT);
+            (void)am_wire_send(s, NULL, 0, &hb, NULL, 0, ZMQ_DONTWAIT);
+            next_hb = am_now_ms() + 50;
+        }
+        zmq_pollitem_t pi = {s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, 20) != 1) continue;
+        am_wire_in in;
+        while (!am_wire_recv(s, 0, &in)) {
+            am_msg job;
+            if (!am_wire_decode(&in, &job)) {
+                if (job.cmd == AM_CMD_ENCODE) {
+                    jobs++;
+                    int64_t rows = am_vision_n_tokens(vm, 1);
+                    size_t n = (size_t)rows * (size_t)out_dim;
+                    float *nan_rows = malloc(n * sizeof(float));
+                    for (size_t i = 0; i < n; i++)
+                        nan_rows[i] = NAN;
+                    am_msg e;
+                    am_msg_init(&e, AM_CMD_EMBED);
+                    e.id = job.id;
+                    e.part = job.part;
+                    e.attempt = job.attempt;
+                    e.modality = job.modality;
+                    e.n_rows = (uint32_t)rows;
+                    e.dim = (uint32_t)out_dim;
+                    am_bytes b = {nan_rows, n * sizeof(float)};
+                    (void)am_wire_send_bufs(s, NULL, 0, &e, &b, 1, ZMQ_DONTWAIT);
+                    free(nan_rows);
+                }
+                am_msg_fini(&job);
+            }
+            am_wire_in_close(&in);
+        }
+    }
+    return jobs;
+}
+
+static void test_admission(void) {
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(T.ep, &c));
+    if (!c) return;
+    /* A model no group has registered: 404 at once. */
+    am_client_part p = {.kind = AM_SEG_TEXT, .text = "hi", .text_len = 2};
+    am_client_params prm = {.max_tokens = 4, .deadline_ms = 50000, .model = "no-such-model"};
+    am_client_result r;
+    int64_t t0 = am_now_ms();
+    CHECK_EQ_INT(am_client_generate(c, &p, 1, &prm, NULL, NULL, 20000, &r), AM_EIO);
+    printf("admission: unknown model -> %d in %lld ms: %s\n", r.err_code,
+           (long long)(am_now_ms() - t0), am_err_msg());
+    CHECK_EQ_INT(r.err_code, AM_WERR_NOT_FOUND);
+    CHECK(strstr(am_err_msg(), "model 'no-such-model' is not served here") != NULL);
+    CHECK(am_now_ms() - t0 < 2000);
+    am_client_result_fini(&r);
+    /* A 9000 x 9000 PNG (a few hundred KB, 243 MB decoded) is refused by the encoders'
+     * --max-pixels default before it is decoded: 413 naming the limit, at once. */
+    {
+        char png[400], cmd[1200];
+        snprintf(png, sizeof png, "%s/big.png", T.dir);
+        snprintf(cmd, sizeof cmd,
+                 "python3 -c 'import struct,zlib,sys\n"
+                 "def ck(t,d): return struct.pack(\">I\",len(d))+t+d+struct.pack(\">I\","
+                 "zlib.crc32(t+d))\n"
+                 "w=h=9000\n"
+                 "raw=zlib.compress(bytes(w*h+h),9)\n"
+                 "sys.stdout.buffer.write(b\"\\x89PNG\\r\\n\\x1a\\n\"+ck(b\"IHDR\","
+                 "struct.pack(\">IIBBBBB\",w,h,8,0,0,0,0))+ck(b\"IDAT\",raw)+ck(b\"IEND\","
+                 "b\"\"))' > %s",
+                 png);
+        CHECK(system(cmd) == 0);
+        size_t big_len = 0;
+        void *big = NULL;
+        CHECK_OK(am_read_file_limited(png, 1 << 26, &big, &big_len));
+        am_client_part bp[2] = {
+            {.kind = AM_SEG_TEXT, .text = "What is this", .text_len = 12},
+            {.kind = AM_SEG_MEDIA, .modality = AM_MOD_IMAGE, .data = big, .len = big_len}};
+        am_client_params bprm = {.max_tokens = 4, .deadline_ms = 50000};
+        t0 = am_now_ms();
+        CHECK_EQ_INT(am_client_generate(c, bp, 2, &bprm, NULL, NULL, 20000, &r), AM_EIO);
+        printf("admission: a %zu-byte 9000 x 9000 PNG -> %d in %lld ms: %s\n", big_len, r.err_code,
+               (long long)(am_now_ms() - t0), am_err_msg());
+        CHECK_EQ_INT(r.err_code, AM_WERR_TOO_LARGE);
+        CHECK(strstr(am_err_msg(), "over the limit of 16777216 pixels") != NULL);
+        am_client_result_fini(&r);
+        am_free(big);
+    }
+    /* A client over its quota of requests in flight gets 429; the others run on. */
+    const int quota = atoi(CLIENT_MAX_REQUESTS);
+    uint64_t rid[61];
+    am_client_params slow = {.max_tokens = 200, .ignore_eos = 1, .deadline_ms = 50000};
+    for (int i = 0; i <= quota; i++)
+        CHECK_OK(am_client_submit(c, &p, 1, &slow, &rid[i]));
+    int quota_errors = 0, finals = 0, cancelled = 0;
+    for (int64_t end = am_now_ms() + TIMEOUT_MS; finals <= quota && am_now_ms() < end;) {
+        am_client_event ev;
+        if (am_client_next(c, 500, &ev)) continue;
+        if (ev.cmd == AM_CMD_ERROR && ev.msg.code == AM_WERR_OVERLOADED &&
+            strstr(ev.msg.message, "quota"))
+            quota_errors += ev.rid == rid[quota];
+        if (am_client_event_final(&ev)) finals++;
+        if (finals == 1 && !cancelled) /* the refused one: end the rest now */
+            for (int i = 0; i < quota; i++)
+                cancelled += !am_client_cancel(c, rid[i]);
+        am_client_event_fini(&ev);
+    }
+    CHECK_EQ_INT(quota_errors, 1);
+    CHECK_EQ_INT(finals, quota + 1);
+    /* A rogue encoder's NaN rows are refused: the worker is removed and its jobs go to
+     * the real encoders; every answer is the real one. */
+    void *zctx = zmq_ctx_new(), *s = zmq_socket(zctx, ZMQ_DEALER);
+    CHECK_OK(am_wire_setup(s, 0, 0, 0));
+    CHECK(zmq_connect(s, T.ep) == 0);
+    am_client_part ip[2] = {
+        {.kind = AM_SEG_TEXT, .text = "What do you see", .text_len = 15},
+        {.kind = AM_SEG_MEDIA, .modality = AM_MOD_IMAGE, .data = img_data, .len = img_len}};
+    int32_t ref[MAX_TOKENS];
+    int nref = reference("What do you see", AM_MOD_IMAGE, NULL, ref);
+    am_client_params gp = {.max_tokens = MAX_TOKENS, .deadline_ms = 50000};
+    /* The rogue registers first (the coordinator must see it before the jobs). */
+    rogue_register(s, am_vision_out_dim(vm));
+    int jobs = rogue_serve(s, am_vision_out_dim(vm), am_now_ms() + 300);
+    uint64_t irid[6];
+    for (int i = 0; i < 6; i++)
+        CHECK_OK(am_client_submit(c, ip, 2, &gp, &irid[i]));
+    jobs += rogue_serve(s, am_vision_out_dim(vm), am_now_ms() + 1500);
+    int ok = 0, done = 0;
+    int32_t ids[6][MAX_TOKENS];
+    int n_ids[6] = {0};
+    for (int64_t end = am_now_ms() + TIMEOUT_MS; done < 6 && am_now_ms() < end;) {
+        am_client_event ev;
+        if (am_client_next(c, 500, &ev)) continue;
+        for (int i = 0; i < 6; i++) {
+            if (ev.rid != irid[i]) continue;
+            if (ev.cmd == AM_CMD_TOKEN)
+                for (uint32_t k = 0; k < ev.msg.n_ids && n_ids[i] < MAX_TOKENS; k++)
+                    ids[i][n_ids[i]++] = ev.msg.ids[k];
+            if (ev.cmd == AM_CMD_ERROR)
+                fprintf(stderr, "admission: image request %d: %d %s\n", i, ev.msg.code,
+                        ev.msg.message);
+            if (am_client_event_final(&ev)) done++;
+        }
+        am_client_event_fini(&ev);
+    }
+    for (int i = 0; i < 6; i++)
+        ok += n_ids[i] == nref && !memcmp(ids[i], ref, (size_t)nref * sizeof(int32_t));
+    printf("admission: the rogue encoder got %d image jobs and returned NaN; %d of 6 answers are "
+           "the real ones\n",
+           jobs, ok);
+    CHECK(jobs >= 1);
+    CHECK_EQ_INT(done, 6);
+    CHECK_EQ_INT(ok, 6);
+    zmq_close(s);
+    zmq_ctx_term(zctx);
+    am_client_destroy(&c);
+}
+
 /* ---- scenario 3: one shard rank killed during generation ---- */
 
 static pid_t shard_rank_pid(int rank) { return am_tc_shard_rank_pid(p_shard, rank); }
@@ -455,6 +640,22 @@ static void test_kill_shard_rank(void) {
         p_shard = 0;
     else
         stop_proc(&p_shard);
+    /* With no group at all, a request fails with 503 after the unserved wait, not at its
+     * 50 s deadline. */
+    {
+        am_client_part p = {.kind = AM_SEG_TEXT, .text = "anyone?", .text_len = 7};
+        am_client_params prm = {.max_tokens = 4, .deadline_ms = 50000};
+        am_client_result r;
+        int64_t t0 = am_now_ms();
+        CHECK_EQ_INT(am_client_generate(c, &p, 1, &prm, NULL, NULL, 20000, &r), AM_EIO);
+        int64_t waited = am_now_ms() - t0;
+        printf("kill_shard_rank: with no group, 503 after %lld ms: %s\n", (long long)waited,
+               am_err_msg());
+        CHECK_EQ_INT(r.err_code, AM_WERR_UNAVAILABLE);
+        CHECK(strstr(am_err_msg(), "no shard group serves any model") != NULL);
+        CHECK(waited >= atoi(UNSERVED_WAIT_MS) - 100 && waited < atoi(UNSERVED_WAIT_MS) + 5000);
+        am_client_result_fini(&r);
+    }
     /* A new group registers: healthy again, and it serves. */
     p_shard = start_shard(1);
     int64_t ms = wait_health(c, is_healthy, TIMEOUT_MS);
@@ -548,6 +749,128 @@ static void test_restart_coordinator(void) {
     am_client_destroy(&old);
 }
 
+/* ---- graceful drain (issue 18 item 6): SIGTERM finishes what is in flight ---- */
+
+/* Submits n requests (mod: -1 text, else that modality) of `tokens` tokens each, calls
+ * mid() once the first token of any has come, then collects them: returns how many ended
+ * with an error (their codes printed); *finals counts the ends. */
+static int drain_batch(am_client *c, int n, int mod, int tokens, void (*mid)(void), int *finals) {
+    uint64_t rid[8];
+    int errors = 0, fired = 0;
+    *finals = 0;
+    for (int i = 0; i < n; i++) {
+        am_client_part parts[2] = {{.kind = AM_SEG_TEXT, .text = "The llama", .text_len = 9}};
+        int np = 1;
+        if (mod >= 0)
+            parts[np++] = (am_client_part){.kind = AM_SEG_MEDIA,
+                                           .modality = (uint8_t)mod,
+                                           .data = mod == AM_MOD_IMAGE ? img_data : aud_data,
+                                           .len = mod == AM_MOD_IMAGE ? img_len : aud_len};
+        am_client_params prm = {
+            .max_tokens = (uint32_t)tokens, .ignore_eos = 1, .deadline_ms = 50000};
+        CHECK_OK(am_client_submit(c, parts, np, &prm, &rid[i]));
+    }
+    if (mod >= 0 && mid) mid(), fired = 1; /* the encodes are under way */
+    for (int64_t end = am_now_ms() + TIMEOUT_MS; *finals < n && am_now_ms() < end;) {
+        am_client_event ev;
+        if (am_client_next(c, 500, &ev)) continue;
+        if (ev.cmd == AM_CMD_ERROR) {
+            errors++;
+            fprintf(stderr, "drain: request ended with %d %s\n", ev.msg.code, ev.msg.message);
+        }
+        if (!fired && mid && ev.cmd == AM_CMD_TOKEN) mid(), fired = 1;
+        if (am_client_event_final(&ev)) ++*finals;
+        am_client_event_fini(&ev);
+    }
+    return errors;
+}
+
+static pid_t drained_pid;
+static void term_drained(void) { kill(drained_pid, SIGTERM); }
+
+/* SIGTERM to the coordinator, then a new request from another client: refused (503). */
+static int32_t probe_code;
+static char probe_msg[256];
+static void term_coordinator_and_probe(void) {
+    kill(drained_pid, SIGTERM);
+    usleep(60000); /* > the coordinator's 50 ms poll: it has seen the signal */
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(T.ep, &c));
+    am_client_part p = {.kind = AM_SEG_TEXT, .text = "late", .text_len = 4};
+    am_client_params prm = {.max_tokens = 2};
+    am_client_result r;
+    int rc = c ? am_client_generate(c, &p, 1, &prm, NULL, NULL, 5000, &r) : AM_EIO;
+    probe_code = rc == AM_EIO ? r.err_code : 0;
+    snprintf(probe_msg, sizeof probe_msg, "(rc %d) %s", rc, am_err_msg());
+    am_client_result_fini(&r);
+    am_client_destroy(&c);
+}
+
+/* Waits for pid (a child of ours: an encoder, mpirun, the coordinator) and returns its
+ * exit status, or -1 when it did not exit within ms. */
+static int exit_status(pid_t pid, int ms) {
+    for (int i = 0; i < ms / 20; i++) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+        usleep(20000);
+    }
+    return -1;
+}
+
+static void test_drain(void) {
+    am_client *c = NULL;
+    CHECK_OK(am_client_new(T.ep, &c));
+    if (!c) return;
+    CHECK(wait_health(c, all_back, 20000) >= 0);
+    int finals, errors;
+    /* An encoder: SIGTERM with image jobs in flight; they finish there, it exits 0. */
+    drained_pid = p_enc[0];
+    errors = drain_batch(c, 8, AM_MOD_IMAGE, 4, term_drained, &finals);
+    int st = exit_status(p_enc[0], 20000);
+    printf("drain: encoder SIGTERMed with 8 image requests in flight: %d ended, %d errors, exit "
+           "%d\n",
+           finals, errors, st);
+    CHECK_EQ_INT(finals, 8);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(st, 0);
+    p_enc[0] = st < 0 ? p_enc[0] : 0;
+    stop_proc(&p_enc[0]);
+    p_enc[0] = start_encoder(3);
+    /* The shard group: SIGTERM its leader with 8 generations under way; every one finishes
+     * (no 503), the group stops and mpirun exits 0. */
+    drained_pid = shard_rank_pid(0);
+    CHECK(drained_pid > 0);
+    int64_t t0 = am_now_ms();
+    errors = drain_batch(c, 8, -1, 400, term_drained, &finals);
+    st = exit_status(p_shard, 30000);
+    printf("drain: shard leader SIGTERMed with 8 generations under way: %d ended, %d errors, "
+           "group exit %d after %lld ms\n",
+           finals, errors, st, (long long)(am_now_ms() - t0));
+    CHECK_EQ_INT(finals, 8);
+    CHECK_EQ_INT(errors, 0);
+    CHECK_EQ_INT(st, 0);
+    p_shard = st < 0 ? p_shard : 0;
+    stop_proc(&p_shard);
+    p_shard = start_shard(2);
+    CHECK(wait_health(c, all_back, TIMEOUT_MS) >= 0);
+    /* The coordinator: SIGTERM with generations under way; they finish, a new request is
+     * refused with 503 naming the drain, and it exits 0. */
+    drained_pid = p_coord;
+    errors = drain_batch(c, 8, -1, 400, term_coordinator_and_probe, &finals);
+    printf("drain: a request sent while the coordinator drains: %d %s\n", probe_code, probe_msg);
+    CHECK_EQ_INT(probe_code, AM_WERR_UNAVAILABLE);
+    CHECK(strstr(probe_msg, "draining") != NULL);
+    CHECK_EQ_INT(finals, 8);
+    CHECK_EQ_INT(errors, 0);
+    st = exit_status(p_coord, 20000);
+    printf("drain: coordinator SIGTERMed with 8 generations under way: %d ended, %d errors, exit "
+           "%d\n",
+           finals, errors, st);
+    CHECK_EQ_INT(st, 0);
+    p_coord = st < 0 ? p_coord : 0;
+    am_client_destroy(&c);
+}
+
 static void teardown(void) {
     stop_proc(&p_shard);
     for (int i = 0; i < 3; i++)
@@ -573,5 +896,6 @@ static void teardown(void) {
 }
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_e2e), AM_TEST(test_kill_encoder),
-             AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_replicas),
-             AM_TEST(test_kill_shard_rank), AM_TEST(test_restart_coordinator), AM_TEST(teardown))
+             AM_TEST(test_stop_encoder), AM_TEST(test_hostile), AM_TEST(test_admission),
+             AM_TEST(test_replicas), AM_TEST(test_kill_shard_rank),
+             AM_TEST(test_restart_coordinator), AM_TEST(test_drain), AM_TEST(teardown))

@@ -492,6 +492,55 @@ static void test_unsized_slot(void) {
     am_llama_ctx_destroy(&c);
 }
 
+/* A request whose last input is a slot of unknown size (text, then an IMU clip
+ * whose rows have not come): the text before it is prefilled, but nothing is
+ * sampled until the slot is filled, since the prompt does not end at the text.
+ * The first token then equals that of the whole prompt given up front. */
+static void test_unsized_slot_last(void) {
+    am_llama_ctx *c = paged_ctx(64, 64);
+    am_sched *s = NULL;
+    CHECK_OK(am_sched_new(c, mf.tok, 0, &s));
+    if (!s) return;
+    const req_spec *q = &specs[3]; /* tokens, a 4..24-row slot, tokens */
+    am_prompt_seg whole[2], pending[2];
+    for (int i = 0; i < 2; i++)
+        whole[i] = pending[i] = (am_prompt_seg){.kind = q->kind[i], .n = q->n[i], .ids = q->ids[i]};
+    whole[1].rows = q->rows[1];
+    pending[1].n = 0;
+    am_gen_params params = q->params;
+    params.max_tokens = 2;
+    req_out o[2];
+    memset(o, 0, sizeof o);
+    cb_user u[2] = {{&o[0]}, {&o[1]}};
+    for (int k = 0; k < 2; k++) {
+        o[k].cancel_after = -1;
+        am_sched_request r = {.id = 20 + (uint64_t)k,
+                              .segs = k ? pending : whole,
+                              .n_segs = 2,
+                              .params = params,
+                              .on_token = on_token,
+                              .on_done = on_done,
+                              .user = &u[k]};
+        CHECK_OK(am_sched_submit(s, &r));
+        if (k == 0)
+            while (am_sched_n_live(s) > 0)
+                CHECK(am_sched_step(s) >= 0);
+    }
+    for (int i = 0; i < 4; i++)
+        CHECK(am_sched_step(s) >= 0); /* the text is prefilled; the slot is not there */
+    CHECK_EQ_INT(o[1].n_tokens_cb, 0);
+    CHECK_EQ_INT(o[1].n_done, 0);
+    CHECK_OK(am_sched_supply(s, 21, 1, q->rows[1], q->n[1]));
+    while (am_sched_n_live(s) > 0)
+        CHECK(am_sched_step(s) >= 0);
+    CHECK_EQ_INT(o[1].n_done, 1);
+    CHECK_EQ_INT(o[1].n_ids, o[0].n_ids);
+    for (int i = 0; i < o[0].n_ids && i < o[1].n_ids; i++)
+        CHECK_EQ_INT(o[1].ids[i], o[0].ids[i]);
+    am_sched_destroy(&s);
+    am_llama_ctx_destroy(&c);
+}
+
 /* The block free list on its own. */
 static void test_kv_blocks(void) {
     am_kv_blocks *b = NULL;
@@ -669,5 +718,5 @@ static void teardown(void) {
 
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_kv_blocks), AM_TEST(test_alone),
              AM_TEST(test_chunked_prefill), AM_TEST(test_mixed_batch), AM_TEST(test_out_of_blocks),
-             AM_TEST(test_errors), AM_TEST(test_unsized_slot), AM_TEST(test_determinism_15m),
-             AM_TEST(test_group), AM_TEST(teardown))
+             AM_TEST(test_errors), AM_TEST(test_unsized_slot), AM_TEST(test_unsized_slot_last),
+             AM_TEST(test_determinism_15m), AM_TEST(test_group), AM_TEST(teardown))

@@ -416,6 +416,13 @@ static int finish(batch *b, slot *s, const am_api_error *e, const am_msg *fin) {
     return rc;
 }
 
+/* Did a live shard group serve this model when the job started? */
+static int model_served(const batch *b, const char *model) {
+    for (int i = 0; model && model[0] && i < b->n_models; i++)
+        if (!strcmp(b->models[i], model)) return 1;
+    return 0;
+}
+
 static int on_event(batch *b, am_client_event *ev) {
     if (ev->cmd == AM_CMD_HEALTH) {
         if (ev->rid == b->probe_rid) {
@@ -455,8 +462,12 @@ static int on_event(batch *b, am_client_event *ev) {
     }
     if (ev->cmd == AM_CMD_ERROR || ev->cmd == AM_CMD_DISCONNECT) {
         const int code = ev->cmd == AM_CMD_ERROR ? m->code : AM_WERR_UNAVAILABLE;
-        const int retryable =
-            code == AM_WERR_UNAVAILABLE || code == AM_WERR_OVERLOADED || code == AM_WERR_DEADLINE;
+        /* 404 for a model a group served when the job started: a restarted coordinator
+         * that has not seen the group register again yet (it answers 404 for a model no
+         * group registered with it). */
+        const int retryable = code == AM_WERR_UNAVAILABLE || code == AM_WERR_OVERLOADED ||
+                              code == AM_WERR_DEADLINE ||
+                              (code == AM_WERR_NOT_FOUND && model_served(b, s->model));
         if (retryable && s->attempts < b->o.max_attempts) {
             retry_later(b, s);
             return 0;
@@ -500,7 +511,7 @@ static int tend(batch *b) {
         now - b->probe_ms_at >= b->o.probe_ms) {
         b->probe_seq = b->seq;
         b->probe_ms_at = now;
-        int rc = am_client_health_send(b->client, NULL, &b->probe_rid);
+        int rc = am_client_health_send(b->client, NULL, 0, &b->probe_rid);
         if (rc && rc != AM_EAGAIN) return rc;
     }
     return 0;

@@ -8,9 +8,11 @@
 #include "core/cli.h"
 #include "core/cpu_backend.h"
 #include "core/error.h"
+#include "encoders/image.h"
 #include "proto/proto.h"
 #include "workers/worker_cli.h"
 #include "workers/encoder_worker.h"
+#include "workers/worker_link.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -19,9 +21,10 @@
 #define CMD "encoder"
 
 static volatile sig_atomic_t g_stop;
+/* The first SIGTERM/SIGINT drains (finish what is in flight), a second stops at once. */
 static void on_signal(int sig) {
     (void)sig;
-    g_stop = 1;
+    g_stop = g_stop ? 2 : 1;
 }
 
 static void help(void) {
@@ -31,7 +34,9 @@ static void help(void) {
         "[--max-batch N]\n"
         "                      [--device D] [--batch-wait-ms N] [--capacity N] [--name S] "
         "[--model-name S]\n"
-        "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]]\n\n"
+        "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
+        "[--drain-ms N]\n"
+        "                      [--max-pixels N]\n\n"
         "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token "
         "rows.\n"
         "  --modality   comma-separated: %s (or all)\n"
@@ -41,9 +46,15 @@ static void help(void) {
         "  --capacity   jobs accepted at once (default 2 x --max-batch)\n"
         "  --device     cpu (default), cuda or cuda:N: the compute backend of every modality\n"
         "  --heartbeat-ms/--liveness must match the coordinator's; --reconnect-ms: backoff bounds\n"
-        "               (default 1000,32000)\n",
+        "               (default 1000,32000)\n"
+        "  --drain-ms   SIGTERM: take nothing new, finish the jobs in flight for at most this "
+        "(default %d);\n"
+        "               a second SIGTERM stops at once\n"
+        "  --max-pixels images (and video frames) over this many pixels are refused with 400 "
+        "(default %lld)\n",
         am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
-        AM_ENCODER_BATCH_WAIT_MS_DEFAULT);
+        AM_ENCODER_BATCH_WAIT_MS_DEFAULT, AM_DRAIN_MS_DEFAULT,
+        (long long)AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT);
 }
 
 /* --modality a,b or all: the one option a table row cannot say. */
@@ -79,6 +90,8 @@ int main(int argc, char **argv) {
         {"--max-batch", AM_CLI_INT, &o.max_batch, 1, 256},
         {"--batch-wait-ms", AM_CLI_INT, &o.batch_wait_ms, 0, 10000},
         {"--capacity", AM_CLI_INT, &o.capacity, 1, AM_ENCODER_MAX_CAPACITY},
+        {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
+        {"--max-pixels", AM_CLI_I64, &o.max_pixels, 1, (double)AM_IMAGE_MAX_PIXELS_DEFAULT},
     };
     const am_cli_spec spec = {
         opts, (int)(sizeof opts / sizeof opts[0]), help, &link, 1, modality_opt, &o.modalities};

@@ -80,6 +80,10 @@ static void prepare(ew *w, job *j) {
     am_mod_opts o = am_mod_default_opts();
     o.frames = (int32_t)m->frames;
     o.n_threads = w->n_threads;
+    o.image.max_pixels =
+        w->o->max_pixels > 0 ? w->o->max_pixels : AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT;
+    if (o.image.max_pixels < o.video.max_frame_pixels)
+        o.video.max_frame_pixels = o.image.max_pixels;
     int rc = am_mod_set_prepare(w->enc, m->modality, m->payloads[0].data, m->payloads[0].len, name,
                                 &o, &j->input);
     if (!rc) j->n_rows = j->input.n_rows;
@@ -230,7 +234,9 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
             lo.ready.modalities[lo.ready.n_modalities++] = (uint8_t)mod;
     if ((rc = am_link_new(&lo, &link))) goto done;
     w.pipe = am_link_pipe(link);
-    while (!*stop) {
+    am_drain drain = {0};
+    while (*stop < 2) {
+        if (*stop == 1 && am_drain_poll(&drain, w.pipe, w.n_jobs, o->drain_ms)) break;
         int timeout = 100;
         if (w.n_jobs) {
             int64_t left = w.jobs[0].t_ms + wait_ms - am_now_ms();

@@ -36,10 +36,15 @@ typedef struct am_encoder_worker_opts {
     int capacity;      /* 0 = 2 * max_batch */
     int heartbeat_ms, liveness, reconnect_min_ms,
         reconnect_max_ms; /* 0 = defaults (worker_link.h) */
+    int drain_ms;         /* *stop == 1: finish what is in flight for at most this (0 = default) */
+    int64_t
+        max_pixels; /* images over this are refused (400); 0 = AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT */
 } am_encoder_worker_opts;
 
-/* Loads the models, serves until *stop becomes non-zero, says DISCONNECT and
- * returns 0; or returns a load error (message names the file) before serving. */
+/* Loads the models and serves. *stop == 1 drains (worker_link.h am_drain_poll:
+ * nothing new, what is in flight finishes), *stop >= 2 stops at once; either
+ * way it says DISCONNECT and returns 0. Or returns a load error (message names
+ * the file) before serving. */
 int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t *stop);
 
 #endif

@@ -44,6 +44,9 @@ typedef struct leader {
     am_shard_leader_stats st;
     double stream_s; /* a request's tokens go out together at most this often */
     int n_pending;   /* requests with unsent tokens */
+    double t_report; /* the last KV report (report()) */
+    int32_t rep_free, rep_live;
+    int64_t rep_preempt;
 } leader;
 
 static lreq *find(leader *L, uint64_t id) {
@@ -441,6 +444,26 @@ static void drain(leader *L) {
     }
 }
 
+/* Reports the KV cache and preemptions to the coordinator in a HEARTBEAT (which the
+ * link forwards as is), when they changed and at most every AM_SHARD_LEADER_REPORT_MS,
+ * and at least every second: front ends show them (/metrics) and tests check that a
+ * cancelled request's blocks came back. */
+static void report(leader *L, double now) {
+    int32_t free_b = am_sched_free_blocks(L->s), live = am_sched_n_live(L->s);
+    int64_t pre = am_sched_get_stats(L->s)->preemptions;
+    int changed = free_b != L->rep_free || live != L->rep_live || pre != L->rep_preempt;
+    if (now - L->t_report < (changed ? AM_SHARD_LEADER_REPORT_MS * 1e-3 : 1.0)) return;
+    am_msg m;
+    am_msg_init(&m, AM_CMD_HEARTBEAT);
+    m.load = (uint32_t)live;
+    m.kv_free = (uint32_t)free_b;
+    m.kv_total = (uint32_t)am_sched_total_blocks(L->s);
+    m.preemptions = (uint64_t)pre;
+    if (am_wire_send(L->pipe, NULL, 0, &m, NULL, 0, ZMQ_DONTWAIT)) return;
+    L->t_report = now;
+    L->rep_free = free_b, L->rep_live = live, L->rep_preempt = pre;
+}
+
 int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_shard_leader_opts *o,
                         volatile sig_atomic_t *stop, am_shard_leader_stats *st) {
     leader L = {.tok = tok,
@@ -476,7 +499,9 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
     if ((rc = am_link_new(&lo, &link))) goto done;
     L.pipe = am_link_pipe(link);
     double t_last = am_now_s();
-    while (!*stop) {
+    am_drain drain_state = {0};
+    while (*stop < 2) {
+        if (*stop == 1 && am_drain_poll(&drain_state, L.pipe, L.n_reqs, o->drain_ms)) break;
         drain(&L);
         int s = am_sched_step(L.s);
         double now = am_now_s();
@@ -485,9 +510,11 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
             L.st.steps++;
             t_last = now;
             flush_due(&L);
+            report(&L, now);
             continue;
         }
         flush_due(&L);
+        report(&L, now);
         if (s < 0) AM_LOGW("shard leader: a step failed: %s", am_err_msg());
         int live = am_sched_n_live(L.s) > 0;
         zmq_pollitem_t pi = {L.pipe, 0, ZMQ_POLLIN, 0};

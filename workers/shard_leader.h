@@ -37,6 +37,8 @@
 #define AM_SHARD_LEADER_CAPACITY_DEFAULT 64
 #define AM_SHARD_LEADER_IDLE_POLL_MS     50 /* longest wait for a message when no step can run */
 #define AM_SHARD_LEADER_STREAM_MS        10 /* default stream interval: see am_shard_leader_opts */
+#define AM_SHARD_LEADER_REPORT_MS                                                                  \
+    100 /* KV/preemption reports to the coordinator: at most this often */
 
 typedef struct am_shard_leader_opts {
     const char *endpoint;   /* the coordinator */
@@ -51,6 +53,7 @@ typedef struct am_shard_leader_opts {
                              * this per token streams every token); 0 = AM_SHARD_LEADER_STREAM_MS,
                              * < 0 = a TOKEN per token */
     int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
+    int drain_ms; /* *stop == 1: finish what is in flight for at most this (0 = default) */
 } am_shard_leader_opts;
 
 /* The decoder's timeline: where the leader's time went. */
@@ -63,9 +66,11 @@ typedef struct am_shard_leader_stats {
                          * prompts made of slots of unknown size are held) */
 } am_shard_leader_stats;
 
-/* Serves until *stop: ctx is a paged context (group leader or single
- * process, borrowed), tok the tokenizer. Returns 0 after saying DISCONNECT,
- * or a setup error. st (may be NULL) receives the timeline. */
+/* Serves: ctx is a paged context (group leader or single process, borrowed),
+ * tok the tokenizer. *stop == 1 drains (worker_link.h am_drain_poll: nothing
+ * new, the requests in flight finish), *stop >= 2 stops at once. Returns 0
+ * after saying DISCONNECT, or a setup error. st (may be NULL) receives the
+ * timeline. */
 int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_shard_leader_opts *o,
                         volatile sig_atomic_t *stop, am_shard_leader_stats *st);
 

@@ -18,6 +18,7 @@
 #include "llm_shards/shard_group.h"
 #include "workers/worker_cli.h"
 #include "workers/shard_leader.h"
+#include "workers/worker_link.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -28,9 +29,10 @@
 #define SHARD_WORKER_MAX_BLOCKS_DEFAULT 4096
 
 static volatile sig_atomic_t g_stop;
+/* The first SIGTERM/SIGINT drains (finish what is in flight), a second stops at once. */
 static void on_signal(int sig) {
     (void)sig;
-    g_stop = 1;
+    g_stop = g_stop ? 2 : 1;
 }
 
 static void help(void) {
@@ -41,7 +43,7 @@ static void help(void) {
            "              [--name S] [--model-name S]\n"
            "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
            "[--allreduce-bf16]\n"
-           "              [--stream-ms N]\n\n"
+           "              [--stream-ms N] [--drain-ms N]\n\n"
            "  --device      every rank's compute backend (default cpu; ranks may share one GPU)\n"
            "  --capacity    requests in flight at once (default %d)\n"
            "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at "
@@ -52,9 +54,12 @@ static void help(void) {
            "                activations, split between the ranks on this node\n"
            "  --max-batch   rows per step (default %d)\n"
            "  --stream-ms   a request's tokens go out together at most this often (default %d;\n"
-           "                0 = one TOKEN message per token)\n",
+           "                0 = one TOKEN message per token)\n"
+           "  --drain-ms    SIGTERM to the leader: take nothing new, finish the requests in "
+           "flight\n"
+           "                for at most this (default %d); a second SIGTERM stops at once\n",
            AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT,
-           AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS);
+           AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS, AM_DRAIN_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -78,6 +83,7 @@ int main(int argc, char **argv) {
         {"--max-batch", AM_CLI_I64, &max_batch, 1, 1 << 16},
         {"--stream-ms", AM_CLI_INT, &stream_ms, 0, 60000},
         {"--allreduce-bf16", AM_CLI_FLAG, &allreduce_bf16, 0, 0},
+        {"--drain-ms", AM_CLI_INT, &lo.drain_ms, 1, 86400000},
     };
     const am_cli_spec spec = {.opts = opts,
                               .n_opts = (int)(sizeof opts / sizeof opts[0]),

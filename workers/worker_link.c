@@ -257,3 +257,29 @@ void am_link_destroy(am_link **p) {
     am_free(l);
     *p = NULL;
 }
+
+int am_drain_poll(am_drain *d, void *pipe, int in_flight, int drain_ms) {
+    const int64_t now = am_now_ms();
+    if (!d->said) {
+        am_msg m;
+        am_msg_init(&m, AM_CMD_HEARTBEAT);
+        m.drain = 1;
+        (void)am_wire_send(pipe, NULL, 0, &m, NULL, 0, 0); /* inproc: never full for long */
+        d->said = 1;
+        d->deadline_ms = now + (drain_ms > 0 ? drain_ms : AM_DRAIN_MS_DEFAULT);
+        d->idle_since_ms = 0;
+        AM_LOGI("worker: draining: %d in flight, at most %d ms", in_flight,
+                drain_ms > 0 ? drain_ms : AM_DRAIN_MS_DEFAULT);
+    }
+    if (in_flight > 0)
+        d->idle_since_ms = 0;
+    else if (!d->idle_since_ms)
+        d->idle_since_ms = now;
+    if (d->idle_since_ms && now - d->idle_since_ms >= AM_DRAIN_GRACE_MS) return 1;
+    if (now >= d->deadline_ms) {
+        AM_LOGW("worker: drain time is up with %d in flight: they go back to the coordinator",
+                in_flight);
+        return 1;
+    }
+    return 0;
+}

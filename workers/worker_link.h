@@ -47,4 +47,21 @@ int am_link_sessions(am_link *l);
 /* Says DISCONNECT to the coordinator, stops the thread, closes everything. NULL-safe. */
 void am_link_destroy(am_link **p);
 
+/* A worker's graceful drain (first SIGTERM/SIGINT; a second one stops at once).
+ * am_drain_poll, called from the engine's loop with what it holds in flight,
+ * first says so to the coordinator (a HEARTBEAT with drain set, written to the
+ * engine's pipe), which then sends this worker nothing new. It returns 1 when
+ * the worker may end: nothing has been in flight for AM_DRAIN_GRACE_MS (a job
+ * the coordinator sent before it heard arrives within that), or drain_ms
+ * (0 = AM_DRAIN_MS_DEFAULT) has passed; what is left then goes back to the
+ * coordinator when the link says DISCONNECT (encoder jobs are sent again,
+ * generations end with 503). */
+#define AM_DRAIN_MS_DEFAULT 30000
+#define AM_DRAIN_GRACE_MS   500
+typedef struct am_drain {
+    int64_t deadline_ms, idle_since_ms;
+    int said;
+} am_drain;
+int am_drain_poll(am_drain *d, void *pipe, int in_flight, int drain_ms);
+
 #endif
