@@ -204,7 +204,9 @@ cancel_midway() {
 
 nodes=$(sc_in ctl sinfo -h -N -o %N | sort -u | wc -l)
 # ---- 1-3. the serving job, heterogeneous: 4 nodes (its components never share a node).
-if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node=1; then
+keys=$SC_DIR/api-keys
+echo "sk-slurm-test-$$" >"$keys" && chmod 600 "$keys"
+if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node=1 --api-key-file "$keys"; then
   # Layout: the group's two ranks on two nodes, the encoder on a node that is none of theirs.
   layout=$(sc_in ctl squeue -h -j "$job_id" -o '%i %N')
   grp_nodes=$(awk -v c="${job_id}+2" '$1 == c { print $2 }' <<<"$layout")
@@ -212,8 +214,8 @@ if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node
   grp_list=$(sc_in ctl scontrol show hostnames "$grp_nodes")
   [ "$(wc -l <<<"$grp_list")" = 2 ] || fail "the shard group runs on '$grp_nodes', not on two nodes"
   grep -qx "$enc_nodes" <<<"$grp_list" && fail "the encoder shares node $enc_nodes with the group"
-  [ "$(sc_in ctl squeue -h -j "$job_id" -o %k | head -n 1)" = "$ep" ] ||
-    fail "the job's Comment is not the endpoint"
+  comment=$(sc_in ctl squeue -h -j "$job_id" -o %k | head -n 1)
+  [ "${comment%% *}" = "$ep" ] || fail "the job's Comment '$comment' does not start with the endpoint"
   if [ "$SC_MODE" = netns ]; then # rank 0 <-> rank 1 over TCP between the two namespaces
     n_a=$(head -n 1 <<<"$grp_list") n_b=$(tail -n 1 <<<"$grp_list")
     addr_b=10.77.0.$((10 + ${n_b#n}))
@@ -226,9 +228,23 @@ if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node
   # one CPU per task leaves each task one CPU.
   lines=$(head -q -n 1 "$logs/job-$job_id.run0/"*.log)
   echo "$lines"
-  [ "$(grep -c 'anymal-job: task .* cpus=[0-9]*$' <<<"$lines")" = 4 ] ||
-    fail "not every task is bound to one CPU: $lines"
+  [ "$(grep -c 'anymal-job: task .* cpus=[0-9]*$' <<<"$lines")" = "$(grep -c 'anymal-job: task' <<<"$lines")" ] &&
+    [ "$(grep -c 'anymal-job: task' <<<"$lines")" = 5 ] ||
+    fail "not 5 tasks (coordinator, gateway, encoder, 2 ranks) each bound to one CPU: $lines"
   exercise
+  # The HTTP gateway beside the coordinator: refuses a client without the key, answers one
+  # with it (OpenAI chat completion), from the login node.
+  http=$(cat "$logs/http-$job_id" 2>/dev/null)
+  body='{"model": "tiny", "max_tokens": 8, "messages": [{"role": "user", "content": "Once upon a time"}]}'
+  code=$(sc_in ctl curl -s -o /dev/null -w '%{http_code}' "$http/v1/chat/completions" \
+    -H 'Content-Type: application/json' -d "$body")
+  o=$(sc_in ctl curl -s "$http/v1/chat/completions" -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $(cat "$keys")" -d "$body")
+  if [ "$code" = 401 ] && grep -q '"chat.completion"' <<<"$o"; then
+    note "HTTP gateway at $http: 401 without the key, a chat.completion with it"
+  else
+    fail "HTTP gateway at '$http': without the key $code (want 401), with it: $o"
+  fi
   # scale: one more shard group joins the running cluster, then leaves it (anymal-slurm stop).
   out=$(slurm_w "$W" scale --coordinator "$ep" "${common[@]}" --tp 2 --wait 2>&1)
   scale_id=$(sed -n 's/.*submitted scale job \([0-9]*\).*/\1/p' <<<"$out")

@@ -107,6 +107,37 @@ if [ "$kind" != scale ]; then
   [ -s "$logs/coordinator.ep" ] || { say "the coordinator did not start: $logs/coordinator.log"; exit 1; }
   ep=$(cat "$logs/coordinator.ep")
   say "coordinator $ep on $host"
+
+  # The OpenAI-compatible HTTP API beside it (a second step on component 0's CPU: --overlap),
+  # on the same address when clients must authenticate (ANYMAL_API_KEY_FILE) or when the
+  # admin opened it (ANYMAL_HTTP_OPEN), else on the node's loopback; its port as the
+  # coordinator's (ANYMAL_HTTP_PORT, a reserved port, or any free one, told by --port-file).
+  http=
+  if [ "${ANYMAL_HTTP:-1}" = 1 ]; then
+    gw_host=127.0.0.1
+    gw_args=()
+    if [ -n "${ANYMAL_API_KEY_FILE:-}" ]; then
+      gw_host=$addr gw_args=(--api-key-file "$ANYMAL_API_KEY_FILE")
+    elif [ "${ANYMAL_HTTP_OPEN:-0}" = 1 ]; then
+      gw_host=$addr gw_args=(--allow-unauthenticated)
+    fi
+    rm -f "$logs/gateway.port"
+    # shellcheck disable=SC2016
+    start_step gateway "${at[@]}" --overlap --nodes=1 --ntasks=1 --nodelist="$host" "${resv[@]}" \
+      -o "$logs/gateway.log" \
+      sh -c "$task_line"'; p=${0:-${SLURM_STEP_RESV_PORTS%%[-,]*}}; b=$1; shift
+             exec "$b" --port "${p:-0}" --port-file "$@"' \
+      "${ANYMAL_HTTP_PORT:-}" "$bin/anymal-gateway" "$logs/gateway.port" --coordinator "$ep" \
+      --host "$gw_host" "${gw_args[@]}" ${ANYMAL_GATEWAY_ARGS:-}
+    for _ in $(seq 300); do
+      [ -s "$logs/gateway.port" ] && break
+      kill -0 "${steps[-1]}" 2>/dev/null || break
+      sleep 0.1
+    done
+    [ -s "$logs/gateway.port" ] || { say "the gateway did not start: $logs/gateway.log"; exit 1; }
+    http=http://$gw_host:$(tr -d '[:space:]' <"$logs/gateway.port")
+    say "gateway $http on $host"
+  fi
 fi
 
 # --- encoder workers: component 1, one task each, named enc<task>.
@@ -138,13 +169,13 @@ for g in $(seq 0 $((n_groups - 1))); do
 done
 
 # --- stopping, in order; also what the job does when the coordinator step ends.
-signal_steps() { # signal, workers|coordinator: scancel --signal to those steps of this job
+signal_steps() { # signal, front|workers|coordinator: scancel --signal to those steps of this job
   local id name comps
   # A heterogeneous job's components are jobs of their own (%A), each with its steps.
   comps=$(squeue -h -j "$SLURM_JOB_ID" -o %A 2>/dev/null | paste -sd,)
   squeue -h -s -j "${comps:-$SLURM_JOB_ID}" -o '%i %j' 2>/dev/null | while read -r id name; do
     case $2:$name in
-      coordinator:anymal-coordinator | workers:anymal-encoders | workers:anymal-group*) ;;
+      front:anymal-gateway | coordinator:anymal-coordinator | workers:anymal-encoders | workers:anymal-group*) ;;
       *) continue ;;
     esac
     scancel --signal="$1" "$id" 2>/dev/null
@@ -175,6 +206,7 @@ stop() {
   # srun itself would make it kill its tasks outright. Workers first: the coordinator would
   # only fail their requests.
   local i k t_end alive
+  signal_steps TERM front # the gateway first: no new HTTP requests
   for i in workers coordinator; do
     signal_steps TERM "$i"
     t_end=$((SECONDS + 15))
@@ -221,10 +253,11 @@ if [ $ready = 0 ]; then
   exit 1
 fi
 say "ready in ${SECONDS}s: $h"
-say "endpoint $ep"
+say "endpoint $ep${http:+ http $http}"
+[ -n "${http:-}" ] && echo "$http" >"${ANYMAL_LOGS}/http-$SLURM_JOB_ID"
 echo "$ep" >"$logs/endpoint.tmp" && mv "$logs/endpoint.tmp" "$logs/endpoint"
 echo "$ep" >"${ANYMAL_LOGS}/endpoint-$SLURM_JOB_ID"
-scontrol update JobId="$SLURM_JOB_ID" Comment="$ep" 2>/dev/null || true
+scontrol update JobId="$SLURM_JOB_ID" Comment="$ep${http:+ $http}" 2>/dev/null || true
 
 if [ "$kind" = batch ]; then
   args=(--coordinator "$ep" --input "$ANYMAL_INPUT" --output "$ANYMAL_OUTPUT")
