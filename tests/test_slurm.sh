@@ -2,23 +2,28 @@
 # tests/test_slurm.sh - deploy/slurm on a real Slurm (Debian's slurm-wlm) with several nodes.
 #
 # Starts munged, slurmctld and four slurmd nodes (tests/slurm_cluster.sh: each node a network
-# namespace with its own address on a bridge, its own hostname, /tmp and /dev/shm; falling back
-# to several slurmd on loopback, then to one, and saying why), then, submitting from the
-# controller's namespace as a login node would:
-#   1. the serving job (heterogeneous): coordinator on one node, an encoder worker on another,
-#      a shard group of P = 2 with one rank on each of two more nodes (srun --mpi=pmix; its
-#      ranks talk over TCP between the namespaces, checked with ss);
-#   2. multimodal requests from outside the job (anymal client: text, image, audio, IMU, video,
-#      then 32 at once);
-#   3. scancel midway through a burst of requests: the client gets its answers or errors (it
-#      never hangs), and no process of the job is left on any node;
-#   4. the batch job with --requeue: requeued midway (scontrol requeue), it resumes and every
-#      custom_id is in the output exactly once (skipped, saying so, where `anymal batch` is not
-#      built);
-#   5. the plain-job fallback (--single): the same cluster as one job, one request, scancel;
-# and at the end, after scancel of everything, no process of ours on any node. Every daemon and
-# namespace is removed on exit, also on failure (trap). Exit 77 (skipped) only when this machine
-# cannot run Slurm at all, with the reason.
+# namespace with its own address on a bridge, its own hostname, /tmp and /dev/shm, and two fake
+# GPUs in gres.conf; falling back to several slurmd on loopback, then to one, and saying why),
+# then, submitting from the controller's namespace as a login node would:
+#   1. the serving job (heterogeneous, deploy/slurm/anymal-slurm serve): coordinator and HTTP
+#      gateway on one node, an encoder worker on another, a shard group of P = 2 with one rank
+#      on each of two more nodes (srun --mpi=pmix; its ranks talk TCP between the namespaces,
+#      checked with ss); every task bound to one CPU;
+#   2. requests from outside the job: anymal client with text, image, audio, IMU and video,
+#      32 at once, and HTTP with and without the API key;
+#   3. scale: a second shard group joins (health: 2 groups) and leaves (anymal-slurm stop);
+#   4. scancel midway through a burst of requests: the client ends (no hang), the coordinator
+#      stopped on SIGTERM, no process of the job is left on any node;
+#   5. gres: with --device cuda two encoders and two ranks sharing a node get a GPU each (the
+#      programs then stop for want of a real GPU, and the job ends cleanly);
+#   6. the plain-job fallback (--single): one request, then the ordered stop;
+#   7. the batch job with --requeue: requeued midway (scontrol requeue), it runs again, resumes,
+#      and every custom_id is in the output exactly once (skipped, saying so, where `anymal
+#      batch` is not built);
+# and at the end, after scancel of everything, no anymal, srun or slurmstepd process of this
+# cluster anywhere. With fewer than 4 nodes (fallback), 1-4 run on the plain job instead.
+# Every daemon and namespace is removed on exit, also on failure (trap). Exit 77 (skipped)
+# only when this machine cannot run Slurm at all, with the reason.
 set -u
 src=${AM_SOURCE_DIR:?}
 B=${AM_BIN_DIR:?}
@@ -81,7 +86,7 @@ slurm_w() { sc_in ctl timeout 150 "$@"; }
 
 # job_state ID: the state of a job (of its first component), "" once Slurm forgot it.
 job_state() { sc_in ctl squeue -h -t all -j "$1" -o %T 2>/dev/null | head -n 1; }
-# wait_gone ID SECONDS: until the job has left the queue (or is in a final state).
+# wait_end ID SECONDS: until the job is in a final state (COMPLETED, CANCELLED, FAILED, ...).
 wait_end() {
   local s
   for _ in $(seq $(($2 * 4))); do
