@@ -268,24 +268,28 @@ if [ "$nodes" -ge 4 ] && serve_job "serving job" --component 2:--ntasks-per-node
   # ---- GPUs through gres (two fake GPUs per node, tests/slurm_cluster.sh): two encoders and
   # two ranks on one node each get a GPU of their own; the programs then stop, saying why,
   # where there is no GPU (the job fails before it serves), or serve where there is one.
-  out=$(slurm_w "$W" serve "${common[@]}" --logs "$logs/gpu" --encoders 2 --groups 1 --tp 2 --device cuda \
-    --component 2:--ntasks-per-node=2 --wait 2>&1)
-  gpu_id=$(sed -n 's/.*submitted serve job \([0-9]*\).*/\1/p' <<<"$out")
-  [ -n "$gpu_id" ] && grep -q 'serving at' <<<"$out" && sc_in ctl scancel "$gpu_id"
-  [ -n "$gpu_id" ] && wait_end "$gpu_id" 60
-  for t in encoder-0 encoder-1 group0-rank0 group0-rank1; do
-    head -n 2 "$logs/gpu/job-$gpu_id.run0/$t.log" 2>/dev/null | tr '\n' ' '
-    echo
-  done >"$SC_DIR/gpu.lines"
-  cat "$SC_DIR/gpu.lines"
-  enc_gpus=$(head -n 2 "$SC_DIR/gpu.lines" | sed -n 's/.*CUDA_VISIBLE_DEVICES=\([0-9]*\) .*/\1/p' | sort -u | wc -l)
-  grp_gpus=$(tail -n 2 "$SC_DIR/gpu.lines" | sed -n 's/.*CUDA_VISIBLE_DEVICES=\([0-9]*\) .*/\1/p' | sort -u | wc -l)
-  if [ "$enc_gpus" = 2 ] && [ "$grp_gpus" = 2 ]; then
-    note "gres: 2 encoders and 2 ranks sharing a node each got a GPU of their own (job $gpu_id: $(tail -n 1 "$logs/gpu/job-$gpu_id.out"))"
+  if [ "$SC_GPUS" = 0 ]; then
+    note "SKIPPED the gres check: no fake GPU devices here ($SC_GPU_WHY)"
   else
-    fail "gres binding: encoders on $enc_gpus GPU(s), ranks on $grp_gpus, want 2 each: $out"
+    out=$(slurm_w "$W" serve "${common[@]}" --logs "$logs/gpu" --encoders 2 --groups 1 --tp 2 --device cuda \
+      --component 2:--ntasks-per-node=2 --wait 2>&1)
+    gpu_id=$(sed -n 's/.*submitted serve job \([0-9]*\).*/\1/p' <<<"$out")
+    [ -n "$gpu_id" ] && grep -q 'serving at' <<<"$out" && sc_in ctl scancel "$gpu_id"
+    [ -n "$gpu_id" ] && wait_end "$gpu_id" 60
+    for t in encoder-0 encoder-1 group0-rank0 group0-rank1; do
+      head -n 2 "$logs/gpu/job-$gpu_id.run0/$t.log" 2>/dev/null | tr '\n' ' '
+      echo
+    done >"$SC_DIR/gpu.lines"
+    cat "$SC_DIR/gpu.lines"
+    enc_gpus=$(head -n 2 "$SC_DIR/gpu.lines" | sed -n 's/.*CUDA_VISIBLE_DEVICES=\([0-9]*\) .*/\1/p' | sort -u | wc -l)
+    grp_gpus=$(tail -n 2 "$SC_DIR/gpu.lines" | sed -n 's/.*CUDA_VISIBLE_DEVICES=\([0-9]*\) .*/\1/p' | sort -u | wc -l)
+    if [ "$enc_gpus" = 2 ] && [ "$grp_gpus" = 2 ]; then
+      note "gres: 2 encoders and 2 ranks sharing a node each got a GPU of their own (job $gpu_id: $(tail -n 1 "$logs/gpu/job-$gpu_id.out"))"
+    else
+      fail "gres binding: encoders on $enc_gpus GPU(s), ranks on $grp_gpus, want 2 each: $out"
+    fi
+    procs_gone "GPU job $gpu_id"
   fi
-  procs_gone "GPU job $gpu_id"
   # ---- the plain-job fallback (--single): one request, then the ordered stop.
   if serve_job "plain job" --single; then
     req "plain job image" --text "Look:" --image "$G/vision/images/land_q90.jpg"
