@@ -19,6 +19,7 @@ packages=(
   libsndfile1-dev libsoxr-dev   # audio decoding (WAV/FLAC/OGG/MP3) and resampling (encoders/audio_file.c)
   libfftw3-dev      # FFT of CLAP's log-mel front end (encoders/melspec.c)
   libzmq3-dev libmsgpack-dev   # the actor system: ZeroMQ sockets, msgpack bodies (proto/, coordinator/, workers/)
+  espeak-ng python3-numpy python3-pil   # tests/test_e2e.sh: train/gen.py makes its held-out examples
   clang libclang-rt-14-dev   # libFuzzer build of the protocol decoder (deploy/test.sh): clang only
                             # recommends its fuzzer/ASan runtimes, which --no-install-recommends skips
 )

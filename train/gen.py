@@ -51,11 +51,11 @@ COLOURS = {
 COLOUR_NAMES = list(COLOURS)
 SHAPES = ["circle", "square", "triangle", "star", "cross"]
 PLACES = {  # centre ranges (x0, x1, y0, y1) and the answer to "Where is ...?"
-    "left": ((13, 19, 24, 40), "On the left."),
-    "right": ((45, 51, 24, 40), "On the right."),
-    "top": ((24, 40, 13, 19), "At the top."),
-    "bottom": ((24, 40, 45, 51), "At the bottom."),
-    "middle": ((29, 35, 29, 35), "In the middle."),
+    "left": ((16, 20, 26, 38), "On the left."),
+    "right": ((44, 48, 26, 38), "On the right."),
+    "top": ((26, 38, 16, 20), "At the top."),
+    "bottom": ((26, 38, 44, 48), "At the bottom."),
+    "middle": ((30, 34, 30, 34), "In the middle."),
 }
 NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
@@ -124,6 +124,17 @@ def render(objs, bg):
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def scatter(rng, n):
+    """n small shapes anywhere, apart: [(shape, colour, cx, cy, r)]."""
+    objs = []
+    while len(objs) < n:
+        r = float(rng.uniform(6, 9))
+        cx, cy = float(rng.uniform(r + 2, IMG - r - 2)), float(rng.uniform(r + 2, IMG - r - 2))
+        if all((cx - o[2]) ** 2 + (cy - o[3]) ** 2 > (r + o[4] + 3) ** 2 for o in objs):
+            objs.append((SHAPES[int(rng.integers(5))], COLOUR_NAMES[int(rng.integers(8))], cx, cy, r))
+    return objs
+
+
 def image_scene(rng):
     """One random scene: (objs, count, place or None)."""
     n = int(rng.choice([1, 1, 1, 2, 3]))
@@ -131,15 +142,9 @@ def image_scene(rng):
         place = PLACES_LIST[int(rng.integers(len(PLACES_LIST)))]
         x0, x1, y0, y1 = PLACES[place][0]
         obj = (SHAPES[int(rng.integers(5))], COLOUR_NAMES[int(rng.integers(8))],
-               float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)), float(rng.uniform(8, 11)))
+               float(rng.uniform(x0, x1)), float(rng.uniform(y0, y1)), float(rng.uniform(12, 15)))
         return [obj], 1, place
-    objs = []
-    while len(objs) < n:
-        r = float(rng.uniform(6, 9))
-        cx, cy = float(rng.uniform(r + 2, IMG - r - 2)), float(rng.uniform(r + 2, IMG - r - 2))
-        if all((cx - o[2]) ** 2 + (cy - o[3]) ** 2 > (r + o[4] + 3) ** 2 for o in objs):
-            objs.append((SHAPES[int(rng.integers(5))], COLOUR_NAMES[int(rng.integers(8))], cx, cy, r))
-    return objs, n, None
+    return scatter(rng, n), n, None
 
 
 PLACES_LIST = list(PLACES)
@@ -230,10 +235,10 @@ def to_int16(x):
     return np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
 
 
-def speech_clip(rng, digit):
-    voice = VOICES[int(rng.integers(len(VOICES)))]
-    speed = int(rng.integers(12, 20)) * 10
-    pitch = int(rng.integers(2, 9)) * 10
+def speech_clip(rng, digit, voice=None, speed=None, pitch=None):
+    voice = VOICES[int(rng.integers(len(VOICES)))] if voice is None else voice
+    speed = int(rng.integers(12, 20)) * 10 if speed is None else speed
+    pitch = int(rng.integers(2, 9)) * 10 if pitch is None else pitch
     x = espeak(NUMBERS[digit], voice, speed, pitch)
     x = x / max(np.abs(x).max(), 1e-6) * float(rng.uniform(0.3, 0.8))
     x = x + rng.normal(0, 0.003, len(x))
@@ -242,8 +247,10 @@ def speech_clip(rng, digit):
 
 def beep_clip(rng, n):
     out = np.zeros(CLIP)
-    f = float(rng.uniform(400, 2000))
-    dur, gap = float(rng.uniform(0.1, 0.25)), float(rng.uniform(0.15, 0.4))
+    f = float(rng.uniform(500, 1500))
+    # beeps of one length (the gaps vary): how much of the clip sounds tells the count, which a
+    # mean over HTSAT's tokens can carry; with lengths varying too it could not
+    dur, gap = 0.35, float(rng.uniform(0.2, 0.4))
     t0 = float(rng.uniform(0.2, 1.0))
     amp = float(rng.uniform(0.2, 0.6))
     m = int(dur * SR)
@@ -324,13 +331,7 @@ def mixed_example(rng):
     n = int(rng.integers(1, 4))
     same = rng.random() < 0.5
     d = n if same else int(rng.choice([k for k in (1, 2, 3) if k != n]))
-    objs = []
-    while len(objs) < n:
-        r = float(rng.uniform(6, 9))
-        cx, cy = float(rng.uniform(r + 2, IMG - r - 2)), float(rng.uniform(r + 2, IMG - r - 2))
-        if all((cx - o[2]) ** 2 + (cy - o[3]) ** 2 > (r + o[4] + 3) ** 2 for o in objs):
-            objs.append((SHAPES[int(rng.integers(5))], COLOUR_NAMES[int(rng.integers(8))], cx, cy, r))
-    pixels = render(objs, background(rng))
+    pixels = render(scatter(rng, n), background(rng))
     return {"pixels": pixels, "samples": speech_clip(rng, d), "count": n,
             "desc": f"{cap(NUMBERS[n])} shape{'s' if n > 1 else ''}.",
             "desc2": f"A voice says {NUMBERS[d]}.",
@@ -399,14 +400,14 @@ def demo(out):
     and the answer the model must give."""
     rng = np.random.default_rng([2000, 0])
     bg = (128, 128, 128)
-    write_png(os.path.join(out, "red_star.png"), render([("star", "red", 32, 32, 10)], bg))
+    write_png(os.path.join(out, "red_star.png"), render([("star", "red", 32, 32, 12)], bg))
     write_png(os.path.join(out, "three_shapes.png"),
               render([("circle", "blue", 16, 18, 7), ("square", "yellow", 46, 22, 7),
                       ("triangle", "green", 30, 46, 8)], bg))
     frames = [render([("circle", "blue", 14 + 36 * f / (FRAMES - 1), 30, 8)], bg) for f in range(FRAMES)]
     write_gif(os.path.join(out, "moving.gif"), frames, [bg, COLOURS["blue"]])
-    write_wav(os.path.join(out, "seven.wav"), speech_clip(rng, 7))
-    write_wav(os.path.join(out, "three.wav"), speech_clip(rng, 3))
+    write_wav(os.path.join(out, "seven.wav"), speech_clip(rng, 7, "en-us", 150, 50))
+    write_wav(os.path.join(out, "three.wav"), speech_clip(rng, 3, "en-gb", 150, 50))
     write_npy(os.path.join(out, "running.npy"), imu_signal(rng, "running"))
     with open(os.path.join(out, "prompts.tsv"), "w") as f:
         f.write("image\t--image red_star.png\tWhat is in the picture?\tA red star.\n"

@@ -57,6 +57,12 @@ def read_gif(path):
     return np.stack(out)
 
 
+def sample_frames(frames, n):
+    """Video-LLaVA's uniform sampling as encoders/video.c does it: frames floor(i (N-1) / (n-1))."""
+    N = len(frames)
+    return [frames[(i * (N - 1)) // (n - 1) if n > 1 else 0] for i in range(n)]
+
+
 def read_wav(path):
     import wave
     with wave.open(path) as w:

@@ -42,7 +42,7 @@ def media_rows(model, kind, path):
     if kind == "image":
         return model.vision_rows(model.vision_features(media.pixels([media.read_png(path)])).unsqueeze(1))[0]
     if kind == "video":
-        fr = media.read_gif(path)
+        fr = media.sample_frames(media.read_gif(path), nets.VIDEO_FRAMES)
         return model.vision_rows(model.vision_features(media.pixels(list(fr))).unsqueeze(0))[0]
     if kind == "audio":
         return model.audio_rows(model.audio_features(torch.tensor(media.logmel(media.read_wav(path)))[None]))[0]

@@ -137,7 +137,7 @@ class Data:
         log(f"seed {seed}: generated " + ", ".join(f"{len(v)} {k}" for k, v in self.ex.items()))
         self.img = media.pixels([e["pixels"] for e in self.ex["image"]])
         self.mix_img = media.pixels([e["pixels"] for e in self.ex["mixed"]])
-        self.vid = media.pixels([f for e in self.ex["video"] for f in e["frames"]])
+        self.vid = media.pixels([f for e in self.ex["video"] for f in media.sample_frames(e["frames"], nets.VIDEO_FRAMES)])
         mel = lambda xs: torch.cat([media.logmel_batch(xs[i:i + 64]) for i in range(0, len(xs), 64)])
         self.mel = mel([e["samples"] for e in self.ex["audio"]])
         self.mix_mel = mel([e["samples"] for e in self.ex["mixed"]])
@@ -156,7 +156,7 @@ def features(model, d, bs=64):
            "mixed_aud": cat(model.audio_features, d.mix_mel),
            "imu": cat(model.imu_features, d.imu)}
     v = cat(model.vision_features, d.vid)
-    out["video"] = v.view(len(d.ex["video"]), gen.FRAMES, *v.shape[1:])
+    out["video"] = v.view(len(d.ex["video"]), nets.VIDEO_FRAMES, *v.shape[1:])
     return out
 
 
@@ -247,7 +247,9 @@ def stage_contrastive(model, tok, d, steps, bs, lr):
 
 
 def stage_align(model, tok, d, feats, steps, bs, lr, params, tag):
-    order = ["image", "video", "audio", "imu", "mixed"]
+    # video and images are the hard ones (motion, shapes and counts): they get most steps
+    order = ["image", "video", "audio", "image", "mixed", "video", "image", "audio", "imu", "image", "video",
+             "mixed"]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(11 if tag == "3" else 13)
     trng = np.random.default_rng([1, 3])
@@ -318,10 +320,10 @@ def main():
     tok = Tok(train_tokenizer(a.out))
     log(f"tokenizer: {tok.sp.get_piece_size()} pieces")
     model = nets.Anymal()
-    stage_text(model, tok, steps=s(1500), bs=64, lr=3e-3)
-    d = Data(1, {"image": s(3000), "video": s(1000), "audio": s(1500), "imu": s(1500), "mixed": s(1000)})
-    stage_contrastive(model, tok, d, steps={"image": s(300), "audio": s(200), "imu": s(300)},
-                      bs={"image": 64, "audio": 32, "imu": 64}, lr={"image": 2e-3, "audio": 2e-3, "imu": 3e-3})
+    stage_text(model, tok, steps=s(800), bs=64, lr=3e-3)
+    d = Data(1, {"image": s(3000), "video": s(1000), "audio": s(1500), "imu": s(1000), "mixed": s(1000)})
+    stage_contrastive(model, tok, d, steps={"image": s(900), "audio": s(250), "imu": s(150)},
+                      bs={"image": 64, "audio": 24, "imu": 64}, lr={"image": 2e-3, "audio": 2e-3, "imu": 3e-3})
     for p in model.parameters():
         p.requires_grad_(False)
     feats = features(model, d)
@@ -331,13 +333,13 @@ def main():
     for p in proj:
         p.requires_grad_(True)
     model.eval()  # no dropout anywhere; BatchNorm keeps its running statistics
-    stage_align(model, tok, d, feats, steps=s(1000), bs=32, lr=2e-3, params=proj, tag="3")
+    stage_align(model, tok, d, feats, steps=s(3000), bs=32, lr=2e-3, params=proj, tag="3")
     v = Data(500, {m: s(60) for m in gen.MODALITIES})
     vfeats = features(model, v)
     log(f"after stage 3 (projectors only), validation exact answers: {evaluate(model, tok, v, vfeats)}")
     for p in model.llm.parameters():
         p.requires_grad_(True)
-    stage_align(model, tok, d, feats, steps=s(400), bs=32, lr=5e-4, params=proj + list(model.llm.parameters()),
+    stage_align(model, tok, d, feats, steps=s(500), bs=32, lr=5e-4, params=proj + list(model.llm.parameters()),
                 tag="4")
     log(f"after stage 4 (instruction tuning), validation exact answers: {evaluate(model, tok, v, vfeats)}")
     nets.save_dir(model, a.out, os.path.join(a.out, "tokenizer.model"))
