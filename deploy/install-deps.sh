@@ -28,6 +28,7 @@ packages=(
                     # comes with them: mpi/pmix, task/affinity, select/cons_tres)
   libpmix-dev       # srun --mpi=pmix: Slurm's mpi/pmix plugin dlopens libpmix.so, which only -dev ships
   iproute2          # ip netns / ss: the Slurm test's nodes are network namespaces
+  espeak-ng python3-numpy python3-pil   # tests/test_e2e.sh: train/gen.py makes its held-out examples
   clang libclang-rt-14-dev   # libFuzzer build of the protocol decoder (deploy/test.sh): clang only
                             # recommends its fuzzer/ASan runtimes, which --no-install-recommends skips
 )
