@@ -10,7 +10,8 @@
  *    dtype on 5632x2048 and 32000x2048 matrices, cycling through distinct
  *    copies that add up to the working set (>> L3) so weights come from DRAM:
  *    GB/s of weight bytes and the fraction of the triad and read bandwidths.
- * 3. GEMMs (M = 8, 16, 32, 64, 128, 512; K = 2048; N = 5632) per dtype in
+ * 3. GEMMs (M = 1, 4, 8, 16, 32, 64, 128, 512; K = 2048; N = 5632; one
+ *    dtype with BENCH_DTYPE=q8_0 etc.; the matrix stays in the caches) per dtype in
  *    GFLOP/s, on the bf16 oneDNN path where the CPU has it and on the f32
  *    path. Small M is a batched decode step (one row per sequence).
  * 4. Attention: decode (M = 1) over T keys for the 1b shape (H = 32, Hkv = 4,
@@ -178,12 +179,14 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
 /* ---- GEMM ---- */
 
 static void bench_gemm(am_backend *b, const char *path) {
-    const int64_t K = 2048, N = 5632, ms[] = {8, 16, 32, 64, 128, 512};
+    const int64_t K = 2048, N = 5632, ms[] = {1, 4, 8, 16, 32, 64, 128, 512};
+    const char *only_dt = getenv("BENCH_DTYPE"); /* one weight dtype (e.g. q8_0), or all */
     const int n_ms = (int)(sizeof ms / sizeof ms[0]);
     float *x = xalloc(512 * (size_t)K * 4), *y = xalloc(512 * (size_t)N * 4);
     for (int64_t i = 0; i < 512 * K; i++)
         x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        if (only_dt && only_dt[0] && strcmp(only_dt, am_dtype_name(dtypes[d])) != 0) continue;
         size_t bytes;
         void *wd = make_weights(dtypes[d], N, K, &bytes);
         am_matrix w = {dtypes[d], N, K, wd, am_dtype_row_bytes(dtypes[d], K)};

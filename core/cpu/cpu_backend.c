@@ -588,9 +588,13 @@ static void tables_fill(void) {
 
 void am__cpu_tables_init(void) { pthread_once(&g_tables_once, tables_fill); }
 
-/* The kernel table of a level (amx runs the avx512 kernels; AMX is oneDNN's). */
+/* The kernel table of a level (amx runs the avx512 kernels; AMX is oneDNN's).
+ * AVX512-VNNI is not a level of its own: every AMX CPU has it, and at the
+ * avx512 level it is used where CPUID reports it. */
 static const am__cpu_kernels *level_kernels(am_cpu_isa level) {
-    if (level >= AM_CPU_ISA_AVX512) return am__cpu_kernels_avx512();
+    if (level >= AM_CPU_ISA_AVX512)
+        return am_cpu_get_features()->avx512vnni ? am__cpu_kernels_avx512_vnni()
+                                                 : am__cpu_kernels_avx512();
     if (level == AM_CPU_ISA_AVX2) return am__cpu_kernels_avx2();
     return am__cpu_kernels_generic();
 }

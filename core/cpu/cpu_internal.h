@@ -45,12 +45,19 @@ typedef struct am__xq {
     int8_t *q4;
     float *d4;
     int32_t *c4;
+    /* For the AVX512-VNNI Q8_0 kernel (kernels_vnni.inc), which takes blocks
+     * in pairs (2p, 2p+1) as one 512-bit register:
+     *   qu (M, K):      q + 128 as unsigned bytes (vpdpbusd's unsigned operand);
+     *   d16 (M, P, 16): lanes 0..7 d[2p], lanes 8..15 d[2p+1].
+     * Only the VNNI table fills these. */
+    uint8_t *qu;
+    float *d16;
 } am__xq;
 
 /* Bytes of scratch for M rows of K quantized activations (all fields). */
 static inline size_t am__xq_bytes(int64_t m, int64_t k) {
     const size_t nb = (size_t)(k / 32), np = nb / 2;
-    return (size_t)m * (2 * (size_t)k + 2 * nb * sizeof(float) + 16 * np * sizeof(float));
+    return (size_t)m * (3 * (size_t)k + 2 * nb * sizeof(float) + 32 * np * sizeof(float));
 }
 
 /* Lays the fields of an am__xq for M rows of K over buf (am__xq_bytes long, 64-byte aligned). */
@@ -61,16 +68,18 @@ static inline am__xq am__xq_layout(void *buf, int64_t m, int64_t k) {
     xq.s = xq.d + mm * nb;
     xq.d4 = xq.s + mm * nb;
     xq.c4 = (int32_t *)(xq.d4 + mm * np * 8);
-    xq.q = (int8_t *)(xq.c4 + mm * np * 8);
+    xq.d16 = (float *)(xq.c4 + mm * np * 8);
+    xq.q = (int8_t *)(xq.d16 + mm * np * 16);
     xq.q4 = xq.q + mm * (size_t)k;
+    xq.qu = (uint8_t *)(xq.q4 + mm * (size_t)k);
     return xq;
 }
 
 /* The view of xq starting at activation row i. */
 static inline am__xq am__xq_row(const am__xq *xq, int64_t i, int64_t k) {
     const int64_t nb = k / 32, np = nb / 2;
-    am__xq r = {xq->q + i * k,  xq->d + i * nb,      xq->s + i * nb,
-                xq->q4 + i * k, xq->d4 + i * np * 8, xq->c4 + i * np * 8};
+    am__xq r = {xq->q + i * k,       xq->d + i * nb,      xq->s + i * nb, xq->q4 + i * k,
+                xq->d4 + i * np * 8, xq->c4 + i * np * 8, xq->qu + i * k, xq->d16 + i * np * 16};
     return r;
 }
 
@@ -127,6 +136,8 @@ typedef struct am__cpu_kernels {
 const am__cpu_kernels *am__cpu_kernels_generic(void);
 const am__cpu_kernels *am__cpu_kernels_avx2(void);
 const am__cpu_kernels *am__cpu_kernels_avx512(void);
+/* The avx512 table with AVX512-VNNI Q8_0 kernels; only where the CPU has AVX512-VNNI. */
+const am__cpu_kernels *am__cpu_kernels_avx512_vnni(void);
 
 /* OpenBLAS (cpu_blas.c). am__blas_load returns 0 once libopenblas is loaded
  * (AM_EUNSUPPORTED if it cannot be found). am__sgemm_xwt computes
