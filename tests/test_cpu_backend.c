@@ -23,6 +23,7 @@
 #include "test_util.h"
 
 #include "core/alloc.h"
+#include "core/cpu/cpu_internal.h" /* am__cpu_matmul_path */
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "core/ref_ops.h"
@@ -358,6 +359,40 @@ static void test_matmul_small_gemm_rows_independent(void) {
             free(x), free(y29), free(y7);
             mat_free(&t);
         }
+}
+
+/* The kernel dispatcher (cpu_matmul.c) picks the kernels this file checks:
+ * print its choices per level, and make sure the fast paths the CPU has
+ * are the ones that ran above (a rule that stopped choosing them would
+ * leave them untested). */
+static void test_matmul_paths(void) {
+    setup_backends();
+    const am_cpu_features *f = am_cpu_get_features();
+    const int64_t ms[] = {1, 4, 8, 32, 512};
+    for (int bi = 0; bi < n_backends; bi++) {
+        const test_backend *tb = &backends[bi];
+        printf("     %s level=%s precision=%s bf16gemm=%s:", tb->b->name, tb->isa,
+               am_precision_name(tb->prec), tb->bf16);
+        for (size_t d = 0; d < 5; d++) {
+            am_matrix w = {wdtypes[d], 300, 2048, NULL, am_dtype_row_bytes(wdtypes[d], 2048)};
+            printf(" %s", am_dtype_name(wdtypes[d]));
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+                printf("%s%s", mi ? "," : "=", am__cpu_matmul_path(tb->b, &w, ms[mi]));
+            const char *p1 = am__cpu_matmul_path(tb->b, &w, 1);
+            CHECK(strcmp(p1, "matvec") == 0);
+        }
+        printf("\n");
+        am_matrix q8 = {AM_DTYPE_Q8_0, 300, 2048, NULL, am_dtype_row_bytes(AM_DTYPE_Q8_0, 2048)};
+        am_matrix bf = {AM_DTYPE_BF16, 300, 2048, NULL, am_dtype_row_bytes(AM_DTYPE_BF16, 2048)};
+        if (strcmp(tb->isa, "amx") == 0 && f->amx_int8)
+            CHECK(strcmp(am__cpu_matmul_path(tb->b, &q8, 32), "amx_q8") == 0);
+        else
+            CHECK(strcmp(am__cpu_matmul_path(tb->b, &q8, 32), "tiled_matvec") == 0);
+        if (bf16_gemm_active(tb))
+            CHECK(strcmp(am__cpu_matmul_path(tb->b, &bf, 32), "dnnl_bf16") == 0);
+    }
+    if (!f->amx_int8)
+        printf("     (no AMX-INT8 on this CPU: the amx_q8 path is not tested here)\n");
 }
 
 /* Rows farther apart than their size (a view into a larger tensor). */
@@ -988,7 +1023,7 @@ static void test_teardown(void) {
 
 AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
              AM_TEST(test_checker_detects_errors), AM_TEST(test_matmul_small_m),
-             AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm),
+             AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm), AM_TEST(test_matmul_paths),
              AM_TEST(test_matmul_small_gemm_rows_independent),
              AM_TEST(test_matmul_rows_independent_of_m), AM_TEST(test_matmul_row_stride),
              AM_TEST(test_matmul_threads), AM_TEST(test_matmul_errors), AM_TEST(test_get_rows),

@@ -630,15 +630,23 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
         return rc;
     }
     c->precision = precision;
+    const am_cpu_features *f = am_cpu_get_features();
+    c->cls = level == AM_CPU_ISA_GENERIC ? AM__CLS_GENERIC
+             : level == AM_CPU_ISA_AVX2  ? AM__CLS_AVX2
+             : !f->avx512vnni            ? AM__CLS_AVX512
+             : level == AM_CPU_ISA_AMX && f->amx_int8 && am__amx_q8_0_compiled()
+                 ? AM__CLS_AMX
+                 : AM__CLS_AVX512_VNNI;
+    c->amx_int8 = c->cls == AM__CLS_AMX;
     if (precision == AM_PRECISION_BF16 && level >= AM_CPU_ISA_AVX512 && am__dnnl_bf16_available()) {
         c->dnnl = am_calloc((size_t)n_threads, sizeof *c->dnnl);
         c->use_bf16_gemm = c->dnnl != NULL;
         for (int i = 0; i < n_threads && c->use_bf16_gemm; i++)
             if (am__dnnl_thread_new(&c->dnnl[i]) != 0) c->use_bf16_gemm = 0;
     }
-    AM_LOGD("cpu backend: %s (level %s), %d threads, precision %s, bf16 GEMM %s", b->name,
-            am_cpu_isa_name(level), n_threads, am_precision_name(precision),
-            c->use_bf16_gemm ? "oneDNN" : "off");
+    AM_LOGD("cpu backend: %s (level %s), %d threads, precision %s, bf16 GEMM %s, int8 tiles %s",
+            b->name, am_cpu_isa_name(level), n_threads, am_precision_name(precision),
+            c->use_bf16_gemm ? "oneDNN" : "off", c->amx_int8 ? "AMX" : "off");
     *out = b;
     return 0;
 }

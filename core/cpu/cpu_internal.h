@@ -139,6 +139,27 @@ const am__cpu_kernels *am__cpu_kernels_avx512(void);
 /* The avx512 table with AVX512-VNNI Q8_0 kernels; only where the CPU has AVX512-VNNI. */
 const am__cpu_kernels *am__cpu_kernels_avx512_vnni(void);
 
+/* The Q8_0 GEMM on AMX-INT8 tiles (cpu_amx.c). The activations in tile
+ * layout, per group g of 16 rows (the last padded with zero rows) and block b:
+ *   q (G, K/32, 8, 64): B[r][4i + j] = xq.q[16g + i][32b + 4r + j];
+ *   d (G, K/32, 16):    xq.d[16g + i][b] (0 for padding rows). */
+typedef struct am__amx_xa {
+    int8_t *q;
+    float *d;
+} am__amx_xa;
+/* 1 if this build has the AMX kernel (the CPU's AMX-INT8 is checked by the caller). */
+int am__amx_q8_0_compiled(void);
+/* Bytes of am__amx_xa for M rows of K (64-byte aligned buffer), and its layout over buf. */
+size_t am__amx_xa_bytes(int64_t m, int64_t k);
+am__amx_xa am__amx_xa_layout(void *buf, int64_t m, int64_t k);
+/* Fills group g of xa from xq (rows of x quantized already). */
+void am__amx_pack_x(const am__xq *xq, const am__amx_xa *xa, int64_t m, int64_t k, int64_t g);
+/* y (M, N) = x . W^T for W rows [n0, n1) rounded down to a multiple of 16 from n0 (the
+ * caller runs the rest elsewhere); dw: scratch of K/32 * 16 floats for this thread.
+ * Configures the tiles of the calling thread and releases them. */
+void am__amx_q8_0_gemm(const am_matrix *w, const am__amx_xa *xa, float *y, int64_t m, int64_t n0,
+                       int64_t n1, float *dw);
+
 /* OpenBLAS (cpu_blas.c). am__blas_load returns 0 once libopenblas is loaded
  * (AM_EUNSUPPORTED if it cannot be found). am__sgemm_xwt computes
  * y (m, n) = x (m, k) . w^T with w (n, k); leading dimensions in elements. It
@@ -171,11 +192,24 @@ int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, co
 extern float am__f16_table[1 << 16];
 void am__cpu_tables_init(void);
 
+/* The CPU classes of the kernel rules (cpu_matmul.c): the ISA level and the
+ * features within it that change which kernel wins. */
+typedef enum {
+    AM__CLS_GENERIC,
+    AM__CLS_AVX2,
+    AM__CLS_AVX512,      /* AVX-512F/BW/VL without VNNI (Skylake-SP) */
+    AM__CLS_AVX512_VNNI, /* + AVX512-VNNI (Ice Lake, Zen 4; Sapphire Rapids capped at avx512) */
+    AM__CLS_AMX,         /* level amx with AMX-INT8 (Sapphire Rapids and later) */
+    AM__N_CPU_CLASSES
+} am__cpu_class;
+
 /* The backend's private state. */
 typedef struct am__cpu_ctx {
     am_threadpool *pool;
     const am__cpu_kernels *k;
     am_precision precision; /* AM_CPU_PRECISION: what BF16 matmuls do to x (dtype.h) */
+    am__cpu_class cls;      /* what cpu_matmul.c's kernel rules follow */
+    int amx_int8;           /* the CPU has AMX-INT8 tiles and this build their kernel */
     int use_bf16_gemm;      /* BF16 GEMMs go to oneDNN (precision bf16 only) */
     am__dnnl_thread **dnnl; /* [n_threads], when use_bf16_gemm */
     void *scratch;          /* GEMM panels and converted activations */
@@ -185,6 +219,9 @@ typedef struct am__cpu_ctx {
 } am__cpu_ctx;
 
 int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m);
+/* The name of the path am__cpu_matmul takes for this W and M ("matvec", "small_gemm",
+ * "tiled_matvec", "amx_q8", "dnnl_bf16", "sgemm", "by_matvec"): for tests and benchmarks. */
+const char *am__cpu_matmul_path(am_backend *b, const am_matrix *w, int64_t m);
 
 /* The encoder ops of am_backend_ops (cpu_nn.c). */
 void am__cpu_layernorm(am_backend *b, float *out, const float *x, const float *w, const float *bias,
