@@ -638,7 +638,10 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
                  ? AM__CLS_AMX
                  : AM__CLS_AVX512_VNNI;
     c->amx_int8 = c->cls == AM__CLS_AMX;
-    if (precision == AM_PRECISION_BF16 && level >= AM_CPU_ISA_AVX512 && am__dnnl_bf16_available()) {
+    /* oneDNN for BF16 W: in precision bf16 on AVX512-BF16/AMX, in precision f32 on AMX (x split
+     * into three exact bf16 terms, cpu_matmul.c). */
+    if ((precision == AM_PRECISION_BF16 || c->cls == AM__CLS_AMX) && level >= AM_CPU_ISA_AVX512 &&
+        am__dnnl_bf16_available()) {
         c->dnnl = am_calloc((size_t)n_threads, sizeof *c->dnnl);
         c->use_bf16_gemm = c->dnnl != NULL;
         for (int i = 0; i < n_threads && c->use_bf16_gemm; i++)

@@ -180,10 +180,12 @@ int am__dnnl_bf16_available(void);
 int am__dnnl_thread_new(am__dnnl_thread **out);
 void am__dnnl_thread_destroy(am__dnnl_thread **p);
 /* y (m, n) = x (m, k) . w^T in f32, x and w bf16, w (n, k) with row stride
- * ldw, y row stride ldy. Returns 0 or AM_EUNSUPPORTED/AM_ENOMEM (the caller
- * then falls back to the f32 path). */
+ * ldw, y row stride ldy. With terms > 1, x is (terms * m, k): terms blocks of
+ * m rows, and y row i is the sum of the products of rows i, m + i, ... in that
+ * order. Returns 0 or AM_EUNSUPPORTED/AM_ENOMEM (the caller then falls back to
+ * the f32 path). */
 int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, const uint16_t *x,
-                         const uint16_t *w, int64_t ldw, float *y, int64_t ldy);
+                         const uint16_t *w, int64_t ldw, float *y, int64_t ldy, int terms);
 
 /* f16 bits -> f32, all 65536 values: the quantized kernels read a block's
  * scale with one load instead of a convert-and-broadcast (fewer vector
@@ -210,7 +212,7 @@ typedef struct am__cpu_ctx {
     am_precision precision; /* AM_CPU_PRECISION: what BF16 matmuls do to x (dtype.h) */
     am__cpu_class cls;      /* what cpu_matmul.c's kernel rules follow */
     int amx_int8;           /* the CPU has AMX-INT8 tiles and this build their kernel */
-    int use_bf16_gemm;      /* BF16 GEMMs go to oneDNN (precision bf16 only) */
+    int use_bf16_gemm;      /* oneDNN's bf16 GEMM can run (dnnl below is set up) */
     am__dnnl_thread **dnnl; /* [n_threads], when use_bf16_gemm */
     void *scratch;          /* GEMM panels and converted activations */
     size_t scratch_bytes;

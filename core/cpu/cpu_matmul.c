@@ -62,12 +62,14 @@ typedef enum {
     MM_TILED,
     MM_AMX_Q8,
     MM_DNNL_BF16,
+    MM_DNNL_BF16X3,
     MM_SGEMM,
     MM_BY_MATVEC,
 } mm_path;
 
-static const char *const mm_path_names[] = {"matvec",    "small_gemm", "tiled_matvec", "amx_q8",
-                                            "dnnl_bf16", "sgemm",      "by_matvec"};
+static const char *const mm_path_names[] = {"matvec", "small_gemm", "tiled_matvec",
+                                            "amx_q8", "dnnl_bf16",  "dnnl_bf16x3",
+                                            "sgemm",  "by_matvec"};
 
 /* The arithmetic a rule applies to: W's dtype, and BF16 W in precision bf16
  * (x rounded to bf16) as a kind of its own. */
@@ -102,7 +104,8 @@ typedef struct {
  * bench/README.md for the load at the time): q8_0 one thread, tiled
  * vpmaddubsw kernels 84-92 at every M, tiled VNNI 105-130; AMX-INT8 tiles:
  * see the crossover measured in bench/README.md (AMX_Q8_MIN_M). */
-#define AMX_Q8_MIN_M 8
+#define AMX_Q8_MIN_M     8
+#define AMX_BF16X3_MIN_M 5
 static const mm_rule mm_rules[AM__N_CPU_CLASSES][MM_N_ARITH][MM_RULES_PER_ROW] =
     {
         [AM__CLS_GENERIC] =
@@ -150,7 +153,9 @@ static const mm_rule mm_rules[AM__N_CPU_CLASSES][MM_N_ARITH][MM_RULES_PER_ROW] =
             {
                 [AM_DTYPE_F32] = {{4, MM_MATVEC}, {64, MM_SMALL}, {MM_ALL, MM_SGEMM}},
                 [AM_DTYPE_F16] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
-                [AM_DTYPE_BF16] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
+                [AM_DTYPE_BF16] = {{4, MM_MATVEC},
+                                   {AMX_BF16X3_MIN_M - 1, MM_SMALL},
+                                   {MM_ALL, MM_DNNL_BF16X3}},
                 [AM_DTYPE_Q8_0] = {{4, MM_MATVEC},
                                    {AMX_Q8_MIN_M - 1, MM_TILED},
                                    {MM_ALL, MM_AMX_Q8}},
@@ -164,7 +169,8 @@ typedef struct {
     const am_matrix *w;
     const float *x;     /* (M, K), already rounded for BF16 W */
     am__xq xq;          /* x quantized, for Q8_0/Q4_0 matvec kernels */
-    const uint16_t *xb; /* (M, K) bf16 copy of x, for oneDNN; NULL otherwise */
+    const uint16_t *xb; /* (terms * M, K) bf16 x for oneDNN; NULL otherwise */
+    int terms;          /* 1: x rounded to bf16; 3: x split exactly into 3 bf16 terms */
     float *y;           /* (M, N) */
     int64_t m;
     int64_t panel_rows;     /* rows of W per converted panel */
@@ -249,7 +255,7 @@ static int gemm_bf16(mm_job *j, int ith, int64_t n0, int64_t n1) {
     const am_matrix *w = j->w;
     return am__dnnl_matmul_bf16(j->c->dnnl[ith], j->m, n1 - n0, w->cols, j->xb,
                                 (const uint16_t *)w_row(w, n0), (int64_t)(w->row_bytes / 2),
-                                j->y + n0, w->rows);
+                                j->y + n0, w->rows, j->terms);
 }
 
 static void gemm_task(void *arg, int ith, int nth) {
@@ -305,7 +311,7 @@ static mm_path mm_choose(const am__cpu_ctx *c, const am_matrix *w, int64_t m) {
     mm_path p = r->path;
     if (p == MM_AMX_Q8 && !(c->amx_int8 && w->dtype == AM_DTYPE_Q8_0 && w->rows >= 16))
         p = MM_TILED;
-    if (p == MM_DNNL_BF16 && !(c->use_bf16_gemm && w->row_bytes % 2 == 0))
+    if ((p == MM_DNNL_BF16 || p == MM_DNNL_BF16X3) && !(c->use_bf16_gemm && w->row_bytes % 2 == 0))
         p = c->k->small_gemm[w->dtype] ? MM_SMALL : MM_SGEMM;
     if (p == MM_SMALL && !c->k->small_gemm[w->dtype]) p = m <= 32 ? MM_TILED : MM_SGEMM;
     if (p == MM_TILED && prec != AM_XPREC_Q8 && m > 32) p = MM_SGEMM;
@@ -353,6 +359,25 @@ static void quant_task(void *arg, int ith, int nth) {
     }
 }
 
+/* x (n) as three bf16 terms h, m, l (each n long, in that order in out) with
+ * h + m + l == x exactly: h = bf16(x), m = bf16(x - h), l = bf16(x - h - m),
+ * each difference exact in f32. x has 24 significant bits, h takes the top 8
+ * (rounded), so x - h has at most 16, x - h - m at most 8: l holds it exactly
+ * (unless it is below bf16's normal range, about 2^-126, which the bf16 tiles
+ * flush: an error of at most 2^-126 |w| per product). The products with a
+ * bf16 W are exact in f32, so W . x is the sum of three bf16 GEMMs with f32
+ * accumulation: precision f32 on the bf16 tiles at three times the work. */
+static void split_x_bf16x3(const float *x, uint16_t *out, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t h = am_f32_to_bf16(x[i]);
+        const float r1 = x[i] - am_bf16_to_f32(h);
+        const uint16_t mid = am_f32_to_bf16(r1);
+        out[i] = h;
+        out[n + i] = mid;
+        out[2 * n + i] = am_f32_to_bf16(r1 - am_bf16_to_f32(mid));
+    }
+}
+
 /* x rounded to bf16 (RNE), kept as f32: what every BF16 matmul path multiplies. */
 static void round_x_bf16(const float *x, float *out, int64_t n) {
     for (int64_t i = 0; i < n; i++)
@@ -374,8 +399,11 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     /* Scratch: [bf16 x (oneDNN)] or [rounded x (other BF16 paths in mode bf16)], then
      * [per-thread f32 panels (sgemm)] or [xq | xa | per-thread AMX scales] (quantized W).
      * oneDNN takes the bf16 bits straight from x: the same rounding, one pass. */
+    j.terms = path == MM_DNNL_BF16X3 ? 3 : 1;
     const size_t xb_bytes =
-        path == MM_DNNL_BF16 ? align64((size_t)m * (size_t)K * sizeof(uint16_t)) : 0;
+        path == MM_DNNL_BF16 || path == MM_DNNL_BF16X3
+            ? align64((size_t)j.terms * (size_t)m * (size_t)K * sizeof(uint16_t))
+            : 0;
     const size_t xr_bytes =
         prec == AM_XPREC_BF16 && !xb_bytes ? align64((size_t)m * (size_t)K * sizeof(float)) : 0;
     if (path == MM_SGEMM) {
@@ -398,7 +426,10 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     char *scratch = c->scratch;
     if (xb_bytes) {
         uint16_t *xb = (uint16_t *)scratch;
-        c->k->to_bf16(AM_DTYPE_F32, x, xb, m * K); /* RNE, as am_f32_to_bf16 */
+        if (j.terms == 1)
+            c->k->to_bf16(AM_DTYPE_F32, x, xb, m * K); /* RNE, as am_f32_to_bf16 */
+        else
+            split_x_bf16x3(x, xb, m * K);
         j.xb = xb;
         scratch += xb_bytes;
     } else if (xr_bytes) {
@@ -434,6 +465,7 @@ int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, 
     case MM_AMX_Q8: am_threadpool_run(c->pool, amx_task, &j); return 0;
     case MM_BY_MATVEC: am_threadpool_run(c->pool, gemm_fallback_task, &j); return 0;
     case MM_DNNL_BF16:
+    case MM_DNNL_BF16X3:
     case MM_SGEMM: break;
     }
     j.panels = scratch;
