@@ -1,11 +1,13 @@
 /* core/cpu/cpu_internal.h - what the files of the CPU backend share.
  *
  * The backend is split by concern: cpu_backend.c (vtable, threading of the
- * light ops), cpu_matmul.c (matrix-vector products and GEMM routing),
- * cpu_blas.c (OpenBLAS loaded with dlopen), cpu_dnnl.c (oneDNN bf16 matmul),
- * cpu_features.c (CPUID), and one kernel table per instruction set:
- * kernels_generic.c, kernels_avx2.c and kernels_avx512.c (the last two
- * instantiate kernels_simd.inc with different vector macros).
+ * light ops), cpu_matmul.c (the one kernel dispatcher for matmuls: which
+ * kernel runs for a CPU class, weight dtype and M), cpu_blas.c (OpenBLAS
+ * loaded with dlopen), cpu_dnnl.c (oneDNN bf16 matmul), cpu_amx.c (Q8_0 on
+ * AMX-INT8 tiles), cpu_features.c (CPUID), and one kernel table per
+ * instruction set: kernels_generic.c, kernels_avx2.c and kernels_avx512.c
+ * (the last two instantiate kernels_simd.inc with different vector macros;
+ * kernels_avx512.c also makes the avx512-vnni table with kernels_vnni.inc).
  */
 #ifndef AM_CPU_INTERNAL_H
 #define AM_CPU_INTERNAL_H

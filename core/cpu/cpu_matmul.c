@@ -100,12 +100,24 @@ typedef struct {
  * generic: no small_gemm kernel; the tiled matvec keeps up with the library
  * only while M is a decode batch (32).
  *
- * avx512-vnni / amx (Intel Xeon Sapphire Rapids KVM guest, 2 cores, see
- * bench/README.md for the load at the time): q8_0 one thread, tiled
- * vpmaddubsw kernels 84-92 at every M, tiled VNNI 105-130; AMX-INT8 tiles:
- * see the crossover measured in bench/README.md (AMX_Q8_MIN_M). */
+ * avx512-vnni / amx (Intel Xeon Sapphire Rapids KVM guest, 2 cores shared
+ * with other jobs: 1 thread, timed by its CPU time, `BENCH_CPUTIME=1
+ * BENCH_DTYPE=... bench_kernels 1 64 gemm`, two runs each):
+ *   q8_0: the vpmaddubsw kernels (the avx2 class) 85-93 at every M; VNNI
+ *   tiled 109-117 at M=4, 107-122 at M=8, 115-132 from M=16; AMX-INT8 154-161
+ *   at M=8, 300-305 at M=16, 360-376 at M=32, 360-416 from M=64. AMX from 8.
+ *   bf16, precision f32: small_gemm (8 x 3 tiles) 103-110 at M=8, 117-127 at
+ *   M=16, 126 at M=32; oneDNN on three exact bf16 terms of x (bf16x3) 90-101
+ *   at M=8, 152-163 at M=16, 198-218 at M=32, 229-247 at M=64. bf16x3 from 16.
+ *   bf16, precision bf16: oneDNN 115-128 at M=8, 214-219 at M=16, 350 at
+ *   M=32, 560 at M=64, 670-735 from M=128.
+ *   f16: small_gemm 4 x 3 tiles 106-108 at M=16..128, 8 x 3 tiles 114-126.
+ *   f16 stays on f32 FMAs: AVX512-FP16 would round x to f16, which precision
+ *   f32 rules out, and Sapphire Rapids has no AMX-FP16.
+ *   f32: small_gemm 81-85 at M=16..32, 98-107 at M=64; sgemm 114-117 at
+ *   M=128, 147-155 at M=512. */
 #define AMX_Q8_MIN_M     8
-#define AMX_BF16X3_MIN_M 5
+#define AMX_BF16X3_MIN_M 16
 static const mm_rule mm_rules[AM__N_CPU_CLASSES][MM_N_ARITH][MM_RULES_PER_ROW] =
     {
         [AM__CLS_GENERIC] =

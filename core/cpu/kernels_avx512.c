@@ -84,6 +84,7 @@ static inline __m256 vfold8(VF v) {
                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
+#define AM_SG_MR 8 /* the small-M GEMM's tiles: 8 x 3 of the 32 registers */
 #include "core/cpu/kernels_simd.inc"
 
 #pragma GCC push_options
