@@ -135,7 +135,9 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
     float *x = xalloc(4 * (size_t)K * 4), *y = xalloc(4 * (size_t)N * 4);
     for (int64_t i = 0; i < 4 * K; i++)
         x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    const char *only_dt = getenv("BENCH_DTYPE"); /* one weight dtype, or all */
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        if (only_dt && only_dt[0] && strcmp(only_dt, am_dtype_name(dtypes[d])) != 0) continue;
         size_t bytes;
         void *proto = make_weights(dtypes[d], N, K, &bytes);
         int copies = (int)((working_set + bytes - 1) / bytes);

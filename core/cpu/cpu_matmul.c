@@ -108,7 +108,7 @@ typedef struct {
  *   at M=8, 300-305 at M=16, 360-376 at M=32, 360-416 from M=64. AMX from 8.
  *   bf16, precision f32: small_gemm (8 x 3 tiles) 103-110 at M=8, 117-127 at
  *   M=16, 126 at M=32; oneDNN on three exact bf16 terms of x (bf16x3) 90-101
- *   at M=8, 152-163 at M=16, 198-218 at M=32, 229-247 at M=64. bf16x3 from 16.
+ *   at M=8, 152-163 at M=16, 198-219 at M=32, 229-247 at M=64. bf16x3 from 16.
  *   bf16, precision bf16: oneDNN 115-128 at M=8, 214-219 at M=16, 350 at
  *   M=32, 560 at M=64, 670-735 from M=128.
  *   f16: small_gemm 4 x 3 tiles 106-108 at M=16..128, 8 x 3 tiles 114-126.
