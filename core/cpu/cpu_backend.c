@@ -631,12 +631,9 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
     }
     c->precision = precision;
     const am_cpu_features *f = am_cpu_get_features();
-    c->cls = level == AM_CPU_ISA_GENERIC ? AM__CLS_GENERIC
-             : level == AM_CPU_ISA_AVX2  ? AM__CLS_AVX2
-             : !f->avx512vnni            ? AM__CLS_AVX512
-             : level == AM_CPU_ISA_AMX && f->amx_int8 && am__amx_q8_0_compiled()
-                 ? AM__CLS_AMX
-                 : AM__CLS_AVX512_VNNI;
+    c->cls = level == AM_CPU_ISA_GENERIC                                         ? AM__CLS_GENERIC
+             : level == AM_CPU_ISA_AMX && f->amx_int8 && am__amx_q8_0_compiled() ? AM__CLS_AMX
+                                                                                 : AM__CLS_SIMD;
     c->amx_int8 = c->cls == AM__CLS_AMX;
     /* oneDNN for BF16 W: in precision bf16 on AVX512-BF16/AMX, in precision f32 on AMX (x split
      * into three exact bf16 terms, cpu_matmul.c). */

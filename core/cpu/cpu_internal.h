@@ -200,10 +200,8 @@ void am__cpu_tables_init(void);
  * features within it that change which kernel wins. */
 typedef enum {
     AM__CLS_GENERIC,
-    AM__CLS_AVX2,
-    AM__CLS_AVX512,      /* AVX-512F/BW/VL without VNNI (Skylake-SP) */
-    AM__CLS_AVX512_VNNI, /* + AVX512-VNNI (Ice Lake, Zen 4; Sapphire Rapids capped at avx512) */
-    AM__CLS_AMX,         /* level amx with AMX-INT8 (Sapphire Rapids and later) */
+    AM__CLS_SIMD, /* levels avx2 and avx512 (AVX512-VNNI or not), and amx without AMX-INT8 */
+    AM__CLS_AMX,  /* level amx with AMX-INT8 (Sapphire Rapids and later) */
     AM__N_CPU_CLASSES
 } am__cpu_class;
 

@@ -88,7 +88,7 @@ typedef struct {
  * N 5632, 2 threads unless said; GFLOP/s or GOP/s with `bench_kernels 2 1024
  * gemm`, BENCH_DTYPE=dtype for one):
  *
- * avx2 (AMD EPYC Zen 3, 2 cores): small_gemm vs library (sgemm on f32
+ * simd, measured at avx2 (AMD EPYC Zen 3, 2 cores): small_gemm vs library (sgemm on f32
  * panels), with the limit moved: f32 M=64 151 vs 140, M=96 153 vs 153 (the
  * crossover; weights cycling through 8 copies at M = 96); f16 M=512 179 vs
  * 161 (f16 W is half the bytes of the f32 panels sgemm reads); bf16 M=128
@@ -100,22 +100,18 @@ typedef struct {
  * generic: no small_gemm kernel; the tiled matvec keeps up with the library
  * only while M is a decode batch (32).
  *
- * avx512-vnni / amx (Intel Xeon Sapphire Rapids KVM guest, 2 cores shared
- * with other jobs: 1 thread, timed by its CPU time, `BENCH_CPUTIME=1
- * BENCH_DTYPE=... bench_kernels 1 64 gemm`, two runs each):
- *   q8_0: the vpmaddubsw kernels (the avx2 class) 85-93 at every M; VNNI
- *   tiled 109-117 at M=4, 107-122 at M=8, 115-132 from M=16; AMX-INT8 154-161
- *   at M=8, 300-305 at M=16, 360-376 at M=32, 360-416 from M=64. AMX from 8.
- *   bf16, precision f32: small_gemm (8 x 3 tiles) 103-110 at M=8, 117-127 at
- *   M=16, 126 at M=32; oneDNN on three exact bf16 terms of x (bf16x3) 90-101
- *   at M=8, 152-163 at M=16, 198-219 at M=32, 229-247 at M=64. bf16x3 from 16.
- *   bf16, precision bf16: oneDNN 115-128 at M=8, 214-219 at M=16, 350 at
- *   M=32, 560 at M=64, 670-735 from M=128.
- *   f16: small_gemm 4 x 3 tiles 106-108 at M=16..128, 8 x 3 tiles 114-126.
- *   f16 stays on f32 FMAs: AVX512-FP16 would round x to f16, which precision
- *   f32 rules out, and Sapphire Rapids has no AMX-FP16.
- *   f32: small_gemm 81-85 at M=16..32, 98-107 at M=64; sgemm 114-117 at
- *   M=128, 147-155 at M=512. */
+ * simd at avx512 (avx512-vnni kernels) and amx (Intel Xeon Sapphire Rapids KVM guest, 2 cores
+ * shared with other jobs: 1 thread, timed by its CPU time, `BENCH_CPUTIME=1 BENCH_DTYPE=...
+ * bench_kernels 1 64 gemm`, two runs each): q8_0: the vpmaddubsw kernels (level avx2) 85-93 at
+ * every M; VNNI tiled 109-117 at M=4, 107-122 at M=8, 115-132 from M=16; AMX-INT8 154-161 at M=8,
+ * 300-305 at M=16, 360-376 at M=32, 360-416 from M=64. AMX from 8. bf16, precision f32: small_gemm
+ * (8 x 3 tiles) 103-110 at M=8, 117-127 at M=16, 126 at M=32; oneDNN on three exact bf16 terms of x
+ * (bf16x3) 90-101 at M=8, 152-163 at M=16, 198-219 at M=32, 229-247 at M=64. bf16x3 from 16. bf16,
+ * precision bf16: oneDNN 115-128 at M=8, 214-219 at M=16, 350 at M=32, 560 at M=64, 670-735 from
+ * M=128. f16: small_gemm 4 x 3 tiles 106-108 at M=16..128, 8 x 3 tiles 114-126. f16 stays on f32
+ * FMAs: AVX512-FP16 would round x to f16, which precision f32 rules out, and Sapphire Rapids has no
+ * AMX-FP16. f32: small_gemm 81-85 at M=16..32, 98-107 at M=64; sgemm 114-117 at M=128, 147-155 at
+ * M=512. */
 #define AMX_Q8_MIN_M     8
 #define AMX_BF16X3_MIN_M 16
 static const mm_rule mm_rules[AM__N_CPU_CLASSES][MM_N_ARITH][MM_RULES_PER_ROW] =
@@ -129,29 +125,11 @@ static const mm_rule mm_rules[AM__N_CPU_CLASSES][MM_N_ARITH][MM_RULES_PER_ROW] =
                 [AM_DTYPE_Q4_0] = {{4, MM_MATVEC}, {MM_ALL, MM_TILED}},
                 [MM_BF16X] = {{4, MM_MATVEC}, {32, MM_TILED}, {MM_ALL, MM_SGEMM}},
             },
-        [AM__CLS_AVX2] =
-            {
-                [AM_DTYPE_F32] = {{4, MM_MATVEC}, {64, MM_SMALL}, {MM_ALL, MM_SGEMM}},
-                [AM_DTYPE_F16] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
-                [AM_DTYPE_BF16] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
-                [AM_DTYPE_Q8_0] = {{4, MM_MATVEC}, {MM_ALL, MM_TILED}},
-                [AM_DTYPE_Q4_0] = {{4, MM_MATVEC}, {MM_ALL, MM_TILED}},
-                [MM_BF16X] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
-            },
-        /* AVX-512 without VNNI (Skylake-SP): the avx2 rules, 16 lanes; oneDNN has
-         * no bf16 GEMM there. */
-        [AM__CLS_AVX512] =
-            {
-                [AM_DTYPE_F32] = {{4, MM_MATVEC}, {64, MM_SMALL}, {MM_ALL, MM_SGEMM}},
-                [AM_DTYPE_F16] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
-                [AM_DTYPE_BF16] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
-                [AM_DTYPE_Q8_0] = {{4, MM_MATVEC}, {MM_ALL, MM_TILED}},
-                [AM_DTYPE_Q4_0] = {{4, MM_MATVEC}, {MM_ALL, MM_TILED}},
-                [MM_BF16X] = {{4, MM_MATVEC}, {MM_ALL, MM_DNNL_BF16}},
-            },
-        /* AVX512-VNNI (Ice Lake, Zen 4, and Sapphire Rapids capped at avx512):
-         * oneDNN's AVX512-BF16 GEMM beats the f32 FMAs at every M > 4. */
-        [AM__CLS_AVX512_VNNI] =
+        /* AVX2 and AVX-512 (with or without VNNI: that is in the kernel table,
+         * not the path). MM_DNNL_BF16 falls back to small_gemm where oneDNN has
+         * no bf16 GEMM (AVX2, AVX-512 without AVX512-BF16); where it has one it
+         * beats the f32 FMAs at every M > 4. */
+        [AM__CLS_SIMD] =
             {
                 [AM_DTYPE_F32] = {{4, MM_MATVEC}, {64, MM_SMALL}, {MM_ALL, MM_SGEMM}},
                 [AM_DTYPE_F16] = {{4, MM_MATVEC}, {MM_ALL, MM_SMALL}},
