@@ -110,8 +110,8 @@ typedef struct {
  * precision bf16: oneDNN 115-128 at M=8, 214-219 at M=16, 350 at M=32, 560 at M=64, 670-735 from
  * M=128. f16: small_gemm 4 x 3 tiles 106-108 at M=16..128, 8 x 3 tiles 114-126. f16 stays on f32
  * FMAs: AVX512-FP16 would round x to f16, which precision f32 rules out, and Sapphire Rapids has no
- * AMX-FP16. f32: small_gemm 81-85 at M=16..32, 98-107 at M=64; sgemm 114-117 at M=128, 147-155 at
- * M=512. */
+ * AMX-FP16. f32 (one run with 4 x 3 tiles, one 8 x 3): small_gemm 61-81 at M=16, 85-90 at M=32,
+ * 98-107 at M=64; sgemm 114-117 at M=128, 147-155 at M=512. */
 #define AMX_Q8_MIN_M     8
 #define AMX_BF16X3_MIN_M 16
 static const mm_rule mm_rules[AM__N_CPU_CLASSES][MM_N_ARITH][MM_RULES_PER_ROW] =
