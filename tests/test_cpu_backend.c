@@ -397,6 +397,11 @@ static void test_matmul_paths(void) {
     }
     if (!f->amx_int8)
         printf("     (no AMX-INT8 on this CPU: the amx_q8 path is not tested here)\n");
+    if (!f->avx512vnni)
+        printf("     (no AVX512-VNNI on this CPU: the avx512-vnni Q8_0 kernels are not tested "
+               "here)\n");
+    if (!f->amx_bf16)
+        printf("     (no AMX-BF16 on this CPU: the dnnl_bf16x3 path is not tested here)\n");
 }
 
 /* Rows farther apart than their size (a view into a larger tensor). */
