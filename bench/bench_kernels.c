@@ -10,9 +10,10 @@
  *    dtype on 5632x2048 and 32000x2048 matrices, cycling through distinct
  *    copies that add up to the working set (>> L3) so weights come from DRAM:
  *    GB/s of weight bytes and the fraction of the triad and read bandwidths.
- * 3. GEMMs (M = 8, 16, 32, 64, 128, 512; K = 2048; N = 5632) per dtype in
- *    GFLOP/s, on the bf16 oneDNN path where the CPU has it and on the f32
- *    path. Small M is a batched decode step (one row per sequence).
+ * 3. GEMMs (M = 1, 4, 8, 16, 32, 64, 128, 512; K = 2048; N = 5632; one
+ *    dtype with BENCH_DTYPE=q8_0 etc.; the matrix stays in the caches) per dtype in
+ *    GFLOP/s (the path cpu_matmul.c's dispatcher picks, in precision f32;
+ *    BF16 again in precision bf16). Small M is a batched decode step.
  * 4. Attention: decode (M = 1) over T keys for the 1b shape (H = 32, Hkv = 4,
  *    D = 64) at T = 512 and 2048 and the 7b shape (H = Hkv = 32, D = 128) at
  *    T = 2048, in us per call and GB/s of K+V read (T * Hkv * D * 2 floats).
@@ -134,7 +135,9 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
     float *x = xalloc(4 * (size_t)K * 4), *y = xalloc(4 * (size_t)N * 4);
     for (int64_t i = 0; i < 4 * K; i++)
         x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    const char *only_dt = getenv("BENCH_DTYPE"); /* one weight dtype, or all */
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        if (only_dt && only_dt[0] && strcmp(only_dt, am_dtype_name(dtypes[d])) != 0) continue;
         size_t bytes;
         void *proto = make_weights(dtypes[d], N, K, &bytes);
         int copies = (int)((working_set + bytes - 1) / bytes);
@@ -177,13 +180,32 @@ static void bench_matvec(am_backend *b, bw_ctx *bw, int64_t N, int64_t K, size_t
 
 /* ---- GEMM ---- */
 
-static void bench_gemm(am_backend *b, const char *path) {
-    const int64_t K = 2048, N = 5632, ms[] = {8, 16, 32, 64, 128, 512};
+/* The GEMM section's clock: wall time, or with BENCH_CPUTIME=1 (meant for 1
+ * thread, where the calling thread does all the work) this thread's CPU time,
+ * which a machine shared with other jobs does not inflate by descheduling us
+ * (their cache and memory traffic still counts). */
+static double gemm_clock(void) {
+    static int cputime = -1;
+    if (cputime < 0) cputime = getenv("BENCH_CPUTIME") && atoi(getenv("BENCH_CPUTIME")) == 1;
+    if (!cputime) return am_now_s();
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void bench_gemm(am_backend *b, const char *path, const char *only_dt) {
+    const int64_t K = 2048, N = 5632, ms[] = {1, 4, 8, 16, 32, 64, 128, 512};
+    const char *env_dt = getenv("BENCH_DTYPE"); /* one weight dtype (e.g. q8_0), or all */
+    if (!only_dt)
+        only_dt = env_dt;
+    else if (env_dt && env_dt[0] && strcmp(env_dt, only_dt) != 0)
+        return;
     const int n_ms = (int)(sizeof ms / sizeof ms[0]);
     float *x = xalloc(512 * (size_t)K * 4), *y = xalloc(512 * (size_t)N * 4);
     for (int64_t i = 0; i < 512 * K; i++)
         x[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
     for (size_t d = 0; d < sizeof dtypes / sizeof dtypes[0]; d++) {
+        if (only_dt && only_dt[0] && strcmp(only_dt, am_dtype_name(dtypes[d])) != 0) continue;
         size_t bytes;
         void *wd = make_weights(dtypes[d], N, K, &bytes);
         am_matrix w = {dtypes[d], N, K, wd, am_dtype_row_bytes(dtypes[d], K)};
@@ -192,9 +214,9 @@ static void bench_gemm(am_backend *b, const char *path) {
             double best = 1e9;
             b->ops->matmul(b, &w, x, y, ms[mi]); /* warm-up: primitive creation, scratch */
             for (int r = 0; r < 3; r++) {
-                double t = am_now_s();
+                double t = gemm_clock();
                 b->ops->matmul(b, &w, x, y, ms[mi]);
-                t = am_now_s() - t;
+                t = gemm_clock() - t;
                 best = t < best ? t : best;
             }
             printf("  M=%-3lld %6.1f GFLOP/s", (long long)ms[mi],
@@ -300,18 +322,16 @@ static void bench_matvec_all(am_backend *b, int n_threads, size_t working_set) {
     am_aligned_free(sj.a), am_aligned_free(sj.b), am_aligned_free(sj.c);
 }
 
-/* Section 3, on the bf16 oneDNN path where it exists and on the f32 path. */
+/* Section 3 in precision f32 (the default: every dtype's own path), then BF16
+ * weights again in precision bf16 (x rounded to bf16: oneDNN's bf16 GEMM where
+ * the CPU has one). */
 static void bench_gemm_all(am_backend *b, int n_threads) {
-    const am_cpu_features *f = am_cpu_get_features();
-    int have_bf16 = f->avx512bf16 || f->amx_bf16;
-    bench_gemm(b, have_bf16 ? "bf16-dnnl" : "f32");
-    if (have_bf16) {
-        am_backend *bf = new_backend(n_threads, "0");
-        bench_gemm(bf, "f32");
-        am_backend_destroy(&bf);
-    } else {
-        printf("(no AVX512-BF16/AMX here: BF16/Q8_0/Q4_0 GEMMs ran on the f32 path)\n");
-    }
+    bench_gemm(b, "prec-f32", NULL);
+    setenv("AM_CPU_PRECISION", "bf16", 1);
+    am_backend *bf = new_backend(n_threads, "1");
+    unsetenv("AM_CPU_PRECISION");
+    bench_gemm(bf, "prec-bf16", "bf16");
+    am_backend_destroy(&bf);
 }
 
 int main(int argc, char **argv) {

@@ -23,6 +23,7 @@
 #include "test_util.h"
 
 #include "core/alloc.h"
+#include "core/cpu/cpu_internal.h" /* am__cpu_matmul_path */
 #include "core/cpu_backend.h"
 #include "core/error.h"
 #include "core/ref_ops.h"
@@ -130,7 +131,9 @@ static void setup_backends(void) {
         test_backend t = {isas[i], "1", AM_PRECISION_F32,
                           make_backend(isas[i], "1", AM_PRECISION_F32, 2)};
         if (!t.b) continue;
-        CHECK(strcmp(t.b->name, want[i]) == 0);
+        /* avx512 and amx run the VNNI Q8_0 kernels where the CPU has AVX512-VNNI. */
+        CHECK(strcmp(t.b->name, want[i]) == 0 || (i < 2 && am_cpu_get_features()->avx512vnni &&
+                                                  strcmp(t.b->name, "cpu-avx512-vnni") == 0));
         backends[n_backends++] = t;
         test_backend t2 = {isas[i], "1", AM_PRECISION_BF16,
                            make_backend(isas[i], "1", AM_PRECISION_BF16, 2)};
@@ -344,10 +347,14 @@ static void test_matmul_small_gemm_rows_independent(void) {
     const int64_t N = 203, K = 1100;
     for (int bi = 0; bi < n_backends; bi++)
         for (size_t d = 0; d < 3; d++) {
-            if (dense[d] == AM_DTYPE_BF16 && bf16_gemm_active(&backends[bi]))
-                continue; /* oneDNN's */
             test_mat t;
             mat_make(&t, dense[d], N, K, 0, 0);
+            const char *p29 = am__cpu_matmul_path(backends[bi].b, &t.w, 29);
+            if (strcmp(p29, am__cpu_matmul_path(backends[bi].b, &t.w, 7)) != 0 ||
+                strcmp(p29, "small_gemm") != 0) { /* oneDNN's (bf16 tiles) from some M on */
+                mat_free(&t);
+                continue;
+            }
             float *x = fmalloc(29 * K), *y29 = fmalloc(29 * N), *y7 = fmalloc(7 * N);
             fill(x, 29 * K, 3.0);
             CHECK_OK(backends[bi].b->ops->matmul(backends[bi].b, &t.w, x, y29, 29));
@@ -356,6 +363,45 @@ static void test_matmul_small_gemm_rows_independent(void) {
             free(x), free(y29), free(y7);
             mat_free(&t);
         }
+}
+
+/* The kernel dispatcher (cpu_matmul.c) picks the kernels this file checks:
+ * print its choices per level, and make sure the fast paths the CPU has
+ * are the ones that ran above (a rule that stopped choosing them would
+ * leave them untested). */
+static void test_matmul_paths(void) {
+    setup_backends();
+    const am_cpu_features *f = am_cpu_get_features();
+    const int64_t ms[] = {1, 4, 8, 32, 512};
+    for (int bi = 0; bi < n_backends; bi++) {
+        const test_backend *tb = &backends[bi];
+        printf("     %s level=%s precision=%s bf16gemm=%s:", tb->b->name, tb->isa,
+               am_precision_name(tb->prec), tb->bf16);
+        for (size_t d = 0; d < 5; d++) {
+            am_matrix w = {wdtypes[d], 300, 2048, NULL, am_dtype_row_bytes(wdtypes[d], 2048)};
+            printf(" %s", am_dtype_name(wdtypes[d]));
+            for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+                printf("%s%s", mi ? "," : "=", am__cpu_matmul_path(tb->b, &w, ms[mi]));
+            const char *p1 = am__cpu_matmul_path(tb->b, &w, 1);
+            CHECK(strcmp(p1, "matvec") == 0);
+        }
+        printf("\n");
+        am_matrix q8 = {AM_DTYPE_Q8_0, 300, 2048, NULL, am_dtype_row_bytes(AM_DTYPE_Q8_0, 2048)};
+        am_matrix bf = {AM_DTYPE_BF16, 300, 2048, NULL, am_dtype_row_bytes(AM_DTYPE_BF16, 2048)};
+        if (strcmp(tb->isa, "amx") == 0 && f->amx_int8)
+            CHECK(strcmp(am__cpu_matmul_path(tb->b, &q8, 32), "amx_q8") == 0);
+        else
+            CHECK(strcmp(am__cpu_matmul_path(tb->b, &q8, 32), "tiled_matvec") == 0);
+        if (bf16_gemm_active(tb))
+            CHECK(strcmp(am__cpu_matmul_path(tb->b, &bf, 32), "dnnl_bf16") == 0);
+    }
+    if (!f->amx_int8)
+        printf("     (no AMX-INT8 on this CPU: the amx_q8 path is not tested here)\n");
+    if (!f->avx512vnni)
+        printf("     (no AVX512-VNNI on this CPU: the avx512-vnni Q8_0 kernels are not tested "
+               "here)\n");
+    if (!f->amx_bf16)
+        printf("     (no AMX-BF16 on this CPU: the dnnl_bf16x3 path is not tested here)\n");
 }
 
 /* Rows farther apart than their size (a view into a larger tensor). */
@@ -986,7 +1032,7 @@ static void test_teardown(void) {
 
 AM_TEST_MAIN(AM_TEST(test_features), AM_TEST(test_backend_new_errors),
              AM_TEST(test_checker_detects_errors), AM_TEST(test_matmul_small_m),
-             AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm),
+             AM_TEST(test_matmul_odd_k), AM_TEST(test_matmul_gemm), AM_TEST(test_matmul_paths),
              AM_TEST(test_matmul_small_gemm_rows_independent),
              AM_TEST(test_matmul_rows_independent_of_m), AM_TEST(test_matmul_row_stride),
              AM_TEST(test_matmul_threads), AM_TEST(test_matmul_errors), AM_TEST(test_get_rows),

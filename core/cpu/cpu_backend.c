@@ -588,9 +588,13 @@ static void tables_fill(void) {
 
 void am__cpu_tables_init(void) { pthread_once(&g_tables_once, tables_fill); }
 
-/* The kernel table of a level (amx runs the avx512 kernels; AMX is oneDNN's). */
+/* The kernel table of a level (amx runs the avx512 kernels; AMX is oneDNN's).
+ * AVX512-VNNI is not a level of its own: every AMX CPU has it, and at the
+ * avx512 level it is used where CPUID reports it. */
 static const am__cpu_kernels *level_kernels(am_cpu_isa level) {
-    if (level >= AM_CPU_ISA_AVX512) return am__cpu_kernels_avx512();
+    if (level >= AM_CPU_ISA_AVX512)
+        return am_cpu_get_features()->avx512vnni ? am__cpu_kernels_avx512_vnni()
+                                                 : am__cpu_kernels_avx512();
     if (level == AM_CPU_ISA_AVX2) return am__cpu_kernels_avx2();
     return am__cpu_kernels_generic();
 }
@@ -626,15 +630,23 @@ int am_cpu_backend_new(int n_threads, am_backend **out) {
         return rc;
     }
     c->precision = precision;
-    if (precision == AM_PRECISION_BF16 && level >= AM_CPU_ISA_AVX512 && am__dnnl_bf16_available()) {
+    const am_cpu_features *f = am_cpu_get_features();
+    c->cls = level == AM_CPU_ISA_GENERIC                                         ? AM__CLS_GENERIC
+             : level == AM_CPU_ISA_AMX && f->amx_int8 && am__amx_q8_0_compiled() ? AM__CLS_AMX
+                                                                                 : AM__CLS_SIMD;
+    c->amx_int8 = c->cls == AM__CLS_AMX;
+    /* oneDNN for BF16 W: in precision bf16 on AVX512-BF16/AMX, in precision f32 on AMX (x split
+     * into three exact bf16 terms, cpu_matmul.c). */
+    if ((precision == AM_PRECISION_BF16 || c->cls == AM__CLS_AMX) && level >= AM_CPU_ISA_AVX512 &&
+        am__dnnl_bf16_available()) {
         c->dnnl = am_calloc((size_t)n_threads, sizeof *c->dnnl);
         c->use_bf16_gemm = c->dnnl != NULL;
         for (int i = 0; i < n_threads && c->use_bf16_gemm; i++)
             if (am__dnnl_thread_new(&c->dnnl[i]) != 0) c->use_bf16_gemm = 0;
     }
-    AM_LOGD("cpu backend: %s (level %s), %d threads, precision %s, bf16 GEMM %s", b->name,
-            am_cpu_isa_name(level), n_threads, am_precision_name(precision),
-            c->use_bf16_gemm ? "oneDNN" : "off");
+    AM_LOGD("cpu backend: %s (level %s), %d threads, precision %s, bf16 GEMM %s, int8 tiles %s",
+            b->name, am_cpu_isa_name(level), n_threads, am_precision_name(precision),
+            c->use_bf16_gemm ? "oneDNN" : "off", c->amx_int8 ? "AMX" : "off");
     *out = b;
     return 0;
 }

@@ -3,9 +3,10 @@
  * Used for BF16 weights when M > AM__MATVEC_MAX_M in precision mode bf16 on
  * CPUs with AVX512-BF16 or AMX-BF16 (ISA level avx512 or amx): activations
  * are rounded to bf16 (as on every BF16 path of that mode, dtype.h), products
- * are accumulated in f32 and written as f32. On other CPUs oneDNN 2.6 has no bf16
- * matmul (primitive creation reports "unimplemented"), and the backend uses
- * the exact f32 path instead.
+ * are accumulated in f32 and written as f32. In precision f32 on AMX, x goes in
+ * as three bf16 terms whose sum is x exactly (cpu_matmul.c, "terms"). On other CPUs oneDNN 2.6 has
+ * no bf16 matmul (primitive creation reports "unimplemented"), and the backend uses the exact f32
+ * path instead.
  *
  * Threading: like OpenBLAS, oneDNN is called from every worker of our pool on
  * that worker's column slice, with the OpenMP thread count of the calling
@@ -199,15 +200,16 @@ static dnnl_entry *lookup(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, i
 }
 
 int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, const uint16_t *x,
-                         const uint16_t *w, int64_t ldw, float *y, int64_t ldy) {
+                         const uint16_t *w, int64_t ldw, float *y, int64_t ldy, int terms) {
     int prev = omp_single_begin();
     int rc = AM_EUNSUPPORTED;
-    dnnl_entry *e = lookup(t, m, n, k, ldw);
+    const int64_t mt = m * terms; /* rows of x as oneDNN sees it */
+    dnnl_entry *e = lookup(t, mt, n, k, ldw);
     if (!e) goto out;
     rc = am_aligned_reserve(&t->scratch, &t->scratch_cap, e->scratch_bytes ? e->scratch_bytes : 1);
     if (rc == 0)
         rc = am_aligned_reserve((void **)&t->out, &t->out_cap,
-                                (size_t)m * (size_t)n * sizeof(float));
+                                (size_t)mt * (size_t)n * sizeof(float));
     if (rc != 0) goto out;
     rc = AM_EUNSUPPORTED;
     /* oneDNN never writes src or weights; its API just has no const handles. */
@@ -223,8 +225,17 @@ int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, co
     if (dnnl_primitive_execute(e->prim, t->stream, 4, args) != dnnl_success ||
         dnnl_stream_wait(t->stream) != dnnl_success)
         goto out;
-    for (int64_t i = 0; i < m; i++)
-        memcpy(y + i * ldy, t->out + i * n, (size_t)n * sizeof(float));
+    if (terms == 1)
+        for (int64_t i = 0; i < m; i++)
+            memcpy(y + i * ldy, t->out + i * n, (size_t)n * sizeof(float));
+    else /* row i = the sum of its terms, in order: ((t0 + t1) + t2) */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t c = 0; c < n; c++) {
+                float acc = t->out[i * n + c];
+                for (int tt = 1; tt < terms; tt++)
+                    acc += t->out[(tt * m + i) * n + c];
+                y[i * ldy + c] = acc;
+            }
     rc = 0;
 out:
     omp_single_end(prev);

@@ -1,11 +1,13 @@
 /* core/cpu/cpu_internal.h - what the files of the CPU backend share.
  *
  * The backend is split by concern: cpu_backend.c (vtable, threading of the
- * light ops), cpu_matmul.c (matrix-vector products and GEMM routing),
- * cpu_blas.c (OpenBLAS loaded with dlopen), cpu_dnnl.c (oneDNN bf16 matmul),
- * cpu_features.c (CPUID), and one kernel table per instruction set:
- * kernels_generic.c, kernels_avx2.c and kernels_avx512.c (the last two
- * instantiate kernels_simd.inc with different vector macros).
+ * light ops), cpu_matmul.c (the one kernel dispatcher for matmuls: which
+ * kernel runs for a CPU class, weight dtype and M), cpu_blas.c (OpenBLAS
+ * loaded with dlopen), cpu_dnnl.c (oneDNN bf16 matmul), cpu_amx.c (Q8_0 on
+ * AMX-INT8 tiles), cpu_features.c (CPUID), and one kernel table per
+ * instruction set: kernels_generic.c, kernels_avx2.c and kernels_avx512.c
+ * (the last two instantiate kernels_simd.inc with different vector macros;
+ * kernels_avx512.c also makes the avx512-vnni table with kernels_vnni.inc).
  */
 #ifndef AM_CPU_INTERNAL_H
 #define AM_CPU_INTERNAL_H
@@ -45,12 +47,19 @@ typedef struct am__xq {
     int8_t *q4;
     float *d4;
     int32_t *c4;
+    /* For the AVX512-VNNI Q8_0 kernel (kernels_vnni.inc), which takes blocks
+     * in pairs (2p, 2p+1) as one 512-bit register:
+     *   qu (M, K):      q + 128 as unsigned bytes (vpdpbusd's unsigned operand);
+     *   d16 (M, P, 16): lanes 0..7 d[2p], lanes 8..15 d[2p+1].
+     * Only the VNNI table fills these. */
+    uint8_t *qu;
+    float *d16;
 } am__xq;
 
 /* Bytes of scratch for M rows of K quantized activations (all fields). */
 static inline size_t am__xq_bytes(int64_t m, int64_t k) {
     const size_t nb = (size_t)(k / 32), np = nb / 2;
-    return (size_t)m * (2 * (size_t)k + 2 * nb * sizeof(float) + 16 * np * sizeof(float));
+    return (size_t)m * (3 * (size_t)k + 2 * nb * sizeof(float) + 32 * np * sizeof(float));
 }
 
 /* Lays the fields of an am__xq for M rows of K over buf (am__xq_bytes long, 64-byte aligned). */
@@ -61,16 +70,18 @@ static inline am__xq am__xq_layout(void *buf, int64_t m, int64_t k) {
     xq.s = xq.d + mm * nb;
     xq.d4 = xq.s + mm * nb;
     xq.c4 = (int32_t *)(xq.d4 + mm * np * 8);
-    xq.q = (int8_t *)(xq.c4 + mm * np * 8);
+    xq.d16 = (float *)(xq.c4 + mm * np * 8);
+    xq.q = (int8_t *)(xq.d16 + mm * np * 16);
     xq.q4 = xq.q + mm * (size_t)k;
+    xq.qu = (uint8_t *)(xq.q4 + mm * (size_t)k);
     return xq;
 }
 
 /* The view of xq starting at activation row i. */
 static inline am__xq am__xq_row(const am__xq *xq, int64_t i, int64_t k) {
     const int64_t nb = k / 32, np = nb / 2;
-    am__xq r = {xq->q + i * k,  xq->d + i * nb,      xq->s + i * nb,
-                xq->q4 + i * k, xq->d4 + i * np * 8, xq->c4 + i * np * 8};
+    am__xq r = {xq->q + i * k,       xq->d + i * nb,      xq->s + i * nb, xq->q4 + i * k,
+                xq->d4 + i * np * 8, xq->c4 + i * np * 8, xq->qu + i * k, xq->d16 + i * np * 16};
     return r;
 }
 
@@ -127,6 +138,29 @@ typedef struct am__cpu_kernels {
 const am__cpu_kernels *am__cpu_kernels_generic(void);
 const am__cpu_kernels *am__cpu_kernels_avx2(void);
 const am__cpu_kernels *am__cpu_kernels_avx512(void);
+/* The avx512 table with AVX512-VNNI Q8_0 kernels; only where the CPU has AVX512-VNNI. */
+const am__cpu_kernels *am__cpu_kernels_avx512_vnni(void);
+
+/* The Q8_0 GEMM on AMX-INT8 tiles (cpu_amx.c). The activations in tile
+ * layout, per group g of 16 rows (the last padded with zero rows) and block b:
+ *   q (G, K/32, 8, 64): B[r][4i + j] = xq.q[16g + i][32b + 4r + j];
+ *   d (G, K/32, 16):    xq.d[16g + i][b] (0 for padding rows). */
+typedef struct am__amx_xa {
+    int8_t *q;
+    float *d;
+} am__amx_xa;
+/* 1 if this build has the AMX kernel (the CPU's AMX-INT8 is checked by the caller). */
+int am__amx_q8_0_compiled(void);
+/* Bytes of am__amx_xa for M rows of K (64-byte aligned buffer), and its layout over buf. */
+size_t am__amx_xa_bytes(int64_t m, int64_t k);
+am__amx_xa am__amx_xa_layout(void *buf, int64_t m, int64_t k);
+/* Fills group g of xa from xq (rows of x quantized already). */
+void am__amx_pack_x(const am__xq *xq, const am__amx_xa *xa, int64_t m, int64_t k, int64_t g);
+/* y (M, N) = x . W^T for W rows [n0, n1) rounded down to a multiple of 16 from n0 (the
+ * caller runs the rest elsewhere); dw: scratch of K/32 * 16 floats for this thread.
+ * Configures the tiles of the calling thread and releases them. */
+void am__amx_q8_0_gemm(const am_matrix *w, const am__amx_xa *xa, float *y, int64_t m, int64_t n0,
+                       int64_t n1, float *dw);
 
 /* OpenBLAS (cpu_blas.c). am__blas_load returns 0 once libopenblas is loaded
  * (AM_EUNSUPPORTED if it cannot be found). am__sgemm_xwt computes
@@ -148,10 +182,12 @@ int am__dnnl_bf16_available(void);
 int am__dnnl_thread_new(am__dnnl_thread **out);
 void am__dnnl_thread_destroy(am__dnnl_thread **p);
 /* y (m, n) = x (m, k) . w^T in f32, x and w bf16, w (n, k) with row stride
- * ldw, y row stride ldy. Returns 0 or AM_EUNSUPPORTED/AM_ENOMEM (the caller
- * then falls back to the f32 path). */
+ * ldw, y row stride ldy. With terms > 1, x is (terms * m, k): terms blocks of
+ * m rows, and y row i is the sum of the products of rows i, m + i, ... in that
+ * order. Returns 0 or AM_EUNSUPPORTED/AM_ENOMEM (the caller then falls back to
+ * the f32 path). */
 int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, const uint16_t *x,
-                         const uint16_t *w, int64_t ldw, float *y, int64_t ldy);
+                         const uint16_t *w, int64_t ldw, float *y, int64_t ldy, int terms);
 
 /* f16 bits -> f32, all 65536 values: the quantized kernels read a block's
  * scale with one load instead of a convert-and-broadcast (fewer vector
@@ -160,12 +196,23 @@ int am__dnnl_matmul_bf16(am__dnnl_thread *t, int64_t m, int64_t n, int64_t k, co
 extern float am__f16_table[1 << 16];
 void am__cpu_tables_init(void);
 
+/* The CPU classes of the kernel rules (cpu_matmul.c): the ISA level and the
+ * features within it that change which kernel wins. */
+typedef enum {
+    AM__CLS_GENERIC,
+    AM__CLS_SIMD, /* levels avx2 and avx512 (AVX512-VNNI or not), and amx without AMX-INT8 */
+    AM__CLS_AMX,  /* level amx with AMX-INT8 (Sapphire Rapids and later) */
+    AM__N_CPU_CLASSES
+} am__cpu_class;
+
 /* The backend's private state. */
 typedef struct am__cpu_ctx {
     am_threadpool *pool;
     const am__cpu_kernels *k;
     am_precision precision; /* AM_CPU_PRECISION: what BF16 matmuls do to x (dtype.h) */
-    int use_bf16_gemm;      /* BF16 GEMMs go to oneDNN (precision bf16 only) */
+    am__cpu_class cls;      /* what cpu_matmul.c's kernel rules follow */
+    int amx_int8;           /* the CPU has AMX-INT8 tiles and this build their kernel */
+    int use_bf16_gemm;      /* oneDNN's bf16 GEMM can run (dnnl below is set up) */
     am__dnnl_thread **dnnl; /* [n_threads], when use_bf16_gemm */
     void *scratch;          /* GEMM panels and converted activations */
     size_t scratch_bytes;
@@ -174,6 +221,9 @@ typedef struct am__cpu_ctx {
 } am__cpu_ctx;
 
 int am__cpu_matmul(am_backend *b, const am_matrix *w, const float *x, float *y, int64_t m);
+/* The name of the path am__cpu_matmul takes for this W and M ("matvec", "small_gemm",
+ * "tiled_matvec", "amx_q8", "dnnl_bf16", "sgemm", "by_matvec"): for tests and benchmarks. */
+const char *am__cpu_matmul_path(am_backend *b, const am_matrix *w, int64_t m);
 
 /* The encoder ops of am_backend_ops (cpu_nn.c). */
 void am__cpu_layernorm(am_backend *b, float *out, const float *x, const float *w, const float *bias,

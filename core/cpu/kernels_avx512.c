@@ -1,4 +1,5 @@
-/* core/cpu/kernels_avx512.c - the "avx512" kernel table (AVX-512F/BW/VL + F16C).
+/* core/cpu/kernels_avx512.c - the "avx512" kernel table (AVX-512F/BW/VL + F16C),
+ * and "avx512-vnni", the same with the Q8_0 kernels of kernels_vnni.inc.
  *
  * Same kernels as kernels_avx2.c (kernels_simd.inc) with 16 f32 lanes, built
  * with a target pragma so the library needs no -march flags; used only after
@@ -7,6 +8,7 @@
 #include "core/cpu/cpu_internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -82,12 +84,34 @@ static inline __m256 vfold8(VF v) {
                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
+#define AM_SG_MR 8 /* the small-M GEMM's tiles: 8 x 3 of the 32 registers */
 #include "core/cpu/kernels_simd.inc"
+
+#pragma GCC push_options
+#pragma GCC target("avx512vnni")
+#include "core/cpu/kernels_vnni.inc"
+#pragma GCC pop_options
 
 #pragma GCC pop_options
 
-/* Outside the target region: safe to call on any CPU. */
+/* Outside the target regions: safe to call on any CPU. */
 const am__cpu_kernels *am__cpu_kernels_avx512(void) { return &simd_kernels; }
+
+static am__cpu_kernels g_vnni;
+static pthread_once_t g_vnni_once = PTHREAD_ONCE_INIT;
+
+static void vnni_fill(void) {
+    g_vnni = simd_kernels;
+    g_vnni.name = "avx512-vnni";
+    g_vnni.matvec[AM_DTYPE_Q8_0] = matvec_q8_0_vnni;
+    g_vnni.quantize_x = quantize_x_vnni;
+}
+
+const am__cpu_kernels *am__cpu_kernels_avx512_vnni(void) {
+    pthread_once(&g_vnni_once, vnni_fill);
+    return &g_vnni;
+}
 #else
 const am__cpu_kernels *am__cpu_kernels_avx512(void) { return NULL; }
+const am__cpu_kernels *am__cpu_kernels_avx512_vnni(void) { return NULL; }
 #endif
