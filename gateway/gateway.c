@@ -999,7 +999,10 @@ int am_gw_new(uv_loop_t *loop, const am_gw_opts *o, am_gw **out) {
     am_hist_init(&g->e2e, LAT_BUCKETS, NB(LAT_BUCKETS));
     am_hist_init(&g->queue, LAT_BUCKETS, NB(LAT_BUCKETS));
     am_hist_init(&g->itl, ITL_BUCKETS, NB(ITL_BUCKETS));
-    int fd, rc = am_client_new(o->coordinator, &g->client);
+    am_client_opts co = {.endpoint = o->coordinator,
+                         .curve_key = o->curve_key,
+                         .coordinator_key = o->coordinator_key};
+    int fd, rc = am_client_new_opts(&co, &g->client);
     if (!rc) rc = am_client_fd(g->client, &fd);
     if (rc) {
         am_client_destroy(&g->client);

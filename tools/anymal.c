@@ -17,6 +17,7 @@ static const struct {
     {"client", am_cmd_client, "send a multimodal request to a coordinator and stream the answer"},
     {"bench", am_cmd_bench, "measure decode/prefill throughput against the memory roofline"},
     {"cpu", am_cmd_cpu, "show the CPU's model, features and instruction-set levels"},
+    {"keygen", am_cmd_keygen, "make a CURVE key pair (PATH.key, PATH.pub) for an anymal link"},
 };
 
 static void usage(FILE *f) {

@@ -36,7 +36,7 @@ static void help(void) {
         "[--model-name S]\n"
         "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
         "[--drain-ms N]\n"
-        "                      [--max-pixels N]\n\n"
+        "                      [--max-pixels N] [--curve-key FILE --coordinator-key FILE]\n\n"
         "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token "
         "rows.\n"
         "  --modality   comma-separated: %s (or all)\n"
@@ -51,7 +51,9 @@ static void help(void) {
         "(default %d);\n"
         "               a second SIGTERM stops at once\n"
         "  --max-pixels images (and video frames) over this many pixels are refused with 400 "
-        "(default %lld)\n",
+        "(default %lld)\n"
+        "  --curve-key  this worker's CURVE secret key (anymal keygen), --coordinator-key the\n"
+        "               coordinator's public key: required by a coordinator with keys\n",
         am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
         AM_ENCODER_BATCH_WAIT_MS_DEFAULT, AM_DRAIN_MS_DEFAULT,
         (long long)AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT);
@@ -85,6 +87,7 @@ int main(int argc, char **argv) {
     am_cli_link link = {0};
     const am_cli_opt opts[] = {
         AM_WORKER_CLI_ROWS(&o.endpoint, &o.model_dir, &o.name, &o.model_name),
+        AM_WORKER_CLI_KEY_ROWS(o),
         {"--device", AM_CLI_STR, &o.device, 0, 0},
         {"--threads", AM_CLI_INT, &o.n_threads, 1, 1024},
         {"--max-batch", AM_CLI_INT, &o.max_batch, 1, 256},

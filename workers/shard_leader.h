@@ -54,6 +54,7 @@ typedef struct am_shard_leader_opts {
                              * < 0 = a TOKEN per token */
     int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
     int drain_ms; /* *stop == 1: finish what is in flight for at most this (0 = default) */
+    const char *curve_key, *coordinator_key; /* key files (worker_link.h); NULL: plain link */
 } am_shard_leader_opts;
 
 /* The decoder's timeline: where the leader's time went. */

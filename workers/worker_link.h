@@ -34,11 +34,16 @@ typedef struct am_link_opts {
     int liveness;     /* 0 = 3 */
     int reconnect_min_ms; /* 0 = AM_RECONNECT_MIN_MS */
     int reconnect_max_ms; /* 0 = AM_RECONNECT_MAX_MS */
+    /* CURVE (proto/curve.h): this worker's secret key file and the coordinator's public
+     * key file; both NULL: a plain link. A session the coordinator refuses (a key it does
+     * not list) is logged with the reason and retried with backoff. */
+    const char *curve_key, *coordinator_key;
 } am_link_opts;
 
 typedef struct am_link am_link;
 
-/* Starts the I/O thread (which connects at once). AM_EIO, AM_ENOMEM. */
+/* Starts the I/O thread (which connects at once). AM_EIO, AM_ENOMEM, or the key files'
+ * errors (proto/curve.h). */
 int am_link_new(const am_link_opts *o, am_link **out);
 /* The engine's end of the pipe (a PAIR socket; use from one thread). */
 void *am_link_pipe(am_link *l);
