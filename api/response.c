@@ -85,7 +85,10 @@ fail:
 const char *am_api_error_code(const am_api_error *e) {
     switch (e->status) {
     case 400: return "invalid_request";
-    case 404: return strcmp(e->param, "model") ? "not_found" : "model_not_found";
+    case 404: { /* "model", or "body.model" as a batch line names it */
+        const size_t n = strlen(e->param);
+        return n >= 5 && !strcmp(e->param + n - 5, "model") ? "model_not_found" : "not_found";
+    }
     case 408: return "timeout";
     case 413: return "too_large";
     case 429: return "rate_limit_exceeded";

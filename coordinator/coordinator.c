@@ -69,6 +69,7 @@ typedef struct request {
     part parts[AM_PROTO_MAX_PAYLOADS];
     int64_t deadline_ms;
     int64_t unserved_since_ms; /* 0: some live worker can take what it waits for */
+    int group_attempts;        /* groups lost before its first token */
     uint32_t n_tokens;
     int64_t admitted_us, dispatched_us; /* queue time, reported on the final TOKEN */
 } request;
@@ -83,6 +84,21 @@ typedef struct queue {
     size_t head, tail, cap; /* tail = number of entries */
 } queue;
 
+/* One client's queued encode jobs of one modality, and its deficit (deficit round robin,
+ * M. Shreedhar and G. Varghese, SIGCOMM 1995), in bytes of media. */
+typedef struct flow {
+    uint8_t client[AM_WIRE_MAX_ROUTING_BYTES];
+    size_t client_len;
+    queue q;
+    int64_t deficit;
+} flow;
+
+/* The encode jobs of one modality: a flow per client with jobs queued, served in turn. */
+typedef struct drr {
+    flow *f;
+    int n, cap, cur; /* flows, room, whose turn it is */
+} drr;
+
 struct am_coord {
     void *zctx, *sock;
     char endpoint[256];
@@ -90,7 +106,7 @@ struct am_coord {
     worker workers[AM_COORD_MAX_WORKERS];
     request *reqs;
     uint32_t seq;
-    queue encq[AM_MOD_COUNT];
+    drr encq[AM_MOD_COUNT]; /* encode jobs, fair across clients by media bytes */
     queue genq;
     atomic_int stop;
     atomic_int drain;      /* am_coord_drain was called */
@@ -155,6 +171,13 @@ static int q_pop(queue *q, qent *out) {
     *out = q->e[q->head];
     q->head = (q->head + 1) % q->cap;
     q->tail--;
+    return 1;
+}
+
+/* q's head without taking it. */
+static int q_peek(const queue *q, qent *out) {
+    if (!q->tail) return 0;
+    *out = q->e[q->head];
     return 1;
 }
 
@@ -265,6 +288,86 @@ static void client_send_failed(am_coord *c, request *r, int rc) {
     }
 }
 
+/* ---------------------------------------------------------------- fair encode queues */
+
+/* Queues part `part` of r in its client's flow (front: a job going back, first in line). */
+static int enc_push(am_coord *c, const request *r, uint32_t pi, int front) {
+    drr *d = &c->encq[r->parts[pi].modality];
+    int i = 0;
+    while (i < d->n && (d->f[i].client_len != r->client_len ||
+                        memcmp(d->f[i].client, r->client, r->client_len)))
+        i++;
+    if (i == d->n) {
+        if (d->n == d->cap) {
+            int cap = d->cap ? 2 * d->cap : 16;
+            flow *nf = am_realloc(d->f, (size_t)cap * sizeof *nf);
+            if (!nf) return AM_ENOMEM;
+            d->f = nf, d->cap = cap;
+        }
+        memset(&d->f[i], 0, sizeof d->f[i]);
+        memcpy(d->f[i].client, r->client, r->client_len);
+        d->f[i].client_len = r->client_len;
+        d->n++;
+    }
+    return q_push(&d->f[i].q, r->id, pi, front);
+}
+
+/* The media bytes of a queued job: its cost. */
+static int64_t enc_cost(const request *r, uint32_t pi) {
+    const part *p = &r->parts[pi];
+    int64_t n = p->has_media ? (int64_t)zmq_msg_size((zmq_msg_t *)&p->media) : 0;
+    return n > 0 ? n : 1;
+}
+
+/* Deficit round robin: the next job of modality mod (in *e, its flow in *fi), or 0 when
+ * none is queued. A flow whose deficit covers its head job's cost is served; when none
+ * can be, every flow gets the quanta of the rounds it would take the first of them to
+ * afford its head (so a round costs O(flows), however big the media). Stale entries
+ * (ended requests, parts no longer queued) are dropped on the way; an empty flow leaves
+ * the table with its deficit. */
+static int enc_next(am_coord *c, int mod, qent *e, int *fi) {
+    drr *d = &c->encq[mod];
+    for (;;) {
+        int64_t rounds = INT64_MAX;
+        for (int k = 0; k < d->n; k++) {
+            int i = (d->cur + k) % d->n;
+            flow *f = &d->f[i];
+            qent h;
+            const request *r = NULL;
+            while (q_peek(&f->q, &h) &&
+                   (!(r = req_get(c, h.id)) || h.part >= (uint32_t)r->n_parts ||
+                    r->parts[h.part].state != P_QUEUED || r->parts[h.part].modality != mod))
+                q_pop(&f->q, &h), r = NULL;
+            if (!r) continue;
+            const int64_t cost = enc_cost(r, h.part);
+            if (f->deficit >= cost) {
+                d->cur = i;
+                *e = h;
+                *fi = i;
+                return 1;
+            }
+            const int64_t need =
+                (cost - f->deficit + AM_COORD_DRR_QUANTUM_BYTES - 1) / AM_COORD_DRR_QUANTUM_BYTES;
+            if (need < rounds) rounds = need;
+        }
+        /* Drop the empty flows (keeping the turn order of the others). */
+        for (int i = 0; i < d->n;) {
+            if (d->f[i].q.tail) {
+                i++;
+                continue;
+            }
+            am_free(d->f[i].q.e);
+            memmove(&d->f[i], &d->f[i + 1], (size_t)(d->n - i - 1) * sizeof *d->f);
+            d->n--;
+            if (d->cur > i) d->cur--;
+        }
+        if (d->cur >= d->n) d->cur = 0;
+        if (rounds == INT64_MAX) return 0; /* nothing queued */
+        for (int i = 0; i < d->n; i++)
+            d->f[i].deficit += rounds * AM_COORD_DRR_QUANTUM_BYTES;
+    }
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static int model_matches(const request *r, const worker *k) {
@@ -367,19 +470,13 @@ static void dispatch(am_coord *c) {
     am_free(keep.e);
 
     for (int mod = 0; mod < AM_MOD_COUNT; mod++) {
-        while (q_pop(&c->encq[mod], &e)) {
+        int fi;
+        while (enc_next(c, mod, &e, &fi)) {
             request *r = req_get(c, e.id);
-            if (!r || e.part >= (uint32_t)r->n_parts || r->parts[e.part].state != P_QUEUED)
-                continue;
             int w = pick(c, AM_ROLE_ENCODER, mod, r);
-            if (w < 0) {
-                (void)q_push(&c->encq[mod], e.id, e.part,
-                             1); /* head of line until a worker frees up */
-                break;
-            }
+            if (w < 0) break; /* it stays first in its flow until a worker frees up */
             int rc = send_encode(c, r, (int)e.part, w);
             if (rc) {
-                (void)q_push(&c->encq[mod], e.id, e.part, 1);
                 if (rc == AM_EAGAIN) {
                     c->st.hwm_requeues++;
                     break;
@@ -387,6 +484,9 @@ static void dispatch(am_coord *c) {
                 worker_remove(c, w, rc == AM_EUNREACH ? "not connected" : am_err_msg());
                 continue;
             }
+            flow *f = &c->encq[mod].f[fi];
+            f->deficit -= enc_cost(r, e.part);
+            q_pop(&f->q, &e);
             part *p = &r->parts[e.part];
             p->state = P_ASSIGNED;
             p->worker = w;
@@ -398,6 +498,23 @@ static void dispatch(am_coord *c) {
 }
 
 /* ---------------------------------------------------------------- workers */
+
+/* r's group died before its first token: queue it for another group, with its parts whose
+ * rows went to the dead group encoded again (their media are kept until the request
+ * ends). 0, or AM_ENOMEM (then it fails). */
+static int regenerate(am_coord *c, request *r) {
+    r->group_attempts++;
+    c->st.generate_retries++;
+    for (int i = 0; i < r->n_parts; i++) {
+        part *p = &r->parts[i];
+        if (p->state != P_DONE || p->has_embed) continue; /* queued, encoding, or rows kept */
+        if (!p->has_media) return AM_ENOMEM;              /* cannot happen: kept above */
+        p->state = P_QUEUED;
+        p->attempt++;
+        if (enc_push(c, r, (uint32_t)i, 1)) return AM_ENOMEM;
+    }
+    return q_push(&c->genq, r->id, 0, 1);
+}
 
 static void worker_remove(am_coord *c, int w, const char *why) {
     worker *k = &c->workers[w];
@@ -411,6 +528,13 @@ static void worker_remove(am_coord *c, int w, const char *why) {
         if (!r->id) continue;
         if (r->leader == w) {
             r->leader = -1; /* its in-flight count went with it */
+            if (r->n_tokens == 0 && r->group_attempts + 1 < AM_COORD_GENERATE_MAX_ATTEMPTS &&
+                !regenerate(c, r)) {
+                AM_LOGI("coordinator: request %llu had no token from lost group '%s': it "
+                        "runs again on another",
+                        (unsigned long long)r->id, k->name);
+                continue;
+            }
             req_fail(c, r, AM_WERR_UNAVAILABLE, "shard group '%s' lost: %s", k->name, why);
             continue;
         }
@@ -427,7 +551,7 @@ static void worker_remove(am_coord *c, int w, const char *why) {
             p->attempt++;
             p->state = P_QUEUED;
             c->st.encode_retries++;
-            (void)q_push(&c->encq[p->modality], r->id, (uint32_t)i, 1);
+            (void)enc_push(c, r, (uint32_t)i, 1);
         }
     }
     memset(k, 0, sizeof *k);
@@ -586,7 +710,9 @@ static void on_embed(am_coord *c, int w, am_wire_in *in, const am_msg *m) {
     }
     p->n_rows = m->n_rows;
     p->dim = m->dim;
-    if (p->has_media) zmq_msg_close(&p->media), p->has_media = 0;
+    /* A GENERATE keeps its media until it ends: should its group die before the first
+     * token, it runs again on another and its parts are encoded again (worker_remove). */
+    if (p->has_media && r->kind == R_ENCODE) zmq_msg_close(&p->media), p->has_media = 0;
     if (r->kind == R_ENCODE) {
         am_msg out;
         am_msg_init(&out, AM_CMD_EMBED);
@@ -799,7 +925,7 @@ static void on_submit(am_coord *c, am_wire_in *in, am_msg *m) {
         }
     }
     for (int i = 0; i < r->n_parts; i++)
-        if (q_push(&c->encq[r->parts[i].modality], r->id, (uint32_t)i, 0)) {
+        if (enc_push(c, r, (uint32_t)i, 0)) {
             req_fail(c, r, AM_WERR_INTERNAL, "out of memory");
             return;
         }
@@ -1227,8 +1353,11 @@ void am_coord_destroy(am_coord **p) {
             if (c->workers[i].used)
                 send_simple(c, c->workers[i].ident, c->workers[i].ident_len, AM_CMD_DISCONNECT, 0,
                             0, "coordinator shutting down");
-    for (int i = 0; i < AM_MOD_COUNT; i++)
-        am_free(c->encq[i].e);
+    for (int i = 0; i < AM_MOD_COUNT; i++) {
+        for (int k = 0; k < c->encq[i].n; k++)
+            am_free(c->encq[i].f[k].q.e);
+        am_free(c->encq[i].f);
+    }
     am_free(c->genq.e);
     am_free(c->reqs);
     am_curve_monitor_close(c->sock, &c->mon);

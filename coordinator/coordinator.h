@@ -13,14 +13,19 @@
  *    serves the model asked about; counts of live groups, encoders, requests).
  * Services: one per (modality, model) for encoders and one per model for
  * shard groups; dispatch picks the least-loaded live worker (in-flight work /
- * capacity) and never exceeds a worker's capacity (the rest waits in FIFO
- * queues, one per modality, one for generation).
+ * capacity) and never exceeds a worker's capacity. The rest waits: encode
+ * jobs in a queue per modality and client, served by deficit round robin on
+ * media bytes, so that one client's many or big media cannot hold another's
+ * back; generations in one FIFO.
  *
  * The request table guarantees that every admitted request ends exactly once
  * (a final TOKEN, an EMBED for a client's ENCODE, or an ERROR): on deadline,
  * cancellation, a dead shard group (503: the group is one failure unit),
  * failed media (400), or an encoder that died (its jobs are sent again, with
- * a new attempt number, up to opts.encode_max_attempts). Replies that arrive
+ * a new attempt number, up to opts.encode_max_attempts); a GENERATE whose
+ * group dies before its first token runs again on another group (up to
+ * AM_COORD_GENERATE_MAX_ATTEMPTS groups; one that has streamed tokens ends with
+ * 503, since its client has seen part of an answer). Replies that arrive
  * for a request that has ended, from a worker that no longer holds the job,
  * or with a stale attempt number are discarded and counted. A worker is dead
  * after opts.liveness heartbeat intervals of silence; its late messages get a
@@ -47,14 +52,19 @@
 #define AM_COORD_MAX_REQUESTS_LIMIT   65535
 #define AM_COORD_DEADLINE_DEFAULT_MS  120000
 #define AM_COORD_ENCODE_MAX_ATTEMPTS  3
-#define AM_COORD_TICK_MS              50 /* longest poll wait: deadlines are checked this often */
+/* Groups a GENERATE may try: one lost before its first token is run again on another. */
+#define AM_COORD_GENERATE_MAX_ATTEMPTS 3
+#define AM_COORD_TICK_MS               50 /* longest poll wait: deadlines are checked this often */
 /* A request that no live worker can serve (no shard group of its model, no encoder of
  * one of its modalities) fails with 503 after this wait, not at its deadline. */
 #define AM_COORD_UNSERVED_WAIT_MS_DEFAULT 5000
 /* Requests one client (one connection) may have in flight; more get 429. */
 #define AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT 256
-#define AM_COORD_MAX_MODELS                  64    /* model names remembered for 404s */
-#define AM_COORD_DRAIN_MS_DEFAULT            30000 /* am_coord_drain: longest wait for in-flight */
+#define AM_COORD_MAX_MODELS                  64 /* model names remembered for 404s */
+/* Encode jobs are shared across clients by deficit round robin on their media bytes: each
+ * round gives every client with jobs queued this many bytes of credit. */
+#define AM_COORD_DRR_QUANTUM_BYTES (256 * 1024)
+#define AM_COORD_DRAIN_MS_DEFAULT  30000 /* am_coord_drain: longest wait for in-flight */
 /* Workers one CURVE key may have registered at once (a shard group's leader, an encoder
  * process: each is one); more are refused, so a leaked key cannot fill the table. */
 #define AM_COORD_MAX_WORKERS_PER_KEY_DEFAULT 8
@@ -86,7 +96,7 @@ typedef struct am_coord_stats {
     int64_t encode_jobs, encode_retries, stale_replies, unknown_peer_msgs;
     int64_t workers_registered, workers_expired, workers_disconnected;
     int64_t hwm_requeues, client_gone, client_too_slow, deadlines;
-    int64_t unknown_model, unserved, client_quota, bad_rows;
+    int64_t unknown_model, unserved, client_quota, bad_rows, generate_retries;
     /* Refused: connections (no key, a wrong one, or one on no allow-list), messages of
      * the other role (a client key's READY, a worker key's GENERATE), registrations
      * over a key's limit or into a full table. */

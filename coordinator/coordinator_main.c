@@ -140,8 +140,8 @@ int main(int argc, char **argv) {
             "\"encode_retries\": %lld, \"stale_replies\": %lld, \"workers_registered\": %lld, "
             "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, "
             "\"deadlines\": %lld, \"unknown_model\": %lld, \"unserved\": %lld, \"client_quota\": "
-            "%lld, \"bad_rows\": %lld, \"auth_refused\": %lld, \"role_refused\": %lld, "
-            "\"key_limit\": %lld, \"table_full\": %lld}}\n",
+            "%lld, \"bad_rows\": %lld, \"generate_retries\": %lld, \"auth_refused\": %lld, "
+            "\"role_refused\": %lld, \"key_limit\": %lld, \"table_full\": %lld}}\n",
             (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs,
             (long long)s.requests_admitted, (long long)s.requests_done,
             (long long)s.requests_failed, (long long)s.requests_cancelled,
@@ -149,7 +149,8 @@ int main(int argc, char **argv) {
             (long long)s.stale_replies, (long long)s.workers_registered,
             (long long)s.workers_expired, (long long)s.hwm_requeues, (long long)s.client_gone,
             (long long)s.deadlines, (long long)s.unknown_model, (long long)s.unserved,
-            (long long)s.client_quota, (long long)s.bad_rows, (long long)s.auth_refused,
-            (long long)s.role_refused, (long long)s.key_limit, (long long)s.table_full);
+            (long long)s.client_quota, (long long)s.bad_rows, (long long)s.generate_retries,
+            (long long)s.auth_refused, (long long)s.role_refused, (long long)s.key_limit,
+            (long long)s.table_full);
     return rc ? am_cli_error(CMD, rc) : 0;
 }

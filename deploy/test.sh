@@ -12,12 +12,14 @@ cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 
 jobs=$(nproc)
+# Every folder of C/CUDA sources: what cppcheck and clang-format check.
+src_dirs=(core llm_shards encoders proto coordinator api gateway workers supervise tools tests bench)
 # Static analysis first: cppcheck's warning class must be clean (docs/style.md).
 cppcheck --quiet --enable=warning --std=c11 -I . -I tests -D_GNU_SOURCE -j "$jobs" \
-  --suppress=missingIncludeSystem --error-exitcode=1 core llm_shards encoders proto coordinator api gateway workers tools tests bench
+  --suppress=missingIncludeSystem --error-exitcode=1 "${src_dirs[@]}"
 echo "cppcheck: clean"
 # Formatting: every C/CUDA source as the repository's .clang-format (clang-format 14) has it.
-find core llm_shards encoders proto coordinator api gateway workers tools tests bench \
+find "${src_dirs[@]}" \
   \( -name '*.c' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) -print0 | xargs -0 clang-format --dry-run -Werror
 echo "clang-format: clean"
 

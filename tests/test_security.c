@@ -2,8 +2,9 @@
  *
  * setup makes keys with `anymal keygen` (the coordinator's; worker keys "enc" and
  * "group" in a list file; client key "alice" in a key directory; "rogue", on no
- * list), and starts anymal-coordinator with them (--max-workers-per-key 1), an
- * anymal-encoder (key enc) and a shard group (mpirun -np 1, key group). The group
+ * list), and starts (tests/cluster_util.h) anymal-coordinator with them
+ * (--max-workers-per-key 1), an anymal-encoder (key enc) and a P = 2 shard group (key
+ * group). The group
  * and the clients reach the coordinator through a TCP relay in this process that
  * records every byte both ways. Then:
  *  - keygen: mode 0600, no overwrite; a secret key others can read is refused;
@@ -38,12 +39,13 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#define HB_MS       "100"
 #define TIMEOUT_MS  60000
 #define PASSWORD    "hunter2-7c1f-password"
 #define PROMPT_TEXT "Please remember my bank password"
 
-static char dir[256], model[300], keys[300], ep[256], bin[512], src[512], coord_log[300];
+static am_tc tc;
+static char keys[300], *const dir = tc.dir, *const ep = tc.ep, *const bin = tc.bin,
+                              *const coord_log = tc.coord_log;
 static pid_t p_coord, p_enc, p_shard;
 
 /* ---- a TCP relay that records what passes ---- */
@@ -178,90 +180,59 @@ static pid_t start_encoder(const char *tag, const char *key) {
     snprintf(name, sizeof name, "enc-%s", tag);
     key_path(kf, sizeof kf, key ? key : "", "key");
     key_path(cpub, sizeof cpub, "coordinator", "pub");
-    char *argv[] = {path,     "--coordinator",
-                    ep,       "--model",
-                    model,    "--modality",
-                    "image",  "--threads",
-                    "1",      "--name",
-                    name,     "--heartbeat-ms",
-                    HB_MS,    "--liveness",
-                    "3",      "--reconnect-ms",
-                    "50,400", key ? "--curve-key" : NULL,
-                    kf,       "--coordinator-key",
-                    cpub,     NULL};
-    return am_spawn(argv, log);
+    char *argv[] = {path,        "--coordinator",
+                    ep,          "--model",
+                    tc.model,    "--modality",
+                    "image",     "--threads",
+                    "1",         "--name",
+                    name,        "--heartbeat-ms",
+                    AM_TC_HB_MS, "--liveness",
+                    "3",         "--reconnect-ms",
+                    "50,400",    key ? "--curve-key" : NULL,
+                    kf,          "--coordinator-key",
+                    cpub,        NULL};
+    return am_tc_spawn(argv, log);
 }
 
 static void setup(void) {
-    const char *b = getenv("AM_BIN_DIR"), *s = getenv("AM_SOURCE_DIR");
-    snprintf(bin, sizeof bin, "%s", b ? b : "bin");
-    snprintf(src, sizeof src, "%s", s ? s : ".");
-    snprintf(dir, sizeof dir, "/tmp/am_security_%d", (int)getpid());
-    snprintf(model, sizeof model, "%s/tiny", dir);
-    snprintf(keys, sizeof keys, "%s/keys", dir);
-    snprintf(coord_log, sizeof coord_log, "%s/coord.log", dir);
+    /* The keys first (in am_tc_setup's directory): the coordinator starts with them. */
+    snprintf(keys, sizeof keys, "/tmp/am_security_%d/keys", (int)getpid());
+    const char *b = getenv("AM_BIN_DIR");
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
-             "mkdir -p %s/clients && %s/anymal mkmodel --shape tiny --with-encoders --seed 0 "
-             "--out %s >/dev/null && cd %s && for k in coordinator enc group rogue; do "
+             "mkdir -p %s/clients && cd %s && for k in coordinator enc group rogue; do "
              "%s/anymal keygen --out $k >/dev/null || exit 1; done && "
              "%s/anymal keygen --out clients/alice >/dev/null && cat enc.pub group.pub > workers",
-             keys, bin, model, keys, bin, bin);
+             keys, keys, b ? b : "bin", b ? b : "bin");
     CHECK(system(cmd) == 0);
-    char path[600], epf[300], secret[400], wl[400], cl[400];
-    snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
-    snprintf(epf, sizeof epf, "%s/ep", dir);
+    static char secret[400], wl[400], cl[400], gk[400], cpub[400];
     key_path(secret, sizeof secret, "coordinator", "key");
     snprintf(wl, sizeof wl, "%s/workers", keys);
     snprintf(cl, sizeof cl, "%s/clients", keys);
-    char *cargv[] = {path,
-                     "--bind",
-                     "tcp://127.0.0.1:*",
-                     "--endpoint-file",
-                     epf,
-                     "--heartbeat-ms",
-                     HB_MS,
-                     "--liveness",
-                     "3",
-                     "--curve-secret",
-                     secret,
-                     "--worker-keys",
-                     wl,
-                     "--client-keys",
-                     cl,
-                     "--max-workers-per-key",
-                     "1",
-                     NULL};
-    p_coord = am_spawn(cargv, coord_log);
-    for (int i = 0; i < 100 && access(epf, R_OK); i++)
-        usleep(50000);
-    FILE *f = fopen(epf, "r");
-    CHECK(f != NULL);
-    if (!f) return;
-    CHECK(fscanf(f, "%255s", ep) == 1);
-    fclose(f);
+    key_path(gk, sizeof gk, "group", "key");
+    key_path(cpub, sizeof cpub, "coordinator", "pub");
+    static const char *coord_extra[] = {"--curve-secret",
+                                        secret,
+                                        "--worker-keys",
+                                        wl,
+                                        "--client-keys",
+                                        cl,
+                                        "--max-workers-per-key",
+                                        "1",
+                                        NULL};
+    static const char *shard_extra[] = {"--curve-key", gk, "--coordinator-key", cpub, NULL};
+    tc.coord_extra = coord_extra;
+    tc.shard_extra = shard_extra;
+    CHECK(am_tc_setup(&tc, "am_security", &p_coord) == 0);
     CHECK(relay_start(&rel, atoi(strrchr(ep, ':') + 1)) == 0);
     snprintf(relay_ep, sizeof relay_ep, "tcp://127.0.0.1:%d", rel.port);
     p_enc = start_encoder("main", "enc");
     /* The group reaches the coordinator through the relay: its link is captured too. */
-    char mpirun[] = "/usr/bin/mpirun", sw[600], slog[320], gk[400], cpub[400];
-    snprintf(sw, sizeof sw, "%s/anymal-shard-worker", bin);
-    snprintf(slog, sizeof slog, "%s/shard.log", dir);
-    key_path(gk, sizeof gk, "group", "key");
-    key_path(cpub, sizeof cpub, "coordinator", "pub");
-    char *sargv[] = {mpirun,      "-np",
-                     "1",         "--oversubscribe",
-                     "--bind-to", "none",
-                     sw,          "--coordinator",
-                     relay_ep,    "--model",
-                     model,       "--threads",
-                     "1",         "--heartbeat-ms",
-                     HB_MS,       "--liveness",
-                     "3",         "--reconnect-ms",
-                     "50,400",    "--curve-key",
-                     gk,          "--coordinator-key",
-                     cpub,        NULL};
-    p_shard = am_spawn(sargv, slog);
+    char real_ep[256];
+    snprintf(real_ep, sizeof real_ep, "%s", ep);
+    snprintf(tc.ep, sizeof tc.ep, "%s", relay_ep);
+    p_shard = am_tc_start_shard(&tc, 0);
+    snprintf(tc.ep, sizeof tc.ep, "%s", real_ep);
 }
 
 static am_client *alice(const char *endpoint) {
@@ -293,14 +264,14 @@ static void test_keygen(void) {
     snprintf(out, sizeof out, "%s/keygen.out", dir);
     snprintf(cmd, sizeof cmd, "%s/anymal keygen --out %s/enc >%s 2>&1", bin, keys, out);
     CHECK(system(cmd) != 0);
-    CHECK(am_file_has(out, "refusing to overwrite", 0));
+    CHECK(am_tc_file_has(out, "refusing to overwrite", 0));
     /* A secret key others can read is refused, naming the fix. */
     snprintf(cmd, sizeof cmd,
              "cp %s %s/open.key && chmod 644 %s/open.key && %s/anymal client --coordinator %s "
              "--health --curve-key %s/open.key --coordinator-key %s/coordinator.pub >%s 2>&1",
              kf, dir, dir, bin, ep, dir, keys, out);
     CHECK(system(cmd) != 0);
-    CHECK(am_file_has(out, "chmod 600", 0));
+    CHECK(am_tc_file_has(out, "chmod 600", 0));
 }
 
 static void test_encrypted(void) {
@@ -316,7 +287,7 @@ static void test_encrypted(void) {
     am_client_result_fini(&r);
     /* An image request: the encoder's link works with keys too. */
     char img[600];
-    snprintf(img, sizeof img, "%s/tests/golden/vision/images/land_q90.jpg", src);
+    snprintf(img, sizeof img, "%s/tests/golden/vision/images/land_q90.jpg", tc.src);
     void *data = NULL;
     size_t len = 0;
     CHECK_OK(am_read_file_limited(img, 1 << 26, &data, &len));
@@ -346,7 +317,7 @@ static void test_plain_control(void) {
     snprintf(epf, sizeof epf, "%s/ep2", dir);
     snprintf(log, sizeof log, "%s/coord2.log", dir);
     char *argv[] = {path, "--bind", "tcp://127.0.0.1:*", "--endpoint-file", epf, NULL};
-    pid_t p = am_spawn(argv, log);
+    pid_t p = am_tc_spawn(argv, log);
     for (int i = 0; i < 100 && access(epf, R_OK); i++)
         usleep(50000);
     FILE *f = fopen(epf, "r");
@@ -371,7 +342,7 @@ static void test_plain_control(void) {
            pw ? "FOUND" : "absent");
     CHECK(pw);
     relay_stop(&r2);
-    am_stop_proc(&p);
+    am_tc_stop(&p);
 }
 
 static void test_worker_refused(void) {
@@ -380,21 +351,21 @@ static void test_worker_refused(void) {
     CHECK_OK(am_curve_load_public(pf, rogue_pub));
     /* Key enc already serves one worker, its limit. */
     pid_t second = start_encoder("second", "enc");
-    CHECK(am_file_has(coord_log, "key 'enc' has 1 workers registered, its limit", TIMEOUT_MS));
-    am_stop_proc(&second);
+    CHECK(am_tc_file_has(coord_log, "key 'enc' has 1 workers registered, its limit", TIMEOUT_MS));
+    am_tc_stop(&second);
     /* A key on no list: the ZAP handler refuses it, naming its key. */
     pid_t rogue = start_encoder("rogue", "rogue");
     snprintf(want, sizeof want, "its CURVE key %s is on neither", rogue_pub);
-    CHECK(am_file_has(coord_log, want, TIMEOUT_MS));
+    CHECK(am_tc_file_has(coord_log, want, TIMEOUT_MS));
     snprintf(elog, sizeof elog, "%s/enc-rogue.log", dir);
-    CHECK(am_file_has(elog, "the coordinator refused the session", TIMEOUT_MS));
-    am_stop_proc(&rogue);
+    CHECK(am_tc_file_has(elog, "the coordinator refused the session", TIMEOUT_MS));
+    am_tc_stop(&rogue);
     /* No key at all: the handshake fails at once (a plain link to a CURVE server). */
     pid_t plain = start_encoder("plain", NULL);
-    CHECK(am_file_has(coord_log, "one end has CURVE keys and the other none", TIMEOUT_MS));
+    CHECK(am_tc_file_has(coord_log, "one end has CURVE keys and the other none", TIMEOUT_MS));
     snprintf(elog, sizeof elog, "%s/enc-plain.log", dir);
-    CHECK(am_file_has(elog, "one end has CURVE keys and the other none", TIMEOUT_MS));
-    am_stop_proc(&plain);
+    CHECK(am_tc_file_has(elog, "one end has CURVE keys and the other none", TIMEOUT_MS));
+    am_tc_stop(&plain);
     /* None of them registered: one encoder, the real one. */
     am_client *c = alice(ep);
     am_client_health h = {0};
@@ -486,7 +457,7 @@ static void test_rogue_registration(void) {
     CHECK_EQ_INT(requests, 0);
     CHECK(forbidden >= 1);
     CHECK_EQ_INT(other, 0);
-    CHECK(am_file_has(coord_log, "client key 'alice' may not send READY", 5000));
+    CHECK(am_tc_file_has(coord_log, "client key 'alice' may not send READY", 5000));
     am_client_destroy(&c);
     zmq_close(as_client);
     zmq_close(unlisted);
@@ -529,27 +500,27 @@ static void test_bind(void) {
     snprintf(out, sizeof out, "%s/bind.out", dir);
     snprintf(cmd, sizeof cmd, "%s/anymal-coordinator --bind 'tcp://0.0.0.0:*' >%s 2>&1", bin, out);
     CHECK(system(cmd) != 0);
-    CHECK(am_file_has(out, "refusing to bind tcp://0.0.0.0:* without keys", 0));
-    CHECK(am_file_has(out, "--insecure", 0));
+    CHECK(am_tc_file_has(out, "refusing to bind tcp://0.0.0.0:* without keys", 0));
+    CHECK(am_tc_file_has(out, "--insecure", 0));
     /* With --insecure it binds (stopped at once). */
     char path[600], *argv[] = {path, "--bind", "tcp://0.0.0.0:*", "--insecure", NULL};
     snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
-    pid_t p = am_spawn(argv, out);
-    CHECK(am_file_has(out, "listening on tcp://0.0.0.0:", 10000));
-    am_stop_proc(&p);
+    pid_t p = am_tc_spawn(argv, out);
+    CHECK(am_tc_file_has(out, "listening on tcp://0.0.0.0:", 10000));
+    am_tc_stop(&p);
     /* Half the keys is an error naming the missing option. */
     snprintf(cmd, sizeof cmd,
              "%s/anymal-coordinator --bind 'tcp://127.0.0.1:*' --curve-secret "
              "%s/coordinator.key --worker-keys %s/workers >%s 2>&1",
              bin, keys, keys, out);
     CHECK(system(cmd) != 0);
-    CHECK(am_file_has(out, "--client-keys is missing", 0));
+    CHECK(am_tc_file_has(out, "--client-keys is missing", 0));
 }
 
 static void teardown(void) {
-    am_stop_proc(&p_shard);
-    am_stop_proc(&p_enc);
-    am_stop_proc(&p_coord);
+    am_tc_stop(&p_shard);
+    am_tc_stop(&p_enc);
+    am_tc_stop(&p_coord);
     relay_stop(&rel);
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
@@ -557,9 +528,9 @@ static void teardown(void) {
              "%s",
              coord_log);
     CHECK(system(cmd) == 0);
-    CHECK(!am_file_has(coord_log, "\"auth_refused\": 0,", 0));
-    CHECK(!am_file_has(coord_log, "\"role_refused\": 0,", 0));
-    CHECK(!am_file_has(coord_log, "\"key_limit\": 0,", 0));
+    CHECK(!am_tc_file_has(coord_log, "\"auth_refused\": 0,", 0));
+    CHECK(!am_tc_file_has(coord_log, "\"role_refused\": 0,", 0));
+    CHECK(!am_tc_file_has(coord_log, "\"key_limit\": 0,", 0));
     if (!am_test_failures) {
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         CHECK(system(cmd) == 0);

@@ -15,6 +15,8 @@ static const struct {
     {"encode", am_cmd_encode,
      "encode images, videos, audio or IMU motion into modality-token rows (prints checksums)"},
     {"client", am_cmd_client, "send a multimodal request to a coordinator and stream the answer"},
+    {"batch", am_cmd_batch,
+     "run an OpenAI Batch JSONL file through a coordinator (resumable, exactly once)"},
     {"bench", am_cmd_bench, "measure decode/prefill throughput against the memory roofline"},
     {"cpu", am_cmd_cpu, "show the CPU's model, features and instruction-set levels"},
     {"keygen", am_cmd_keygen, "make a CURVE key pair (PATH.key, PATH.pub) for an anymal link"},

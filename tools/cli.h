@@ -12,6 +12,7 @@ int am_cmd_generate(int argc, char **argv);
 int am_cmd_bench(int argc, char **argv);
 int am_cmd_encode(int argc, char **argv);
 int am_cmd_client(int argc, char **argv);
+int am_cmd_batch(int argc, char **argv);
 int am_cmd_cpu(int argc, char **argv);
 int am_cmd_keygen(int argc, char **argv);
 

@@ -36,7 +36,8 @@ static void help(void) {
         "[--model-name S]\n"
         "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
         "[--drain-ms N]\n"
-        "                      [--max-pixels N] [--curve-key FILE --coordinator-key FILE]\n\n"
+        "                      [--max-pixels N] [--stall-ms N] [--curve-key FILE --coordinator-key "
+        "FILE]\n\n"
         "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token "
         "rows.\n"
         "  --modality   comma-separated: %s (or all)\n"
@@ -52,11 +53,14 @@ static void help(void) {
         "               a second SIGTERM stops at once\n"
         "  --max-pixels images (and video frames) over this many pixels are refused with 400 "
         "(default %lld)\n"
+        "  --stall-ms   an encode that runs this long means the worker is stuck: it tells the "
+        "coordinator\n"
+        "               and exits %d, for a supervisor to restart (default %d)\n"
         "  --curve-key  this worker's CURVE secret key (anymal keygen), --coordinator-key the\n"
         "               coordinator's public key: required by a coordinator with keys\n",
         am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
         AM_ENCODER_BATCH_WAIT_MS_DEFAULT, AM_DRAIN_MS_DEFAULT,
-        (long long)AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT);
+        (long long)AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT, AM_STALL_EXIT_CODE, AM_STALL_MS_DEFAULT);
 }
 
 /* --modality a,b or all: the one option a table row cannot say. */
@@ -94,6 +98,7 @@ int main(int argc, char **argv) {
         {"--batch-wait-ms", AM_CLI_INT, &o.batch_wait_ms, 0, 10000},
         {"--capacity", AM_CLI_INT, &o.capacity, 1, AM_ENCODER_MAX_CAPACITY},
         {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
+        {"--stall-ms", AM_CLI_INT, &o.stall_ms, 100, 86400000},
         {"--max-pixels", AM_CLI_I64, &o.max_pixels, 1, (double)AM_IMAGE_MAX_PIXELS_DEFAULT},
     };
     const am_cli_spec spec = {

@@ -223,7 +223,8 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
                        .reconnect_min_ms = o->reconnect_min_ms,
                        .reconnect_max_ms = o->reconnect_max_ms,
                        .curve_key = o->curve_key,
-                       .coordinator_key = o->coordinator_key};
+                       .coordinator_key = o->coordinator_key,
+                       .stall_ms = o->stall_ms};
     am_msg_init(&lo.ready, AM_CMD_READY);
     lo.ready.role = AM_ROLE_ENCODER;
     lo.ready.name = o->name ? o->name : name;
@@ -238,6 +239,7 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
     w.pipe = am_link_pipe(link);
     am_drain drain = {0};
     while (*stop < 2) {
+        am_link_alive(link);
         if (*stop == 1 && am_drain_poll(&drain, w.pipe, w.n_jobs, o->drain_ms)) break;
         int timeout = 100;
         if (w.n_jobs) {

@@ -37,6 +37,7 @@ typedef struct am_encoder_worker_opts {
     int heartbeat_ms, liveness, reconnect_min_ms,
         reconnect_max_ms; /* 0 = defaults (worker_link.h) */
     int drain_ms;         /* *stop == 1: finish what is in flight for at most this (0 = default) */
+    int stall_ms; /* no turn of the loop for this long: stuck (worker_link.h); 0 = default */
     int64_t
         max_pixels; /* images over this are refused (400); 0 = AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT */
     const char *curve_key, *coordinator_key; /* key files (worker_link.h); NULL: plain link */

@@ -488,7 +488,8 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
                        .reconnect_min_ms = o->reconnect_min_ms,
                        .reconnect_max_ms = o->reconnect_max_ms,
                        .curve_key = o->curve_key,
-                       .coordinator_key = o->coordinator_key};
+                       .coordinator_key = o->coordinator_key,
+                       .stall_ms = o->stall_ms};
     am_msg_init(&lo.ready, AM_CMD_READY);
     lo.ready.role = AM_ROLE_SHARD;
     lo.ready.name = o->name ? o->name : name;
@@ -503,6 +504,7 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
     double t_last = am_now_s();
     am_drain drain_state = {0};
     while (*stop < 2) {
+        am_link_alive(link);
         if (*stop == 1 && am_drain_poll(&drain_state, L.pipe, L.n_reqs, o->drain_ms)) break;
         drain(&L);
         int s = am_sched_step(L.s);

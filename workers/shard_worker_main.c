@@ -43,8 +43,8 @@ static void help(void) {
            "              [--name S] [--model-name S]\n"
            "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
            "[--allreduce-bf16]\n"
-           "              [--stream-ms N] [--drain-ms N] [--curve-key FILE --coordinator-key "
-           "FILE]\n\n"
+           "              [--stream-ms N] [--drain-ms N] [--stall-ms N] [--curve-key FILE "
+           "--coordinator-key FILE]\n\n"
            "  --device      every rank's compute backend (default cpu; ranks may share one GPU)\n"
            "  --capacity    requests in flight at once (default %d)\n"
            "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at "
@@ -59,11 +59,14 @@ static void help(void) {
            "  --drain-ms    SIGTERM to the leader: take nothing new, finish the requests in "
            "flight\n"
            "                for at most this (default %d); a second SIGTERM stops at once\n"
+           "  --stall-ms    no step for this long (a rank stopped or hung): the leader tells the\n"
+           "                coordinator and exits %d, and mpirun ends the group (default %d)\n"
            "  --curve-key   the group's CURVE secret key (anymal keygen), --coordinator-key the\n"
            "                coordinator's public key: required by a coordinator with keys (the\n"
            "                leader rank uses them)\n",
            AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT,
-           AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS, AM_DRAIN_MS_DEFAULT);
+           AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS, AM_DRAIN_MS_DEFAULT,
+           AM_STALL_EXIT_CODE, AM_STALL_MS_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -89,6 +92,7 @@ int main(int argc, char **argv) {
         {"--stream-ms", AM_CLI_INT, &stream_ms, 0, 60000},
         {"--allreduce-bf16", AM_CLI_FLAG, &allreduce_bf16, 0, 0},
         {"--drain-ms", AM_CLI_INT, &lo.drain_ms, 1, 86400000},
+        {"--stall-ms", AM_CLI_INT, &lo.stall_ms, 100, 86400000},
     };
     const am_cli_spec spec = {.opts = opts,
                               .n_opts = (int)(sizeof opts / sizeof opts[0]),

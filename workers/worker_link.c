@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define LINK_POLL_MAX_MS 50
 
@@ -24,6 +25,7 @@ struct am_link {
     int started;
     atomic_int stop;
     atomic_int sessions;
+    _Atomic int64_t alive_ms; /* the engine's last am_link_alive */
     char pipe_name[64];
     /* I/O thread state */
     int64_t expiry_ms, last_sent_ms, next_connect_ms;
@@ -179,11 +181,40 @@ static void on_engine(am_link *l) {
     }
 }
 
+static void default_on_stall(void *user, int64_t stalled_ms) {
+    (void)user;
+    /* fprintf and _exit only: the engine thread is stuck, maybe holding locks. */
+    fprintf(stderr,
+            "anymal worker: the engine made no progress for %lld ms: it is stuck; "
+            "exiting (%d) so that its work goes elsewhere and a supervisor restarts it\n",
+            (long long)stalled_ms, AM_STALL_EXIT_CODE);
+    _exit(AM_STALL_EXIT_CODE);
+}
+
+void am_link_alive(am_link *l) { atomic_store(&l->alive_ms, am_now_ms()); }
+
 static void *io_main(void *arg) {
     am_link *l = arg;
     l->backoff_ms = l->o.reconnect_min_ms;
     while (!atomic_load(&l->stop)) {
         int64_t now = am_now_ms();
+        const int64_t stalled = now - atomic_load(&l->alive_ms);
+        if (stalled > l->o.stall_ms) {
+            AM_LOGE("worker link: the engine made no progress for %lld ms (--stall-ms %d): "
+                    "telling the coordinator, then ending the process",
+                    (long long)stalled, l->o.stall_ms);
+            if (l->sock) {
+                send_cmd(l, AM_CMD_DISCONNECT);
+                int linger = 1000; /* let the DISCONNECT out before the process ends */
+                zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
+                am_curve_monitor_close(l->sock, &l->mon);
+                zmq_close(l->sock);
+                l->sock = NULL;
+                usleep(100000); /* libzmq's I/O thread sends it */
+            }
+            l->o.on_stall(l->o.stall_user, stalled);
+            atomic_store(&l->alive_ms, am_now_ms()); /* an on_stall that returned: start over */
+        }
         if (!l->sock && now >= l->next_connect_ms) (void)open_session(l);
         /* Expiry first: after a SIGSTOP the queued input belongs to a session the coordinator
          * dropped. */
@@ -223,6 +254,9 @@ int am_link_new(const am_link_opts *o, am_link **out) {
     if (!l) return AM_ENOMEM;
     l->o = *o;
     if (!l->o.heartbeat_ms) l->o.heartbeat_ms = AM_HEARTBEAT_MS;
+    if (!l->o.stall_ms) l->o.stall_ms = AM_STALL_MS_DEFAULT;
+    if (!l->o.on_stall) l->o.on_stall = default_on_stall;
+    atomic_store(&l->alive_ms, am_now_ms());
     if (!l->o.liveness) l->o.liveness = AM_HEARTBEAT_LIVENESS;
     if (!l->o.reconnect_min_ms) l->o.reconnect_min_ms = AM_RECONNECT_MIN_MS;
     if (!l->o.reconnect_max_ms) l->o.reconnect_max_ms = AM_RECONNECT_MAX_MS;

@@ -38,7 +38,19 @@ typedef struct am_link_opts {
      * key file; both NULL: a plain link. A session the coordinator refuses (a key it does
      * not list) is logged with the reason and retried with backoff. */
     const char *curve_key, *coordinator_key;
+    /* Liveness by progress: when the engine has not called am_link_alive for stall_ms
+     * (0 = AM_STALL_MS_DEFAULT), it is stuck (a shard group whose rank stopped, an
+     * encode that never returns): the link says DISCONNECT, so the coordinator hands
+     * the work to others at once, then calls on_stall(stall_user) from its own
+     * thread, which must end the process (default: print why and _exit(70), so a
+     * shard group's mpirun ends the other ranks and a supervisor starts it again). */
+    int stall_ms;
+    void (*on_stall)(void *stall_user, int64_t stalled_ms);
+    void *stall_user;
 } am_link_opts;
+
+#define AM_STALL_MS_DEFAULT 60000
+#define AM_STALL_EXIT_CODE  70 /* EX_SOFTWARE: the default on_stall's exit status */
 
 typedef struct am_link am_link;
 
@@ -47,6 +59,9 @@ typedef struct am_link am_link;
 int am_link_new(const am_link_opts *o, am_link **out);
 /* The engine's end of the pipe (a PAIR socket; use from one thread). */
 void *am_link_pipe(am_link *l);
+/* The engine's loop calls this on every turn (it is cheap: one atomic store),
+ * whatever it is doing: what it says is "not stuck". Thread-safe. */
+void am_link_alive(am_link *l);
 /* Sessions started so far (1 after the first READY). */
 int am_link_sessions(am_link *l);
 /* Says DISCONNECT to the coordinator, stops the thread, closes everything. NULL-safe. */
