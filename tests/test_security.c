@@ -18,6 +18,8 @@
  *    rogue socket receives a single request;
  *  - unauthenticated_client: no key, an unlisted key, or a wrong coordinator key:
  *    no answer at all, and the client names the reason;
+ *  - gateway_link: anymal-gateway with its client key answers HTTP; without a key it
+ *    answers 503 and logs the refusal;
  *  - bind: a non-loopback bind without keys is refused unless --insecure.
  * teardown stops every process and checks the coordinator's refusal counters.
  */
@@ -202,8 +204,9 @@ static void setup(void) {
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/clients && cd %s && for k in coordinator enc group rogue; do "
              "%s/anymal keygen --out $k >/dev/null || exit 1; done && "
-             "%s/anymal keygen --out clients/alice >/dev/null && cat enc.pub group.pub > workers",
-             keys, keys, b ? b : "bin", b ? b : "bin");
+             "%s/anymal keygen --out clients/alice >/dev/null && "
+             "%s/anymal keygen --out clients/gateway >/dev/null && cat enc.pub group.pub > workers",
+             keys, keys, b ? b : "bin", b ? b : "bin", b ? b : "bin");
     CHECK(system(cmd) == 0);
     static char secret[400], wl[400], cl[400], gk[400], cpub[400];
     key_path(secret, sizeof secret, "coordinator", "key");
@@ -495,6 +498,52 @@ static void test_unauthenticated_client(void) {
     no_answer("clients/alice", "rogue", "the handshake failed");
 }
 
+/* anymal-gateway's coordinator link: with its client key an HTTP request is answered;
+ * without a key the gateway gets nowhere, says so in its log, and /health is 503. */
+static int gateway_status(const char *key, const char *tag, char *log, size_t cap) {
+    char path[600], pf[400], kf[400], cpub[400], cmd[2048], out[400];
+    snprintf(path, sizeof path, "%s/anymal-gateway", bin);
+    snprintf(pf, sizeof pf, "%s/gw-%s.port", dir, tag);
+    snprintf(log, cap, "%s/gw-%s.log", dir, tag);
+    snprintf(out, sizeof out, "%s/gw-%s.out", dir, tag);
+    key_path(kf, sizeof kf, key ? key : "", "key");
+    key_path(cpub, sizeof cpub, "coordinator", "pub");
+    char *argv[] = {path, "--coordinator",     ep,   "--port",
+                    "0",  "--port-file",       pf,   key ? "--curve-key" : NULL,
+                    kf,   "--coordinator-key", cpub, NULL};
+    pid_t p = am_tc_spawn(argv, log);
+    int port = 0, status = 0;
+    for (int i = 0; i < 100 && !port; i++) {
+        FILE *f = fopen(pf, "r");
+        if (!f || fscanf(f, "%d", &port) != 1) port = 0, usleep(50000);
+        if (f) fclose(f);
+    }
+    CHECK(port > 0);
+    snprintf(cmd, sizeof cmd,
+             "sleep 0.5; curl -s -o %s -w '%%{http_code}' --max-time 20 "
+             "http://127.0.0.1:%d/v1/completions -H 'Content-Type: application/json' "
+             "-d '{\"model\": \"tiny\", \"prompt\": \"%s\", \"max_tokens\": 4}'",
+             out, port, PASSWORD);
+    /* 503 until its first HEALTH answer (every 250 ms): the keyed one gets a few tries. */
+    for (int tries = key ? 20 : 2; tries-- > 0 && status != 200;) {
+        FILE *c = popen(cmd, "r");
+        if (!c || fscanf(c, "%d", &status) != 1) status = 0;
+        if (c) pclose(c);
+    }
+    am_tc_stop(&p);
+    return status;
+}
+
+static void test_gateway_link(void) {
+    char log[400];
+    int with = gateway_status("clients/gateway", "keyed", log, sizeof log);
+    int without = gateway_status(NULL, "plain", log, sizeof log);
+    printf("gateway: with its client key HTTP %d; without a key HTTP %d\n", with, without);
+    CHECK_EQ_INT(with, 200);
+    CHECK_EQ_INT(without, 503);
+    CHECK(am_tc_file_has(log, "refused this gateway's link", 0));
+}
+
 static void test_bind(void) {
     char cmd[2048], out[400];
     snprintf(out, sizeof out, "%s/bind.out", dir);
@@ -544,4 +593,4 @@ static void teardown(void) {
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_keygen), AM_TEST(test_encrypted),
              AM_TEST(test_plain_control), AM_TEST(test_worker_refused),
              AM_TEST(test_rogue_registration), AM_TEST(test_unauthenticated_client),
-             AM_TEST(test_bind), AM_TEST(teardown))
+             AM_TEST(test_gateway_link), AM_TEST(test_bind), AM_TEST(teardown))
