@@ -11,6 +11,8 @@
  *  - encrypted: a prompt holding a password is answered (text and image), and the
  *    relay's capture holds neither the password nor the other prompt; the control: the
  *    same request to a coordinator without keys shows the password in the capture;
+ *  - table_full: 257 READYs to a coordinator without keys: the last gets 429, and the log
+ *    names it;
  *  - worker_refused: an encoder without a key, one with the rogue key and a second
  *    one with key enc (over its limit) never register; the coordinator logs each;
  *  - rogue_registration: READY from a client's key (403) and from the rogue key (no
@@ -314,18 +316,28 @@ static void test_encrypted(void) {
 }
 
 /* The control: a coordinator without keys, the same request; the capture shows it. */
-static void test_plain_control(void) {
-    char path[600], epf[300], log[300], ep2[256] = "";
+/* A coordinator without keys on a free loopback port (its endpoint into ep2, log
+ * coord-<tag>.log). */
+static pid_t start_plain(const char *tag, char *ep2, size_t cap, char *log, size_t log_cap) {
+    char path[600], epf[300];
     snprintf(path, sizeof path, "%s/anymal-coordinator", bin);
-    snprintf(epf, sizeof epf, "%s/ep2", dir);
-    snprintf(log, sizeof log, "%s/coord2.log", dir);
+    snprintf(epf, sizeof epf, "%s/ep-%s", dir, tag);
+    snprintf(log, log_cap, "%s/coord-%s.log", dir, tag);
     char *argv[] = {path, "--bind", "tcp://127.0.0.1:*", "--endpoint-file", epf, NULL};
     pid_t p = am_tc_spawn(argv, log);
     for (int i = 0; i < 100 && access(epf, R_OK); i++)
         usleep(50000);
     FILE *f = fopen(epf, "r");
+    ep2[0] = 0;
     CHECK(f && fscanf(f, "%255s", ep2) == 1);
     if (f) fclose(f);
+    (void)cap;
+    return p;
+}
+
+static void test_plain_control(void) {
+    char ep2[256], log[300];
+    pid_t p = start_plain("plain", ep2, sizeof ep2, log, sizeof log);
     relay r2;
     CHECK(relay_start(&r2, atoi(strrchr(ep2, ':') + 1)) == 0);
     char rep[64];
@@ -345,6 +357,72 @@ static void test_plain_control(void) {
            pw ? "FOUND" : "absent");
     CHECK(pw);
     relay_stop(&r2);
+    am_tc_stop(&p);
+}
+
+/* 257 READYs (no keys: one coordinator, no per-key limit) fill the table of 256 workers:
+ * the last is refused with 429, and the log names it. */
+static void test_table_full(void) {
+    char ep2[256], log[300];
+    pid_t p = start_plain("full", ep2, sizeof ep2, log, sizeof log);
+    void *zctx = zmq_ctx_new();
+    enum { N = 257 };
+    static void *s[N];
+    char name[N][32];
+    int full = 0;
+    for (int i = 0; i < N; i++) {
+        s[i] = zmq_socket(zctx, ZMQ_DEALER);
+        CHECK_OK(am_wire_setup(s[i], 0, 0, 0));
+        CHECK(zmq_connect(s[i], ep2) == 0);
+        am_msg m;
+        am_msg_init(&m, AM_CMD_READY);
+        snprintf(name[i], sizeof name[i], "filler-%d", i);
+        m.role = AM_ROLE_ENCODER;
+        m.name = name[i];
+        m.model = "tiny";
+        m.fingerprint = "fp";
+        m.capacity = 1;
+        m.out_dim = 64;
+        m.modalities[0] = AM_MOD_IMAGE;
+        m.n_modalities = 1;
+        CHECK_OK(am_wire_send(s[i], NULL, 0, &m, NULL, 0, 0));
+        if (i + 1 < N - 1) continue;
+        /* The 256 first (each is registered when the coordinator's first HEARTBEAT comes),
+         * then the one too many: connections are accepted in no particular order. */
+        int registered = 0;
+        for (int k = 0; k < N - 1; k++) {
+            zmq_pollitem_t pi = {s[k], 0, ZMQ_POLLIN, 0};
+            if (zmq_poll(&pi, 1, 2000) != 1) continue;
+            am_wire_in in;
+            while (!am_wire_recv(s[k], 0, &in))
+                am_wire_in_close(&in);
+            registered++;
+        }
+        CHECK_EQ_INT(registered, N - 1);
+    }
+    for (int64_t end = am_now_ms() + 10000; !full && am_now_ms() < end;) {
+        zmq_pollitem_t pi = {s[N - 1], 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&pi, 1, 100) != 1) continue;
+        am_wire_in in;
+        while (!am_wire_recv(s[N - 1], 0, &in)) {
+            am_msg m;
+            if (!am_wire_decode(&in, &m)) {
+                full += m.cmd == AM_CMD_ERROR && m.code == AM_WERR_OVERLOADED &&
+                        strstr(m.message, "worker table is full");
+                am_msg_fini(&m);
+            }
+            am_wire_in_close(&in);
+        }
+    }
+    printf("table_full: the 257th READY %s\n", full ? "got 429 (table full)" : "got no refusal");
+    CHECK(full);
+    CHECK(am_tc_file_has(log,
+                         "refused encoder worker 'filler-256' (model tiny, no key): the "
+                         "worker table is full (256 workers)",
+                         5000));
+    for (int i = 0; i < N; i++)
+        zmq_close(s[i]);
+    zmq_ctx_term(zctx);
     am_tc_stop(&p);
 }
 
@@ -591,6 +669,6 @@ static void teardown(void) {
 /* worker_refused first: the refusals it looks for in the log are rate-limited
  * (AM_CURVE_LOG_PER_WINDOW per window), and the later cases add refusals of their own. */
 AM_TEST_MAIN(AM_TEST(setup), AM_TEST(test_keygen), AM_TEST(test_encrypted),
-             AM_TEST(test_plain_control), AM_TEST(test_worker_refused),
+             AM_TEST(test_plain_control), AM_TEST(test_table_full), AM_TEST(test_worker_refused),
              AM_TEST(test_rogue_registration), AM_TEST(test_unauthenticated_client),
              AM_TEST(test_gateway_link), AM_TEST(test_bind), AM_TEST(teardown))
