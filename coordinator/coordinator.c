@@ -1052,7 +1052,10 @@ static void on_message(am_coord *c, am_wire_in *in) {
         int worker_cmd = m.cmd == AM_CMD_READY || m.cmd == AM_CMD_EMBED || m.cmd == AM_CMD_TOKEN;
         int client_cmd = m.cmd == AM_CMD_GENERATE || m.cmd == AM_CMD_ENCODE ||
                          m.cmd == AM_CMD_CANCEL || m.cmd == AM_CMD_HEALTH;
-        if ((worker_cmd && role != AM_PEER_WORKER) || (client_cmd && role != AM_PEER_CLIENT)) {
+        /* (A registered worker that sends a client command is removed below, as without
+         * keys.) */
+        if ((worker_cmd && role != AM_PEER_WORKER) ||
+            (client_cmd && role != AM_PEER_CLIENT && w < 0)) {
             refuse_role(c, pid, plen, role, key, &m,
                         worker_cmd ? "only keys on --worker-keys serve as workers"
                                    : "only keys on --client-keys submit requests");
