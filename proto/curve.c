@@ -59,18 +59,16 @@ static int name_valid(const char *s, size_t n) {
     return 1;
 }
 
-static int blank(char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == 0; }
-
 /* Splits one line into at most max whitespace-separated words (pointers into line). A
- * comment is a '#' followed by a blank at the start, or any word after the first that
- * starts with '#': a Z85 key may itself start with '#', never hold a blank. */
+ * word that starts with '#' starts a comment: no Z85 key does (a key's first character is
+ * the high digit of a 32-bit group, at most 82 of Z85's 85, and '#' is the 85th). */
 static int words(char *line, char **w, size_t *len, int max) {
     int n = 0;
     char *p = line;
     while (*p) {
         while (*p == ' ' || *p == '\t' || *p == '\r')
             p++;
-        if (!*p || (*p == '#' && (n > 0 || blank(p[1])))) break;
+        if (!*p || *p == '#') break;
         if (n == max) return max + 1;
         w[n] = p;
         while (*p && *p != ' ' && *p != '\t' && *p != '\r')
@@ -81,20 +79,37 @@ static int words(char *line, char **w, size_t *len, int max) {
     return n;
 }
 
+/* A file's lines, numbered from 1 (blank ones too, so messages name the right line). */
+typedef struct line_iter {
+    char *p;
+    int no;
+} line_iter;
+
+/* The words of the next line that has any (words() above, at most 2): their count, 0 at
+ * the end of the text. */
+static int next_words(line_iter *it, char **w, size_t *len) {
+    while (it->p && *it->p) {
+        char *ln = it->p, *nl = strchr(ln, '\n');
+        if (nl) *nl = 0;
+        it->p = nl ? nl + 1 : NULL;
+        it->no++;
+        int n = words(ln, w, len, 2);
+        if (n) return n;
+    }
+    return 0;
+}
+
 /* Calls fn for each public-key line of a file's text; default_name names keys given
  * without one (NULL: their first 8 characters). */
 typedef int (*key_fn)(void *user, const char *z85, const char *name);
 static int parse_public(const char *path, char *text, const char *default_name, key_fn fn,
                         void *user) {
-    int line_no = 0;
-    for (char *save = NULL, *ln = strtok_r(text, "\n", &save); ln;
-         ln = strtok_r(NULL, "\n", &save)) {
-        line_no++;
-        char *w[3];
-        size_t len[3];
-        int n = words(ln, w, len, 2);
-        if (n == 0) continue;
-        if (n >= 1 && len[0] == 6 && !memcmp(w[0], "secret", 6))
+    line_iter it = {text, 0};
+    char *w[3];
+    size_t len[3];
+    for (int n; (n = next_words(&it, w, len));) {
+        const int line_no = it.no;
+        if (len[0] == 6 && !memcmp(w[0], "secret", 6))
             return am_err_set(AM_EFORMAT,
                               "%s: line %d is a secret key: give its public key file (.pub), and "
                               "keep this one private",
@@ -230,14 +245,13 @@ int am_curve_load_secret(const char *path, am_curve_pair *out) {
                           "make a new key if anyone may have read it",
                           path, (unsigned)(st.st_mode & 07777));
     char *text = NULL;
-    int rc = read_text(path, &text), found = 0, line_no = 0;
-    for (char *save = NULL, *ln = rc ? NULL : strtok_r(text, "\n", &save); ln && !rc;
-         ln = strtok_r(NULL, "\n", &save)) {
-        line_no++;
-        char *w[3];
-        size_t len[3];
-        int n = words(ln, w, len, 2);
-        if (n == 0) continue;
+    int rc = read_text(path, &text), found = 0;
+    const size_t text_len = text ? strlen(text) : 0; /* before the lines are cut: to wipe it */
+    line_iter it = {rc ? NULL : text, 0};
+    char *w[3];
+    size_t len[3];
+    for (int n; !rc && (n = next_words(&it, w, len));) {
+        const int line_no = it.no;
         if (n != 2 || len[0] != 6 || memcmp(w[0], "secret", 6) || !z85_valid(w[1], len[1]) || found)
             rc = am_err_set(AM_EFORMAT,
                             "%s: line %d: want one line 'secret <40 Z85 characters>' (a key file "
@@ -247,7 +261,7 @@ int am_curve_load_secret(const char *path, am_curve_pair *out) {
             memcpy(out->sec, w[1], AM_CURVE_KEY_CHARS), found = 1;
     }
     if (text) {
-        memset(text, 0, strlen(text));
+        memset(text, 0, text_len);
         am_free(text);
     }
     if (!rc && !found) rc = am_err_set(AM_EFORMAT, "%s: no 'secret' line in it", path);

@@ -14,8 +14,8 @@
  * Key files (written by `anymal keygen --out PATH`, am_curve_keygen):
  *   PATH.key  the secret key, mode 0600:  `secret <40 Z85 characters>`
  *   PATH.pub  the public key:             `<40 Z85 characters> NAME`
- * Blank lines, lines starting with "# " (a Z85 key may start with '#', but holds no
- * blank) and anything after a key line's words that starts with '#' are comments. An allow-list is
+ * A word starting with '#' starts a comment (no Z85 key starts with '#'); blank lines
+ * are ignored. An allow-list is
  * a file of public-key lines (`cat *.pub > workers.keys`; a line without a NAME is named by its
  * first 8 key characters) or a directory whose `*.pub` files are read (a line without a NAME is
  * named after its file). NAME: 1..64 of [A-Za-z0-9._@-]. The public key is derived from the secret
