@@ -36,6 +36,12 @@ if command -v clang >/dev/null; then
   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I . tests/fuzz_proto.c proto/proto.c \
     build/lib/libam_base.a -lmsgpackc -lm -lpthread -o build/fuzz/fuzz_proto
   build/fuzz/fuzz_proto -max_total_time=30 -rss_limit_mb=1024 -print_final_stats=0 2>&1 | tail -2
+  # The HTTP gateway's and the batch runner's request parser (api/), likewise: instrumented
+  # itself, the client and base libraries from the release build.
+  clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I . tests/fuzz_api.c api/*.c \
+    build/lib/libam_client.a build/lib/libam_transport.a build/lib/libam_proto.a \
+    build/lib/libam_base.a -lcjson -lzmq -lmsgpackc -lm -lpthread -o build/fuzz/fuzz_api
+  build/fuzz/fuzz_api -max_total_time=30 -rss_limit_mb=1024 -print_final_stats=0 2>&1 | tail -2
 fi
 
 if [ "${AM_SKIP_SANITIZE:-0}" != 1 ]; then
