@@ -23,6 +23,11 @@ packages=(
   python3-venv      # the gateway tests install the real openai SDK (PyPI) in a venv
   wrk               # HTTP load tool of the gateway's overhead benchmark (bench/run_gateway.sh)
   chromium          # headless browser of the gateway's status-page test
+  slurmctld slurmd slurm-client munge   # deploy/slurm and its test on a real Slurm (tests/test_slurm.sh):
+                    # what the metapackage slurm-wlm depends on, plus munge (slurm-wlm-basic-plugins
+                    # comes with them: mpi/pmix, task/affinity, select/cons_tres)
+  libpmix-dev       # srun --mpi=pmix: Slurm's mpi/pmix plugin dlopens libpmix.so, which only -dev ships
+  iproute2          # ip netns / ss: the Slurm test's nodes are network namespaces
   clang libclang-rt-14-dev   # libFuzzer build of the protocol decoder (deploy/test.sh): clang only
                             # recommends its fuzzer/ASan runtimes, which --no-install-recommends skips
 )
