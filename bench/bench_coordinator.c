@@ -1,7 +1,7 @@
 /* bench/bench_coordinator.c - coordinator overhead: messages per second through the broker and the
  * latency it adds per hop, with a real encoder worker doing minimal work.
  *
- * usage: bench_coordinator MODEL_DIR IMU_FILE [N] [CONCURRENCY]
+ * usage: bench_coordinator MODEL_DIR IMU_FILE [N] [CONCURRENCY] [curve]
  * Runs the coordinator (coordinator.c, the same loop as anymal-coordinator) and
  * an IMU encoder worker (workers/encoder_worker.c, 1 thread) in this process on
  * threads, over loopback TCP, and a client that sends N ENCODE requests of
@@ -9,7 +9,9 @@
  * time: round-trip latency minus the worker's reported compute time = the
  * cost of 4 hops (client -> coordinator -> worker -> coordinator -> client).
  * Pass 2: CONCURRENCY in flight: requests/s and messages/s through the broker
- * (4 messages per request). Prints one JSON line.
+ * (4 messages per request). Prints one JSON line. With `curve`, every link is
+ * CURVE (proto/curve.h: keys made in a temporary directory, the coordinator's
+ * ZAP handler and per-message role checks): the cost of encryption per hop.
  */
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
@@ -17,12 +19,15 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/file.h"
+#include "proto/curve.h"
 #include "workers/encoder_worker.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -42,16 +47,35 @@ static void *worker_main(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_coordinator MODEL_DIR IMU_FILE [N] [CONCURRENCY]\n");
+        fprintf(stderr, "usage: bench_coordinator MODEL_DIR IMU_FILE [N] [CONCURRENCY] [curve]\n");
         return 2;
     }
     int n = argc > 3 ? atoi(argv[3]) : 2000, conc = argc > 4 ? atoi(argv[4]) : 64;
+    int curve = argc > 5 && !strcmp(argv[5], "curve");
+    char kd[] = "/tmp/bench_coordinator_keys.XXXXXX", k[5][600];
+    if (curve) {
+        const char *names[] = {"coordinator", "worker", "client"};
+        if (!mkdtemp(kd)) return perror("mkdtemp"), 1;
+        for (int i = 0; i < 3; i++) {
+            snprintf(k[i], sizeof k[i], "%s/%s", kd, names[i]);
+            if (am_curve_keygen(k[i])) return fprintf(stderr, "%s\n", am_err_msg()), 1;
+            strcat(k[i], ".key");
+        }
+        snprintf(k[3], sizeof k[3], "%s/worker.pub", kd);
+        snprintf(k[4], sizeof k[4], "%s/client.pub", kd);
+    }
     void *data = NULL;
     size_t len = 0;
     if (am_read_file_limited(argv[2], 1 << 24, &data, &len))
         return fprintf(stderr, "%s\n", am_err_msg()), 1;
     am_coord *c = NULL;
-    am_coord_opts co = {.endpoint = "tcp://127.0.0.1:*", .max_requests = 4096};
+    char server_pub[600];
+    snprintf(server_pub, sizeof server_pub, "%s/coordinator.pub", kd);
+    am_coord_opts co = {.endpoint = "tcp://127.0.0.1:*",
+                        .max_requests = 4096,
+                        .curve_secret = curve ? k[0] : NULL,
+                        .worker_keys = curve ? k[3] : NULL,
+                        .client_keys = curve ? k[4] : NULL};
     if (am_coord_new(&co, &c)) return fprintf(stderr, "%s\n", am_err_msg()), 1;
     pthread_t tc, tw;
     pthread_create(&tc, NULL, coord_main, c);
@@ -61,10 +85,15 @@ int main(int argc, char **argv) {
                                      .n_threads = 1,
                                      .batch_wait_ms = 0,
                                      .max_batch = 16,
-                                     .capacity = 256};
+                                     .capacity = 256,
+                                     .curve_key = curve ? k[1] : NULL,
+                                     .coordinator_key = curve ? server_pub : NULL};
     pthread_create(&tw, NULL, worker_main, NULL);
     am_client *cl = NULL;
-    am_client_new(am_coord_endpoint(c), &cl);
+    am_client_opts clo = {.endpoint = am_coord_endpoint(c),
+                          .curve_key = curve ? k[2] : NULL,
+                          .coordinator_key = curve ? server_pub : NULL};
+    if (am_client_new_opts(&clo, &cl)) return fprintf(stderr, "%s\n", am_err_msg()), 1;
     am_client_part media = {.kind = AM_SEG_MEDIA, .modality = AM_MOD_IMU, .data = data, .len = len};
     double *lat = am_calloc((size_t)n, sizeof *lat), *over = am_calloc((size_t)n, sizeof *over);
     /* Warm up (and wait for the worker to register). */
@@ -107,14 +136,15 @@ int main(int argc, char **argv) {
     }
     double secs = ((double)am_now_us() - t0) / 1e6;
     am_coord_stats s1 = am_coord_get_stats(c);
-    printf("{\"bench\": \"coordinator\", \"worker\": \"imu encoder, 1 thread, tiny model\", "
+    printf("{\"bench\": \"coordinator\", \"links\": \"%s\", "
+           "\"worker\": \"imu encoder, 1 thread, tiny model\", "
            "\"serial_requests\": %d, "
            "\"rtt_us_p50\": %.1f, \"rtt_us_p99\": %.1f, \"overhead_us_per_hop_p50\": %.1f, "
            "\"overhead_us_per_hop_p99\": %.1f, \"concurrency\": %d, \"requests\": %d, "
            "\"requests_per_s\": %.0f, "
            "\"broker_msgs_per_s\": %.0f}\n",
-           n_lat, lat[n_lat / 2], lat[n_lat * 99 / 100], over[n_lat / 2] / 4,
-           over[n_lat * 99 / 100] / 4, conc, done, done / secs,
+           curve ? "curve" : "plain", n_lat, lat[n_lat / 2], lat[n_lat * 99 / 100],
+           over[n_lat / 2] / 4, over[n_lat * 99 / 100] / 4, conc, done, done / secs,
            (double)((s1.msgs_in - s0.msgs_in) + (s1.msgs_out - s0.msgs_out)) / secs);
     am_client_destroy(&cl);
     worker_stop = 1;
@@ -123,5 +153,10 @@ int main(int argc, char **argv) {
     pthread_join(tc, NULL);
     am_coord_destroy(&c);
     am_free(lat), am_free(over), am_free(data);
+    if (curve) {
+        char cmd[700];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", kd);
+        if (system(cmd)) fprintf(stderr, "bench_coordinator: could not remove %s\n", kd);
+    }
     return 0;
 }

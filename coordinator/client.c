@@ -5,15 +5,42 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "proto/curve.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 struct am_client {
     void *zctx, *sock;
+    void *mon;         /* failed handshakes of sock (am_client_refusal) */
+    char refusal[256]; /* the last one, "" if none */
     uint64_t next_rid;
     int send_flags; /* ZMQ_DONTWAIT when non-blocking */
 };
+
+const char *am_client_refusal(am_client *c) {
+    (void)am_curve_monitor_read(c->mon, c->refusal, sizeof c->refusal);
+    return c->refusal[0] ? c->refusal : NULL;
+}
+
+/* A send's result: AM_EAGAIN says why (a blocking send waits AM_CLIENT_SEND_TIMEOUT_MS:
+ * a refused link never takes a message, and must not hang its caller). */
+static int sent(am_client *c, int rc) {
+    if (rc != AM_EAGAIN) return rc;
+    const char *why = am_client_refusal(c);
+    char within[64] = "";
+    if (!c->send_flags) snprintf(within, sizeof within, " within %d ms", AM_CLIENT_SEND_TIMEOUT_MS);
+    return am_err_set(AM_EAGAIN, "cannot send to the coordinator%s: %s", within,
+                      why ? why : "not connected, or its queue is full");
+}
+
+/* "no answer within N ms" plus the reason the coordinator refused us, if it did. */
+static int timed_out(am_client *c, const char *what, int timeout_ms) {
+    const char *why = am_client_refusal(c);
+    return am_err_set(AM_EAGAIN, "no %s within %d ms%s%s", what, timeout_ms, why ? ": " : "",
+                      why ? why : "");
+}
 
 int am_client_fd(am_client *c, int *fd) {
     size_t len = sizeof *fd;
@@ -25,10 +52,19 @@ int am_client_fd(am_client *c, int *fd) {
 void am_client_set_nonblocking(am_client *c, int on) { c->send_flags = on ? ZMQ_DONTWAIT : 0; }
 
 int am_client_new(const char *endpoint, am_client **out) {
+    am_client_opts o = {.endpoint = endpoint};
+    return am_client_new_opts(&o, out);
+}
+
+int am_client_new_opts(const am_client_opts *o, am_client **out) {
     *out = NULL;
+    const char *endpoint = o->endpoint;
+    am_curve_client keys;
+    int on = 0;
+    int rc = am_curve_client_load(o->curve_key, o->coordinator_key, &keys, &on);
+    if (rc) return rc;
     am_client *c = am_calloc(1, sizeof *c);
     if (!c) return AM_ENOMEM;
-    int rc = 0;
     c->next_rid = 1;
     c->zctx = zmq_ctx_new();
     c->sock = c->zctx ? zmq_socket(c->zctx, ZMQ_DEALER) : NULL;
@@ -37,13 +73,19 @@ int am_client_new(const char *endpoint, am_client **out) {
         goto fail;
     }
     if ((rc = am_wire_setup(c->sock, 0, 0, 0))) goto fail;
+    if (on && (rc = am_curve_client_setup(c->sock, &keys))) goto fail;
+    int sndtimeo = AM_CLIENT_SEND_TIMEOUT_MS;
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    if ((rc = am_curve_monitor_open(c->zctx, c->sock, 0, &c->mon))) goto fail;
     if (zmq_connect(c->sock, endpoint)) {
         rc = am_err_set(AM_EIO, "cannot connect to %s: %s", endpoint, zmq_strerror(zmq_errno()));
         goto fail;
     }
+    memset(&keys, 0, sizeof keys);
     *out = c;
     return 0;
 fail:
+    memset(&keys, 0, sizeof keys);
     am_client_destroy(&c);
     return rc;
 }
@@ -51,6 +93,7 @@ fail:
 void am_client_destroy(am_client **p) {
     am_client *c = p ? *p : NULL;
     if (!c) return;
+    am_curve_monitor_close(c->sock, &c->mon);
     if (c->sock) zmq_close(c->sock);
     if (c->zctx) zmq_ctx_term(c->zctx);
     am_free(c);
@@ -121,7 +164,8 @@ int am_client_submit(am_client *c, const am_client_part *parts, int n_parts,
     m.add_bos = p->no_bos ? 0 : 1;
     m.ignore_eos = p->ignore_eos ? 1 : 0;
     m.model = p->model;
-    if ((rc = am_wire_send_bufs(c->sock, NULL, 0, &m, pay, n_pay, c->send_flags))) goto done;
+    if ((rc = sent(c, am_wire_send_bufs(c->sock, NULL, 0, &m, pay, n_pay, c->send_flags))))
+        goto done;
     *rid = m.id;
 done:
     am_free(segs);
@@ -137,7 +181,7 @@ int am_client_encode(am_client *c, const am_client_part *media, uint64_t *rid) {
     m.modality = media->modality;
     m.frames = media->frames;
     am_bytes pay = {media->data, media->len};
-    int rc = am_wire_send_bufs(c->sock, NULL, 0, &m, &pay, 1, c->send_flags);
+    int rc = sent(c, am_wire_send_bufs(c->sock, NULL, 0, &m, &pay, 1, c->send_flags));
     if (!rc) *rid = m.id;
     return rc;
 }
@@ -146,7 +190,7 @@ int am_client_cancel(am_client *c, uint64_t rid) {
     am_msg m;
     am_msg_init(&m, AM_CMD_CANCEL);
     m.id = rid;
-    return am_wire_send(c->sock, NULL, 0, &m, NULL, 0, c->send_flags);
+    return sent(c, am_wire_send(c->sock, NULL, 0, &m, NULL, 0, c->send_flags));
 }
 
 int am_client_next(am_client *c, int timeout_ms, am_client_event *ev) {
@@ -228,8 +272,11 @@ int am_client_generate(am_client *c, const am_client_part *parts, int n_parts,
         int left = end < 0 ? -1 : (int)(end - am_now_ms());
         rc = am_client_next(c, end < 0 ? -1 : (left > 0 ? left : 0), &ev);
         if (rc == AM_EAGAIN) {
+            int flags = c->send_flags; /* best effort: a link that is down takes nothing */
+            c->send_flags = ZMQ_DONTWAIT;
             (void)am_client_cancel(c, rid);
-            rc = am_err_set(AM_EAGAIN, "no answer within %d ms", timeout_ms);
+            c->send_flags = flags;
+            rc = timed_out(c, "answer", timeout_ms);
             break;
         }
         if (rc) break;
@@ -283,7 +330,7 @@ int am_client_health_send(am_client *c, const char *model, int detail, uint64_t 
     m.id = c->next_rid++;
     m.model = model;
     m.detail = detail ? 1 : 0;
-    int rc = am_wire_send(c->sock, NULL, 0, &m, NULL, 0, c->send_flags);
+    int rc = sent(c, am_wire_send(c->sock, NULL, 0, &m, NULL, 0, c->send_flags));
     if (!rc) *rid = m.id;
     return rc;
 }
@@ -299,9 +346,14 @@ int am_client_health_get(am_client *c, const char *model, int timeout_ms, am_cli
         am_client_event ev;
         int left = end < 0 ? -1 : (int)(end - am_now_ms());
         rc = am_client_next(c, end < 0 ? -1 : (left > 0 ? left : 0), &ev);
-        if (rc == AM_EAGAIN)
-            return am_err_set(AM_EAGAIN, "no HEALTH answer within %d ms", timeout_ms);
+        if (rc == AM_EAGAIN) return timed_out(c, "HEALTH answer", timeout_ms);
         if (rc) return rc;
+        if (ev.cmd == AM_CMD_ERROR && ev.rid == m.id) { /* e.g. 403: a worker's key */
+            rc = am_err_set(AM_EIO, "coordinator: %d %s", ev.msg.code,
+                            ev.msg.message ? ev.msg.message : "");
+            am_client_event_fini(&ev);
+            return rc;
+        }
         int mine = ev.cmd == AM_CMD_HEALTH && ev.rid == m.id;
         if (mine) {
             out->healthy = ev.msg.healthy;

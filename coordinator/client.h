@@ -23,6 +23,10 @@
 
 typedef struct am_client am_client;
 
+/* A blocking send (submit, encode, cancel, HEALTH) gives up after this with AM_EAGAIN:
+ * the coordinator's queue stayed full, or the link never came up (a refused key). */
+#define AM_CLIENT_SEND_TIMEOUT_MS 10000
+
 typedef struct am_client_part {
     uint8_t kind;     /* AM_SEG_TEXT, AM_SEG_IDS or AM_SEG_MEDIA */
     const char *text; /* TEXT */
@@ -56,8 +60,23 @@ typedef struct am_client_event {
     am_wire_in in;
 } am_client_event;
 
+/* A plain link (loopback coordinators without keys). */
 int am_client_new(const char *endpoint, am_client **out);
+/* With keys, the link is CURVE (proto/curve.h): the coordinator admits this client
+ * only when its public key is on its --client-keys list. Key files that cannot be read
+ * are the call's error (proto/curve.h's codes, the message naming the file). */
+typedef struct am_client_opts {
+    const char *endpoint;
+    const char *curve_key;       /* this client's secret key file; NULL: a plain link */
+    const char *coordinator_key; /* the coordinator's public key file (with curve_key) */
+} am_client_opts;
+int am_client_new_opts(const am_client_opts *o, am_client **out);
 void am_client_destroy(am_client **p);
+/* Why the coordinator refused this client's connection, when it did (its last failed
+ * handshake: no key, a key it does not list, a wrong --coordinator-key); NULL if none
+ * failed. The refused link gets no answer at all: the blocking calls name this reason
+ * in their timeout message. */
+const char *am_client_refusal(am_client *c);
 
 /* For an event loop that is not ZeroMQ's (anymal-gateway runs libuv): *fd becomes
  * readable when events may be waiting. It is edge-triggered (ZMQ_FD): after it

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/modality.h"
+#include "proto/curve.h"
 #include "proto/transport.h"
 
 #include <signal.h>
@@ -39,6 +40,7 @@ typedef struct worker {
     int64_t expiry_ms, last_sent_ms;
     uint32_t kv_free, kv_total; /* a shard leader's last report (HEARTBEAT) */
     uint64_t preemptions;
+    char key[AM_CURVE_NAME_MAX + 1]; /* its CURVE key's name ("" without keys) */
 } worker;
 
 enum { P_QUEUED = 1, P_ASSIGNED, P_DONE };
@@ -115,7 +117,32 @@ struct am_coord {
     char models[AM_COORD_MAX_MODELS][AM_PROTO_MAX_NAME_BYTES + 1];
     int n_models;
     uint64_t enc_jobs[AM_MOD_COUNT], enc_us[AM_MOD_COUNT]; /* encodes answered, their latency */
+    /* CURVE (secure): the ZAP handler thread, the socket monitor that reports failed
+     * handshakes, and the rate limit of this thread's refusal log lines. */
+    int secure;
+    am_zap *zap;
+    void *mon;
+    am_log_limit lim;
 };
+
+/* Logs a refusal, rate-limited per offender (proto/curve.h am_log_limit): who names it
+ * (NULL: the message itself). A peer without a key retries every 100 ms: its refusals
+ * must neither flood the log nor hide another's. */
+static void log_refusal(am_coord *c, const char *who, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void log_refusal(am_coord *c, const char *who, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int64_t dropped;
+    if (!am_log_limit_take(&c->lim, am_now_ms(), who ? who : msg, &dropped)) return;
+    AM_LOGW("coordinator: %s", msg);
+    if (dropped)
+        AM_LOGW("coordinator: and %lld more refusals in the %d s before (not logged)",
+                (long long)dropped, AM_CURVE_LOG_WINDOW_MS / 1000);
+}
 
 /* ---------------------------------------------------------------- queues */
 
@@ -551,9 +578,10 @@ static void model_remember(am_coord *c, const char *model) {
     dst[n] = 0;
 }
 
-static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
+static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m, const char *key) {
     const void *id = zmq_msg_data((zmq_msg_t *)rt);
     size_t len = zmq_msg_size((zmq_msg_t *)rt);
+    char msg[700];
     int w = worker_find(c, id, len);
     if (w >= 0) { /* READY twice on one session is a protocol error (RFC 18) */
         send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, "READY on a registered session");
@@ -563,7 +591,6 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         worker *k = &c->workers[i];
         if (k->used && !strcmp(k->model, m->model) && strcmp(k->fp, m->fingerprint)) {
-            char msg[700];
             snprintf(msg, sizeof msg, "model '%s' fingerprint %s differs from worker '%s' (%s)",
                      m->model, m->fingerprint, k->name, k->fp);
             AM_LOGW("coordinator: refused worker '%s': %s", m->name, msg);
@@ -572,10 +599,27 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
             return;
         }
     }
+    if (key[0]) { /* a key may hold only so many places in the table */
+        int n = 0;
+        for (int i = 0; i < AM_COORD_MAX_WORKERS; i++)
+            n += c->workers[i].used && !strcmp(c->workers[i].key, key);
+        if (n >= c->o.max_workers_per_key) {
+            snprintf(msg, sizeof msg,
+                     "key '%s' has %d workers registered, its limit (--max-workers-per-key)", key,
+                     n);
+            c->st.key_limit++;
+            log_refusal(c, NULL, "refused %s worker '%s' (model %s): %s", am_role_name(m->role),
+                        m->name, m->model, msg);
+            send_simple(c, id, len, AM_CMD_ERROR, 0, AM_WERR_OVERLOADED, msg);
+            send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, msg);
+            return;
+        }
+    }
     for (int i = 0; i < AM_COORD_MAX_WORKERS; i++) {
         worker *k = &c->workers[i];
         if (k->used) continue;
         memset(k, 0, sizeof *k);
+        snprintf(k->key, sizeof k->key, "%s", key);
         k->used = 1;
         memcpy(k->ident, id, len);
         k->ident_len = len;
@@ -593,12 +637,17 @@ static void on_ready(am_coord *c, const zmq_msg_t *rt, const am_msg *m) {
         c->st.n_workers++;
         c->st.workers_registered++;
         if (k->role == AM_ROLE_SHARD) model_remember(c, k->model);
-        AM_LOGI("coordinator: %s worker '%s' registered (model %s, capacity %u, out_dim %u)",
-                am_role_name(k->role), k->name, k->model, k->capacity, k->out_dim);
+        AM_LOGI("coordinator: %s worker '%s' registered (model %s, capacity %u, out_dim %u%s%s)",
+                am_role_name(k->role), k->name, k->model, k->capacity, k->out_dim,
+                key[0] ? ", key " : "", key);
         return;
     }
-    send_simple(c, id, len, AM_CMD_ERROR, 0, AM_WERR_OVERLOADED, "the worker table is full");
-    send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, "the worker table is full");
+    snprintf(msg, sizeof msg, "the worker table is full (%d workers)", AM_COORD_MAX_WORKERS);
+    c->st.table_full++;
+    log_refusal(c, NULL, "refused %s worker '%s' (model %s, %s%s): %s", am_role_name(m->role),
+                m->name, m->model, key[0] ? "key " : "no key", key, msg);
+    send_simple(c, id, len, AM_CMD_ERROR, 0, AM_WERR_OVERLOADED, msg);
+    send_simple(c, id, len, AM_CMD_DISCONNECT, 0, 0, msg);
 }
 
 static void flush_embed(am_coord *c, request *r, int pi) {
@@ -955,12 +1004,35 @@ static void on_health(am_coord *c, am_wire_in *in, const am_msg *m) {
 
 /* ---------------------------------------------------------------- loop */
 
+/* A message the peer's key may not send: ERROR 403, logged. */
+static void refuse_role(am_coord *c, const void *pid, size_t plen, am_peer_role role,
+                        const char *key, const am_msg *m, const char *why) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s key '%s' may not send %s: %s",
+             role == AM_PEER_WORKER ? "worker" : "client", key, am_cmd_name(m->cmd), why);
+    c->st.role_refused++;
+    log_refusal(c, NULL, "refused a message: %s", msg);
+    send_simple(c, pid, plen, AM_CMD_ERROR, m->id, AM_WERR_FORBIDDEN, msg);
+}
+
 static void on_message(am_coord *c, am_wire_in *in) {
     const void *pid = zmq_msg_data(&in->routing);
     size_t plen = zmq_msg_size(&in->routing);
     int w = worker_find(c, pid, plen);
     am_msg m;
     c->st.msgs_in++;
+    /* With keys, every message carries its connection's role, set by the ZAP handler; one
+     * without (a connection no handler admitted) is dropped unread. */
+    char key[AM_CURVE_NAME_MAX + 1] = "";
+    am_peer_role role = AM_PEER_NONE;
+    if (c->secure) {
+        role = am_curve_peer(&in->frames[0], key, sizeof key);
+        if (role == AM_PEER_NONE) {
+            c->st.auth_refused++;
+            log_refusal(c, NULL, "dropped a message from a connection without an admitted key");
+            return;
+        }
+    }
     int rc = am_wire_decode(in, &m);
     if (rc) {
         c->st.bad_msgs++;
@@ -976,8 +1048,28 @@ static void on_message(am_coord *c, am_wire_in *in) {
         return;
     }
     if (w >= 0) c->workers[w].expiry_ms = am_now_ms() + (int64_t)c->o.heartbeat_ms * c->o.liveness;
+    if (c->secure) {
+        int worker_cmd = m.cmd == AM_CMD_READY || m.cmd == AM_CMD_EMBED || m.cmd == AM_CMD_TOKEN;
+        int client_cmd = m.cmd == AM_CMD_GENERATE || m.cmd == AM_CMD_ENCODE ||
+                         m.cmd == AM_CMD_CANCEL || m.cmd == AM_CMD_HEALTH;
+        /* (A registered worker that sends a client command is removed below, as without
+         * keys.) */
+        if ((worker_cmd && role != AM_PEER_WORKER) ||
+            (client_cmd && role != AM_PEER_CLIENT && w < 0)) {
+            refuse_role(c, pid, plen, role, key, &m,
+                        worker_cmd ? "only keys on --worker-keys serve as workers"
+                                   : "only keys on --client-keys submit requests");
+            am_msg_fini(&m);
+            return;
+        }
+        if (role == AM_PEER_CLIENT && w < 0 &&
+            (m.cmd == AM_CMD_HEARTBEAT || m.cmd == AM_CMD_ERROR || m.cmd == AM_CMD_DISCONNECT)) {
+            am_msg_fini(&m); /* a client's; nothing to do (workers' are handled below) */
+            return;
+        }
+    }
     switch (m.cmd) {
-    case AM_CMD_READY: on_ready(c, &in->routing, &m); break;
+    case AM_CMD_READY: on_ready(c, &in->routing, &m, key); break;
     case AM_CMD_HEARTBEAT:
     case AM_CMD_EMBED:
     case AM_CMD_TOKEN:
@@ -1097,6 +1189,54 @@ static void tick(am_coord *c, int64_t now) {
     }
 }
 
+/* Keys: load them, start the ZAP handler (before the bind: libzmq admits every CURVE
+ * client while no handler is bound) and the monitor of failed handshakes. Without keys,
+ * refuse an endpoint other machines can reach unless told. */
+static int secure_setup(am_coord *c) {
+    const am_coord_opts *o = &c->o;
+    if (!o->curve_secret && !o->worker_keys && !o->client_keys) {
+        if (o->insecure || am_endpoint_is_local(o->endpoint)) return 0;
+        return am_err_set(AM_EINVAL,
+                          "refusing to bind %s without keys: anyone who can reach it could "
+                          "register as a worker and read users' prompts. Give --curve-secret, "
+                          "--worker-keys and --client-keys (docs/security.md), bind a loopback "
+                          "address, or say --insecure",
+                          o->endpoint);
+    }
+    if (!o->curve_secret || !o->worker_keys || !o->client_keys)
+        return am_err_set(AM_EINVAL,
+                          "--curve-secret, --worker-keys and --client-keys go together: %s is "
+                          "missing",
+                          !o->curve_secret  ? "--curve-secret"
+                          : !o->worker_keys ? "--worker-keys"
+                                            : "--client-keys");
+    am_curve_pair me;
+    am_curve_list wl = {0}, cl = {0};
+    int rc = am_curve_load_secret(o->curve_secret, &me);
+    if (!rc && (rc = am_curve_list_load(o->worker_keys, &wl))) am_err_prefix(rc, "--worker-keys");
+    if (!rc && (rc = am_curve_list_load(o->client_keys, &cl))) am_err_prefix(rc, "--client-keys");
+    if (!rc) rc = am_zap_start(c->zctx, &wl, &cl, &c->zap);
+    if (!rc) rc = am_curve_server_setup(c->sock, &me);
+    memset(&me, 0, sizeof me);
+    if (!rc) AM_LOGI("coordinator: CURVE on: %d worker keys, %d client keys", wl.n, cl.n);
+    am_curve_list_fini(&wl);
+    am_curve_list_fini(&cl);
+    if (rc) return rc;
+    if ((rc = am_curve_monitor_open(c->zctx, c->sock, 1, &c->mon))) return rc;
+    c->secure = 1;
+    return 0;
+}
+
+/* Failed CURVE handshakes, from the socket monitor (the peer's address is not in its
+ * events: libzmq names the bound endpoint; the ZAP handler logs the addresses it refuses). */
+static void on_monitor(am_coord *c) {
+    char why[256] = "";
+    int n = am_curve_monitor_read(c->mon, why, sizeof why);
+    if (!n) return;
+    c->st.auth_refused += n;
+    log_refusal(c, why, "refused %d connection%s to %s: %s", n, n > 1 ? "s" : "", c->endpoint, why);
+}
+
 int am_coord_new(const am_coord_opts *o, am_coord **out) {
     *out = NULL;
     am_coord *c = am_calloc(1, sizeof *c);
@@ -1111,6 +1251,7 @@ int am_coord_new(const am_coord_opts *o, am_coord **out) {
     if (!c->o.drain_ms) c->o.drain_ms = AM_COORD_DRAIN_MS_DEFAULT;
     if (!c->o.client_max_requests) c->o.client_max_requests = AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT;
     if (c->o.client_max_requests > c->o.max_requests) c->o.client_max_requests = c->o.max_requests;
+    if (!c->o.max_workers_per_key) c->o.max_workers_per_key = AM_COORD_MAX_WORKERS_PER_KEY_DEFAULT;
     int rc = 0;
     if (c->o.heartbeat_ms < 10 || c->o.liveness < 1 || c->o.max_requests < 1 ||
         c->o.max_requests > AM_COORD_MAX_REQUESTS_LIMIT || c->o.encode_max_attempts < 1) {
@@ -1136,6 +1277,7 @@ int am_coord_new(const am_coord_opts *o, am_coord **out) {
         goto fail;
     }
     if ((rc = am_wire_setup(c->sock, 1, c->o.hwm, c->o.max_msg_bytes))) goto fail;
+    if ((rc = secure_setup(c))) goto fail;
     if (zmq_bind(c->sock, o->endpoint)) {
         rc = am_err_set(AM_EIO, "cannot bind %s: %s", o->endpoint, zmq_strerror(zmq_errno()));
         goto fail;
@@ -1152,18 +1294,24 @@ fail:
 const char *am_coord_endpoint(const am_coord *c) { return c->endpoint; }
 void am_coord_stop(am_coord *c) { atomic_store(&c->stop, 1); }
 void am_coord_drain(am_coord *c) { atomic_store(&c->drain, 1); }
-am_coord_stats am_coord_get_stats(const am_coord *c) { return c->st; }
+am_coord_stats am_coord_get_stats(const am_coord *c) {
+    am_coord_stats st = c->st;
+    st.auth_refused += am_zap_refused(c->zap);
+    return st;
+}
 
 int am_coord_run(am_coord *c) {
     while (!atomic_load(&c->stop)) {
-        zmq_pollitem_t pi = {c->sock, 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t pis[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
         int timeout =
             c->o.heartbeat_ms / 4 < AM_COORD_TICK_MS ? c->o.heartbeat_ms / 4 : AM_COORD_TICK_MS;
-        int n = zmq_poll(&pi, 1, timeout);
+        int n = zmq_poll(pis, c->mon ? 2 : 1, timeout);
         if (n < 0) {
             if (zmq_errno() == EINTR) continue;
             return am_err_set(AM_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
         }
+        zmq_pollitem_t pi = pis[0];
+        if (c->mon && (pis[1].revents & ZMQ_POLLIN)) on_monitor(c);
         /* Drain what is waiting (bounded, so timers still run under load). */
         for (int k = 0; k < 1024 && (pi.revents & ZMQ_POLLIN); k++) {
             am_wire_in in;
@@ -1215,7 +1363,9 @@ void am_coord_destroy(am_coord **p) {
     }
     am_free(c->genq.e);
     am_free(c->reqs);
+    am_curve_monitor_close(c->sock, &c->mon);
     if (c->sock) zmq_close(c->sock);
+    am_zap_stop(&c->zap); /* after the socket it guards */
     if (c->zctx) zmq_ctx_term(c->zctx);
     am_free(c);
     *p = NULL;

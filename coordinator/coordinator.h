@@ -65,6 +65,9 @@
  * round gives every client with jobs queued this many bytes of credit. */
 #define AM_COORD_DRR_QUANTUM_BYTES (256 * 1024)
 #define AM_COORD_DRAIN_MS_DEFAULT  30000 /* am_coord_drain: longest wait for in-flight */
+/* Workers one CURVE key may have registered at once (a shard group's leader, an encoder
+ * process: each is one); more are refused, so a leaked key cannot fill the table. */
+#define AM_COORD_MAX_WORKERS_PER_KEY_DEFAULT 8
 
 typedef struct am_coord_opts {
     const char *endpoint;    /* e.g. "tcp://127.0.0.1:5555", or "tcp://127.0.0.1:*" for any port */
@@ -78,6 +81,12 @@ typedef struct am_coord_opts {
     int unserved_wait_ms;    /* 0 = AM_COORD_UNSERVED_WAIT_MS_DEFAULT */
     int client_max_requests; /* 0 = AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT (at most max_requests) */
     int drain_ms;            /* 0 = AM_COORD_DRAIN_MS_DEFAULT */
+    /* Authentication (proto/curve.h, docs/security.md): all three, or none. */
+    const char *curve_secret; /* the coordinator's secret key file */
+    const char *worker_keys;  /* allow-list of worker public keys (file or directory) */
+    const char *client_keys;  /* allow-list of client public keys (the gateway is a client) */
+    int insecure;             /* no keys on a non-loopback endpoint: refused unless set */
+    int max_workers_per_key;  /* 0 = AM_COORD_MAX_WORKERS_PER_KEY_DEFAULT */
 } am_coord_opts;
 
 typedef struct am_coord_stats {
@@ -88,12 +97,24 @@ typedef struct am_coord_stats {
     int64_t workers_registered, workers_expired, workers_disconnected;
     int64_t hwm_requeues, client_gone, client_too_slow, deadlines;
     int64_t unknown_model, unserved, client_quota, bad_rows, generate_retries;
+    /* Refused: connections (no key, a wrong one, or one on no allow-list), messages of
+     * the other role (a client key's READY, a worker key's GENERATE), registrations
+     * over a key's limit or into a full table. */
+    int64_t auth_refused, role_refused, key_limit, table_full;
     int n_workers, n_active;
 } am_coord_stats;
 
 typedef struct am_coord am_coord;
 
-/* Creates the socket and binds it. AM_EIO naming the endpoint; AM_EINVAL for options. */
+/* Creates the socket and binds it. With keys (curve_secret, worker_keys, client_keys)
+ * every link is CURVE: a ZAP handler thread admits a connection only when its public key
+ * is on one of the lists and tags it with that role ("worker:NAME", "client:NAME"); every
+ * message is checked against its connection's role: only worker keys may send READY,
+ * EMBED, TOKEN and a worker's HEARTBEAT, ERROR or DISCONNECT, only client keys GENERATE,
+ * ENCODE, CANCEL and HEALTH (others get ERROR 403 and are logged). Each refusal is
+ * logged (rate-limited per offender: proto/curve.h am_log_limit) and counted.
+ * Without keys a non-loopback endpoint is AM_EINVAL unless opts.insecure. AM_EIO naming
+ * the endpoint; AM_EINVAL for options; the key files' errors (proto/curve.h). */
 int am_coord_new(const am_coord_opts *o, am_coord **out);
 /* Fails every active request (503 "coordinator shutting down"), says
  * DISCONNECT to every worker, closes the socket. NULL-safe. */

@@ -37,7 +37,10 @@ static void help(void) {
         "[--liveness N]\n"
         "                          [--max-requests N] [--deadline-ms N] [--encode-attempts N]\n"
         "                          [--unserved-wait-ms N] [--client-max-requests N] [--drain-ms "
-        "N]\n\n"
+        "N]\n"
+        "                          [--curve-secret FILE --worker-keys FILE|DIR --client-keys "
+        "FILE|DIR]\n"
+        "                          [--max-workers-per-key N] [--insecure]\n\n"
         "  --bind           ZeroMQ endpoint (default tcp://127.0.0.1:5555; tcp://127.0.0.1:* = any "
         "free port)\n"
         "  --endpoint-file  write the bound endpoint there once listening\n"
@@ -56,11 +59,23 @@ static void help(void) {
         "(default %d)\n"
         "  --drain-ms       SIGTERM: refuse new requests (503), let those in flight finish for at "
         "most\n"
-        "                   this (default %d), then exit 0; a second SIGTERM stops at once\n",
+        "                   this (default %d), then exit 0; a second SIGTERM stops at once\n"
+        "  --curve-secret   this coordinator's CURVE secret key (anymal keygen; its .pub beside "
+        "it is\n"
+        "                   what workers and clients give as --coordinator-key): every link is "
+        "encrypted\n"
+        "  --worker-keys    public keys that may register as workers: a file of key lines or a "
+        "directory\n"
+        "                   of *.pub files\n"
+        "  --client-keys    public keys that may submit requests (the gateway's among them)\n"
+        "  --max-workers-per-key  workers one key may have registered at once (default %d)\n"
+        "  --insecure       allow a non-loopback --bind without keys (anyone who reaches it can "
+        "pose as\n"
+        "                   a worker and read prompts: docs/security.md)\n",
         AM_HEARTBEAT_MS, AM_HEARTBEAT_LIVENESS, AM_COORD_MAX_REQUESTS_DEFAULT,
         AM_COORD_DEADLINE_DEFAULT_MS, AM_COORD_ENCODE_MAX_ATTEMPTS,
         AM_COORD_UNSERVED_WAIT_MS_DEFAULT, AM_COORD_CLIENT_MAX_REQUESTS_DEFAULT,
-        AM_COORD_DRAIN_MS_DEFAULT);
+        AM_COORD_DRAIN_MS_DEFAULT, AM_COORD_MAX_WORKERS_PER_KEY_DEFAULT);
 }
 
 int main(int argc, char **argv) {
@@ -81,6 +96,11 @@ int main(int argc, char **argv) {
         {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
         {"--client-max-requests", AM_CLI_INT, &o.client_max_requests, 1,
          AM_COORD_MAX_REQUESTS_LIMIT},
+        {"--curve-secret", AM_CLI_STR, &o.curve_secret, 0, 0},
+        {"--worker-keys", AM_CLI_STR, &o.worker_keys, 0, 0},
+        {"--client-keys", AM_CLI_STR, &o.client_keys, 0, 0},
+        {"--max-workers-per-key", AM_CLI_INT, &o.max_workers_per_key, 1, AM_COORD_MAX_WORKERS},
+        {"--insecure", AM_CLI_FLAG, &o.insecure, 0, 0},
     };
     const am_cli_spec spec = {
         .opts = opts, .n_opts = (int)(sizeof opts / sizeof opts[0]), .help = help, .link = &link};
@@ -94,7 +114,8 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    fprintf(stderr, "anymal-coordinator: listening on %s\n", am_coord_endpoint(g_coord));
+    fprintf(stderr, "anymal-coordinator: listening on %s%s\n", am_coord_endpoint(g_coord),
+            o.curve_secret ? " (CURVE: keys required)" : "");
     if (endpoint_file) {
         char tmp[4096];
         snprintf(tmp, sizeof tmp, "%s.tmp", endpoint_file);
@@ -119,7 +140,8 @@ int main(int argc, char **argv) {
             "\"encode_retries\": %lld, \"stale_replies\": %lld, \"workers_registered\": %lld, "
             "\"workers_expired\": %lld, \"hwm_requeues\": %lld, \"client_gone\": %lld, "
             "\"deadlines\": %lld, \"unknown_model\": %lld, \"unserved\": %lld, \"client_quota\": "
-            "%lld, \"bad_rows\": %lld, \"generate_retries\": %lld}}\n",
+            "%lld, \"bad_rows\": %lld, \"generate_retries\": %lld, \"auth_refused\": %lld, "
+            "\"role_refused\": %lld, \"key_limit\": %lld, \"table_full\": %lld}}\n",
             (long long)s.msgs_in, (long long)s.msgs_out, (long long)s.bad_msgs,
             (long long)s.requests_admitted, (long long)s.requests_done,
             (long long)s.requests_failed, (long long)s.requests_cancelled,
@@ -127,6 +149,8 @@ int main(int argc, char **argv) {
             (long long)s.stale_replies, (long long)s.workers_registered,
             (long long)s.workers_expired, (long long)s.hwm_requeues, (long long)s.client_gone,
             (long long)s.deadlines, (long long)s.unknown_model, (long long)s.unserved,
-            (long long)s.client_quota, (long long)s.bad_rows, (long long)s.generate_retries);
+            (long long)s.client_quota, (long long)s.bad_rows, (long long)s.generate_retries,
+            (long long)s.auth_refused, (long long)s.role_refused, (long long)s.key_limit,
+            (long long)s.table_full);
     return rc ? am_cli_error(CMD, rc) : 0;
 }

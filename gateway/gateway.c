@@ -77,6 +77,7 @@ struct am_gw {
     int handles_open, closing, n_parsing, free_pending;
     uint64_t health_rid;
     int64_t health_sent_ms;
+    char refused[256]; /* the coordinator's last refusal of our link, logged once */
     snapshot snap;
     /* requests in flight, by rid (open addressing, linear probing) */
     gw_req **tab;
@@ -549,6 +550,11 @@ static void on_health_timer(uv_timer_t *t) {
     int64_t now = am_now_ms();
     (void)am_client_health_send(g->client, NULL, 1, &g->health_rid);
     g->health_sent_ms = now;
+    const char *why = am_client_refusal(g->client); /* a wrong key: say so, not just 503 */
+    if (why && strcmp(why, g->refused)) {
+        AM_LOGW("gateway: the coordinator %s refused this gateway's link: %s", g->endpoint, why);
+        snprintf(g->refused, sizeof g->refused, "%s", why);
+    }
     /* Requests the coordinator never ended (it restarted, say): 504 after the deadline. */
     int64_t limit_us = (int64_t)(g->o.deadline_ms ? g->o.deadline_ms : 120000) * 1000 +
                        (int64_t)AM_GW_DEADLINE_GRACE_MS * 1000;
@@ -999,7 +1005,10 @@ int am_gw_new(uv_loop_t *loop, const am_gw_opts *o, am_gw **out) {
     am_hist_init(&g->e2e, LAT_BUCKETS, NB(LAT_BUCKETS));
     am_hist_init(&g->queue, LAT_BUCKETS, NB(LAT_BUCKETS));
     am_hist_init(&g->itl, ITL_BUCKETS, NB(ITL_BUCKETS));
-    int fd, rc = am_client_new(o->coordinator, &g->client);
+    am_client_opts co = {.endpoint = o->coordinator,
+                         .curve_key = o->curve_key,
+                         .coordinator_key = o->coordinator_key};
+    int fd, rc = am_client_new_opts(&co, &g->client);
     if (!rc) rc = am_client_fd(g->client, &fd);
     if (rc) {
         am_client_destroy(&g->client);

@@ -50,6 +50,9 @@ typedef struct am_gw_opts {
     uint32_t deadline_ms;   /* a request's deadline at the coordinator; 0 = the coordinator's */
     const char *media_root; /* --allowed-local-media-path: file:// URLs under it; NULL: none */
     int max_inflight;       /* generations at once; more get 429; 0 = AM_GW_MAX_INFLIGHT_DEF */
+    /* The coordinator link's CURVE keys (coordinator/client.h am_client_opts): the
+     * gateway's secret key file and the coordinator's public key file; NULL: plain. */
+    const char *curve_key, *coordinator_key;
 } am_gw_opts;
 
 typedef struct am_gw am_gw;

@@ -26,6 +26,7 @@ static void help(void) {
            "N]\n"
            "                      [--max-connections N] [--max-inflight N] [--deadline-ms N]\n"
            "                      [--allowed-local-media-path DIR] [--port-file FILE]\n"
+           "                      [--curve-key FILE --coordinator-key FILE]\n"
            "An OpenAI-compatible HTTP API in front of an anymal coordinator:\n"
            "  POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,\n"
            "  GET /metrics (Prometheus), GET / (status page and playground).\n"
@@ -43,7 +44,12 @@ static void help(void) {
            "  --deadline-ms         a request's deadline at the coordinator (default: the\n"
            "                        coordinator's); past it the answer is 504\n"
            "  --allowed-local-media-path  file:// media URLs are read under this directory only\n"
-           "  --port-file    write the port listened on to FILE (for --port 0)\n",
+           "  --port-file    write the port listened on to FILE (for --port 0)\n"
+           "  --curve-key FILE --coordinator-key FILE  the gateway's CURVE secret key (anymal "
+           "keygen;\n"
+           "                 its public key on the coordinator's --client-keys) and the "
+           "coordinator's\n"
+           "                 public key: needed when the coordinator has keys\n",
            AM_HTTP_MAX_BODY_BYTES_DEF, AM_HTTP_REQUEST_TIMEOUT_MS, AM_HTTP_IDLE_TIMEOUT_MS,
            AM_HTTP_MAX_CONNECTIONS_DEF, AM_GW_MAX_INFLIGHT_DEF);
 }
@@ -137,6 +143,10 @@ int main(int argc, char **argv) {
             o.deadline_ms = (uint32_t)v;
         } else if (!strcmp(opt, "--allowed-local-media-path")) {
             if (!(o.media_root = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--curve-key")) {
+            if (!(o.curve_key = am_cli_value(&cli))) return AM_EXIT_USAGE;
+        } else if (!strcmp(opt, "--coordinator-key")) {
+            if (!(o.coordinator_key = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else if (!strcmp(opt, "--port-file")) {
             if (!(port_file = am_cli_value(&cli))) return AM_EXIT_USAGE;
         } else {

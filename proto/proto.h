@@ -93,6 +93,7 @@ const char *am_fin_name(int f); /* "", "length", "eos", "stop", "cancelled" */
 /* ERROR codes on the wire (HTTP-like, so a front end can pass them on). */
 typedef enum {
     AM_WERR_BAD_REQUEST = 400, /* malformed or invalid message or field */
+    AM_WERR_FORBIDDEN = 403,   /* the peer's key may not send this (a client's READY) */
     AM_WERR_NOT_FOUND = 404,   /* no such model / service */
     AM_WERR_DEADLINE = 408,    /* the request's deadline passed */
     AM_WERR_TOO_LARGE = 413,   /* over a size limit */

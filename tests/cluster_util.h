@@ -199,6 +199,20 @@ static inline pid_t am_tc_shard_rank_pid(pid_t mpirun_pid, int rank) {
     return found;
 }
 
+/* 1 when the file (a log) holds the fixed string needle, within timeout_ms. */
+static inline int am_tc_file_has(const char *path, const char *needle, int timeout_ms) {
+    for (int64_t t0 = am_now_ms();; usleep(100000)) {
+        FILE *f = fopen(path, "r");
+        char line[4096];
+        int found = 0;
+        while (f && !found && fgets(line, sizeof line, f))
+            found = strstr(line, needle) != NULL;
+        if (f) fclose(f);
+        if (found) return 1;
+        if (am_now_ms() - t0 >= timeout_ms) return 0;
+    }
+}
+
 /* Polls HEALTH until ok(h) or timeout_ms; returns the ms it took, or -1. */
 static inline int64_t am_tc_wait_health(am_client *c, int (*ok)(const am_client_health *),
                                         int64_t timeout_ms) {

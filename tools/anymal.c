@@ -19,6 +19,7 @@ static const struct {
      "run an OpenAI Batch JSONL file through a coordinator (resumable, exactly once)"},
     {"bench", am_cmd_bench, "measure decode/prefill throughput against the memory roofline"},
     {"cpu", am_cmd_cpu, "show the CPU's model, features and instruction-set levels"},
+    {"keygen", am_cmd_keygen, "make a CURVE key pair (PATH.key, PATH.pub) for an anymal link"},
 };
 
 static void usage(FILE *f) {

@@ -14,5 +14,6 @@ int am_cmd_encode(int argc, char **argv);
 int am_cmd_client(int argc, char **argv);
 int am_cmd_batch(int argc, char **argv);
 int am_cmd_cpu(int argc, char **argv);
+int am_cmd_keygen(int argc, char **argv);
 
 #endif

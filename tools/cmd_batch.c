@@ -52,7 +52,8 @@ static void help(void) {
         "                    [--max-tokens-limit N] [--max-media-bytes N] [--max-attempts N]\n"
         "                    [--probe-ms N] [--request-timeout-ms N] [--sync-ms N] [--progress-s "
         "N]\n"
-        "                    [--max-line-bytes N] [--wait-s N]\n\n"
+        "                    [--max-line-bytes N] [--wait-s N] [--curve-key FILE --coordinator-key "
+        "FILE]\n\n"
         "Runs an OpenAI Batch file (one {\"custom_id\", \"method\": \"POST\", \"url\":\n"
         "\"/v1/chat/completions\" or \"/v1/completions\", \"body\"} per line) through the "
         "cluster.\n"
@@ -60,6 +61,8 @@ static void help(void) {
         "(in --errors when given). Killed at any point, the same command finishes the job:\n"
         "every custom_id ends up exactly once (docs/batch.md).\n"
         "  --coordinator      default tcp://127.0.0.1:5555\n"
+        "  --curve-key, --coordinator-key  this client's CURVE secret key and the coordinator's\n"
+        "                     public key, for a coordinator with keys (docs/security.md)\n"
         "  --concurrency      requests in flight (default 64)\n"
         "  --media-root       where file paths and file:// URLs of media may point (else refused)\n"
         "  --max-tokens-limit a larger max_tokens is an error line (default %d)\n"
@@ -81,7 +84,7 @@ static void help(void) {
 }
 
 typedef struct batch_opts {
-    const char *endpoint, *input, *output, *errors, *media_root;
+    const char *endpoint, *input, *output, *errors, *media_root, *curve_key, *coordinator_key;
     int conc, max_attempts, probe_ms, timeout_ms, sync_ms, progress_s, wait_s;
     uint32_t max_tokens_limit;
     size_t max_line, max_media;
@@ -647,12 +650,14 @@ static int parse_opts(int argc, char **argv, batch_opts *o, int *status) {
     *status = 0;
     while ((opt = am_cli_next(&cli))) {
         int64_t v;
-        const char **str = !strcmp(opt, "--coordinator")  ? &o->endpoint
-                           : !strcmp(opt, "--input")      ? &o->input
-                           : !strcmp(opt, "--output")     ? &o->output
-                           : !strcmp(opt, "--errors")     ? &o->errors
-                           : !strcmp(opt, "--media-root") ? &o->media_root
-                                                          : NULL;
+        const char **str = !strcmp(opt, "--coordinator")       ? &o->endpoint
+                           : !strcmp(opt, "--input")           ? &o->input
+                           : !strcmp(opt, "--output")          ? &o->output
+                           : !strcmp(opt, "--errors")          ? &o->errors
+                           : !strcmp(opt, "--media-root")      ? &o->media_root
+                           : !strcmp(opt, "--curve-key")       ? &o->curve_key
+                           : !strcmp(opt, "--coordinator-key") ? &o->coordinator_key
+                                                               : NULL;
         int *num = !strcmp(opt, "--concurrency")          ? &o->conc
                    : !strcmp(opt, "--max-attempts")       ? &o->max_attempts
                    : !strcmp(opt, "--probe-ms")           ? &o->probe_ms
@@ -746,7 +751,10 @@ int am_cmd_batch(int argc, char **argv) {
                 b->resume.torn_bytes ? "; a torn last line was cut off" : "");
     if ((rc = am_batch_reader_open(&b->in, b->o.input, b->o.max_line))) goto out;
     if (b->resume.done < b->scan.n_requests) {
-        if ((rc = am_client_new(b->o.endpoint, &b->client))) goto out;
+        am_client_opts co = {.endpoint = b->o.endpoint,
+                             .curve_key = b->o.curve_key,
+                             .coordinator_key = b->o.coordinator_key};
+        if ((rc = am_client_new_opts(&co, &b->client))) goto out;
         if ((rc = check_models(b))) goto out;
         signal(SIGINT, on_signal);
         signal(SIGTERM, on_signal);

@@ -31,13 +31,17 @@ static void help(void) {
         "                     [--model NAME] [--print-ids] [--timeout-ms N] [--repeat N "
         "--concurrency C]\n"
         "                     [--ignore-eos]\n"
-        "       anymal client [--coordinator EP] --health [--model NAME]\n\n"
+        "       anymal client [--coordinator EP] --health [--model NAME]\n"
+        "       (either with [--curve-key FILE --coordinator-key FILE])\n\n"
         "Sends one request to an anymal coordinator and streams the answer to stdout.\n"
         "PROMPT-PARTS, in order: --text STR, --prompt-ids 1,2,3, --image FILE, --video FILE "
         "[--frames F\n"
         "before it], --audio FILE, --imu FILE (media are encoded by the cluster's encoder "
         "workers).\n"
         "  --coordinator  default tcp://127.0.0.1:5555\n"
+        "  --curve-key FILE --coordinator-key FILE  this client's CURVE secret key (anymal "
+        "keygen) and\n"
+        "                 the coordinator's public key: needed when the coordinator has keys\n"
         "  --max-tokens   default 32; greedy unless --temperature > 0\n"
         "  --repeat N --concurrency C  send it N times, C in flight; print a JSON throughput line\n"
         "  --ignore-eos   generate --max-tokens tokens past EOS (benchmarks)\n"
@@ -113,7 +117,7 @@ out:;
 /* Everything the command line says. Parts point into argv, files[] and idbufs[]
  * (owned here, freed by opts_fini); params.stop points into stops[]. */
 typedef struct client_opts {
-    const char *endpoint;
+    const char *endpoint, *curve_key, *coordinator_key;
     am_client_part parts[CLIENT_MAX_PARTS];
     void *files[CLIENT_MAX_PARTS];     /* media file contents, by part index */
     int32_t *idbufs[CLIENT_MAX_PARTS]; /* --prompt-ids arrays, by part index */
@@ -195,6 +199,9 @@ static int opt_f32(am_cli *cli, double min, double max, float *out) {
 static int parse_setting(am_cli *cli, const char *opt, client_opts *o) {
     am_client_params *p = &o->params;
     if (!strcmp(opt, "--coordinator")) return (o->endpoint = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
+    if (!strcmp(opt, "--curve-key")) return (o->curve_key = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
+    if (!strcmp(opt, "--coordinator-key"))
+        return (o->coordinator_key = am_cli_value(cli)) ? 0 : AM_EXIT_USAGE;
     if (!strcmp(opt, "--frames")) return opt_u32(cli, 1, AM_PROTO_MAX_FRAMES_PER_VIDEO, &o->frames);
     if (!strcmp(opt, "--max-tokens")) return opt_u32(cli, 1, AM_PROTO_MAX_TOKENS, &p->max_tokens);
     if (!strcmp(opt, "--temperature")) return opt_f32(cli, 0, 100, &p->temperature);
@@ -289,7 +296,9 @@ int am_cmd_client(int argc, char **argv) {
     int status;
     am_client *c = NULL;
     if (parse_opts(argc, argv, &o, &status)) {
-        int rc = am_client_new(o.endpoint, &c);
+        am_client_opts co = {
+            .endpoint = o.endpoint, .curve_key = o.curve_key, .coordinator_key = o.coordinator_key};
+        int rc = am_client_new_opts(&co, &c);
         if (rc)
             status = am_cli_error(CMD, rc);
         else if (o.want_health)

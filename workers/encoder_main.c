@@ -36,7 +36,8 @@ static void help(void) {
         "[--model-name S]\n"
         "                      [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
         "[--drain-ms N]\n"
-        "                      [--max-pixels N] [--stall-ms N]\n\n"
+        "                      [--max-pixels N] [--stall-ms N] [--curve-key FILE --coordinator-key "
+        "FILE]\n\n"
         "Registers with the coordinator and encodes the media of ENCODE jobs into modality-token "
         "rows.\n"
         "  --modality   comma-separated: %s (or all)\n"
@@ -54,7 +55,9 @@ static void help(void) {
         "(default %lld)\n"
         "  --stall-ms   an encode that runs this long means the worker is stuck: it tells the "
         "coordinator\n"
-        "               and exits %d, for a supervisor to restart (default %d)\n",
+        "               and exits %d, for a supervisor to restart (default %d)\n"
+        "  --curve-key  this worker's CURVE secret key (anymal keygen), --coordinator-key the\n"
+        "               coordinator's public key: required by a coordinator with keys\n",
         am_modality_list(mods, sizeof mods, ", ", ", "), AM_ENCODER_MAX_BATCH_DEFAULT,
         AM_ENCODER_BATCH_WAIT_MS_DEFAULT, AM_DRAIN_MS_DEFAULT,
         (long long)AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT, AM_STALL_EXIT_CODE, AM_STALL_MS_DEFAULT);
@@ -88,6 +91,7 @@ int main(int argc, char **argv) {
     am_cli_link link = {0};
     const am_cli_opt opts[] = {
         AM_WORKER_CLI_ROWS(&o.endpoint, &o.model_dir, &o.name, &o.model_name),
+        AM_WORKER_CLI_KEY_ROWS(o),
         {"--device", AM_CLI_STR, &o.device, 0, 0},
         {"--threads", AM_CLI_INT, &o.n_threads, 1, 1024},
         {"--max-batch", AM_CLI_INT, &o.max_batch, 1, 256},

@@ -222,6 +222,8 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
                        .liveness = o->liveness,
                        .reconnect_min_ms = o->reconnect_min_ms,
                        .reconnect_max_ms = o->reconnect_max_ms,
+                       .curve_key = o->curve_key,
+                       .coordinator_key = o->coordinator_key,
                        .stall_ms = o->stall_ms};
     am_msg_init(&lo.ready, AM_CMD_READY);
     lo.ready.role = AM_ROLE_ENCODER;

@@ -40,6 +40,7 @@ typedef struct am_encoder_worker_opts {
     int stall_ms; /* no turn of the loop for this long: stuck (worker_link.h); 0 = default */
     int64_t
         max_pixels; /* images over this are refused (400); 0 = AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT */
+    const char *curve_key, *coordinator_key; /* key files (worker_link.h); NULL: plain link */
 } am_encoder_worker_opts;
 
 /* Loads the models and serves. *stop == 1 drains (worker_link.h am_drain_poll:

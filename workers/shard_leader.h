@@ -54,6 +54,7 @@ typedef struct am_shard_leader_opts {
                              * < 0 = a TOKEN per token */
     int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
     int drain_ms; /* *stop == 1: finish what is in flight for at most this (0 = default) */
+    const char *curve_key, *coordinator_key; /* key files (worker_link.h); NULL: plain link */
     int stall_ms; /* no step or turn of the loop for this long: the group is stuck (a rank
                    * stopped; worker_link.h): the leader ends, mpirun ends the rest; 0 = default */
 } am_shard_leader_opts;

@@ -43,7 +43,8 @@ static void help(void) {
            "              [--name S] [--model-name S]\n"
            "              [--heartbeat-ms N] [--liveness N] [--reconnect-ms MIN[,MAX]] "
            "[--allreduce-bf16]\n"
-           "              [--stream-ms N] [--drain-ms N] [--stall-ms N]\n\n"
+           "              [--stream-ms N] [--drain-ms N] [--stall-ms N] [--curve-key FILE "
+           "--coordinator-key FILE]\n\n"
            "  --device      every rank's compute backend (default cpu; ranks may share one GPU)\n"
            "  --capacity    requests in flight at once (default %d)\n"
            "  --kv-blocks   KV blocks of --block-size positions (default: capacity x context, at "
@@ -59,7 +60,10 @@ static void help(void) {
            "flight\n"
            "                for at most this (default %d); a second SIGTERM stops at once\n"
            "  --stall-ms    no step for this long (a rank stopped or hung): the leader tells the\n"
-           "                coordinator and exits %d, and mpirun ends the group (default %d)\n",
+           "                coordinator and exits %d, and mpirun ends the group (default %d)\n"
+           "  --curve-key   the group's CURVE secret key (anymal keygen), --coordinator-key the\n"
+           "                coordinator's public key: required by a coordinator with keys (the\n"
+           "                leader rank uses them)\n",
            AM_SHARD_LEADER_CAPACITY_DEFAULT, SHARD_WORKER_MAX_BLOCKS_DEFAULT,
            AM_SCHED_DEFAULT_MAX_BATCH, AM_SHARD_LEADER_STREAM_MS, AM_DRAIN_MS_DEFAULT,
            AM_STALL_EXIT_CODE, AM_STALL_MS_DEFAULT);
@@ -77,6 +81,7 @@ int main(int argc, char **argv) {
     am_cli_link link = {0};
     const am_cli_opt opts[] = {
         AM_WORKER_CLI_ROWS(&lo.endpoint, &lo.model_path, &lo.name, &lo.model_name),
+        AM_WORKER_CLI_KEY_ROWS(lo),
         {"--device", AM_CLI_STR, &go.device, 0, 0},
         {"--threads", AM_CLI_INT, &go.n_threads, 1, 1024},
         {"--capacity", AM_CLI_INT, &lo.capacity, 1, 65536},

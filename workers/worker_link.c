@@ -6,6 +6,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "proto/curve.h"
 #include "proto/transport.h"
 
 #include <errno.h>
@@ -31,6 +32,9 @@ struct am_link {
     int backoff_ms;
     zmq_msg_t pending[AM_PROTO_MAX_FRAMES]; /* an engine message waiting for room upstream */
     int n_pending;
+    am_curve_client keys; /* when curve */
+    int curve;
+    void *mon; /* the session socket's failed handshakes: a refusal is logged as one */
 };
 
 static void send_cmd(am_link *l, int cmd) {
@@ -48,6 +52,9 @@ static void tell_engine_disconnect(am_link *l) {
 static void close_session(am_link *l, const char *why, int say_disconnect) {
     if (!l->sock) return;
     if (say_disconnect) send_cmd(l, AM_CMD_DISCONNECT);
+    char refused[256] = "";
+    if (am_curve_monitor_read(l->mon, refused, sizeof refused)) why = refused;
+    am_curve_monitor_close(l->sock, &l->mon);
     int zero = 0;
     zmq_setsockopt(l->sock, ZMQ_LINGER, &zero,
                    sizeof zero); /* what is queued belongs to a dead session */
@@ -56,7 +63,11 @@ static void close_session(am_link *l, const char *why, int say_disconnect) {
     for (int i = 0; i < l->n_pending; i++)
         zmq_msg_close(&l->pending[i]);
     l->n_pending = 0;
-    AM_LOGI("worker link: session ended (%s); reconnecting in %d ms", why, l->backoff_ms);
+    if (refused[0])
+        AM_LOGW("worker link: the coordinator refused the session: %s; retrying in %d ms", why,
+                l->backoff_ms);
+    else
+        AM_LOGI("worker link: session ended (%s); reconnecting in %d ms", why, l->backoff_ms);
     l->next_connect_ms = am_now_ms() + l->backoff_ms;
     l->backoff_ms =
         l->backoff_ms * 2 > l->o.reconnect_max_ms ? l->o.reconnect_max_ms : l->backoff_ms * 2;
@@ -67,12 +78,15 @@ static int open_session(am_link *l) {
     l->sock = zmq_socket(l->zctx, ZMQ_DEALER);
     if (!l->sock) return am_err_set(AM_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
     int rc = am_wire_setup(l->sock, 0, 0, 0);
+    if (!rc && l->curve) rc = am_curve_client_setup(l->sock, &l->keys);
+    if (!rc) rc = am_curve_monitor_open(l->zctx, l->sock, 0, &l->mon);
     if (!rc && zmq_connect(l->sock, l->o.endpoint))
         rc = am_err_set(AM_EIO, "cannot connect to %s: %s", l->o.endpoint,
                         zmq_strerror(zmq_errno()));
     if (!rc) rc = am_wire_send(l->sock, NULL, 0, &l->o.ready, NULL, 0, ZMQ_DONTWAIT);
     if (rc) {
         AM_LOGW("worker link: %s", am_err_msg());
+        am_curve_monitor_close(l->sock, &l->mon);
         zmq_close(l->sock);
         l->sock = NULL;
         l->next_connect_ms = am_now_ms() + l->backoff_ms;
@@ -193,6 +207,7 @@ static void *io_main(void *arg) {
                 send_cmd(l, AM_CMD_DISCONNECT);
                 int linger = 1000; /* let the DISCONNECT out before the process ends */
                 zmq_setsockopt(l->sock, ZMQ_LINGER, &linger, sizeof linger);
+                am_curve_monitor_close(l->sock, &l->mon);
                 zmq_close(l->sock);
                 l->sock = NULL;
                 usleep(100000); /* libzmq's I/O thread sends it */
@@ -222,6 +237,7 @@ static void *io_main(void *arg) {
         on_engine(l);
         if (l->n_pending) (void)flush_pending(l);
         send_cmd(l, AM_CMD_DISCONNECT);
+        am_curve_monitor_close(l->sock, &l->mon);
         zmq_close(l->sock);
         l->sock = NULL;
     }
@@ -246,7 +262,11 @@ int am_link_new(const am_link_opts *o, am_link **out) {
     if (!l->o.reconnect_max_ms) l->o.reconnect_max_ms = AM_RECONNECT_MAX_MS;
     if (l->o.reconnect_max_ms < l->o.reconnect_min_ms)
         l->o.reconnect_max_ms = l->o.reconnect_min_ms;
-    int rc = 0;
+    int rc = am_curve_client_load(o->curve_key, o->coordinator_key, &l->keys, &l->curve);
+    if (rc) {
+        am_free(l);
+        return rc;
+    }
     snprintf(l->pipe_name, sizeof l->pipe_name, "inproc://am-link-%d",
              atomic_fetch_add(&counter, 1));
     l->zctx = zmq_ctx_new();
@@ -287,6 +307,7 @@ void am_link_destroy(am_link **p) {
     if (l->pipe_engine) zmq_close(l->pipe_engine);
     if (l->pipe_io) zmq_close(l->pipe_io);
     if (l->zctx) zmq_ctx_term(l->zctx);
+    memset(&l->keys, 0, sizeof l->keys);
     am_free(l);
     *p = NULL;
 }

@@ -34,6 +34,10 @@ typedef struct am_link_opts {
     int liveness;     /* 0 = 3 */
     int reconnect_min_ms; /* 0 = AM_RECONNECT_MIN_MS */
     int reconnect_max_ms; /* 0 = AM_RECONNECT_MAX_MS */
+    /* CURVE (proto/curve.h): this worker's secret key file and the coordinator's public
+     * key file; both NULL: a plain link. A session the coordinator refuses (a key it does
+     * not list) is logged with the reason and retried with backoff. */
+    const char *curve_key, *coordinator_key;
     /* Liveness by progress: when the engine has not called am_link_alive for stall_ms
      * (0 = AM_STALL_MS_DEFAULT), it is stuck (a shard group whose rank stopped, an
      * encode that never returns): the link says DISCONNECT, so the coordinator hands
@@ -50,7 +54,8 @@ typedef struct am_link_opts {
 
 typedef struct am_link am_link;
 
-/* Starts the I/O thread (which connects at once). AM_EIO, AM_ENOMEM. */
+/* Starts the I/O thread (which connects at once). AM_EIO, AM_ENOMEM, or the key files'
+ * errors (proto/curve.h). */
 int am_link_new(const am_link_opts *o, am_link **out);
 /* The engine's end of the pipe (a PAIR socket; use from one thread). */
 void *am_link_pipe(am_link *l);
