@@ -934,11 +934,12 @@ static void term_drained(void) { kill(drained_pid, SIGTERM); }
 /* SIGTERM to the coordinator, then a new request from another client: refused (503). */
 static int32_t probe_code;
 static char probe_msg[256];
+static am_client *probe; /* connected before the SIGTERM: no connection setup in the race */
 static void term_coordinator_and_probe(void) {
+    usleep(50000); /* the requests are admitted (their encoders are paused: they stay) */
     kill(drained_pid, SIGTERM);
     usleep(60000); /* > the coordinator's 50 ms poll: it has seen the signal */
-    am_client *c = NULL;
-    CHECK_OK(am_client_new(T.ep, &c));
+    am_client *c = probe;
     am_client_part p = {.kind = AM_SEG_TEXT, .text = "late", .text_len = 4};
     am_client_params prm = {.max_tokens = 2};
     am_client_result r = {0};
@@ -951,7 +952,8 @@ static void term_coordinator_and_probe(void) {
         if (rc == 0) am_client_result_fini(&r), usleep(20000);
     }
     am_client_result_fini(&r);
-    am_client_destroy(&c);
+    kill(p_enc[0], SIGCONT); /* the drain's requests go on */
+    kill(p_enc[1], SIGCONT);
 }
 
 /* Waits for pid (a child of ours: an encoder, mpirun, the coordinator) and returns its
@@ -1004,10 +1006,18 @@ static void test_drain(void) {
     /* The coordinator: SIGTERM with generations under way; they finish, a new request is
      * refused with 503 naming the drain, and it exits 0. */
     drained_pid = p_coord;
-    errors = drain_batch(c, 8, -1, 400, term_coordinator_and_probe, &finals);
+    CHECK_OK(am_client_new(T.ep, &probe));
+    am_client_health ph;
+    CHECK_OK(am_client_health_get(probe, NULL, 5000, &ph)); /* its connection is up */
+    /* The tiny model answers 8 x 400 tokens in tens of ms: the requests are held in flight
+     * by pausing the encoders of their images (for less than their 300 ms liveness). */
+    kill(p_enc[0], SIGSTOP);
+    kill(p_enc[1], SIGSTOP);
+    errors = drain_batch(c, 8, AM_MOD_IMAGE, 8, term_coordinator_and_probe, &finals);
     printf("drain: a request sent while the coordinator drains: %d %s\n", probe_code, probe_msg);
     CHECK_EQ_INT(probe_code, AM_WERR_UNAVAILABLE);
     CHECK(strstr(probe_msg, "draining") != NULL);
+    am_client_destroy(&probe);
     CHECK_EQ_INT(finals, 8);
     CHECK_EQ_INT(errors, 0);
     st = exit_status(p_coord, 20000);
