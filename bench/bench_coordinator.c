@@ -79,15 +79,15 @@ int main(int argc, char **argv) {
     if (am_coord_new(&co, &c)) return fprintf(stderr, "%s\n", am_err_msg()), 1;
     pthread_t tc, tw;
     pthread_create(&tc, NULL, coord_main, c);
-    wopts = (am_encoder_worker_opts){.endpoint = am_coord_endpoint(c),
+    wopts = (am_encoder_worker_opts){.link = {.endpoint = am_coord_endpoint(c),
+                                              .curve_key = curve ? k[1] : NULL,
+                                              .coordinator_key = curve ? server_pub : NULL},
                                      .model_dir = argv[1],
                                      .modalities = 1u << AM_MOD_IMU,
                                      .n_threads = 1,
                                      .batch_wait_ms = 0,
                                      .max_batch = 16,
-                                     .capacity = 256,
-                                     .curve_key = curve ? k[1] : NULL,
-                                     .coordinator_key = curve ? server_pub : NULL};
+                                     .capacity = 256};
     pthread_create(&tw, NULL, worker_main, NULL);
     am_client *cl = NULL;
     am_client_opts clo = {.endpoint = am_coord_endpoint(c),

@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
     am_encoder_worker_opts o = {.batch_wait_ms = -1};
     am_cli_link link = {0};
     const am_cli_opt opts[] = {
-        AM_WORKER_CLI_ROWS(&o.endpoint, &o.model_dir, &o.name, &o.model_name),
+        AM_WORKER_CLI_ROWS(&o.link.endpoint, &o.model_dir, &o.name, &o.model_name),
         AM_WORKER_CLI_KEY_ROWS(o),
         {"--device", AM_CLI_STR, &o.device, 0, 0},
         {"--threads", AM_CLI_INT, &o.n_threads, 1, 1024},
@@ -98,7 +98,7 @@ int main(int argc, char **argv) {
         {"--batch-wait-ms", AM_CLI_INT, &o.batch_wait_ms, 0, 10000},
         {"--capacity", AM_CLI_INT, &o.capacity, 1, AM_ENCODER_MAX_CAPACITY},
         {"--drain-ms", AM_CLI_INT, &o.drain_ms, 1, 86400000},
-        {"--stall-ms", AM_CLI_INT, &o.stall_ms, 100, 86400000},
+        {"--stall-ms", AM_CLI_INT, &o.link.stall_ms, 100, 86400000},
         {"--max-pixels", AM_CLI_I64, &o.max_pixels, 1, (double)AM_IMAGE_MAX_PIXELS_DEFAULT},
     };
     const am_cli_spec spec = {
@@ -106,7 +106,7 @@ int main(int argc, char **argv) {
     int rc = am_cli_parse(&cli, &spec);
     if (rc) return rc == AM_CLI_HELP ? 0 : rc;
     AM_WORKER_CLI_TAKE_LINK(o, link);
-    if (!o.endpoint || !o.model_dir || !o.modalities)
+    if (!o.link.endpoint || !o.model_dir || !o.modalities)
         return am_cli_fail(&cli, "--coordinator, --model and --modality are required");
     am_cpu_blas_setup(o.n_threads);
     struct sigaction sa = {.sa_handler = on_signal};

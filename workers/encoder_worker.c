@@ -217,14 +217,7 @@ int am_encoder_worker_run(const am_encoder_worker_opts *o, volatile sig_atomic_t
     if (!rc && !(w.jobs = am_calloc((size_t)w.capacity + 1, sizeof *w.jobs))) rc = AM_ENOMEM;
     if (rc) goto done;
     snprintf(name, sizeof name, "encoder-%d", (int)getpid());
-    am_link_opts lo = {.endpoint = o->endpoint,
-                       .heartbeat_ms = o->heartbeat_ms,
-                       .liveness = o->liveness,
-                       .reconnect_min_ms = o->reconnect_min_ms,
-                       .reconnect_max_ms = o->reconnect_max_ms,
-                       .curve_key = o->curve_key,
-                       .coordinator_key = o->coordinator_key,
-                       .stall_ms = o->stall_ms};
+    am_link_opts lo = o->link;
     am_msg_init(&lo.ready, AM_CMD_READY);
     lo.ready.role = AM_ROLE_ENCODER;
     lo.ready.name = o->name ? o->name : name;

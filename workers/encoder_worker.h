@@ -15,6 +15,8 @@
 #ifndef AM_ENCODER_WORKER_H
 #define AM_ENCODER_WORKER_H
 
+#include "workers/worker_link.h"
+
 #include <signal.h>
 #include <stdint.h>
 
@@ -23,7 +25,9 @@
 #define AM_ENCODER_MAX_CAPACITY          1024
 
 typedef struct am_encoder_worker_opts {
-    const char *endpoint;   /* the coordinator */
+    /* The link to the coordinator: its endpoint, heartbeats, reconnects, keys and stall
+     * limit (worker_link.h; 0/NULL = defaults, a plain link). The worker fills its READY. */
+    am_link_opts link;
     const char *model_dir;  /* AnyMAL model directory */
     const char *name;       /* worker name in logs and READY (NULL: "encoder-<pid>") */
     const char *model_name; /* NULL: the directory's base name */
@@ -34,13 +38,9 @@ typedef struct am_encoder_worker_opts {
     int max_batch; /* 0 = AM_ENCODER_MAX_BATCH_DEFAULT */
     int batch_wait_ms; /* < 0 = AM_ENCODER_BATCH_WAIT_MS_DEFAULT */
     int capacity;      /* 0 = 2 * max_batch */
-    int heartbeat_ms, liveness, reconnect_min_ms,
-        reconnect_max_ms; /* 0 = defaults (worker_link.h) */
-    int drain_ms;         /* *stop == 1: finish what is in flight for at most this (0 = default) */
-    int stall_ms; /* no turn of the loop for this long: stuck (worker_link.h); 0 = default */
+    int drain_ms;      /* *stop == 1: finish what is in flight for at most this (0 = default) */
     int64_t
         max_pixels; /* images over this are refused (400); 0 = AM_IMAGE_SERVE_MAX_PIXELS_DEFAULT */
-    const char *curve_key, *coordinator_key; /* key files (worker_link.h); NULL: plain link */
 } am_encoder_worker_opts;
 
 /* Loads the models and serves. *stop == 1 drains (worker_link.h am_drain_poll:

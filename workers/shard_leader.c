@@ -482,14 +482,7 @@ int am_shard_leader_run(am_llama_ctx *ctx, const am_tokenizer *tok, const am_sha
     if ((rc = am_mod_config_load(o->model_path, &L.mods))) goto done;
     am_err_clear();
     snprintf(name, sizeof name, "shard-%d", (int)getpid());
-    am_link_opts lo = {.endpoint = o->endpoint,
-                       .heartbeat_ms = o->heartbeat_ms,
-                       .liveness = o->liveness,
-                       .reconnect_min_ms = o->reconnect_min_ms,
-                       .reconnect_max_ms = o->reconnect_max_ms,
-                       .curve_key = o->curve_key,
-                       .coordinator_key = o->coordinator_key,
-                       .stall_ms = o->stall_ms};
+    am_link_opts lo = o->link;
     am_msg_init(&lo.ready, AM_CMD_READY);
     lo.ready.role = AM_ROLE_SHARD;
     lo.ready.name = o->name ? o->name : name;

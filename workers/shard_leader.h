@@ -29,6 +29,7 @@
 
 #include "llm_shards/llama.h"
 #include "llm_shards/tokenizer.h"
+#include "workers/worker_link.h"
 
 #include <signal.h>
 #include <stdint.h>
@@ -41,7 +42,11 @@
     100 /* KV/preemption reports to the coordinator: at most this often */
 
 typedef struct am_shard_leader_opts {
-    const char *endpoint;   /* the coordinator */
+    /* The link to the coordinator: its endpoint, heartbeats, reconnects, keys and stall
+     * limit (no step or turn of the loop for stall_ms: the group is stuck, e.g. a rank
+     * stopped; the leader ends and mpirun ends the rest). worker_link.h; 0/NULL =
+     * defaults, a plain link. The leader fills its READY. */
+    am_link_opts link;
     const char *model_path; /* for the model's identity and the encoders' slot sizes */
     const char *name;       /* NULL: "shard-<pid>" */
     const char *model_name; /* NULL: base name of model_path */
@@ -52,11 +57,7 @@ typedef struct am_shard_leader_opts {
                              * is this old (the first token at once; a model slower than
                              * this per token streams every token); 0 = AM_SHARD_LEADER_STREAM_MS,
                              * < 0 = a TOKEN per token */
-    int heartbeat_ms, liveness, reconnect_min_ms, reconnect_max_ms;
     int drain_ms; /* *stop == 1: finish what is in flight for at most this (0 = default) */
-    const char *curve_key, *coordinator_key; /* key files (worker_link.h); NULL: plain link */
-    int stall_ms; /* no step or turn of the loop for this long: the group is stuck (a rank
-                   * stopped; worker_link.h): the leader ends, mpirun ends the rest; 0 = default */
 } am_shard_leader_opts;
 
 /* The decoder's timeline: where the leader's time went. */

@@ -80,7 +80,7 @@ int main(int argc, char **argv) {
     int stream_ms = -1, allreduce_bf16 = 0;
     am_cli_link link = {0};
     const am_cli_opt opts[] = {
-        AM_WORKER_CLI_ROWS(&lo.endpoint, &lo.model_path, &lo.name, &lo.model_name),
+        AM_WORKER_CLI_ROWS(&lo.link.endpoint, &lo.model_path, &lo.name, &lo.model_name),
         AM_WORKER_CLI_KEY_ROWS(lo),
         {"--device", AM_CLI_STR, &go.device, 0, 0},
         {"--threads", AM_CLI_INT, &go.n_threads, 1, 1024},
@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
         {"--stream-ms", AM_CLI_INT, &stream_ms, 0, 60000},
         {"--allreduce-bf16", AM_CLI_FLAG, &allreduce_bf16, 0, 0},
         {"--drain-ms", AM_CLI_INT, &lo.drain_ms, 1, 86400000},
-        {"--stall-ms", AM_CLI_INT, &lo.stall_ms, 100, 86400000},
+        {"--stall-ms", AM_CLI_INT, &lo.link.stall_ms, 100, 86400000},
     };
     const am_cli_spec spec = {.opts = opts,
                               .n_opts = (int)(sizeof opts / sizeof opts[0]),
@@ -106,7 +106,7 @@ int main(int argc, char **argv) {
     lo.stream_ms = stream_ms < 0 ? 0 : stream_ms ? stream_ms : -1;
     if (allreduce_bf16) go.allreduce_dtype = AM_DTYPE_BF16;
     AM_WORKER_CLI_TAKE_LINK(lo, link);
-    if (!lo.endpoint || !lo.model_path)
+    if (!lo.link.endpoint || !lo.model_path)
         return am_cli_fail(&cli, "--coordinator and --model are required");
     if (n_blocks && mem_fraction > 0.0)
         return am_cli_fail(&cli,

@@ -19,20 +19,20 @@
 
 /* The table rows of --curve-key (this worker's secret key file) and --coordinator-key
  * (the coordinator's public key file), into a worker's options struct o (both
- * am_encoder_worker_opts and am_shard_leader_opts name them alike; proto/curve.h). */
+ * am_encoder_worker_opts and am_shard_leader_opts hold them in .link; proto/curve.h). */
 #define AM_WORKER_CLI_KEY_ROWS(o)                                                                  \
-    {"--curve-key", AM_CLI_STR, &(o).curve_key, 0, 0}, {                                           \
-        "--coordinator-key", AM_CLI_STR, &(o).coordinator_key, 0, 0                                \
+    {"--curve-key", AM_CLI_STR, &(o).link.curve_key, 0, 0}, {                                      \
+        "--coordinator-key", AM_CLI_STR, &(o).link.coordinator_key, 0, 0                           \
     }
 
 /* Copies the parsed liveness options into a worker's options struct o (both
- * am_encoder_worker_opts and am_shard_leader_opts name them alike). */
+ * am_encoder_worker_opts and am_shard_leader_opts hold them in .link). */
 #define AM_WORKER_CLI_TAKE_LINK(o, link)                                                           \
     do {                                                                                           \
-        (o).heartbeat_ms = (link).heartbeat_ms;                                                    \
-        (o).liveness = (link).liveness;                                                            \
-        (o).reconnect_min_ms = (link).reconnect_min_ms;                                            \
-        (o).reconnect_max_ms = (link).reconnect_max_ms;                                            \
+        (o).link.heartbeat_ms = (link).heartbeat_ms;                                               \
+        (o).link.liveness = (link).liveness;                                                       \
+        (o).link.reconnect_min_ms = (link).reconnect_min_ms;                                       \
+        (o).link.reconnect_max_ms = (link).reconnect_max_ms;                                       \
     } while (0)
 
 #endif
