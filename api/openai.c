@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/text.h"
 
 #include <errno.h>
 #include <math.h>
@@ -17,11 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define B_INST "[INST]"
-#define E_INST "[/INST]"
-#define B_SYS  "<<SYS>>\n"
-#define E_SYS  "\n<</SYS>>\n\n"
 
 static const int32_t eos_bos[2] = {AM_API_EOS_ID, AM_API_BOS_ID};
 
@@ -239,38 +235,11 @@ static int push_part(am__api_parse *P, const am_client_part *q, const char *path
     return 0;
 }
 
-/* A growable text; oom set when an append failed. */
-typedef struct tbuf {
-    char *d;
-    size_t n, cap;
-    int oom;
-} tbuf;
-
-static void tb_put(tbuf *b, const char *s, size_t n) {
-    if (b->oom || !n) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->n + n + 1)
-            cap *= 2;
-        char *d = am_realloc(b->d, cap);
-        if (!d) {
-            b->oom = 1;
-            return;
-        }
-        b->d = d, b->cap = cap;
-    }
-    memcpy(b->d + b->n, s, n);
-    b->n += n;
-    b->d[b->n] = '\0';
-}
-
-static void tb_puts(tbuf *b, const char *s) { tb_put(b, s, strlen(s)); }
-
 /* Pushes text as a text part (stripped at the sides that touch media), unless empty. */
 static int push_text(am__api_parse *P, const char *s, size_t n, int strip_l, int strip_r,
                      const char *path) {
     size_t b = 0, e = n;
-    am__api_strip(s, n, &b, &e);
+    am_py_strip(s, n, &b, &e);
     if (!strip_l) b = 0;
     if (!strip_r) e = n;
     if (e <= b) return 0;
@@ -283,15 +252,8 @@ static int push_text(am__api_parse *P, const char *s, size_t n, int strip_l, int
     return push_part(P, &q, path);
 }
 
-static int has_tag(const char *s) {
-    static const char *const tags[] = {B_INST, E_INST, "<<SYS>>", "<</SYS>>"};
-    for (size_t k = 0; k < sizeof tags / sizeof tags[0]; k++)
-        if (strstr(s, tags[k])) return 1;
-    return 0;
-}
-
 static int check_text(am__api_parse *P, const char *s, const char *path) {
-    if (has_tag(s))
+    if (am_chat_has_tag(s))
         return am_api_fail(P->err, 400, path,
                            "%s holds a chat template tag ([INST], [/INST], <<SYS>> or <</SYS>>), "
                            "which could forge a turn",
@@ -300,9 +262,9 @@ static int check_text(am__api_parse *P, const char *s, const char *path) {
 }
 
 /* The text of a system or assistant message (a string, or text parts joined by "\n"). */
-static int text_only(am__api_parse *P, const cJSON *content, const char *path, tbuf *out) {
+static int text_only(am__api_parse *P, const cJSON *content, const char *path, am_strbuf *out) {
     if (cJSON_IsString(content)) {
-        tb_puts(out, content->valuestring);
+        am_strbuf_puts(out, content->valuestring);
         return check_text(P, content->valuestring, path);
     }
     if (!cJSON_IsArray(content))
@@ -319,15 +281,15 @@ static int text_only(am__api_parse *P, const cJSON *content, const char *path, t
         if (!cJSON_IsString(text))
             return am_api_fail(P->err, 400, pp, "%s.text must be a string", pp);
         if (check_text(P, text->valuestring, pp)) return AM_EINVAL;
-        if (i) tb_puts(out, "\n");
-        tb_puts(out, text->valuestring);
+        if (i) am_strbuf_puts(out, "\n");
+        am_strbuf_puts(out, text->valuestring);
     }
     return 0;
 }
 
 /* The message content of a user turn: runs of text between media parts. */
 typedef struct turn {
-    tbuf run[AM_PROTO_MAX_PAYLOADS + 1];
+    am_strbuf run[AM_PROTO_MAX_PAYLOADS + 1];
     am_client_part media[AM_PROTO_MAX_PAYLOADS];
     int n_media;
 } turn;
@@ -339,7 +301,7 @@ static void turn_fini(turn *t) {
 
 static int user_content(am__api_parse *P, const cJSON *content, const char *path, turn *t) {
     if (cJSON_IsString(content)) {
-        tb_puts(&t->run[0], content->valuestring);
+        am_strbuf_puts(&t->run[0], content->valuestring);
         return check_text(P, content->valuestring, path);
     }
     if (!cJSON_IsArray(content))
@@ -357,8 +319,8 @@ static int user_content(am__api_parse *P, const cJSON *content, const char *path
             if (!cJSON_IsString(text))
                 return am_api_fail(P->err, 400, pp, "%s.text must be a string", pp);
             if (check_text(P, text->valuestring, pp)) return AM_EINVAL;
-            if (texts_in_run++) tb_puts(&t->run[t->n_media], "\n");
-            tb_puts(&t->run[t->n_media], text->valuestring);
+            if (texts_in_run++) am_strbuf_puts(&t->run[t->n_media], "\n");
+            am_strbuf_puts(&t->run[t->n_media], text->valuestring);
             continue;
         }
         if (strcmp(ty, "image_url") && strcmp(ty, "input_audio") && strcmp(ty, "audio_url") &&
@@ -381,37 +343,37 @@ static int user_content(am__api_parse *P, const cJSON *content, const char *path
 
 /* Emits one user turn (plus its answer when given) as parts. sys: the system text to fold
  * in, or NULL. */
-static int emit_turn(am__api_parse *P, turn *t, const char *sys, const tbuf *answer,
+static int emit_turn(am__api_parse *P, turn *t, const char *sys, const am_strbuf *answer,
                      const char *path) {
     const int last = t->n_media;
     /* generation.py strips B_SYS + system + E_SYS + user as one string: fold first. */
     if (sys) {
-        tbuf m = {0};
-        tb_puts(&m, B_SYS);
-        tb_puts(&m, sys);
-        tb_puts(&m, E_SYS);
-        tb_put(&m, t->run[0].d ? t->run[0].d : "", t->run[0].n);
+        am_strbuf m = {0};
+        am_strbuf_puts(&m, AM_CHAT_B_SYS);
+        am_strbuf_puts(&m, sys);
+        am_strbuf_puts(&m, AM_CHAT_E_SYS);
+        am_strbuf_put(&m, t->run[0].d ? t->run[0].d : "", t->run[0].n);
         am_free(t->run[0].d);
         t->run[0] = m;
     }
     int rc = 0;
     for (int k = 0; k <= last && !rc; k++) {
-        tbuf *run = &t->run[k];
+        am_strbuf *run = &t->run[k];
         if (run->oom) return oom(P, "the prompt");
         /* Strip: the message's ends (Python) and every side that touches media. */
         size_t b = 0, e = run->n;
-        am__api_strip(run->d ? run->d : "", run->n, &b, &e);
-        tbuf seg = {0};
-        if (k == 0) tb_puts(&seg, B_INST " ");
-        if (e > b) tb_put(&seg, run->d + b, e - b);
+        am_py_strip(run->d ? run->d : "", run->n, &b, &e);
+        am_strbuf seg = {0};
+        if (k == 0) am_strbuf_puts(&seg, AM_CHAT_B_INST " ");
+        if (e > b) am_strbuf_put(&seg, run->d + b, e - b);
         if (k == last) {
-            tb_puts(&seg, " " E_INST);
+            am_strbuf_puts(&seg, " " AM_CHAT_E_INST);
             if (answer) {
                 size_t ab = 0, ae = answer->n;
-                am__api_strip(answer->d ? answer->d : "", answer->n, &ab, &ae);
-                tb_puts(&seg, " ");
-                if (ae > ab) tb_put(&seg, answer->d + ab, ae - ab);
-                tb_puts(&seg, " ");
+                am_py_strip(answer->d ? answer->d : "", answer->n, &ab, &ae);
+                am_strbuf_puts(&seg, " ");
+                if (ae > ab) am_strbuf_put(&seg, answer->d + ab, ae - ab);
+                am_strbuf_puts(&seg, " ");
             }
         }
         if (seg.oom || (answer && answer->oom)) {
@@ -462,7 +424,7 @@ static int parse_messages(am__api_parse *P, const cJSON *body) {
     const cJSON *m0 = cJSON_GetArrayItem(msgs, 0);
     const char *r0 = role_of(P, m0, 0, &rc);
     if (!r0) return rc;
-    tbuf sys = {0};
+    am_strbuf sys = {0};
     turn *t = am_calloc(1, sizeof *t);
     if (!t) return oom(P, "the prompt");
     if (!strcmp(r0, "system")) {
@@ -490,7 +452,7 @@ static int parse_messages(am__api_parse *P, const cJSON *body) {
         turn_fini(t);
         memset(t, 0, sizeof *t);
         if ((rc = user_content(P, cJSON_GetObjectItemCaseSensitive(mu, "content"), pp, t))) break;
-        tbuf ans = {0};
+        am_strbuf ans = {0};
         const int answered = i + 1 < n;
         if (answered) {
             const cJSON *ma = cJSON_GetArrayItem(msgs, i + 1);

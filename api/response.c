@@ -9,6 +9,7 @@
 #include "api/api_internal.h"
 
 #include "core/alloc.h"
+#include "core/text.h"
 
 #include <string.h>
 
@@ -30,7 +31,7 @@ static char *utf8_clean(const char *text, size_t n) {
     size_t o = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        int k = am__api_utf8_len(u + i, n - i, &cp);
+        int k = am_utf8_decode(u + i, n - i, &cp);
         if (k > 0 && cp != 0) {
             memcpy(d + o, u + i, (size_t)k);
             o += (size_t)k, i += (size_t)k;

@@ -221,7 +221,7 @@ int am_tokenizer_synthetic(int32_t n_vocab, am_tokenizer **out) {
         if (!w->sym) goto done;
         for (size_t k = 0; k < wl;) {
             uint32_t cp;
-            int cl = am__utf8_decode((const unsigned char *)raw[i] + k, wl - k, &cp);
+            int cl = am_utf8_decode((const unsigned char *)raw[i] + k, wl - k, &cp);
             if (cl == 0) cl = 1; /* the corpus is ASCII; be safe anyway */
             int added;
             int32_t sid = st_add(&st, raw[i] + k, (size_t)cl, &added);

@@ -53,7 +53,7 @@ static size_t normalize(const am_tokenizer *t, const unsigned char *in, size_t l
     int prev_space = t->remove_extra_ws;
     while (i < len) {
         uint32_t cp;
-        int n = am__utf8_decode(in + i, len - i, &cp);
+        int n = am_utf8_decode(in + i, len - i, &cp);
         if (n == 0) {
             put(&b, kReplacement, 3);
             prev_space = 0;
@@ -393,7 +393,7 @@ static int dyn_put(dyn *b, const void *p, size_t n) {
 static int flush_bytes(dyn *out, const unsigned char *run, size_t n) {
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        int k = am__utf8_decode(run + i, n - i, &cp);
+        int k = am_utf8_decode(run + i, n - i, &cp);
         int rc = k ? dyn_put(out, run + i, (size_t)k) : dyn_put(out, kReplacement, 3);
         if (rc) return rc;
         i += k ? (size_t)k : 1;

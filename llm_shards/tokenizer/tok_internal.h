@@ -13,6 +13,7 @@
 #define AM_TOK_INTERNAL_H
 
 #include "core/strmap.h"
+#include "core/text.h"
 #include "llm_shards/tokenizer.h"
 
 #include <stddef.h>
@@ -84,12 +85,6 @@ int32_t am__tok_piece_to_id(const am_tokenizer *t, const char *s, size_t len);
 int32_t am__tok_find_normal(const am_tokenizer *t, const char *s, size_t len);
 /* 0..255 for a "<0xXX>" piece (upper-case hex, as sentencepiece writes it), else -1. */
 int am__tok_piece_to_byte(const char *s, size_t len);
-
-/* sentencepiece's DecodeUTF8 validity test: returns the length (1..4) of the
- * valid code point at s (n > 0 bytes available), or 0 when the first byte
- * starts a malformed sequence (overlong, surrogate, > U+10FFFF, truncated,
- * stray continuation byte). *cp receives the code point when valid. */
-int am__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
 /* Writes len bytes to path through a temporary name and a rename, so a failed
  * write leaves no partial file. AM_EIO. */

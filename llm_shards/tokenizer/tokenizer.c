@@ -53,40 +53,6 @@ am_piece_type am__tok_infer_type(const char *s, size_t len) {
     return AM_PIECE_NORMAL;
 }
 
-/* ---- UTF-8 ------------------------------------------------------------ */
-
-int am__utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
-    /* Same acceptance rules as sentencepiece's string_util::DecodeUTF8. */
-    uint32_t c;
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (n >= 2 && (s[0] & 0xE0) == 0xC0) {
-        c = ((uint32_t)(s[0] & 0x1F) << 6) | (s[1] & 0x3F);
-        if ((s[1] & 0xC0) == 0x80 && c >= 0x80) {
-            *cp = c;
-            return 2;
-        }
-    } else if (n >= 3 && (s[0] & 0xF0) == 0xE0) {
-        c = ((uint32_t)(s[0] & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
-        if ((s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && c >= 0x800 &&
-            (c < 0xD800 || c >= 0xE000)) {
-            *cp = c;
-            return 3;
-        }
-    } else if (n >= 4 && (s[0] & 0xF8) == 0xF0) {
-        c = ((uint32_t)(s[0] & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
-            ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
-        if ((s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80 &&
-            c >= 0x10000 && c <= 0x10FFFF) {
-            *cp = c;
-            return 4;
-        }
-    }
-    return 0;
-}
-
 /* ---- construction ----------------------------------------------------- */
 
 void am__tok_spec_default(am__tok_spec *spec) {
